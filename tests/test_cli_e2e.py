@@ -1,0 +1,89 @@
+"""train -> evaluate -> predict through the real CLI on a tiny model, asserting on files and numbers."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from tests.conftest import tiny_args
+from tunevision.cli import main
+
+
+def run(*args: str) -> "CliRunner.Result":
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    r = run("train", str(colour_folders), *tiny_args(cache, out, "--mode", "finetune", "--epochs", "4",
+                                                      "--name", "e2e", "--lr", "0.01", "--batch-size", "8"))
+    assert r.exit_code == 0, r.output
+    run_dir = out / "e2e"
+    for name in ("config.yaml", "dataset.json", "split.csv", "skipped.csv", "metrics.csv", "summary.json",
+                 "train.log", "checkpoint.pt", "model/model.safetensors", "model/model.json",
+                 "eval/confusion_matrix.csv", "eval/per_class.csv", "eval/predictions.csv"):
+        assert (run_dir / name).is_file(), name
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["model"]["backbone"] == "tiny_cnn" and cfg["train"]["epochs"] == 4
+    metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert [int(m["epoch"]) for m in metrics] == [1, 2, 3, 4]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["best_val_acc"] >= 0.8  # colour decides the class: easy to learn
+    meta = json.loads((run_dir / "model" / "model.json").read_text())
+    assert meta["classes"] == ["blue", "red"] and meta["image_size"] == 32 and len(meta["mean"]) == 3
+
+    r = run("evaluate", str(run_dir), str(colour_folders), "--device", "cpu")
+    assert r.exit_code == 0 and "accuracy" in r.output and "confusion" in r.output
+
+    img = next((colour_folders / "red").glob("*.png"))
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    r = run("predict", str(run_dir), str(img), str(colour_folders / "blue"), str(tmp_path / "bad.jpg"),
+            "--json", "--top-k", "2", "--device", "cpu", "--csv", str(tmp_path / "p.csv"))
+    assert r.exit_code == 0, r.output
+    preds = json.loads(r.output)
+    assert len(preds) == 1 + 12 + 1
+    by_path = {p["path"]: p for p in preds}
+    assert by_path[str(img)]["top"][0]["label"] == "red"
+    assert abs(sum(t["prob"] for t in by_path[str(img)]["top"]) - 1) < 1e-3
+    assert "not a readable image" in by_path[str(tmp_path / "bad.jpg")]["error"]
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == 14 and rows[0]["label1"] in ("red", "blue")
+
+
+def test_freeze_mode_trains_only_the_head(colour_folders: Path, cache: str, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tunevision.models import create_backbone
+    r = run("train", str(colour_folders), *tiny_args(cache, tmp_path / "runs", "--mode", "freeze", "--name", "f",
+                                                      "--epochs", "30", "--views", "2"))
+    assert r.exit_code == 0, r.output
+    saved = load_file(str(tmp_path / "runs" / "f" / "model" / "model.safetensors"))
+    import torch
+    torch.manual_seed(0)  # the same seed fit() uses, so the same random body
+    body = create_backbone("tiny_cnn", pretrained=False).body.state_dict()
+    assert all(torch.equal(saved[f"body.{k}"], v.float() if v.is_floating_point() else v) for k, v in body.items())
+    assert json.loads((tmp_path / "runs" / "f" / "summary.json").read_text())["best_val_acc"] >= 0.8
+    assert len(list((Path(cache) / "features").glob("*.safetensors"))) == 4  # val, train eval, 2 views
+
+
+def test_user_errors_are_one_line(tmp_path: Path, cache: str) -> None:
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "missing"), *tiny_args(cache, tmp_path)])
+    assert r.exit_code == 2 and r.output.strip().startswith("error:") and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", str(tmp_path), "--mode", "banana"])
+    assert r.exit_code == 2 and "mode must be one of" in r.output
+    r = CliRunner().invoke(main, ["train", str(tmp_path), "--augment", "blur"])
+    assert r.exit_code == 2 and "unknown augmentation" in r.output
+
+
+def test_yaml_config_and_flag_override(colour_folders: Path, cache: str, tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"train": {"epochs": 2, "mode": "finetune"},
+                                                     "model": {"backbone": "tiny_cnn", "pretrained": False}}))
+    r = run("train", str(colour_folders), "--config", str(tmp_path / "c.yaml"), "--epochs", "1", "--name", "y",
+            "--out", str(tmp_path / "runs"), "--cache-dir", cache, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((tmp_path / "runs" / "y" / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 1 and cfg["train"]["mode"] == "finetune"

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_class_folders
+from tunevision.data import discover, load_images
+from tunevision.errors import TunevisionError
+
+
+def test_split_folders_are_used_as_given(tmp_path: Path) -> None:
+    ds = discover(str(make_class_folders(tmp_path / "d", n=9, split=True)))
+    assert ds.classes == ["blue", "red"] and ds.explicit_split
+    assert len(ds.train) == 12 and len(ds.val) == 6
+    assert all("/val/" in s.path for s in ds.val)
+
+
+def test_auto_split_is_stratified_seeded_and_sorted(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "d", n=10, classes=("red", "green", "blue"))
+    a, b = discover(str(root), seed=1), discover(str(root), seed=1)
+    assert a.classes == ["blue", "green", "red"]  # sorted, whatever the filesystem order
+    assert [s.path for s in a.val] == [s.path for s in b.val]
+    assert {s.label for s in a.val} == {0, 1, 2} and len(a.val) == 6
+    assert [s.path for s in discover(str(root), seed=2).val] != [s.path for s in a.val]
+
+
+def test_csv_labels(tmp_path: Path) -> None:
+    root = make_class_folders(tmp_path / "d", n=6)
+    rows = ["path,label"] + [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(root.rglob("*.*"))]
+    (tmp_path / "labels.csv").write_text("\n".join(rows))
+    ds = discover(str(tmp_path / "labels.csv"))
+    assert ds.classes == ["blue", "red"] and len(ds.train) + len(ds.val) == 12
+    assert all(Path(s.path).is_file() for s in ds.train)
+
+
+def test_single_class_and_missing_folder_are_clear_errors(tmp_path: Path) -> None:
+    from tunevision.config import DataConfig, RunConfig, TrainConfig
+    from tunevision.models import create_backbone
+    from tunevision.train import prepare_data
+    from tunevision.ui import RunLog
+    root = make_class_folders(tmp_path / "one", n=5, classes=("red",))
+    cfg = RunConfig(data=DataConfig(data=str(root), cache_dir=""), train=TrainConfig())
+    with pytest.raises(TunevisionError, match="at least 2"):
+        prepare_data(cfg, create_backbone("tiny_cnn", pretrained=False), RunLog(quiet=True))
+    with pytest.raises(TunevisionError, match="no such folder"):
+        discover(str(tmp_path / "nope"))
+
+
+def test_empty_validation_split_is_a_clear_error(tmp_path: Path) -> None:
+    from tunevision.config import DataConfig, RunConfig
+    from tunevision.models import create_backbone
+    from tunevision.train import prepare_data
+    from tunevision.ui import RunLog
+    root = make_class_folders(tmp_path / "d", n=6, split=True)
+    for p in (root / "val").rglob("*.*"):
+        p.unlink()
+    (root / "val" / "red" / "broken.jpg").write_bytes(b"garbage")
+    cfg = RunConfig(data=DataConfig(data=str(root), cache_dir=""))
+    with pytest.raises(TunevisionError, match="validation split is empty"):
+        prepare_data(cfg, create_backbone("tiny_cnn", pretrained=False), RunLog(quiet=True))
+
+
+def test_image_cache_is_reused_and_keyed_by_size(tmp_path: Path) -> None:
+    ds = discover(str(make_class_folders(tmp_path / "d", n=4)))
+    a, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")
+    b, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")
+    assert isinstance(b, np.memmap) and np.array_equal(a, b)
+    c, _ = load_images(ds.train, 24, cache_dir=tmp_path / "c")
+    assert c.shape[1] == 24 and len(list((tmp_path / "c" / "images").glob("*.npy"))) == 2
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_idx_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (50, 28, 28)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(50) % 10)
+    ds = discover(f"mnist:{tmp_path}")
+    assert ds.classes == [str(i) for i in range(10)] and len(ds.train) + len(ds.val) == 50
+    images, bad = load_images(ds.val, 32, cache_dir=None, arrays=ds.arrays)
+    assert images.shape == (len(ds.val), 32, 32, 3) and not bad
+
+
+def test_cifar10_pickles_with_the_real_keys(tmp_path: Path) -> None:
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": 20, b"num_vis": 3072}, f)
+    for name in ("data_batch_1", "test_batch"):
+        with open(root / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": list(range(10)) * 2,
+                         b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8),
+                         b"filenames": [b"x.png"] * 20}, f)
+    ds = discover(f"cifar10:{tmp_path}")
+    assert ds.classes[0] == "airplane" and len(ds.train) == 20 and len(ds.val) == 20 and ds.explicit_split
+    images, _ = load_images(ds.train[:2], 32, cache_dir=None, arrays=ds.arrays)
+    assert np.array_equal(images[0], ds.arrays[0])  # 32 -> 32: pixels unchanged, channels last

@@ -1,0 +1,201 @@
+"""The `tunevision` command. Train options are generated from the config dataclasses (one source of truth)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import TunevisionError
+
+SECTIONS = (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
+
+
+def config_options(fn: Callable) -> Callable:
+    """Add one --flag per config field (help text from the field); unset flags stay None."""
+    for section, cls in reversed(SECTIONS):
+        for f in reversed(dataclasses.fields(cls)):
+            if not f.metadata.get("cli", True):
+                continue
+            flag = f.name.replace("_", "-")
+            if isinstance(f.default, bool):
+                decl, kind = (f"--{flag}/--no-{flag}",), None
+            else:
+                decl, kind = (f"--{flag}",), type(f.default)
+            fn = click.option(*decl, f"{section}__{f.name}", type=kind, default=None,
+                              help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
+    for name in ("name", "out"):
+        f = RunConfig.__dataclass_fields__[name]
+        fn = click.option(f"--{name}", name, default=None, help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
+    return fn
+
+
+def build_config(data: str | None, config_file: str | None, overrides: dict[str, Any]) -> RunConfig:
+    raw = RunConfig.load(config_file).to_dict() if config_file else RunConfig().to_dict()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, name = key.partition("__")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[section] = value
+    if data:
+        raw["data"]["data"] = data
+    if not raw["data"]["data"]:
+        raise TunevisionError("no data: give a folder of class subfolders, e.g. tunevision train photos/")
+    return RunConfig.from_dict(raw)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """User errors become one red line and exit code 2, never a traceback."""
+    try:
+        return fn()
+    except TunevisionError as e:
+        click.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="tunevision")
+def main() -> None:
+    """Transfer learning on images: train, evaluate and predict from a folder of photos."""
+
+
+@main.command()
+@click.argument("data", required=False)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config (keys as in a run's config.yaml); flags override it")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), help="continue a killed run from its folder")
+@config_options
+def train(data: str | None, config_file: str | None, resume: str | None, **overrides: Any) -> None:
+    """Train a classifier on DATA (class folders, optional train/ val/, CSV, mnist:DIR, cifar10:DIR)."""
+    from .train import fit
+    if resume:
+        _run(lambda: fit(RunConfig(), resume_dir=Path(resume)))
+    else:
+        _run(lambda: fit(build_config(data, config_file, overrides)))
+
+
+@main.command()
+@click.argument("bundle")
+@click.argument("data")
+@click.option("--tta", is_flag=True, help="average centre, mirrored and corner crops")
+@click.option("--device", default="auto")
+def evaluate(bundle: str, data: str, tta: bool, device: str) -> None:
+    """Score BUNDLE (a run folder or model folder) on DATA: accuracy, per-class metrics, confusion matrix."""
+    from .evaluate import evaluate_bundle
+    from .ui import RunLog
+
+    def go() -> None:
+        log = RunLog()
+        ev = evaluate_bundle(bundle, data, tta=tta, device=device, log=log)
+        from rich.table import Table
+        from .evaluate import per_class_metrics
+        m = per_class_metrics(ev.confusion)
+        table = Table(title=f"{len(ev.labels)} images, accuracy {ev.accuracy:.2%}{' (TTA)' if tta else ''}")
+        for col in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(col, justify="left" if col == "class" else "right")
+        for i, c in enumerate(ev.classes):
+            table.add_row(c, f"{m['precision'][i]:.3f}", f"{m['recall'][i]:.3f}", f"{m['f1'][i]:.3f}",
+                          str(int(m["support"][i])))
+        cm = Table(title="confusion matrix (rows: actual, columns: predicted)")
+        cm.add_column("")
+        for c in ev.classes:
+            cm.add_column(c, justify="right")
+        for c, row in zip(ev.classes, ev.confusion):
+            cm.add_row(c, *map(str, row))
+        log.console.print(table, cm)
+    _run(go)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--top-k", default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="also write predictions to this CSV")
+@click.option("--tta", is_flag=True, help="test-time augmentation")
+@click.option("--device", default="auto")
+def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool, device: str) -> None:
+    """Predict classes for images, folders or globs: `predict RUN_OR_BUNDLE IMAGES...`.
+
+    With no bundle first (`predict cat.jpg`), the pretrained backbone names ImageNet classes."""
+    from .bundle import bundle_dir
+    from .predict import load_predictor, predict_paths
+    from .runtime import resolve_runtime
+
+    def go() -> None:
+        try:
+            source, items = str(bundle_dir(inputs[0])), list(inputs[1:])
+        except TunevisionError:
+            source, items = None, list(inputs)
+        if not items:
+            raise TunevisionError("no images given: tunevision predict RUN_DIR img.jpg folder/ 'glob/*.png'")
+        rt = resolve_runtime(device)
+        model, meta = load_predictor(source, rt.device)
+        preds = predict_paths(model.to(rt.device), meta, items, rt, top_k=top_k, tta=tta)
+        _print_predictions(preds, as_json, csv_path, top_k)
+        if all(p.error for p in preds):
+            sys.exit(1)
+    _run(go)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_name", default="efficientnet_lite0", show_default=True,
+              help="any timm or torchvision classifier; hub weights when online")
+@click.option("--weights", default=None, help="local state dict for --model (offline)")
+@click.option("--top-k", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def classify(images: tuple[str, ...], model_name: str, weights: str | None, top_k: int, as_json: bool) -> None:
+    """Name what is in IMAGES with the 1000 ImageNet classes of a pretrained network."""
+    from .predict import imagenet_model, predict_paths
+    from .runtime import resolve_runtime
+
+    def go() -> None:
+        rt = resolve_runtime()
+        model, meta = imagenet_model(model_name, weights)
+        _print_predictions(predict_paths(model.to(rt.device), meta, list(images), rt, top_k=top_k), as_json,
+                           None, top_k)
+    _run(go)
+
+
+def _print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: int) -> None:
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "error"] + [c for i in range(1, top_k + 1) for c in (f"label{i}", f"prob{i}")])
+            for p in preds:
+                w.writerow([p.path, p.error] + [v for label, prob in p.top for v in (label, f"{prob:.4f}")])
+    if as_json:
+        click.echo(json.dumps([{"path": p.path, "error": p.error or None,
+                                "top": [{"label": l, "prob": round(pr, 5)} for l, pr in p.top]} for p in preds],
+                              indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table()
+    table.add_column("image")
+    for i in range(1, top_k + 1):
+        table.add_column(f"#{i}")
+    for p in preds:
+        cells = [f"{label} {prob:.1%}" for label, prob in p.top] if not p.error else [f"[red]{p.error}[/]"]
+        table.add_row(p.path, *cells)
+    Console().print(table)
+
+
+@main.command()
+@click.option("--out", default="tunevision-demo", show_default=True, help="folder for the demo data and run")
+def demo(out: str) -> None:
+    """Train on real photos that ship with scikit-image (faces vs. non-faces), end to end, in seconds."""
+    from .demo import run_demo
+    _run(lambda: run_demo(Path(out)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Find the images and labels a user points at, split them, and decode each one once into a uint8 cache.
+
+Layouts (decided by `discover`):
+  PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders
+  PATH/<class>/*                                     stratified seeded split (`val_fraction`)
+  FILE.csv with columns path,label[,split]          paths relative to the CSV
+  mnist:DIR, cifar10:DIR                             the standard distribution files
+Every file that cannot be used is listed in `skipped` with its reason before training starts.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from .errors import TunevisionError
+from .images import DEFAULT_MAX_PIXELS, ImageError, decode_square, is_image_name, square
+from .registry import Registry
+
+VAL_DIR_NAMES = ("val", "valid", "validation", "test")
+CACHE_FORMAT = 1  # bump when the decoded representation changes, so old caches are not reused
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # a file path, or "SOURCE#index" for images that live inside an archive
+    label: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    """Classes plus train/val samples; `arrays` holds in-memory images for archive sources."""
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    layout: str
+    skipped: list[Skipped] = field(default_factory=list)
+    arrays: np.ndarray | None = None  # (N, H, W[, 3]) uint8 for mnist/cifar; samples index into it
+    explicit_split: bool = False      # the data named its own validation set (folders, CSV column, archive)
+
+    def evaluation_samples(self) -> list[Sample]:
+        """What `evaluate` scores: the named validation split, or every image when there is none."""
+        return self.val if self.explicit_split else sorted(self.train + self.val, key=lambda s: s.path)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for split, samples in (("train", self.train), ("val", self.val)):
+            c = Counter(s.label for s in samples)
+            out[split] = {name: c.get(i, 0) for i, name in enumerate(self.classes)}
+        return out
+
+
+SOURCES: Registry[Callable[[str, float, int], Dataset]] = Registry("data source")
+
+
+def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a `.csv` suffix, or a folder."""
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in SOURCES and len(prefix) > 1:  # len>1 so Windows drive letters stay paths
+        return SOURCES.get(prefix)(rest, val_fraction, seed)
+    if spec.lower().endswith(".csv"):
+        return SOURCES.get("csv")(spec, val_fraction, seed)
+    return SOURCES.get("folder")(spec, val_fraction, seed)
+
+
+def _stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: int
+                      ) -> tuple[list[Sample], list[Sample]]:
+    """Per-class seeded shuffle, at least one validation image per class with >= 2 images."""
+    rng = random.Random(seed)
+    train, val = [], []
+    by_class: dict[int, list[str]] = {}
+    for path, label in sorted(items):
+        by_class.setdefault(label, []).append(path)
+    for label, paths in sorted(by_class.items()):
+        rng.shuffle(paths)
+        n_val = max(1, round(len(paths) * val_fraction)) if len(paths) >= 2 else 0
+        val += [Sample(p, label) for p in paths[:n_val]]
+        train += [Sample(p, label) for p in paths[n_val:]]
+    return train, val
+
+
+def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]]:
+    """{class name: image paths} for root/<class>/**; non-images and empty classes are reported."""
+    classes: dict[str, list[str]] = {}
+    skipped: list[Skipped] = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir():
+            skipped.append(Skipped(str(entry), "not inside a class folder"))
+            continue
+        files = []
+        for dirpath, dirnames, filenames in os.walk(entry):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = os.path.join(dirpath, name)
+                if is_image_name(name):
+                    files.append(p)
+                else:
+                    skipped.append(Skipped(p, "not an image file (by extension)"))
+        if files:
+            classes[entry.name] = files
+        else:
+            skipped.append(Skipped(str(entry), "empty class folder: no images, class ignored"))
+    return classes, skipped
+
+
+@SOURCES.register("folder")
+def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    root = Path(spec).expanduser()
+    if not root.is_dir():
+        raise TunevisionError(f"{root}: no such folder; point at a folder with one subfolder per class")
+    train_dir = root / "train"
+    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
+    if train_dir.is_dir() and val_dir is not None:
+        train_map, skipped = _scan_class_folders(train_dir)
+        val_map, val_skipped = _scan_class_folders(val_dir)
+        classes = sorted(train_map)
+        for name in sorted(set(val_map) - set(train_map)):
+            val_skipped += [Skipped(p, f"class {name!r} has no training folder") for p in val_map.pop(name)]
+        index = {c: i for i, c in enumerate(classes)}
+        train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
+        val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
+        return Dataset(classes, train, val, f"train/{val_dir.name} folders", skipped + val_skipped,
+                       explicit_split=True)
+    class_map, skipped = _scan_class_folders(root)
+    classes = sorted(class_map)
+    index = {c: i for i, c in enumerate(classes)}
+    train, val = _stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
+    return Dataset(classes, train, val, f"class folders, seeded {val_fraction:.0%} validation split", skipped)
+
+
+@SOURCES.register("csv")
+def csv_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise TunevisionError(f"{path}: no such CSV file")
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    has_header = rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image")
+    header = [h.strip().lower() for h in rows[0]] if has_header else ["path", "label"]
+    rows = rows[1:] if has_header else rows
+    if "label" not in header or len(header) < 2:
+        raise TunevisionError(f"{path}: expected columns path,label[,split]; got {','.join(header)}")
+    col = {h: i for i, h in enumerate(header)}
+    base = path.parent
+    entries = []
+    for n, r in enumerate(rows, start=2 if has_header else 1):
+        if len(r) < len(header):
+            raise TunevisionError(f"{path}:{n}: expected {len(header)} columns, got {len(r)}")
+        p = Path(r[col[header[0]]].strip())
+        entries.append((str(p if p.is_absolute() else base / p), r[col["label"]].strip(),
+                        r[col["split"]].strip().lower() if "split" in col else ""))
+    classes = sorted({label for _, label, _ in entries})
+    index = {c: i for i, c in enumerate(classes)}
+    if any(split for *_, split in entries):
+        train = [Sample(p, index[c]) for p, c, s in entries if s == "train"]
+        val = [Sample(p, index[c]) for p, c, s in entries if s in VAL_DIR_NAMES]
+        return Dataset(classes, train, val, "CSV with split column", explicit_split=True)
+    train, val = _stratified_split([(p, index[c]) for p, c, _ in entries], val_fraction, seed)
+    return Dataset(classes, train, val, f"CSV, seeded {val_fraction:.0%} validation split")
+
+
+def _archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes: list[str],
+                     train_idx: Iterable[int], val_idx: Iterable[int], layout: str) -> Dataset:
+    train = [Sample(f"{name}#{i}", int(labels[i])) for i in train_idx]
+    val = [Sample(f"{name}#{i}", int(labels[i])) for i in val_idx]
+    return Dataset(classes, train, val, layout, arrays=arrays, explicit_split="official" in layout)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """MNIST's idx format: magic (dtype, ndim), big-endian dims, then the data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@SOURCES.register("mnist")
+def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    root = Path(spec).expanduser()
+
+    def find(kind: str, part: str) -> Path | None:
+        hits = sorted(root.glob(f"{part}*-{kind}-idx*-ubyte*"))
+        return hits[0] if hits else None
+
+    pairs = [(find("images", p), find("labels", p)) for p in ("train", "t10k")]
+    pairs = [(i, l) for i, l in pairs if i and l]
+    if not pairs:
+        raise TunevisionError(f"{root}: no MNIST files (*-images-idx3-ubyte[.gz] and *-labels-idx1-ubyte[.gz])")
+    images = np.concatenate([_read_idx(i) for i, _ in pairs])
+    labels = np.concatenate([_read_idx(l) for _, l in pairs]).astype(np.int64)
+    classes = [str(d) for d in range(10)]
+    if len(pairs) == 2:  # both official files: use the official split
+        n_train = len(_read_idx(pairs[0][1]))
+        return _archive_dataset("mnist", images, labels, classes, range(n_train),
+                                range(n_train, len(labels)), "MNIST official train/test split")
+    tr, va = _stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
+    return _archive_dataset("mnist", images, labels, classes, [int(s.path) for s in tr],
+                            [int(s.path) for s in va], f"MNIST {pairs[0][0].name}, seeded split")
+
+
+@SOURCES.register("cifar10")
+def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    root = Path(spec).expanduser()
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    meta_path = root / "batches.meta"
+    if not meta_path.is_file():
+        raise TunevisionError(f"{root}: no CIFAR-10 files (batches.meta, data_batch_*, test_batch)")
+
+    def load(p: Path) -> dict:
+        with open(p, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+
+    classes = [c.decode() for c in load(meta_path)[b"label_names"]]
+    parts = [load(p) for p in sorted(root.glob("data_batch_*"))]
+    test = load(root / "test_batch") if (root / "test_batch").is_file() else None
+    batches = parts + ([test] if test else [])
+    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches]).astype(np.int64)
+    n_train = sum(len(b[b"labels"]) for b in parts)
+    if test and parts:
+        return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),
+                                range(n_train, len(labels)), "CIFAR-10 official train/test split")
+    tr, va = _stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
+    return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
+                            [int(s.path) for s in tr], [int(s.path) for s in va], "CIFAR-10, seeded split")
+
+
+def _read_archive(arrays: np.ndarray, key: str, size: int) -> np.ndarray:
+    return square(Image.fromarray(arrays[int(key.rsplit("#", 1)[1])]), size)
+
+
+def cache_key(samples: list[Sample], size: int, arrays: np.ndarray | None) -> str:
+    h = hashlib.sha1(f"v{CACHE_FORMAT}:{size}".encode())
+    if arrays is not None:
+        h.update(hashlib.sha1(np.ascontiguousarray(arrays).data).digest())
+    for s in samples:
+        h.update(s.path.encode())
+        if arrays is None:
+            try:
+                st = os.stat(s.path)
+                h.update(f":{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(b":missing")
+    return h.hexdigest()[:20]
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arrays: np.ndarray | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Skipped]]:
+    """Decode every sample once to (N, size, size, 3) uint8; return the images that worked and the failures.
+
+    With a cache folder, the array is stored as `<cache>/images/<key>.npy` (key: paths, sizes, mtimes
+    and `size`) and memory-mapped on later runs, so epochs and re-runs never decode again.
+    Returned rows follow `samples` order with the failures removed.
+    """
+    key = cache_key(samples, size, arrays)
+    if cache_dir is not None:
+        folder = Path(cache_dir) / "images"
+        npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
+        if npy.is_file() and meta.is_file():
+            bad = [Skipped(**d) for d in json.loads(meta.read_text())["skipped"]]
+            if progress:
+                progress(len(samples))
+            return np.load(npy, mmap_mode="r"), bad
+
+    out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    ok = np.ones(len(samples), dtype=bool)
+    bad: list[Skipped] = []
+
+    def work(i: int) -> None:
+        s = samples[i]
+        try:
+            out[i] = (_read_archive(arrays, s.path, size) if arrays is not None
+                      else decode_square(s.path, size, max_pixels=max_pixels))
+        except (ImageError, OSError) as e:
+            ok[i] = False
+            bad.append(Skipped(s.path, str(e)))
+
+    # Pillow releases the GIL while decoding, so threads use every core without pickling images.
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for _ in pool.map(work, range(len(samples))):
+            if progress:
+                progress(1)
+    images = out if ok.all() else out[ok]
+    bad.sort(key=lambda b: b.path)
+    if cache_dir is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_save_npy(npy, images)
+        tmp = meta.with_name(meta.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"skipped": [b.__dict__ for b in bad], "n": len(samples)}))
+        os.replace(tmp, meta)
+        return np.load(npy, mmap_mode="r"), bad
+    return images, bad
+
+
+def drop_skipped(samples: list[Sample], skipped: list[Skipped]) -> list[Sample]:
+    gone = {s.path for s in skipped}
+    return [s for s in samples if s.path not in gone]

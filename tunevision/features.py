@@ -1,0 +1,47 @@
+"""Frozen-backbone features: computed once per (weights, images, view), cached, then reused every epoch."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .models import Classifier
+from .runtime import Runtime
+
+
+@torch.no_grad()
+def extract_features(model: Classifier, images: np.ndarray, view: Callable[[torch.Tensor], torch.Tensor],
+                     runtime: Runtime, batch_size: int = 64,
+                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(N, num_features) float32 for uint8 squares `images`, each turned into a model input by `view`."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # copy: memmaps are read-only
+        x = view(batch).to(runtime.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with runtime.autocast():
+            out.append(model.forward_features(x).float().cpu())
+        if progress:
+            progress(len(batch))
+    return torch.cat(out) if out else torch.empty(0, model.head.in_features)
+
+
+def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Load `<cache>/features/<sha1(key_parts)>.safetensors` or compute and store it atomically."""
+    if cache_dir is None:
+        return compute()
+    from safetensors.torch import load_file, save_file
+    key = hashlib.sha1("\n".join(key_parts).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / "features" / f"{key}.safetensors"
+    if path.is_file():
+        return load_file(str(path))["features"]
+    feats = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_file({"features": feats.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    return feats

@@ -1,0 +1,43 @@
+"""Device and numeric settings, decided once per process by measurement-backed rules, passed explicitly."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    bf16: bool  # autocast to bfloat16: AMX/AVX512-BF16 CPUs and recent GPUs run it 1.3-2.3x faster
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    """device: auto|cpu|cuda[:N]|mps; precision: auto|bf16|fp32."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        # DDP under torchrun: each process drives the GPU named by LOCAL_RANK.
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dev.index or 0)))
+    if precision == "auto":
+        bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (dev.type == "cpu" and cpu_has_bf16())
+    else:
+        bf16 = precision == "bf16"
+    return Runtime(dev, bf16)

@@ -1,0 +1,413 @@
+"""`fit`: data -> model -> training loop -> bundle, readable top to bottom.
+
+Two loops share one run folder layout:
+  * head on cached features (modes freeze and auto): the backbone runs once per image view, then
+    the linear head trains on the stored features for many epochs at almost no cost;
+  * whole network (modes finetune and scratch): augmented uint8 batches, AdamW/SGD, one-cycle,
+    bf16 autocast, a best-by-validation bundle and an atomic checkpoint every epoch (--resume).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import augment as aug
+from .bundle import BundleMeta, bundle_dir, load_bundle, save_bundle
+from .config import RunConfig
+from .data import Dataset, Sample, cache_key, discover, drop_skipped, load_images
+from .errors import TunevisionError
+from .evaluate import Evaluation, per_class_metrics, predict_probs
+from .features import cached_features, extract_features
+from .models import Backbone, Classifier, build_classifier, count_parameters, create_backbone
+from .runtime import Runtime, resolve_runtime
+from .ui import RunLog
+
+HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch
+
+
+@dataclass
+class Data:
+    dataset: Dataset
+    train: list[Sample]
+    val: list[Sample]
+    train_images: np.ndarray  # (N, resize, resize, 3) uint8, possibly memory-mapped
+    val_images: np.ndarray
+    image_size: int
+    resize_size: int
+    key: str = ""             # identifies the decoded images, for the feature cache
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return torch.tensor([s.label for s in self.train], dtype=torch.long)
+
+    @property
+    def val_labels(self) -> torch.Tensor:
+        return torch.tensor([s.label for s in self.val], dtype=torch.long)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best_acc: float
+    best_epoch: int
+    seconds: float
+    history: list[EpochRecord] = field(default_factory=list)
+    evaluation: Evaluation | None = None
+
+
+def cache_dir(cfg: RunConfig) -> Path | None:
+    return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else None
+
+
+def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog) -> Data:
+    """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets."""
+    ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed)
+    image_size = cfg.data.image_size or backbone.input_size
+    resize = max(image_size, round(image_size / backbone.crop_pct))
+    kw = dict(cache_dir=cache_dir(cfg), arrays=ds.arrays, max_pixels=cfg.data.max_pixels,
+              workers=cfg.data.workers or None)
+    with log.progress(len(ds.train) + len(ds.val), "decoding images") as advance:
+        train_images, bad_train = load_images(ds.train, resize, progress=advance, **kw)
+        val_images, bad_val = load_images(ds.val, resize, progress=advance, **kw)
+    ds.skipped += bad_train + bad_val
+    train, val = drop_skipped(ds.train, bad_train), drop_skipped(ds.val, bad_val)
+    present = sorted({ds.classes[s.label] for s in train})
+    if len(present) < 2:
+        raise TunevisionError(f"{cfg.data.data}: {len(present)} class(es) with usable training images "
+                              f"({', '.join(present) or 'none'}); a classifier needs at least 2 class folders")
+    if not val:
+        raise TunevisionError(f"{cfg.data.data}: the validation split is empty; add images to val/ or "
+                              "give each class at least 2 images for the automatic split")
+    key = cache_key(train + val, resize, ds.arrays)
+    return Data(ds, train, val, train_images, val_images, image_size, resize, key)
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    root = Path(cfg.out)
+    if cfg.name:
+        return root / cfg.name
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(cfg.data.data.rstrip("/").split(":")[-1]).name or "data")
+    n = 1
+    while (root / f"{stem}-{cfg.train.mode}-{n}").exists():
+        n += 1
+    return root / f"{stem}-{cfg.train.mode}-{n}"
+
+
+def write_dataset_files(run_dir: Path, data: Data) -> None:
+    ds = data.dataset
+    (run_dir / "dataset.json").write_text(json.dumps({
+        "source": ds.layout, "classes": ds.classes, "counts": {
+            "train": {c: sum(s.label == i for s in data.train) for i, c in enumerate(ds.classes)},
+            "val": {c: sum(s.label == i for s in data.val) for i, c in enumerate(ds.classes)}},
+        "skipped": len(ds.skipped), "image_size": data.image_size, "resize_size": data.resize_size}, indent=2))
+    with open(run_dir / "skipped.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "reason"])
+        w.writerows([(s.path, s.reason) for s in ds.skipped])
+    with open(run_dir / "split.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        w.writerows([(s.path, ds.classes[s.label], split) for split, ss in (("train", data.train), ("val", data.val))
+                     for s in ss])
+
+
+def write_metrics(run_dir: Path, history: list[EpochRecord]) -> None:
+    tmp = run_dir / ".metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(EpochRecord.__dataclass_fields__))
+        for r in history:
+            w.writerow([r.epoch, f"{r.train_loss:.5f}", f"{r.train_acc:.5f}", f"{r.val_loss:.5f}",
+                        f"{r.val_acc:.5f}", f"{r.lr:.3g}", f"{r.seconds:.2f}"])
+    os.replace(tmp, run_dir / "metrics.csv")
+
+
+def make_optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Two parameter groups: the body at lr, the new head at lr x head_lr_mult (discriminative LRs)."""
+    t = cfg.train
+    lr = t.resolved_lr()
+    head_ids = {id(p) for p in model.head.parameters()}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": list(model.head.parameters()), "lr": lr * t.head_lr_mult}]
+    if body:
+        groups.insert(0, {"params": body, "lr": lr})
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    total_steps = max(1, total_steps)
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                   total_steps=total_steps, pct_start=0.25)
+    warmup = max(1, total_steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) /
+                                                                                 max(1, total_steps - warmup))))
+
+
+def train_one_epoch(model: Classifier, images: np.ndarray, labels: torch.Tensor, pipeline, opt, sched,
+                    rt: Runtime, cfg: RunConfig, gen: torch.Generator, advance) -> tuple[float, float]:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for idx in torch.randperm(len(labels), generator=gen).split(cfg.train.batch_size):
+        if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+            continue
+        idx = idx.sort().values  # read the memory-mapped cache in file order
+        x = pipeline(torch.from_numpy(images[idx.numpy()]), gen).to(rt.device, non_blocking=True)
+        y = labels[idx].to(rt.device)
+        with rt.autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total_loss += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(idx)
+        advance(len(idx))
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def val_metrics(probs: np.ndarray, labels: torch.Tensor) -> tuple[float, float]:
+    y = labels.numpy()
+    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+    return loss, float((probs.argmax(1) == y).mean())
+
+
+def _initial_model(cfg: RunConfig) -> tuple[Backbone, Classifier | None]:
+    """Backbone per mode; a bundle passed as --weights continues that run's network (and head, if same classes)."""
+    weights = cfg.model.weights
+    if weights:
+        try:
+            prev, meta = load_bundle(bundle_dir(weights))
+        except TunevisionError:
+            prev = None
+        if prev is not None:
+            backbone = create_backbone(meta.architecture, pretrained=False)
+            backbone.body, backbone.mean, backbone.std = prev.body, tuple(meta.mean), tuple(meta.std)
+            return backbone, (prev if meta.architecture == cfg.model.backbone else None)
+    pretrained = cfg.model.pretrained and cfg.train.mode != "scratch"
+    return create_backbone(cfg.model.backbone, pretrained=pretrained,
+                           weights=(weights or None) if cfg.train.mode != "scratch" else None), None
+
+
+def _body_fingerprint(model: Classifier) -> str:
+    h = hashlib.sha1()
+    for k, v in model.body.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if v.numel() else b"")
+    return h.hexdigest()
+
+
+def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog,
+             on_epoch) -> list[EpochRecord]:
+    """Frozen backbone: features for the eval view and `views` augmented views, once; then the head only."""
+    t = cfg.train
+    model.body.requires_grad_(False).eval()  # BatchNorm statistics stay those of pretraining
+    fingerprint = _body_fingerprint(model)
+    train_view = aug.make_pipeline(t.augment, data.image_size)
+    n_views = 1 + t.views
+    base = [fingerprint, data.key, str(data.image_size), str(rt.bf16)]
+
+    def compute(images: np.ndarray, view, advance) -> torch.Tensor:
+        return extract_features(model, images, view, rt, progress=advance)
+
+    total = len(data.val) + len(data.train) * n_views
+    with log.progress(total, f"features ({n_views} train views + val)") as advance:
+        val_f = cached_features(cache_dir(cfg), base + ["val", "eval"], lambda: compute(
+            data.val_images, lambda b: aug.eval_view(b, data.image_size), advance))
+        train_f = [cached_features(cache_dir(cfg), base + ["train", "eval"], lambda: compute(
+            data.train_images, lambda b: aug.eval_view(b, data.image_size), advance))]
+        for v in range(t.views):
+            gen = torch.Generator().manual_seed(t.seed * 1000 + v)
+            train_f.append(cached_features(cache_dir(cfg), base + ["train", t.augment, str(t.seed), str(v)],
+                                           lambda: compute(data.train_images, lambda b: train_view(b, gen), advance)))
+    x = torch.cat(train_f).to(rt.device)
+    y = data.train_labels.repeat(n_views).to(rt.device)
+    val_x, val_y = val_f.to(rt.device), data.val_labels
+    epochs = t.resolved_epochs()
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, t.schedule, epochs * math.ceil(len(x) / HEAD_BATCH))
+    gen = torch.Generator().manual_seed(t.seed)
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        model.head.train()
+        total, correct = 0.0, 0
+        for idx in torch.randperm(len(x), generator=gen).split(HEAD_BATCH):
+            logits = model.forward_head(x[idx])
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=t.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y[idx]).sum().item()
+        model.head.eval()
+        with torch.no_grad():
+            probs = torch.softmax(model.forward_head(val_x), 1).cpu().numpy()
+        val_loss, val_acc = val_metrics(probs, val_y)
+        history.append(EpochRecord(epoch, total / len(x), correct / len(x), val_loss, val_acc,
+                                   opt.param_groups[-1]["lr"], time.perf_counter() - start))
+        if on_epoch(history, model, None):
+            break
+    return history
+
+
+def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, run_dir: Path,
+                on_epoch, resume: dict | None) -> list[EpochRecord]:
+    """The whole network trains; a checkpoint after every epoch makes a killed run resumable."""
+    t = cfg.train
+    pipeline = aug.make_pipeline(t.augment, data.image_size)
+    epochs = t.resolved_epochs()
+    opt = make_optimizer(model, cfg)
+    steps_per_epoch = sum(1 for i in range(0, len(data.train), t.batch_size) if len(data.train) - i >= 2)
+    sched = make_scheduler(opt, t.schedule, epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(t.seed)
+    history: list[EpochRecord] = []
+    if resume:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        history = [EpochRecord(**r) for r in resume["history"]]
+    labels = data.train_labels
+    for epoch in range(len(history) + 1, epochs + 1):
+        start = time.perf_counter()
+        with log.progress(len(labels), f"epoch {epoch}/{epochs}") as advance:
+            train_loss, train_acc = train_one_epoch(model, data.train_images, labels, pipeline, opt, sched,
+                                                    rt, cfg, gen, advance)
+        probs = predict_probs(model, data.val_images, rt, data.image_size)
+        val_loss, val_acc = val_metrics(probs, data.val_labels)
+        history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, opt.param_groups[-1]["lr"],
+                                   time.perf_counter() - start))
+        stop = on_epoch(history, model, lambda: {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": [r.__dict__ for r in history]})
+        if stop:
+            break
+    return history
+
+
+def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None) -> FitResult:
+    """Train per `cfg`, writing everything into a run folder; returns where and how well."""
+    started = time.perf_counter()
+    resume = None
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        cfg = RunConfig.load(run_dir / "config.yaml")
+        if (run_dir / "checkpoint.pt").is_file():
+            resume = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    else:
+        run_dir = new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = log or RunLog()
+    log.log_file = run_dir / "train.log"
+    cfg.save(run_dir / "config.yaml")
+    aug.make_pipeline(cfg.train.augment, 32)  # a bad spec fails now, not after decoding
+    torch.manual_seed(cfg.train.seed)
+    rt = resolve_runtime(cfg.train.device, cfg.train.precision)
+
+    backbone, previous = _initial_model(cfg)
+    data = prepare_data(cfg, backbone, log)
+    ds = data.dataset
+    write_dataset_files(run_dir, data)
+    log.info(f"[bold]data[/] {cfg.data.data}: {ds.layout}; {len(ds.classes)} classes, "
+             f"{len(data.train)} train / {len(data.val)} val images, {len(ds.skipped)} skipped")
+    for s in ds.skipped[:20]:
+        log.info(f"  skipped {s.path}: {s.reason}")
+    if len(ds.skipped) > 20:
+        log.info(f"  ... and {len(ds.skipped) - 20} more, all listed in {run_dir / 'skipped.csv'}")
+
+    model = build_classifier(backbone, len(ds.classes), cfg.model.dropout)
+    if previous is not None and previous.head.out_features == len(ds.classes):
+        model.head.load_state_dict(previous.head.state_dict())
+    if resume:
+        model.load_state_dict(resume["model"])
+    model = model.to(rt.device).to(memory_format=torch.channels_last)
+    meta = BundleMeta(architecture=cfg.model.backbone, classes=ds.classes, image_size=data.image_size,
+                      resize_size=data.resize_size, mean=list(backbone.mean), std=list(backbone.std),
+                      dropout=cfg.model.dropout, mode=cfg.train.mode)
+    total, trainable = count_parameters(model)
+    log.info(f"[bold]model[/] {cfg.model.backbone} ({total / 1e6:.1f} M parameters), mode {cfg.train.mode}, "
+             f"{data.image_size}px, {rt.device}{' bf16' if rt.bf16 else ''}")
+
+    best = {"acc": -1.0, "loss": math.inf, "epoch": 0, "state": None}
+    if resume:
+        best.update(acc=resume["best_acc"], loss=resume.get("best_loss", math.inf), epoch=resume["best_epoch"])
+        best["state"] = resume.get("best_state")
+    patience = cfg.train.early_stopping
+
+    def on_epoch(history: list[EpochRecord], model: Classifier, checkpoint) -> bool:
+        """Log, keep the best weights (accuracy, then loss), write metrics/bundle/checkpoint; True = stop."""
+        r = history[-1]
+        improved = r.val_acc > best["acc"] or (r.val_acc == best["acc"] and r.val_loss < best["loss"])
+        if improved:
+            best.update(acc=r.val_acc, loss=r.val_loss, epoch=r.epoch,
+                        state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}))
+        if checkpoint is not None or improved or r.epoch == cfg.train.resolved_epochs():
+            log.info(f"epoch {r.epoch:3d}  train loss {r.train_loss:.4f} acc {r.train_acc:.3f}  "
+                     f"val loss {r.val_loss:.4f} acc {r.val_acc:.4f}{'  *' if improved else ''}  {r.seconds:.1f}s")
+        write_metrics(run_dir, history)
+        if checkpoint is not None:
+            if improved:
+                save_bundle(model, meta, run_dir / "model")
+            state = checkpoint()
+            state.update(best_acc=best["acc"], best_loss=best["loss"], best_epoch=best["epoch"],
+                         best_state=best["state"])
+            tmp = run_dir / ".checkpoint.pt.tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, run_dir / "checkpoint.pt")
+        return bool(patience) and r.epoch - best["epoch"] >= patience
+
+    if cfg.train.mode in ("freeze", "auto"):
+        history = fit_head(model, data, cfg, rt, log, on_epoch)
+    else:
+        history = fit_network(model, data, cfg, rt, log, run_dir, on_epoch, resume)
+
+    model.load_state_dict(best["state"])
+    save_bundle(model, meta, run_dir / "model")
+    probs = predict_probs(model, data.val_images, rt, data.image_size)
+    evaluation = Evaluation(ds.classes, data.val_labels.numpy(), probs, [s.path for s in data.val])
+    evaluation.write(run_dir / "eval")
+    seconds = time.perf_counter() - started
+    summary = {"best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": len(history),
+               "final_val_acc": evaluation.accuracy, "seconds": round(seconds, 2), "bundle": str(run_dir / "model"),
+               "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
+               "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": cfg.model.backbone}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    m = per_class_metrics(evaluation.confusion)
+    for i, c in enumerate(ds.classes):
+        log.info(f"  {c:>20s}  precision {m['precision'][i]:.3f}  recall {m['recall'][i]:.3f}  "
+                 f"f1 {m['f1'][i]:.3f}  n={int(m['support'][i])}")
+    log.info(f"[bold green]done[/] best val accuracy {best['acc']:.2%} (epoch {best['epoch']}) in {seconds:.1f}s; "
+             f"run folder {run_dir}; bundle {run_dir / 'model'}")
+    return FitResult(run_dir, best["acc"], best["epoch"], seconds, history, evaluation)
