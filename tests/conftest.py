@@ -40,3 +40,17 @@ def cache(tmp_path: Path) -> str:
 def tiny_args(cache: str, out: Path, *extra: str) -> list[str]:
     return ["--backbone", "tiny_cnn", "--no-pretrained", "--cache-dir", cache, "--out", str(out),
             "--device", "cpu", "--precision", "fp32", *extra]
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path) -> Path:
+    """A saved tiny_cnn bundle (random weights, two classes) without any training."""
+    import torch
+
+    from tunevision.bundle import BundleMeta, save_bundle
+    from tunevision.models import build_classifier, create_backbone
+    torch.manual_seed(0)
+    b = create_backbone("tiny_cnn", pretrained=False)
+    model = build_classifier(b, 2).eval()
+    meta = BundleMeta("tiny_cnn", ["blue", "red"], 32, 32, list(b.mean), list(b.std), temperature=1.5)
+    return save_bundle(model, meta, tmp_path / "bundle")

@@ -125,18 +125,14 @@ def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | 
     """Predict classes for images, folders or globs: `predict RUN_OR_BUNDLE IMAGES...`.
 
     With no bundle first (`predict cat.jpg`), the pretrained backbone names ImageNet classes."""
-    from .bundle import bundle_dir
-    from .predict import load_predictor, predict_paths
+    from .predict import load_predictor, predict_paths, split_model_argument
     from .runtime import resolve_runtime
 
     def go() -> None:
-        try:
-            source, items = str(bundle_dir(inputs[0])), list(inputs[1:])
-        except TunevisionError:
-            source, items = None, list(inputs)
+        source, items = split_model_argument(list(inputs))
         if not items:
             raise TunevisionError("no images given: tunevision predict RUN_DIR img.jpg folder/ 'glob/*.png'")
-        rt = resolve_runtime(device)
+        rt = resolve_runtime("cpu" if source and source.endswith(".onnx") else device)
         model, meta = load_predictor(source, rt.device)
         preds = predict_paths(model.to(rt.device), meta, items, rt, top_k=top_k, tta=tta)
         _print_predictions(preds, as_json, csv_path, top_k)
@@ -187,6 +183,42 @@ def _print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: 
         cells = [f"{label} {prob:.1%}" for label, prob in p.top] if not p.error else [f"[red]{p.error}[/]"]
         table.add_row(p.path, *cells)
     Console().print(table)
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--out", default=None, help="output folder [default: BUNDLE/export]")
+@click.option("--samples", multiple=True, help="images for the parity check [default: scikit-image photos]")
+def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...]) -> None:
+    """Export BUNDLE to ONNX or TorchScript and check parity with PyTorch on sample images."""
+    from .bundle import bundle_dir
+    from .export import PARITY_ATOL, export_bundle
+
+    def go() -> None:
+        path, parity = export_bundle(bundle_dir(bundle), fmt, out, list(samples) or None)
+        click.echo(f"wrote {path} (+ model.json)\nparity on {parity.images} images: max |p - p_torch| = "
+                   f"{parity.max_abs_diff:.2e} (tolerance {PARITY_ATOL:.0e}), top-1 agreement "
+                   f"{parity.top1_agreement:.0%}")
+    _run(go)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True, help="bind address (loopback unless told)")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--max-upload-mb", default=10.0, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="concurrent inference slots")
+def serve(model: str, host: str, port: int, max_upload_mb: float, workers: int) -> None:
+    """Serve MODEL (bundle, run folder or .onnx) over HTTP: POST /predict, GET /health, /labels, / (web page)."""
+    from .export import require
+    require("fastapi", "serve")
+    require("uvicorn", "serve")
+    import uvicorn
+
+    from .serve import create_app
+    app = _run(lambda: create_app(model, max_upload_bytes=int(max_upload_mb * 2**20), workers=workers))
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @main.command()

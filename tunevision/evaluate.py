@@ -112,7 +112,7 @@ def predict_probs(model: Classifier, images: np.ndarray, runtime: Runtime, size:
         out.append((p / len(views)).cpu().numpy())
         if progress:
             progress(len(batch))
-    return np.concatenate(out) if out else np.zeros((0, model.head.out_features), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def evaluate_bundle(bundle: str | Path, data: str, *, tta: bool = False, device: str = "auto",

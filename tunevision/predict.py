@@ -37,7 +37,24 @@ def imagenet_model(backbone: str = "efficientnet_lite0", weights: str | None = N
                                               list(b.mean), list(b.std), mode="imagenet")
 
 
+def split_model_argument(inputs: list[str]) -> tuple[str | None, list[str]]:
+    """`predict [MODEL] IMAGES...`: MODEL is a bundle/run folder or an .onnx file, else absent (ImageNet)."""
+    from .bundle import bundle_dir
+    from .errors import TunevisionError
+    if inputs and inputs[0].endswith(".onnx") and Path(inputs[0]).is_file():
+        return inputs[0], inputs[1:]
+    try:
+        return str(bundle_dir(inputs[0])), inputs[1:]
+    except (TunevisionError, IndexError):
+        return None, inputs
+
+
 def load_predictor(source: str | None, device: str = "cpu") -> tuple[Classifier, BundleMeta]:
+    """A bundle, an exported .onnx (onnxruntime, no torch model code), or the pretrained ImageNet model."""
+    if source and source.endswith(".onnx"):
+        from .export import OnnxClassifier
+        model = OnnxClassifier(source)
+        return model, model.meta
     return load_bundle(source, device) if source else imagenet_model()
 
 

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tunevision.serve import create_app  # noqa: E402
+
+
+def png(colour=(220, 40, 30), size=(40, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def client(tiny_bundle: Path) -> TestClient:
+    return TestClient(create_app(str(tiny_bundle), max_upload_bytes=200_000, workers=2))
+
+
+def test_routes(client: TestClient) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/labels").json() == ["blue", "red"]
+    page = client.get("/")
+    assert page.status_code == 200 and "<input" in page.text and "/predict" in page.text
+
+
+def test_predict_matches_predict_command_preprocessing(client: TestClient, tiny_bundle: Path, tmp_path: Path) -> None:
+    r = client.post("/predict?top_k=2", files=[("files", ("a.png", png(), "image/png")),
+                                               ("files", ("b.png", png((30, 60, 220)), "image/png"))])
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["filename"] for p in preds] == ["a.png", "b.png"]
+    assert abs(sum(t["prob"] for t in preds[0]["top"]) - 1) < 1e-4
+    from tunevision.predict import load_predictor, predict_paths
+    from tunevision.runtime import resolve_runtime
+    (tmp_path / "a.png").write_bytes(png())
+    model, meta = load_predictor(str(tiny_bundle))
+    ref = predict_paths(model, meta, [str(tmp_path / "a.png")], resolve_runtime("auto"), top_k=2)[0]
+    assert ref.top[0][0] == preds[0]["top"][0]["label"]
+    assert abs(ref.top[0][1] - preds[0]["top"][0]["prob"]) < 1e-3
+
+
+def test_bad_requests(client: TestClient) -> None:
+    r = client.post("/predict", files=[("files", ("x.txt", b"not an image", "text/plain"))])
+    assert r.status_code == 400 and "x.txt" in r.json()["detail"]
+    big = np.random.default_rng(0).integers(0, 255, (400, 400, 3), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "PNG")
+    r = client.post("/predict", files=[("files", ("big.png", buf.getvalue(), "image/png"))])
+    assert r.status_code == 413
+    from tests.test_images import _png_header_only
+    r = client.post("/predict", files=[("files", ("bomb.png", _png_header_only(30000, 30000), "image/png"))])
+    assert r.status_code == 400 and "bomb" in r.json()["detail"]
+    assert client.post("/predict").status_code == 422  # no file at all
