@@ -161,6 +161,105 @@ def classify(images: tuple[str, ...], model_name: str, weights: str | None, top_
     _run(go)
 
 
+def _scene_inputs(images: tuple[str, ...], out: str) -> tuple[list[str], Path]:
+    from .predict import expand_inputs
+    paths, missing = expand_inputs(list(images))
+    for m in missing:
+        click.secho(f"{m.path}: {m.error}", fg="yellow", err=True)
+    if not paths:
+        raise TunevisionError("no images found in the given paths")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return paths, folder
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_name", default="fasterrcnn_resnet50_fpn", show_default=True,
+              help="fasterrcnn_resnet50_fpn | fasterrcnn_mobilenet_v3_large_fpn | retinanet_resnet50_fpn | "
+                   "ssdlite320_mobilenet_v3_large")
+@click.option("--weights", default=None, help="local state dict (offline)")
+@click.option("--threshold", default=0.5, show_default=True, help="minimum score to keep a box")
+@click.option("--out", default="detections", show_default=True, help="folder for the annotated PNGs")
+@click.option("--json", "as_json", is_flag=True)
+def detect(images: tuple[str, ...], model_name: str, weights: str | None, threshold: float, out: str,
+           as_json: bool) -> None:
+    """Draw labelled boxes around COCO objects in IMAGES with a pretrained torchvision detector."""
+    from .images import ImageError, open_image
+    from .scene import DETECTORS, detect as run_detect, draw_detections, load_scene_model, output_path
+    from .ui import RunLog
+
+    def go() -> None:
+        paths, folder = _scene_inputs(images, out)
+        model, categories, _ = load_scene_model(model_name, DETECTORS, weights=weights)
+        results, log = {}, RunLog(quiet=as_json)
+        with log.progress(len(paths), "detecting") as advance:
+            for p in paths:
+                try:
+                    im = open_image(p)
+                except ImageError as e:
+                    results[p] = {"error": str(e)}
+                    advance(1)
+                    continue
+                found = run_detect(model, categories, im, threshold)
+                target = output_path(folder, p, ".boxes.png")
+                draw_detections(im, found).save(target)
+                results[p] = {"output": str(target), "detections": [d.__dict__ for d in found]}
+                advance(1)
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+            return
+        for p, r in results.items():
+            click.echo(f"{p}: {r.get('error') or r['output']}")
+            for d in r.get("detections", []):
+                click.echo(f"  {d['label']:>16s} {d['score']:.2f}  box {[round(v) for v in d['box']]}")
+    _run(go)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_name", default="fcn_resnet50", show_default=True,
+              help="fcn_resnet50 | fcn_resnet101 | deeplabv3_resnet50 | deeplabv3_mobilenet_v3_large | "
+                   "lraspp_mobilenet_v3_large")
+@click.option("--weights", default=None, help="local state dict (offline)")
+@click.option("--out", default="segments", show_default=True, help="folder for class maps and overlays")
+@click.option("--json", "as_json", is_flag=True)
+def segment(images: tuple[str, ...], model_name: str, weights: str | None, out: str, as_json: bool) -> None:
+    """Colour every pixel of IMAGES by its PASCAL VOC class with a pretrained torchvision segmenter."""
+    from .images import ImageError, open_image
+    from .scene import SEGMENTERS, class_map_image, load_scene_model, output_path, overlay, pixel_fractions
+    from .scene import segment as run_segment
+    from .ui import RunLog
+
+    def go() -> None:
+        paths, folder = _scene_inputs(images, out)
+        model, categories, entry = load_scene_model(model_name, SEGMENTERS, weights=weights)
+        results, log = {}, RunLog(quiet=as_json)
+        with log.progress(len(paths), "segmenting") as advance:
+            for p in paths:
+                try:
+                    im = open_image(p)
+                except ImageError as e:
+                    results[p] = {"error": str(e)}
+                    advance(1)
+                    continue
+                mask = run_segment(model, entry, im)
+                class_map_image(mask, len(categories)).save(output_path(folder, p, ".classes.png"))
+                overlay(im, mask, len(categories)).save(output_path(folder, p, ".overlay.png"))
+                results[p] = {"classes": str(output_path(folder, p, ".classes.png")),
+                              "overlay": str(output_path(folder, p, ".overlay.png")),
+                              "fractions": pixel_fractions(mask, categories)}
+                advance(1)
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+            return
+        for p, r in results.items():
+            click.echo(f"{p}: {r.get('error') or r['overlay']}")
+            for name, frac in sorted(r.get("fractions", {}).items(), key=lambda kv: -kv[1]):
+                click.echo(f"  {name:>14s} {frac:6.1%}")
+    _run(go)
+
+
 def _print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: int) -> None:
     if csv_path:
         with open(csv_path, "w", newline="") as f:
