@@ -5,6 +5,7 @@ import csv
 import json
 from pathlib import Path
 
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -36,8 +37,10 @@ def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp
     meta = json.loads((run_dir / "model" / "model.json").read_text())
     assert meta["classes"] == ["blue", "red"] and meta["image_size"] == 32 and len(meta["mean"]) == 3
 
-    r = run("evaluate", str(run_dir), str(colour_folders), "--device", "cpu")
+    r = run("evaluate", str(run_dir), str(colour_folders), "--device", "cpu", "--out", str(tmp_path / "ev"))
     assert r.exit_code == 0 and "accuracy" in r.output and "confusion" in r.output
+    cm = list(csv.reader(open(tmp_path / "ev" / "confusion_matrix.csv")))
+    assert cm[0][1:] == ["blue", "red"] and sum(int(v) for row in cm[1:] for v in row[1:]) == 24
 
     img = next((colour_folders / "red").glob("*.png"))
     (tmp_path / "bad.jpg").write_bytes(b"nope")
@@ -87,3 +90,19 @@ def test_yaml_config_and_flag_override(colour_folders: Path, cache: str, tmp_pat
     assert r.exit_code == 0, r.output
     cfg = yaml.safe_load((tmp_path / "runs" / "y" / "config.yaml").read_text())
     assert cfg["train"]["epochs"] == 1 and cfg["train"]["mode"] == "finetune"
+
+
+def test_weights_from_an_earlier_run_continue_it(colour_folders: Path, cache: str, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    out = tmp_path / "runs"
+    assert run("train", str(colour_folders), *tiny_args(cache, out, "--mode", "finetune", "--epochs", "2",
+                                                         "--name", "a", "--lr", "0.01")).exit_code == 0
+    first = load_file(str(out / "a" / "model" / "model.safetensors"))
+    r = run("train", str(colour_folders), *tiny_args(cache, out, "--mode", "freeze", "--epochs", "1", "--name", "b",
+                                                      "--weights", str(out / "a"), "--lr", "1e-9"))
+    assert r.exit_code == 0, r.output
+    second = load_file(str(out / "b" / "model" / "model.safetensors"))
+    assert all(torch.equal(first[k], second[k]) for k in first if k.startswith("body."))
+    assert torch.allclose(first["head.weight"], second["head.weight"], atol=1e-5)  # same classes: head kept
+    r = run("train", str(colour_folders), *tiny_args(cache, out, "--weights", str(tmp_path / "nope.pth")))
+    assert r.exit_code == 2 and "not found" in r.output

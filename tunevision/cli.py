@@ -86,8 +86,9 @@ def train(data: str | None, config_file: str | None, resume: str | None, **overr
 @click.argument("bundle")
 @click.argument("data")
 @click.option("--tta", is_flag=True, help="average centre, mirrored and corner crops")
+@click.option("--out", default=None, help="also write confusion_matrix.csv, per_class.csv, predictions.csv here")
 @click.option("--device", default="auto")
-def evaluate(bundle: str, data: str, tta: bool, device: str) -> None:
+def evaluate(bundle: str, data: str, tta: bool, out: str | None, device: str) -> None:
     """Score BUNDLE (a run folder or model folder) on DATA: accuracy, per-class metrics, confusion matrix."""
     from .evaluate import evaluate_bundle
     from .ui import RunLog
@@ -95,6 +96,8 @@ def evaluate(bundle: str, data: str, tta: bool, device: str) -> None:
     def go() -> None:
         log = RunLog()
         ev = evaluate_bundle(bundle, data, tta=tta, device=device, log=log)
+        if out:
+            ev.write(Path(out))
         from rich.table import Table
         from .evaluate import per_class_metrics
         m = per_class_metrics(ev.confusion)

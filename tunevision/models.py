@@ -176,6 +176,18 @@ def tiny_cnn(pretrained: bool = False, weights: str | None = None) -> Backbone:
     return Backbone(body, 32, IMAGENET_MEAN, IMAGENET_STD, input_size=32, crop_pct=1.0)
 
 
+@BACKBONES.register("small_cnn")
+def small_cnn(pretrained: bool = False, weights: str | None = None) -> Backbone:
+    """A three-stage CNN for small inputs (MNIST, CIFAR at 32 px) trained from scratch on a CPU."""
+    def stage(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2)]
+    body = nn.Sequential(*stage(3, 32), *stage(32, 64), *stage(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    if weights:
+        _load_into(body, read_state_dict(weights), str(weights), "head")
+    return Backbone(body, 128, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), input_size=32, crop_pct=1.0)
+
+
 def _torchvision_backbone(name: str, pretrained: bool, weights: str | None) -> Backbone:
     import torchvision
     if weights:
