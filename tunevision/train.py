@@ -35,6 +35,18 @@ from .runtime import Runtime, resolve_runtime
 from .ui import RunLog
 
 HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch
+# In auto mode, augmented feature views stop at this many images: on hymenoptera (245 train images) three
+# views gave +0.7 points, on flowers5 (3,453) none measurable, while each view of 3,453 costs ~45 s on 2 cores.
+AUTO_VIEW_BUDGET = 4000
+
+
+def default_image_size(backbone: Backbone, mode: str) -> int:
+    """Frozen features are taken at 8/7 of the pretraining size (FixRes: RandomResizedCrop pretraining shows
+    objects larger than a same-size centre crop does). Measured with Lite0: hymenoptera 94.8 -> 96.1 %,
+    flowers5 75.1 -> 76.5 % (no views). Fine-tuning trains at the backbone's own size."""
+    if mode in ("auto", "freeze") and backbone.crop_pct < 1:
+        return int(round(backbone.input_size * 8 / 7 / 32) * 32)
+    return backbone.input_size
 
 
 @dataclass
@@ -85,7 +97,7 @@ def cache_dir(cfg: RunConfig) -> Path | None:
 def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog) -> Data:
     """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets."""
     ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed)
-    image_size = cfg.data.image_size or backbone.input_size
+    image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
     resize = max(image_size, round(image_size / backbone.crop_pct))
     kw = dict(cache_dir=cache_dir(cfg), arrays=ds.arrays, max_pixels=cfg.data.max_pixels,
               workers=cfg.data.workers or None)
@@ -233,7 +245,8 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     model.body.requires_grad_(False).eval()  # BatchNorm statistics stay those of pretraining
     fingerprint = _body_fingerprint(model)
     train_view = aug.make_pipeline(t.augment, data.image_size)
-    n_views = 1 + t.views
+    views = t.views if t.mode == "freeze" else min(t.views, AUTO_VIEW_BUDGET // len(data.train))
+    n_views = 1 + views
     base = [fingerprint, data.key, str(data.image_size), str(rt.bf16)]
 
     def compute(images: np.ndarray, view, advance) -> torch.Tensor:
@@ -245,7 +258,7 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
             data.val_images, lambda b: aug.eval_view(b, data.image_size), advance))
         train_f = [cached_features(cache_dir(cfg), base + ["train", "eval"], lambda: compute(
             data.train_images, lambda b: aug.eval_view(b, data.image_size), advance))]
-        for v in range(t.views):
+        for v in range(views):
             gen = torch.Generator().manual_seed(t.seed * 1000 + v)
             train_f.append(cached_features(cache_dir(cfg), base + ["train", t.augment, str(t.seed), str(v)],
                                            lambda: compute(data.train_images, lambda b: train_view(b, gen), advance)))
