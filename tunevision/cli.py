@@ -294,11 +294,10 @@ def _print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: 
 @click.option("--samples", multiple=True, help="images for the parity check [default: scikit-image photos]")
 def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...]) -> None:
     """Export BUNDLE to ONNX or TorchScript and check parity with PyTorch on sample images."""
-    from .bundle import bundle_dir
     from .export import PARITY_ATOL, export_bundle
 
     def go() -> None:
-        path, parity = export_bundle(bundle_dir(bundle), fmt, out, list(samples) or None)
+        path, parity = export_bundle(bundle, fmt, out, list(samples) or None)
         click.echo(f"wrote {path} (+ model.json)\nparity on {parity.images} images: max |p - p_torch| = "
                    f"{parity.max_abs_diff:.2e} (tolerance {PARITY_ATOL:.0e}), top-1 agreement "
                    f"{parity.top1_agreement:.0%}")

@@ -60,13 +60,6 @@ class Dataset:
         """What `evaluate` scores: the named validation split, or every image when there is none."""
         return self.val if self.explicit_split else sorted(self.train + self.val, key=lambda s: s.path)
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        out = {}
-        for split, samples in (("train", self.train), ("val", self.val)):
-            c = Counter(s.label for s in samples)
-            out[split] = {name: c.get(i, 0) for i, name in enumerate(self.classes)}
-        return out
-
 
 SOURCES: Registry[Callable[[str, float, int], Dataset]] = Registry("data source")
 

@@ -10,8 +10,11 @@ import numpy as np
 import torch
 
 from .augment import eval_view
+from .bundle import load_bundle
+from .data import Sample, discover, drop_skipped, load_images
+from .errors import TunevisionError
 from .models import Classifier
-from .runtime import Runtime
+from .runtime import Runtime, resolve_runtime
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -118,10 +121,6 @@ def predict_probs(model: Classifier, images: np.ndarray, runtime: Runtime, size:
 def evaluate_bundle(bundle: str | Path, data: str, *, tta: bool = False, device: str = "auto",
                     log=None) -> Evaluation:
     """Score a bundle on a dataset whose class names match the bundle's (other classes are skipped)."""
-    from .bundle import load_bundle
-    from .data import Sample, discover, drop_skipped, load_images
-    from .errors import TunevisionError
-    from .runtime import resolve_runtime
     rt = resolve_runtime(device)
     model, meta = load_bundle(bundle, rt.device)
     ds = discover(data)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bundle import BundleMeta, load_bundle
+from .bundle import BundleMeta, bundle_dir, load_bundle
 from .errors import TunevisionError
 from .models import Classifier
 
@@ -117,16 +117,16 @@ def export_bundle(bundle: str | Path, fmt: str, out_dir: str | Path | None = Non
     """Write `<out>/model.onnx|model.pt` + `model.json`, then compare with PyTorch; raise if they disagree."""
     if fmt not in EXPORTERS:
         raise TunevisionError(f"unknown export format {fmt!r}; choose {', '.join(EXPORTERS)}")
-    model, meta = load_bundle(bundle, "cpu")
+    folder = bundle_dir(bundle)
+    model, meta = load_bundle(folder, "cpu")
     graph = Probabilities(model.float().eval(), meta.temperature).eval()
-    out = Path(out_dir) if out_dir else Path(bundle) / "export"
+    out = Path(out_dir) if out_dir else folder / "export"
     out.mkdir(parents=True, exist_ok=True)
     suffix, exporter = EXPORTERS[fmt]
     path = out / f"model{suffix}"
     x = sample_inputs(meta, samples)
     run_exported = exporter(graph, x[:2], path, meta)
-    shutil.copyfile(Path(bundle) / "model.json" if (Path(bundle) / "model.json").is_file()
-                    else Path(bundle) / "model" / "model.json", out / "model.json")
+    shutil.copyfile(folder / "model.json", out / "model.json")
     with torch.no_grad():
         reference = graph(x).numpy()
     parity = check_parity(reference, run_exported(x))

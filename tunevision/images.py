@@ -44,7 +44,6 @@ def to_rgb(im: Image.Image) -> Image.Image:
 def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                draft_size: int | None = None) -> Image.Image:
     """Open, size-check, decode (downscaled in the DCT domain for JPEG) and upright an image."""
-    name = source if isinstance(source, (str, Path)) else "upload"
     if isinstance(source, (str, Path)) and Path(source).stat().st_size == 0:
         raise ImageError("empty file (0 bytes)")
     if isinstance(source, bytes):
@@ -72,7 +71,6 @@ def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAU
         im = ImageOps.exif_transpose(im)
     except Exception as e:  # Pillow raises many types for damaged data; all mean "unusable file".
         raise ImageError(f"corrupt or truncated image data ({e})") from None
-    del name
     return im
 
 

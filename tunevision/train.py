@@ -212,21 +212,23 @@ def val_metrics(probs: np.ndarray, labels: torch.Tensor) -> tuple[float, float]:
     return loss, float((probs.argmax(1) == y).mean())
 
 
-def _initial_model(cfg: RunConfig) -> tuple[Backbone, Classifier | None]:
-    """Backbone per mode; a bundle passed as --weights continues that run's network (and head, if same classes)."""
+def _initial_model(cfg: RunConfig) -> tuple[str, Backbone, Classifier | None]:
+    """(architecture, backbone, previous model). A bundle or run folder passed as --weights continues that
+    run's network, whatever --backbone says; its head is reused when the classes match."""
     weights = cfg.model.weights
-    if weights:
+    if weights and cfg.train.mode != "scratch":
         try:
-            prev, meta = load_bundle(bundle_dir(weights))
+            folder = bundle_dir(weights)
         except TunevisionError:
-            prev = None
-        if prev is not None:
+            folder = None  # not a bundle: a plain state dict file, loaded below
+        if folder is not None:
+            prev, meta = load_bundle(folder)
             backbone = create_backbone(meta.architecture, pretrained=False)
             backbone.body, backbone.mean, backbone.std = prev.body, tuple(meta.mean), tuple(meta.std)
-            return backbone, (prev if meta.architecture == cfg.model.backbone else None)
+            return meta.architecture, backbone, prev
     pretrained = cfg.model.pretrained and cfg.train.mode != "scratch"
-    return create_backbone(cfg.model.backbone, pretrained=pretrained,
-                           weights=(weights or None) if cfg.train.mode != "scratch" else None), None
+    weights = (weights or None) if cfg.train.mode != "scratch" else None
+    return cfg.model.backbone, create_backbone(cfg.model.backbone, pretrained=pretrained, weights=weights), None
 
 
 def _body_fingerprint(model: Classifier) -> str:
@@ -349,7 +351,7 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     torch.manual_seed(cfg.train.seed)
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)
 
-    backbone, previous = _initial_model(cfg)
+    architecture, backbone, previous = _initial_model(cfg)
     data = prepare_data(cfg, backbone, log)
     ds = data.dataset
     write_dataset_files(run_dir, data)
@@ -366,11 +368,11 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     if resume:
         model.load_state_dict(resume["model"])
     model = model.to(rt.device).to(memory_format=torch.channels_last)
-    meta = BundleMeta(architecture=cfg.model.backbone, classes=ds.classes, image_size=data.image_size,
+    meta = BundleMeta(architecture=architecture, classes=ds.classes, image_size=data.image_size,
                       resize_size=data.resize_size, mean=list(backbone.mean), std=list(backbone.std),
                       dropout=cfg.model.dropout, mode=cfg.train.mode)
     total, trainable = count_parameters(model)
-    log.info(f"[bold]model[/] {cfg.model.backbone} ({total / 1e6:.1f} M parameters), mode {cfg.train.mode}, "
+    log.info(f"[bold]model[/] {architecture} ({total / 1e6:.1f} M parameters), mode {cfg.train.mode}, "
              f"{data.image_size}px, {rt.device}{' bf16' if rt.bf16 else ''}")
 
     best = {"acc": -1.0, "loss": math.inf, "epoch": 0, "state": None}
@@ -415,7 +417,7 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     summary = {"best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": len(history),
                "final_val_acc": evaluation.accuracy, "seconds": round(seconds, 2), "bundle": str(run_dir / "model"),
                "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
-               "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": cfg.model.backbone}
+               "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": architecture}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     m = per_class_metrics(evaluation.confusion)
     for i, c in enumerate(ds.classes):

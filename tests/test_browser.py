@@ -1,0 +1,68 @@
+"""A real browser drives the served page: upload a photo, read the bars, compare with POST /predict."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tiny_bundle: Path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tunevision.cli", "serve", str(tiny_bundle), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_upload_through_the_page_matches_the_api(server: str, tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    from tests.test_serve import png
+    photo = tmp_path / "red.png"
+    photo.write_bytes(png())
+    import httpx
+    api = httpx.post(server + "/predict?top_k=5", files={"files": ("red.png", photo.read_bytes(), "image/png")})
+    expected = api.json()["predictions"][0]["top"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(server + "/")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(".prediction", timeout=20000)
+        shown = [(r.query_selector(".label").inner_text(), r.query_selector(".prob").inner_text())
+                 for r in page.query_selector_all(".prediction")]
+        assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth > 0")
+        page.screenshot(path=str(os.environ.get("TUNEVISION_SCREENSHOT", tmp_path / "serve.png")))
+        browser.close()
+    assert [label for label, _ in shown] == [t["label"] for t in expected]
+    assert [prob for _, prob in shown] == [f"{100 * t['prob']:.1f}%" for t in expected]
+    assert not errors, json.dumps(errors)
