@@ -19,9 +19,31 @@ def png(colour=(220, 40, 30), size=(40, 48)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def client(tiny_bundle: Path) -> TestClient:
-    return TestClient(create_app(str(tiny_bundle), max_upload_bytes=200_000, workers=2))
+@pytest.fixture(params=[True, False], ids=["batched", "unbatched"])
+def client(tiny_bundle: Path, request: pytest.FixtureRequest):
+    with TestClient(create_app(str(tiny_bundle), max_upload_bytes=200_000, workers=1, batch=request.param)) as c:
+        yield c
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order(tiny_bundle: Path) -> None:
+    import asyncio
+
+    import httpx
+    app = create_app(str(tiny_bundle), batch=True)
+    colours = [(220, 40, 30), (30, 60, 220)] * 8
+
+    async def go() -> list[dict]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                rs = await asyncio.gather(*(http.post("/predict", files={"files": (f"{i}.png", png(c), "image/png")})
+                                            for i, c in enumerate(colours)))
+        return [r.json()["predictions"][0] for r in rs]
+
+    answers = asyncio.run(go())
+    assert [a["filename"] for a in answers] == [f"{i}.png" for i in range(16)]
+    firsts = {a["top"][0]["label"] for a in answers[0::2]}, {a["top"][0]["label"] for a in answers[1::2]}
+    assert len(firsts[0]) == 1 and len(firsts[1]) == 1  # same colour, same answer, whatever batch it rode in
 
 
 def test_routes(client: TestClient) -> None:

@@ -288,6 +288,45 @@ def _print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: 
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+def report(run_dir: str) -> None:
+    """(Re)write RUN_DIR/report.html: data, augmentation, curves, results, top losses, calibration, model."""
+    from .report import write_report
+    _run(lambda: click.echo(f"wrote {write_report(run_dir)}"))
+
+
+@main.command()
+@click.argument("bundle")
+@click.argument("image")
+@click.option("--class", "class_name", default=None, help="class to explain [default: the predicted one]")
+@click.option("--out", default=None, help="output PNG [default: IMAGE_STEM.gradcam.png]")
+def gradcam(bundle: str, image: str, class_name: str | None, out: str | None) -> None:
+    """Write a Grad-CAM heat-map overlay: where BUNDLE looked in IMAGE for a class."""
+    import torch
+
+    from .augment import eval_view
+    from .bundle import load_bundle
+    from .gradcam import gradcam as run_gradcam, overlay_heatmap
+    from .images import ImageError, decode_square
+
+    def go() -> None:
+        model, meta = load_bundle(bundle)
+        if class_name is not None and class_name not in meta.classes:
+            raise TunevisionError(f"class {class_name!r} is not one of {', '.join(meta.classes)}")
+        try:
+            im = decode_square(image, meta.resize_size)
+        except (ImageError, OSError) as e:
+            raise TunevisionError(f"{image}: {e}") from None
+        heat, c = run_gradcam(model, eval_view(torch.from_numpy(im[None]), meta.image_size),
+                              meta.classes.index(class_name) if class_name else None)
+        top = (meta.resize_size - meta.image_size) // 2
+        target = Path(out or Path(image).with_suffix("").name + ".gradcam.png")
+        overlay_heatmap(im[top:top + meta.image_size, top:top + meta.image_size], heat).save(target)
+        click.echo(f"wrote {target} (class {meta.classes[c]})")
+    _run(go)
+
+
+@main.command()
 @click.argument("bundle")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
 @click.option("--out", default=None, help="output folder [default: BUNDLE/export]")
@@ -309,8 +348,10 @@ def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...]) -> 
 @click.option("--host", default="127.0.0.1", show_default=True, help="bind address (loopback unless told)")
 @click.option("--port", default=8000, show_default=True)
 @click.option("--max-upload-mb", default=10.0, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="concurrent inference slots")
-def serve(model: str, host: str, port: int, max_upload_mb: float, workers: int) -> None:
+@click.option("--workers", default=1, show_default=True, help="concurrent inference slots")
+@click.option("--batch/--no-batch", default=True, show_default=True,
+              help="run requests that queue up while the model is busy as one batch")
+def serve(model: str, host: str, port: int, max_upload_mb: float, workers: int, batch: bool) -> None:
     """Serve MODEL (bundle, run folder or .onnx) over HTTP: POST /predict, GET /health, /labels, / (web page)."""
     from .export import require
     require("fastapi", "serve")
@@ -318,7 +359,8 @@ def serve(model: str, host: str, port: int, max_upload_mb: float, workers: int) 
     import uvicorn
 
     from .serve import create_app
-    app = _run(lambda: create_app(model, max_upload_bytes=int(max_upload_mb * 2**20), workers=workers))
+    app = _run(lambda: create_app(model, max_upload_bytes=int(max_upload_mb * 2**20), workers=workers,
+                                       batch=batch))
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -81,7 +81,7 @@ def square(im: Image.Image, size: int) -> np.ndarray:
     side = min(w, h)
     left, top = (w - side) / 2, (h - side) / 2
     out = im.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
-    return np.asarray(out, dtype=np.uint8)
+    return np.array(out, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
 
 
 def decode_square(source: str | Path | bytes | BinaryIO, size: int, *,

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .bundle import BundleMeta, bundle_dir, load_bundle, save_bundle
+from .calibrate import expected_calibration_error, fit_temperature
 from .config import RunConfig
 from .data import Dataset, Sample, cache_key, discover, drop_skipped, load_images
 from .errors import TunevisionError
@@ -409,20 +411,38 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
         history = fit_network(model, data, cfg, rt, log, run_dir, on_epoch, resume)
 
     model.load_state_dict(best["state"])
+    raw = predict_probs(model, data.val_images, rt, data.image_size)
+    # Temperature scaling on the validation logits (log-probabilities: softmax is shift-invariant per row).
+    logits = torch.from_numpy(np.log(np.clip(raw, 1e-12, None)))
+    meta.temperature = fit_temperature(logits, data.val_labels)
+    probs = torch.softmax(logits / meta.temperature, 1).numpy()
+    ece = (expected_calibration_error(raw, data.val_labels.numpy()),
+           expected_calibration_error(probs, data.val_labels.numpy()))
+    if ece[1] > ece[0]:  # T minimises NLL, not ECE; on tiny validation sets it can miss: then stay uncalibrated
+        meta.temperature, probs, ece = 1.0, raw, (ece[0], ece[0])
     save_bundle(model, meta, run_dir / "model")
-    probs = predict_probs(model, data.val_images, rt, data.image_size)
     evaluation = Evaluation(ds.classes, data.val_labels.numpy(), probs, [s.path for s in data.val])
     evaluation.write(run_dir / "eval")
+    np.save(run_dir / "eval" / "val_logits.npy", logits.numpy())
     seconds = time.perf_counter() - started
     summary = {"best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": len(history),
                "final_val_acc": evaluation.accuracy, "seconds": round(seconds, 2), "bundle": str(run_dir / "model"),
                "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
-               "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": architecture}
+               "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": architecture,
+               "command": " ".join(sys.argv), "temperature": round(meta.temperature, 4), "ece_before": round(ece[0], 4),
+               "ece_after": round(ece[1], 4)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     m = per_class_metrics(evaluation.confusion)
     for i, c in enumerate(ds.classes):
         log.info(f"  {c:>20s}  precision {m['precision'][i]:.3f}  recall {m['recall'][i]:.3f}  "
                  f"f1 {m['f1'][i]:.3f}  n={int(m['support'][i])}")
+    try:
+        from .report import write_report
+        log.info(f"report {write_report(run_dir)}")
+    except Exception as e:  # the bundle and metrics are already saved; a plotting problem must not lose them
+        log.info(f"[yellow]report not written ({type(e).__name__}: {e}); retry with tunevision report {run_dir}[/]")
+    log.info(f"calibration: temperature {meta.temperature:.2f}, expected calibration error "
+             f"{ece[0]:.3f} -> {ece[1]:.3f}")
     log.info(f"[bold green]done[/] best val accuracy {best['acc']:.2%} (epoch {best['epoch']}) in {seconds:.1f}s; "
              f"run folder {run_dir}; bundle {run_dir / 'model'}")
     return FitResult(run_dir, best["acc"], best["epoch"], seconds, history, evaluation)

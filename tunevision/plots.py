@@ -1,0 +1,104 @@
+"""Matplotlib figures for the report, as functions of plain arrays: each saves a PNG and returns the figure."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+    matplotlib.use("Agg", force=False)  # files only; never needs a display
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return fig
+
+
+def class_counts(counts: dict[str, dict[str, int]], path: Path):
+    """Grouped bars: images per class for each split."""
+    splits = list(counts)
+    classes = list(next(iter(counts.values())))
+    fig = _figure(max(5, 0.6 * len(classes) + 2), 3.2)
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(splits), 1)
+    x = np.arange(len(classes))
+    for i, split in enumerate(splits):
+        ax.bar(x + i * width, [counts[split][c] for c in classes], width, label=split)
+    ax.set_xticks(x + width * (len(splits) - 1) / 2, classes, rotation=30 if len(classes) > 6 else 0, ha="right"
+                  if len(classes) > 6 else "center")
+    ax.set_ylabel("images")
+    ax.legend()
+    return _save(fig, path)
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, columns: int = 4):
+    rows = max(1, -(-len(images) // columns))
+    fig = _figure(2.2 * columns, 2.4 * rows)
+    for i, (im, title) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(im)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def training_curves(epochs: np.ndarray, series: dict[str, np.ndarray], path: Path):
+    """Loss, accuracy, learning rate and seconds per epoch, in four panels."""
+    fig = _figure(10, 6)
+    panels = [("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_acc", "val_acc"]),
+              ("learning rate (head)", ["lr"]), ("seconds per epoch", ["seconds"])]
+    for i, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(2, 2, i + 1)
+        for k in keys:
+            ax.plot(epochs, series[k], marker="." if len(epochs) < 30 else None, label=k)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if len(keys) > 1:
+            ax.legend()
+    return _save(fig, path)
+
+
+def confusion_heatmaps(cm: np.ndarray, classes: Sequence[str], path: Path):
+    """Counts (left) and row-normalised recall (right); the first image's data is the matrix itself."""
+    n = len(classes)
+    fig = _figure(max(8, 1.1 * n * 2), max(3.5, 0.55 * n + 1.5))
+    with np.errstate(invalid="ignore"):
+        norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
+    for i, (data, title, fmt) in enumerate([(cm, "counts", "d"), (norm, "row-normalised", ".2f")]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        im = ax.imshow(data, cmap="Blues")
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        ax.set_title(title)
+        if n <= 20:
+            for (r, c), v in np.ndenumerate(data):
+                ax.text(c, r, format(v, fmt), ha="center", va="center", fontsize=8,
+                        color="white" if v > data.max() / 2 else "black")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, path)
+
+
+def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]], path: Path):
+    """curves: name -> (mean confidence, accuracy, count per bin, ECE)."""
+    fig = _figure(4.5 * len(curves), 4)
+    for i, (name, (conf, acc, count, ece)) in enumerate(curves.items()):
+        ax = fig.add_subplot(1, len(curves), i + 1)
+        bins = len(conf)
+        centres = (np.arange(bins) + 0.5) / bins
+        ax.bar(centres, np.where(count > 0, acc, 0), width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name}: ECE {ece:.3f}")
+        ax.legend(loc="upper left")
+    return _save(fig, path)

@@ -1,0 +1,180 @@
+"""`report.html`: one self-contained page (images embedded) that shows a run's data, training and results."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import plots
+from .augment import eval_view, make_pipeline
+from .bundle import bundle_dir, load_bundle
+from .calibrate import expected_calibration_error, reliability
+from .evaluate import confusion_matrix, per_class_metrics
+from .gradcam import gradcam, overlay_heatmap
+from .images import ImageError, decode_square
+from .models import count_parameters
+
+SAMPLES_PER_CLASS = 4
+TOP_LOSSES = 8
+
+
+def _rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(open(path))) if path.is_file() else []
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>' \
+           f'{html.escape(alt)}</figcaption></figure>'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _decode(path: str, size: int) -> np.ndarray | None:
+    try:
+        return decode_square(path, size)
+    except (ImageError, OSError):
+        return None
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Build `run_dir/report.html` and its PNGs (in `run_dir/report/`) from what the run wrote."""
+    run_dir = Path(run_dir)
+    out = run_dir / "report"
+    model, meta = load_bundle(bundle_dir(run_dir))
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    dataset = json.loads((run_dir / "dataset.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    classes = meta.classes
+    sections = []
+
+    # --- data
+    counts = dataset["counts"]
+    plots.class_counts(counts, out / "class_counts.png")
+    train_counts = [n for n in counts["train"].values() if n]
+    warn = ""
+    if train_counts and max(train_counts) > 3 * min(train_counts):
+        warn = (f'<p class="warn">Class imbalance: the largest class has {max(train_counts)} training images, '
+                f'the smallest {min(train_counts)}. Consider <code>--balance</code> or more data.</p>')
+    split = _rows(run_dir / "split.csv")
+    samples, titles = [], []
+    for c in classes:
+        for r in [r for r in split if r["split"] == "train" and r["label"] == c][:SAMPLES_PER_CLASS]:
+            im = _decode(r["path"], meta.resize_size)
+            if im is not None:
+                samples.append(im)
+                titles.append(c)
+    plots.image_grid(samples, titles, out / "samples.png", columns=SAMPLES_PER_CLASS)
+    skipped = _rows(run_dir / "skipped.csv")
+    sections.append(("Dataset", f"<p>{html.escape(dataset['source'])}: {len(classes)} classes, "
+                     f"{summary['train_images']} training and {summary['val_images']} validation images, "
+                     f"{len(skipped)} skipped.</p>{warn}" + _img(out / "class_counts.png", "images per class") +
+                     _img(out / "samples.png", "training samples per class") +
+                     ("<h3>Skipped files</h3>" + _table(["file", "reason"], [[r["path"], r["reason"]] for r in
+                                                                            skipped[:200]]) if skipped else "")))
+
+    # --- augmentation
+    if samples:
+        pipeline = make_pipeline(cfg["train"]["augment"], meta.image_size)
+        g = torch.Generator().manual_seed(0)
+        batch = torch.from_numpy(np.repeat(samples[0][None], 8, 0))
+        views = (pipeline(batch, g).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+        plots.image_grid(list(views), [f"draw {i + 1}" for i in range(8)], out / "augmentation.png")
+        sections.append(("Augmentation", f"<p>Pipeline <code>{html.escape(cfg['train']['augment'])}</code>, "
+                         "eight random draws of one training image:</p>" +
+                         _img(out / "augmentation.png", "augmentation preview")))
+
+    # --- training
+    metrics = _rows(run_dir / "metrics.csv")
+    if metrics:
+        series = {k: np.array([float(r[k]) for r in metrics]) for k in metrics[0] if k != "epoch"}
+        plots.training_curves(np.array([int(r["epoch"]) for r in metrics]), series, out / "curves.png")
+        sections.append(("Training", f"<p>Mode <b>{html.escape(summary['mode'])}</b>, {summary['epochs_run']} "
+                         f"epochs in {summary['seconds']:.1f} s; best validation accuracy "
+                         f"{summary['best_val_acc']:.2%} at epoch {summary['best_epoch']}.</p>" +
+                         _img(out / "curves.png", "loss, accuracy, learning rate and time per epoch")))
+
+    # --- results
+    preds = _rows(run_dir / "eval" / "predictions.csv")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[r["actual"]] for r in preds])
+    p = np.array([index[r["predicted"]] for r in preds])
+    cm = confusion_matrix(y, p, len(classes))
+    m = per_class_metrics(cm)
+    plots.confusion_heatmaps(cm, classes, out / "confusion.png")
+    pairs = sorted(((cm[i, j], classes[i], classes[j]) for i in range(len(classes)) for j in range(len(classes))
+                    if i != j and cm[i, j]), reverse=True)[:5]
+    sections.append(("Results", f"<p>Validation accuracy <b>{(y == p).mean():.2%}</b> "
+                     f"({len(y)} images).</p>" +
+                     _table(["class", "precision", "recall", "F1", "support"],
+                            [[c, f"{m['precision'][i]:.3f}", f"{m['recall'][i]:.3f}", f"{m['f1'][i]:.3f}",
+                              int(m["support"][i])] for i, c in enumerate(classes)]) +
+                     _img(out / "confusion.png", "confusion matrix") +
+                     ("<h3>Most confused</h3>" + _table(["actual", "predicted as", "images"],
+                                                        [[a, b, n] for n, a, b in pairs]) if pairs else "")))
+
+    # --- top losses with Grad-CAM
+    worst = sorted(preds, key=lambda r: -float(r["loss"]))[:TOP_LOSSES]
+    grid, labels = [], []
+    for r in worst:
+        im = _decode(r["path"], meta.resize_size)
+        if im is None:
+            continue
+        x = eval_view(torch.from_numpy(im[None]), meta.image_size)
+        heat, _ = gradcam(model, x, index[r["predicted"]])
+        top = (meta.resize_size - meta.image_size) // 2
+        crop = im[top:top + meta.image_size, top:top + meta.image_size]
+        grid.append(np.asarray(overlay_heatmap(crop, heat)))
+        labels.append(f"{r['actual']} / {r['predicted']} / {float(r['confidence']):.2f}")
+    if grid:
+        plots.image_grid(grid, labels, out / "top_losses.png")
+        sections.append(("Top losses", "<p>The validation images with the highest loss, labelled "
+                         "actual / predicted / probability, with Grad-CAM for the predicted class:</p>" +
+                         _img(out / "top_losses.png", "top losses with Grad-CAM")))
+
+    # --- calibration
+    logits_path = run_dir / "eval" / "val_logits.npy"
+    if logits_path.is_file():
+        logits = torch.from_numpy(np.load(logits_path))
+        raw = torch.softmax(logits, 1).numpy()
+        cal = torch.softmax(logits / meta.temperature, 1).numpy()
+        curves = {name: (*reliability(pr, y), expected_calibration_error(pr, y))
+                  for name, pr in (("before", raw), (f"after (T = {meta.temperature:.2f})", cal))}
+        plots.reliability_diagram(curves, out / "reliability.png")
+        sections.append(("Calibration", f"<p>Temperature scaling fitted on the validation logits: T = "
+                         f"{meta.temperature:.3f}; expected calibration error {summary.get('ece_before', 0):.4f} "
+                         f"before, {summary.get('ece_after', 0):.4f} after. <code>predict</code> and "
+                         "<code>serve</code> use the calibrated probabilities.</p>" +
+                         _img(out / "reliability.png", "reliability diagrams")))
+
+    # --- model
+    total, _ = count_parameters(model)
+    sections.append(("Model", _table(["", ""], [
+        ["architecture", meta.architecture], ["parameters", f"{total:,}"], ["mode", meta.mode],
+        ["input", f"{meta.image_size} px (resize {meta.resize_size}, centre crop)"],
+        ["mean / std", f"{[round(v, 4) for v in meta.mean]} / {[round(v, 4) for v in meta.std]}"],
+        ["command", summary.get("command", "")], ["classes", ", ".join(classes)],
+        ["bundle", str(bundle_dir(run_dir))]]) + f"<h3>Config</h3><pre>{html.escape(yaml.safe_dump(cfg))}</pre>"))
+
+    body = "".join(f'<section id="{t.lower().replace(" ", "-")}"><h2>{t}</h2>{c}</section>' for t, c in sections)
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tunevision report: {
+        html.escape(run_dir.name)}</title><link rel="icon" href="data:,"><style>
+body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}}
+img{{max-width:100%}} figure{{margin:1em 0}} figcaption{{color:#666;font-size:.9em}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
+.warn{{background:#fff3cd;padding:.5em}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}
+</style></head><body><h1>tunevision report: {html.escape(run_dir.name)}</h1>{body}</body></html>"""
+    tmp = run_dir / ".report.html.tmp"
+    tmp.write_text(page)
+    tmp.replace(run_dir / "report.html")
+    return run_dir / "report.html"
