@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--no-batch", action="store_true", help="one request per forward pass (2 slots)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.md"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +82,7 @@ def main() -> None:
             net, meta = imagenet_model()
             model = str(save_bundle(net, meta, Path(tmp) / "lite0-imagenet"))
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tunevision.cli", "serve", model, "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "tunevision.cli", "serve", model, "--port", str(port), *(["--no-batch", "--workers", "2"] if args.no_batch else [])],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
