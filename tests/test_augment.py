@@ -77,3 +77,42 @@ def test_training_randomness_comes_from_the_generator() -> None:
     c = pipe(x, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == (4, 3, 16, 16)
+
+
+def test_mixup_blends_images_and_targets_in_the_same_proportion() -> None:
+    x = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mixed, target = aug.mixup(x, y, alpha=0.4, g=torch.Generator().manual_seed(5))
+    for i in range(2):
+        share_of_ones = mixed[i].mean()           # pixel value = share of image 1 in the blend
+        assert torch.allclose(target[i, 1], share_of_ones, atol=1e-6)
+    assert torch.allclose(target.sum(1), torch.ones(2))
+
+
+def test_cutmix_targets_match_the_pasted_area() -> None:
+    x = torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    for seed in range(5):
+        mixed, target = aug.cutmix(x, y, alpha=1.0, g=torch.Generator().manual_seed(seed))
+        for i in range(2):
+            assert torch.allclose(target[i, 1], mixed[i, 0].mean(), atol=1e-6)
+
+
+def test_mix_batch_returns_soft_targets() -> None:
+    x = torch.rand(8, 3, 8, 8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    _, target = aug.mix_batch(x, labels, 3, 0.2, 1.0, torch.Generator().manual_seed(0))
+    assert target.shape == (8, 3) and torch.allclose(target.sum(1), torch.ones(8))
+
+
+def test_preview_writes_grids(tmp_path, colour_folders) -> None:
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from tunevision.cli import main
+    img = next((colour_folders / "red").glob("*.png"))
+    r = CliRunner().invoke(main, ["preview", str(img), "--size", "32", "--out", str(tmp_path / "a.png")])
+    assert r.exit_code == 0 and Image.open(tmp_path / "a.png").size == (880, 480)  # 2 x 4 grid
+    r = CliRunner().invoke(main, ["preview", str(colour_folders), "--batch", "--size", "32", "--rows", "1",
+                                  "--out", str(tmp_path / "b.png")])
+    assert r.exit_code == 0 and Image.open(tmp_path / "b.png").size == (880, 240)

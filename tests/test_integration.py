@@ -51,6 +51,13 @@ def test_hymenoptera_defaults(tmp_path: Path) -> None:
     from tunevision.evaluate import evaluate_bundle
     ev = evaluate_bundle(result.run_dir, str(SHARED / "hymenoptera"), device="cpu")
     assert abs(ev.accuracy - result.evaluation.accuracy) < 1e-9
+    assert (result.run_dir / "report.html").is_file() and summary["ece_after"] <= summary["ece_before"]
+    # the real run's bundle exported: parity on real validation photos, and ONNX predictions agree
+    from tunevision.export import export_bundle
+    val_photos = sorted(str(p) for p in (SHARED / "hymenoptera" / "val" / "bees").glob("*.jpg"))[:16]
+    for fmt in ("onnx", "torchscript"):
+        _, parity = export_bundle(result.run_dir, fmt, tmp_path / "export", samples=val_photos)
+        assert parity.ok and parity.images == 16
 
 
 @needs_data

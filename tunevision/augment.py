@@ -204,3 +204,38 @@ def make_pipeline(spec: str, size: int) -> Callable[[torch.Tensor, torch.Generat
             x = OPS.get(name)(x, g, size=size, **params)
         return x.contiguous(memory_format=torch.channels_last)
     return apply
+
+
+def _beta(g: torch.Generator, alpha: float) -> float:
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g))
+    return float(__import__("numpy").random.default_rng(seed).beta(alpha, alpha))
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend each image and its (soft) target with another of the batch: lam ~ Beta(alpha, alpha)."""
+    lam = _beta(g, alpha)
+    perm = torch.randperm(x.shape[0], generator=g).to(x.device)
+    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste a box from another image of the batch; targets mix by the box's exact share of the area."""
+    lam = _beta(g, alpha)
+    n, _, h, w = x.shape
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(0, h, (1,), generator=g)), int(torch.randint(0, w, (1,), generator=g))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    perm = torch.randperm(n, generator=g).to(x.device)
+    x = x.clone()
+    x[:, :, top:bottom, left:right] = x[perm][:, :, top:bottom, left:right]
+    kept = 1 - (bottom - top) * (right - left) / (h * w)
+    return x, kept * y + (1 - kept) * y[perm]
+
+
+def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
+              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets from mixup or cutmix (when both are on, each batch picks one at random, as timm does)."""
+    y = F.one_hot(labels, num_classes).float()
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or bool(torch.rand(1, generator=g) < 0.5))
+    return cutmix(x, y, cutmix_alpha, g) if use_cutmix else mixup(x, y, mixup_alpha, g)

@@ -288,6 +288,47 @@ def _print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: 
 
 
 @main.command()
+@click.argument("source")
+@click.option("--augment", default="default", show_default=True, help="preset or op list, as for train")
+@click.option("--size", default=224, show_default=True, help="output size of each view")
+@click.option("--rows", default=2, show_default=True)
+@click.option("--cols", default=4, show_default=True)
+@click.option("--batch", is_flag=True, help="SOURCE is a dataset: show a real training batch with class names")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", default="preview.png", show_default=True)
+def preview(source: str, augment: str, size: int, rows: int, cols: int, batch: bool, seed: int, out: str) -> None:
+    """Show what augmentation does: one IMAGE under rows x cols random draws, or a real batch (--batch)."""
+    import numpy as np
+    import torch
+
+    from . import plots
+    from .augment import make_pipeline
+    from .data import discover, load_images
+    from .images import ImageError, decode_square
+
+    def go() -> None:
+        pipeline, n = make_pipeline(augment, size), rows * cols
+        resize = round(size / 0.875)
+        g = torch.Generator().manual_seed(seed)
+        if batch:
+            ds = discover(source, seed=seed)
+            pick = [ds.train[i] for i in torch.randperm(len(ds.train), generator=g)[:n].tolist()]
+            images, bad = load_images(pick, resize, cache_dir=None, arrays=ds.arrays)
+            titles = [ds.classes[s.label] for s in pick if s.path not in {b.path for b in bad}]
+            u8 = torch.from_numpy(np.array(images))
+        else:
+            try:
+                u8 = torch.from_numpy(np.repeat(decode_square(source, resize)[None], n, 0))
+            except (ImageError, OSError) as e:
+                raise TunevisionError(f"{source}: {e}") from None
+            titles = [f"draw {i + 1}" for i in range(n)]
+        views = (pipeline(u8, g).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        plots.image_grid(list(views), titles, Path(out), columns=cols)
+        click.echo(f"wrote {out} ({len(views)} views of {augment!r})")
+    _run(go)
+
+
+@main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 def report(run_dir: str) -> None:
     """(Re)write RUN_DIR/report.html: data, augmentation, curves, results, top losses, calibration, model."""

@@ -194,9 +194,12 @@ def train_one_epoch(model: Classifier, images: np.ndarray, labels: torch.Tensor,
         idx = idx.sort().values  # read the memory-mapped cache in file order
         x = pipeline(torch.from_numpy(images[idx.numpy()]), gen).to(rt.device, non_blocking=True)
         y = labels[idx].to(rt.device)
+        target = y
+        if cfg.train.mixup or cfg.train.cutmix:
+            x, target = aug.mix_batch(x, y, model.head.out_features, cfg.train.mixup, cfg.train.cutmix, gen)
         with rt.autocast():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.train.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
