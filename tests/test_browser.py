@@ -66,3 +66,30 @@ def test_upload_through_the_page_matches_the_api(server: str, tmp_path: Path) ->
     assert [label for label, _ in shown] == [t["label"] for t in expected]
     assert [prob for _, prob in shown] == [f"{100 * t['prob']:.1f}%" for t in expected]
     assert not errors, json.dumps(errors)
+
+
+def test_report_opens_in_a_browser_with_every_section_and_image(colour_folders: Path, tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    from click.testing import CliRunner
+
+    from tests.conftest import tiny_args
+    from tunevision.cli import main
+    r = CliRunner().invoke(main, ["train", str(colour_folders), *tiny_args(str(tmp_path / "c"), tmp_path / "runs",
+                                  "--mode", "finetune", "--epochs", "2", "--name", "r")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "runs" / "r" / "report.html"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(report.as_uri())
+        sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
+        broken = page.eval_on_selector_all("img", "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0))"
+                                                  ".length")
+        count = page.eval_on_selector_all("img", "imgs => imgs.length")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert sections == ["dataset", "augmentation", "training", "results", "top-losses", "calibration", "model"]
+    assert count == 7 and broken == 0 and not errors

@@ -37,7 +37,9 @@ def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp
     meta = json.loads((run_dir / "model" / "model.json").read_text())
     assert meta["classes"] == ["blue", "red"] and meta["image_size"] == 32 and len(meta["mean"]) == 3
 
-    r = run("evaluate", str(run_dir), str(colour_folders), "--device", "cpu", "--out", str(tmp_path / "ev"))
+    r = run("evaluate", str(run_dir), str(colour_folders), "--device", "cpu", "--out", str(tmp_path / "ev"),
+            "--top-losses", "4", "--confusion")
+    assert (tmp_path / "ev" / "top_losses.png").is_file() and (tmp_path / "ev" / "confusion.png").is_file()
     assert r.exit_code == 0 and "accuracy" in r.output and "confusion" in r.output
     cm = list(csv.reader(open(tmp_path / "ev" / "confusion_matrix.csv")))
     assert cm[0][1:] == ["blue", "red"] and sum(int(v) for row in cm[1:] for v in row[1:]) == 24

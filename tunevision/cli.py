@@ -87,8 +87,11 @@ def train(data: str | None, config_file: str | None, resume: str | None, **overr
 @click.argument("data")
 @click.option("--tta", is_flag=True, help="average centre, mirrored and corner crops")
 @click.option("--out", default=None, help="also write confusion_matrix.csv, per_class.csv, predictions.csv here")
+@click.option("--top-losses", default=0, help="write a grid of the N highest-loss images with Grad-CAM")
+@click.option("--confusion", is_flag=True, help="write the confusion matrix heat map PNG")
 @click.option("--device", default="auto")
-def evaluate(bundle: str, data: str, tta: bool, out: str | None, device: str) -> None:
+def evaluate(bundle: str, data: str, tta: bool, out: str | None, top_losses: int, confusion: bool,
+             device: str) -> None:
     """Score BUNDLE (a run folder or model folder) on DATA: accuracy, per-class metrics, confusion matrix."""
     from .evaluate import evaluate_bundle
     from .ui import RunLog
@@ -96,8 +99,20 @@ def evaluate(bundle: str, data: str, tta: bool, out: str | None, device: str) ->
     def go() -> None:
         log = RunLog()
         ev = evaluate_bundle(bundle, data, tta=tta, device=device, log=log)
+        folder = Path(out or ".")
         if out:
-            ev.write(Path(out))
+            ev.write(folder)
+        if confusion:
+            from .plots import confusion_heatmaps
+            confusion_heatmaps(ev.confusion, ev.classes, folder / "confusion.png")
+            log.info(f"wrote {folder / 'confusion.png'}")
+        if top_losses:
+            from .bundle import load_bundle
+            from .report import top_losses_grid
+            model, meta = load_bundle(bundle)
+            rows = [(p, a, pr, prob) for p, a, pr, prob, _ in ev.top_losses(top_losses)]
+            top_losses_grid(model, meta, rows, folder / "top_losses.png")
+            log.info(f"wrote {folder / 'top_losses.png'}")
         from rich.table import Table
         from .evaluate import per_class_metrics
         m = per_class_metrics(ev.confusion)

@@ -60,6 +60,8 @@ class TrainConfig:
     augment: str = opt("default", "preset (none, light, default, strong) or ops, e.g. 'rrc(scale=0.1-1),hflip'")
     mixup: float = opt(0.0, "mixup alpha (0 = off): blend image pairs and their targets (finetune/scratch)")
     cutmix: float = opt(0.0, "cutmix alpha (0 = off): paste boxes between images (finetune/scratch)")
+    balance: str = opt("none", "none | sampler (class-balanced sampling) | weights (class-weighted loss)")
+    tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard")
     views: int = opt(3, "augmented views of each training image cached as features (freeze/auto)")
     early_stopping: int = opt(0, "stop after this many epochs without a better validation accuracy; 0 = off")
     seed: int = opt(0, "seed for the split, augmentation and initialisation")
@@ -74,6 +76,7 @@ class TrainConfig:
                   (self.batch_size > 0 and self.epochs >= 0 and self.lr >= 0, "batch_size, epochs, lr must be >= 0"),
                   (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
                   (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
+                  (self.balance in ("none", "sampler", "weights"), "balance must be none, sampler or weights"),
                   (self.views >= 0, "views must be >= 0")]
         for ok, msg in checks:
             if not ok:

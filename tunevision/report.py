@@ -47,6 +47,23 @@ def _decode(path: str, size: int) -> np.ndarray | None:
         return None
 
 
+def top_losses_grid(model, meta, rows: list[tuple[str, str, str, float]], path: Path) -> bool:
+    """rows: (image path, actual, predicted, probability); each shown with Grad-CAM of the predicted class."""
+    grid, labels = [], []
+    for image_path, actual, predicted, prob in rows:
+        im = _decode(image_path, meta.resize_size)
+        if im is None:
+            continue
+        x = eval_view(torch.from_numpy(im[None]), meta.image_size)
+        heat, _ = gradcam(model, x, meta.classes.index(predicted))
+        top = (meta.resize_size - meta.image_size) // 2
+        grid.append(np.asarray(overlay_heatmap(im[top:top + meta.image_size, top:top + meta.image_size], heat)))
+        labels.append(f"{actual} / {predicted} / {prob:.2f}")
+    if grid:
+        plots.image_grid(grid, labels, path)
+    return bool(grid)
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Build `run_dir/report.html` and its PNGs (in `run_dir/report/`) from what the run wrote."""
     run_dir = Path(run_dir)
@@ -125,19 +142,8 @@ def write_report(run_dir: str | Path) -> Path:
 
     # --- top losses with Grad-CAM
     worst = sorted(preds, key=lambda r: -float(r["loss"]))[:TOP_LOSSES]
-    grid, labels = [], []
-    for r in worst:
-        im = _decode(r["path"], meta.resize_size)
-        if im is None:
-            continue
-        x = eval_view(torch.from_numpy(im[None]), meta.image_size)
-        heat, _ = gradcam(model, x, index[r["predicted"]])
-        top = (meta.resize_size - meta.image_size) // 2
-        crop = im[top:top + meta.image_size, top:top + meta.image_size]
-        grid.append(np.asarray(overlay_heatmap(crop, heat)))
-        labels.append(f"{r['actual']} / {r['predicted']} / {float(r['confidence']):.2f}")
-    if grid:
-        plots.image_grid(grid, labels, out / "top_losses.png")
+    if top_losses_grid(model, meta, [(r["path"], r["actual"], r["predicted"], float(r["confidence"]))
+                                     for r in worst], out / "top_losses.png"):
         sections.append(("Top losses", "<p>The validation images with the highest loss, labelled "
                          "actual / predicted / probability, with Grad-CAM for the predicted class:</p>" +
                          _img(out / "top_losses.png", "top losses with Grad-CAM")))

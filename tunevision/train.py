@@ -184,11 +184,30 @@ def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int) 
                                                                                  max(1, total_steps - warmup))))
 
 
+def epoch_order(labels: torch.Tensor, balance: str, gen: torch.Generator) -> torch.Tensor:
+    """One epoch of indices: a permutation, or with balance='sampler' as many draws, each class equally likely."""
+    if balance != "sampler":
+        return torch.randperm(len(labels), generator=gen)
+    per_image = 1.0 / torch.bincount(labels)[labels].double()
+    return torch.multinomial(per_image, len(labels), replacement=True, generator=gen)
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """n / (C * n_c): each class contributes equally to the loss (sklearn's 'balanced'); absent classes get 0."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros(()))
+
+
+def loss_weights(cfg: RunConfig, labels: torch.Tensor, num_classes: int, device: torch.device) -> torch.Tensor | None:
+    return class_weights(labels, num_classes).to(device) if cfg.train.balance == "weights" else None
+
+
 def train_one_epoch(model: Classifier, images: np.ndarray, labels: torch.Tensor, pipeline, opt, sched,
                     rt: Runtime, cfg: RunConfig, gen: torch.Generator, advance) -> tuple[float, float]:
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for idx in torch.randperm(len(labels), generator=gen).split(cfg.train.batch_size):
+    weight = loss_weights(cfg, labels, model.head.out_features, rt.device)
+    for idx in epoch_order(labels, cfg.train.balance, gen).split(cfg.train.batch_size):
         if len(idx) < 2:  # BatchNorm cannot train on a batch of one
             continue
         idx = idx.sort().values  # read the memory-mapped cache in file order
@@ -199,7 +218,7 @@ def train_one_epoch(model: Classifier, images: np.ndarray, labels: torch.Tensor,
             x, target = aug.mix_batch(x, y, model.head.out_features, cfg.train.mixup, cfg.train.cutmix, gen)
         with rt.autocast():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.train.label_smoothing)
+        loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=cfg.train.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -276,14 +295,15 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, t.schedule, epochs * math.ceil(len(x) / HEAD_BATCH))
     gen = torch.Generator().manual_seed(t.seed)
+    weight = loss_weights(cfg, y, model.head.out_features, rt.device)
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         model.head.train()
         total, correct = 0.0, 0
-        for idx in torch.randperm(len(x), generator=gen).split(HEAD_BATCH):
+        for idx in epoch_order(y.cpu(), t.balance, gen).split(HEAD_BATCH):
             logits = model.forward_head(x[idx])
-            loss = F.cross_entropy(logits, y[idx], label_smoothing=t.label_smoothing)
+            loss = F.cross_entropy(logits, y[idx], weight=weight, label_smoothing=t.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -385,6 +405,13 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
         best.update(acc=resume["best_acc"], loss=resume.get("best_loss", math.inf), epoch=resume["best_epoch"])
         best["state"] = resume.get("best_state")
     patience = cfg.train.early_stopping
+    writer = None
+    if cfg.train.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise TunevisionError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def on_epoch(history: list[EpochRecord], model: Classifier, checkpoint) -> bool:
         """Log, keep the best weights (accuracy, then loss), write metrics/bundle/checkpoint; True = stop."""
@@ -397,6 +424,10 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
             log.info(f"epoch {r.epoch:3d}  train loss {r.train_loss:.4f} acc {r.train_acc:.3f}  "
                      f"val loss {r.val_loss:.4f} acc {r.val_acc:.4f}{'  *' if improved else ''}  {r.seconds:.1f}s")
         write_metrics(run_dir, history)
+        if writer is not None:
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+                writer.add_scalar(key, getattr(r, key), r.epoch)
+            writer.flush()
         if checkpoint is not None:
             if improved:
                 save_bundle(model, meta, run_dir / "model")
@@ -413,6 +444,8 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     else:
         history = fit_network(model, data, cfg, rt, log, run_dir, on_epoch, resume)
 
+    if writer is not None:
+        writer.close()
     model.load_state_dict(best["state"])
     raw = predict_probs(model, data.val_images, rt, data.image_size)
     # Temperature scaling on the validation logits (log-probabilities: softmax is shift-invariant per row).
