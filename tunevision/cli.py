@@ -139,7 +139,10 @@ def evaluate(bundle: str, data: str, tta: bool, out: str | None, top_losses: int
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="also write predictions to this CSV")
 @click.option("--tta", is_flag=True, help="test-time augmentation")
 @click.option("--device", default="auto")
-def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool, device: str) -> None:
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
+              help="bf16 is ~2x faster on AMX CPUs but may flip borderline predictions vs exported models")
+def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool, device: str,
+            precision: str) -> None:
     """Predict classes for images, folders or globs: `predict RUN_OR_BUNDLE IMAGES...`.
 
     With no bundle first (`predict cat.jpg`), the pretrained backbone names ImageNet classes."""
@@ -150,7 +153,7 @@ def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | 
         source, items = split_model_argument(list(inputs))
         if not items:
             raise TunevisionError("no images given: tunevision predict RUN_DIR img.jpg folder/ 'glob/*.png'")
-        rt = resolve_runtime("cpu" if source and source.endswith(".onnx") else device)
+        rt = resolve_runtime("cpu" if source and source.endswith(".onnx") else device, precision)
         model, meta = load_predictor(source, rt.device)
         preds = predict_paths(model.to(rt.device), meta, items, rt, top_k=top_k, tta=tta)
         _print_predictions(preds, as_json, csv_path, top_k)
@@ -169,10 +172,10 @@ def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | 
 def classify(images: tuple[str, ...], model_name: str, weights: str | None, top_k: int, as_json: bool) -> None:
     """Name what is in IMAGES with the 1000 ImageNet classes of a pretrained network."""
     from .predict import imagenet_model, predict_paths
-    from .runtime import resolve_runtime
+    from .runtime import INFERENCE_PRECISION, resolve_runtime
 
     def go() -> None:
-        rt = resolve_runtime()
+        rt = resolve_runtime(precision=INFERENCE_PRECISION)
         model, meta = imagenet_model(model_name, weights)
         _print_predictions(predict_paths(model.to(rt.device), meta, list(images), rt, top_k=top_k), as_json,
                            None, top_k)

@@ -14,7 +14,7 @@ from .bundle import load_bundle
 from .data import Sample, discover, drop_skipped, load_images
 from .errors import TunevisionError
 from .models import Classifier
-from .runtime import Runtime, resolve_runtime
+from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -121,7 +121,7 @@ def predict_probs(model: Classifier, images: np.ndarray, runtime: Runtime, size:
 def evaluate_bundle(bundle: str | Path, data: str, *, tta: bool = False, device: str = "auto",
                     log=None) -> Evaluation:
     """Score a bundle on a dataset whose class names match the bundle's (other classes are skipped)."""
-    rt = resolve_runtime(device)
+    rt = resolve_runtime(device, INFERENCE_PRECISION)
     model, meta = load_bundle(bundle, rt.device)
     ds = discover(data)
     index = {c: i for i, c in enumerate(meta.classes)}

@@ -17,7 +17,7 @@ import torch
 from .augment import eval_view
 from .images import DEFAULT_MAX_PIXELS, ImageError, decode_square
 from .predict import load_predictor, split_model_argument
-from .runtime import resolve_runtime
+from .runtime import INFERENCE_PRECISION, resolve_runtime
 
 
 class MicroBatcher:
@@ -67,7 +67,7 @@ def create_app(model_path: str, *, max_upload_bytes: int = 10 * 2**20, workers: 
     from fastapi.responses import HTMLResponse
 
     source, _ = split_model_argument([model_path])
-    rt = resolve_runtime("cpu" if source and source.endswith(".onnx") else "auto")
+    rt = resolve_runtime("cpu" if source and source.endswith(".onnx") else "auto", INFERENCE_PRECISION)
     model, meta = load_predictor(source, rt.device)
     model.eval()
     slots = asyncio.Semaphore(workers)

@@ -33,7 +33,7 @@ from .errors import TunevisionError
 from .evaluate import Evaluation, per_class_metrics, predict_probs
 from .features import cached_features, extract_features
 from .models import Backbone, Classifier, build_classifier, count_parameters, create_backbone
-from .runtime import Runtime, resolve_runtime
+from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from .ui import RunLog
 
 HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch
@@ -447,7 +447,9 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     if writer is not None:
         writer.close()
     model.load_state_dict(best["state"])
-    raw = predict_probs(model, data.val_images, rt, data.image_size)
+    # The final numbers come from the same precision that predict, serve and exports use.
+    raw = predict_probs(model, data.val_images, resolve_runtime(cfg.train.device, INFERENCE_PRECISION),
+                        data.image_size)
     # Temperature scaling on the validation logits (log-probabilities: softmax is shift-invariant per row).
     logits = torch.from_numpy(np.log(np.clip(raw, 1e-12, None)))
     meta.temperature = fit_temperature(logits, data.val_labels)
@@ -479,6 +481,6 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
         log.info(f"[yellow]report not written ({type(e).__name__}: {e}); retry with tunevision report {run_dir}[/]")
     log.info(f"calibration: temperature {meta.temperature:.2f}, expected calibration error "
              f"{ece[0]:.3f} -> {ece[1]:.3f}")
-    log.info(f"[bold green]done[/] best val accuracy {best['acc']:.2%} (epoch {best['epoch']}) in {seconds:.1f}s; "
+    log.info(f"[bold green]done[/] val accuracy {evaluation.accuracy:.2%} (best epoch {best['epoch']}) in {seconds:.1f}s; "
              f"run folder {run_dir}; bundle {run_dir / 'model'}")
     return FitResult(run_dir, best["acc"], best["epoch"], seconds, history, evaluation)
