@@ -16,6 +16,21 @@ from .errors import TunevisionError
 SECTIONS = (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))
 
 
+class FloatOrAuto(click.ParamType):
+    name = "FLOAT|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
+CLI_TYPES = {"float_or_auto": FloatOrAuto()}
+
+
 def config_options(fn: Callable) -> Callable:
     """Add one --flag per config field (help text from the field); unset flags stay None."""
     for section, cls in reversed(SECTIONS):
@@ -26,7 +41,7 @@ def config_options(fn: Callable) -> Callable:
             if isinstance(f.default, bool):
                 decl, kind = (f"--{flag}/--no-{flag}",), None
             else:
-                decl, kind = (f"--{flag}",), type(f.default)
+                decl, kind = (f"--{flag}",), CLI_TYPES.get(f.metadata.get("cli_type"), type(f.default))
             fn = click.option(*decl, f"{section}__{f.name}", type=kind, default=None,
                               help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
     for name in ("name", "out"):
@@ -80,6 +95,25 @@ def train(data: str | None, config_file: str | None, resume: str | None, **overr
         _run(lambda: fit(RunConfig(), resume_dir=Path(resume)))
     else:
         _run(lambda: fit(build_config(data, config_file, overrides)))
+
+
+@main.command("lr-find")
+@click.argument("data")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--steps", default=100, show_default=True, help="optimizer steps in the sweep")
+@config_options
+def lr_find(data: str, config_file: str | None, steps: int, **overrides: Any) -> None:
+    """Sweep the learning rate on DATA (whole network; --mode finetune unless told), plot loss vs LR, suggest one."""
+    from .train import find_lr
+
+    def go() -> None:
+        overrides["train__mode"] = overrides.get("train__mode") or "finetune"
+        cfg = build_config(data, config_file, overrides)
+        suggestion, plot = find_lr(cfg, steps=steps)
+        click.echo(f"suggested learning rate {suggestion:.2e} (body; head x {cfg.train.head_lr_mult:g}); "
+                   f"plot {plot}\nuse it: tunevision train {data} --mode {cfg.train.mode} --lr {suggestion:.2e}"
+                   " (or --lr auto)")
+    _run(go)
 
 
 @main.command()

@@ -51,7 +51,8 @@ class TrainConfig:
     mode: str = opt("auto", "auto | freeze | finetune | scratch (see README: what each trains)")
     epochs: int = opt(0, "passes over the training set; 0 = the mode's default")
     batch_size: int = opt(32, "images per step")
-    lr: float = opt(0.0, "body learning rate (head gets lr x head_lr_mult); 0 = the mode's default")
+    lr: float | str = opt(0.0, "body learning rate (head gets lr x head_lr_mult); 0 = the mode's default; "
+                               "'auto' = the LR range test's suggestion (finetune/scratch)", cli_type="float_or_auto")
     head_lr_mult: float = opt(10.0, "head learning rate as a multiple of the body's")
     optimizer: str = opt("adamw", "adamw | sgd (momentum 0.9)")
     schedule: str = opt("onecycle", "onecycle | cosine (with warmup)")
@@ -73,7 +74,10 @@ class TrainConfig:
                   (self.optimizer in ("adamw", "sgd"), "optimizer must be adamw or sgd"),
                   (self.schedule in ("onecycle", "cosine"), "schedule must be onecycle or cosine"),
                   (self.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
-                  (self.batch_size > 0 and self.epochs >= 0 and self.lr >= 0, "batch_size, epochs, lr must be >= 0"),
+                  (self.batch_size > 0 and self.epochs >= 0, "batch_size and epochs must be >= 0"),
+                  (self.lr == "auto" and self.mode in ("finetune", "scratch") or
+                   not isinstance(self.lr, str) and self.lr >= 0,
+                   "lr must be >= 0, or 'auto' with --mode finetune or scratch"),
                   (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
                   (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
                   (self.balance in ("none", "sampler", "weights"), "balance must be none, sampler or weights"),
@@ -87,7 +91,9 @@ class TrainConfig:
         return self.epochs or {"auto": 40, "freeze": 40, "finetune": 8, "scratch": 30}[self.mode]
 
     def resolved_lr(self) -> float:
-        return self.lr or {"auto": 3e-4, "freeze": 3e-4, "finetune": 2e-4, "scratch": 2e-3}[self.mode]
+        if self.lr == "auto":
+            raise ValueError("lr 'auto' is resolved by the LR range test before training")
+        return float(self.lr) or {"auto": 3e-4, "freeze": 3e-4, "finetune": 2e-4, "scratch": 2e-3}[self.mode]
 
 
 @dataclass

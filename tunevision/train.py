@@ -357,6 +357,29 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
     return history
 
 
+def run_lr_range_test(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, plot_path: Path,
+                      steps: int = 100) -> float:
+    from .lr_find import lr_range_test, plot_lr_find, suggest_lr
+    pipeline = aug.make_pipeline(cfg.train.augment, data.image_size)
+    lrs, losses = lr_range_test(model, data.train_images, data.train_labels, pipeline, rt, cfg, steps=steps)
+    suggestion = suggest_lr(lrs, losses)
+    plot_lr_find(lrs, losses, suggestion, plot_path)
+    return suggestion
+
+
+def find_lr(cfg: RunConfig, *, steps: int = 100, log: RunLog | None = None) -> tuple[float, Path]:
+    """`tunevision lr-find`: the range test alone, its plot written to the current folder."""
+    log = log or RunLog()
+    torch.manual_seed(cfg.train.seed)
+    rt = resolve_runtime(cfg.train.device, cfg.train.precision)
+    _, backbone, _ = _initial_model(cfg)
+    data = prepare_data(cfg, backbone, log)
+    model = build_classifier(backbone, len(data.dataset.classes), cfg.model.dropout)
+    model = model.to(rt.device).to(memory_format=torch.channels_last)
+    path = Path("lr_find.png")
+    return run_lr_range_test(model, data, cfg, rt, path, steps), path
+
+
 def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None) -> FitResult:
     """Train per `cfg`, writing everything into a run folder; returns where and how well."""
     started = time.perf_counter()
@@ -438,6 +461,12 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
             torch.save(state, tmp)
             os.replace(tmp, run_dir / "checkpoint.pt")
         return bool(patience) and r.epoch - best["epoch"] >= patience
+
+    if cfg.train.lr == "auto":
+        suggestion = run_lr_range_test(model, data, cfg, rt, run_dir / "lr_find.png")
+        cfg.train.lr = suggestion
+        cfg.save(run_dir / "config.yaml")  # the run records the learning rate it actually used
+        log.info(f"LR range test: body learning rate {suggestion:.2e} (plot {run_dir / 'lr_find.png'})")
 
     if cfg.train.mode in ("freeze", "auto"):
         history = fit_head(model, data, cfg, rt, log, on_epoch)
