@@ -17,6 +17,16 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed")
 
 
+def open_page(p) -> tuple:
+    """Headless Debian chromium with the flags this closed network needs; console errors collected."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return browser, page, errors
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,11 +60,7 @@ def test_upload_through_the_page_matches_the_api(server: str, tmp_path: Path) ->
     api = httpx.post(server + "/predict?top_k=5", files={"files": ("red.png", photo.read_bytes(), "image/png")})
     expected = api.json()["predictions"][0]["top"]
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        browser, page, errors = open_page(p)
         page.goto(server + "/")
         page.set_input_files("#file", str(photo))
         page.wait_for_selector(".prediction", timeout=20000)
@@ -79,11 +85,7 @@ def test_report_opens_in_a_browser_with_every_section_and_image(colour_folders: 
     assert r.exit_code == 0, r.output
     report = tmp_path / "runs" / "r" / "report.html"
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        browser, page, errors = open_page(p)
         page.goto(report.as_uri())
         sections = page.eval_on_selector_all("section", "els => els.map(e => e.id)")
         broken = page.eval_on_selector_all("img", "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0))"

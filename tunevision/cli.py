@@ -228,6 +228,23 @@ def _scene_inputs(images: tuple[str, ...], out: str) -> tuple[list[str], Path]:
     return paths, folder
 
 
+def _scene_run(images: tuple[str, ...], out: str, description: str, quiet: bool,
+               work: Callable[[Any, str, Path], dict]) -> dict[str, dict]:
+    """Open each image once and call work(image, path, out folder); unreadable files get an error entry."""
+    from .images import ImageError, open_image
+    from .ui import RunLog
+    paths, folder = _scene_inputs(images, out)
+    results: dict[str, dict] = {}
+    with RunLog(quiet=quiet).progress(len(paths), description) as advance:
+        for p in paths:
+            try:
+                results[p] = work(open_image(p), p, folder)
+            except ImageError as e:
+                results[p] = {"error": str(e)}
+            advance(1)
+    return results
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_name", default="fasterrcnn_resnet50_fpn", show_default=True,
@@ -240,27 +257,18 @@ def _scene_inputs(images: tuple[str, ...], out: str) -> tuple[list[str], Path]:
 def detect(images: tuple[str, ...], model_name: str, weights: str | None, threshold: float, out: str,
            as_json: bool) -> None:
     """Draw labelled boxes around COCO objects in IMAGES with a pretrained torchvision detector."""
-    from .images import ImageError, open_image
     from .scene import DETECTORS, detect as run_detect, draw_detections, load_scene_model, output_path
-    from .ui import RunLog
 
     def go() -> None:
-        paths, folder = _scene_inputs(images, out)
         model, categories, _ = load_scene_model(model_name, DETECTORS, weights=weights)
-        results, log = {}, RunLog(quiet=as_json)
-        with log.progress(len(paths), "detecting") as advance:
-            for p in paths:
-                try:
-                    im = open_image(p)
-                except ImageError as e:
-                    results[p] = {"error": str(e)}
-                    advance(1)
-                    continue
-                found = run_detect(model, categories, im, threshold)
-                target = output_path(folder, p, ".boxes.png")
-                draw_detections(im, found).save(target)
-                results[p] = {"output": str(target), "detections": [d.__dict__ for d in found]}
-                advance(1)
+
+        def work(im, path: str, folder: Path) -> dict:
+            found = run_detect(model, categories, im, threshold)
+            target = output_path(folder, path, ".boxes.png")
+            draw_detections(im, found).save(target)
+            return {"output": str(target), "detections": [d.__dict__ for d in found]}
+
+        results = _scene_run(images, out, "detecting", as_json, work)
         if as_json:
             click.echo(json.dumps(results, indent=2))
             return
@@ -281,30 +289,20 @@ def detect(images: tuple[str, ...], model_name: str, weights: str | None, thresh
 @click.option("--json", "as_json", is_flag=True)
 def segment(images: tuple[str, ...], model_name: str, weights: str | None, out: str, as_json: bool) -> None:
     """Colour every pixel of IMAGES by its PASCAL VOC class with a pretrained torchvision segmenter."""
-    from .images import ImageError, open_image
     from .scene import SEGMENTERS, class_map_image, load_scene_model, output_path, overlay, pixel_fractions
     from .scene import segment as run_segment
-    from .ui import RunLog
 
     def go() -> None:
-        paths, folder = _scene_inputs(images, out)
         model, categories, entry = load_scene_model(model_name, SEGMENTERS, weights=weights)
-        results, log = {}, RunLog(quiet=as_json)
-        with log.progress(len(paths), "segmenting") as advance:
-            for p in paths:
-                try:
-                    im = open_image(p)
-                except ImageError as e:
-                    results[p] = {"error": str(e)}
-                    advance(1)
-                    continue
-                mask = run_segment(model, entry, im)
-                class_map_image(mask, len(categories)).save(output_path(folder, p, ".classes.png"))
-                overlay(im, mask, len(categories)).save(output_path(folder, p, ".overlay.png"))
-                results[p] = {"classes": str(output_path(folder, p, ".classes.png")),
-                              "overlay": str(output_path(folder, p, ".overlay.png")),
-                              "fractions": pixel_fractions(mask, categories)}
-                advance(1)
+
+        def work(im, path: str, folder: Path) -> dict:
+            mask = run_segment(model, entry, im)
+            classes, blended = output_path(folder, path, ".classes.png"), output_path(folder, path, ".overlay.png")
+            class_map_image(mask, len(categories)).save(classes)
+            overlay(im, mask, len(categories)).save(blended)
+            return {"classes": str(classes), "overlay": str(blended), "fractions": pixel_fractions(mask, categories)}
+
+        results = _scene_run(images, out, "segmenting", as_json, work)
         if as_json:
             click.echo(json.dumps(results, indent=2))
             return
