@@ -321,8 +321,8 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     return history
 
 
-def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, run_dir: Path,
-                on_epoch, resume: dict | None) -> list[EpochRecord]:
+def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, on_epoch,
+                resume: dict | None) -> list[EpochRecord]:
     """The whole network trains; a checkpoint after every epoch makes a killed run resumable."""
     t = cfg.train
     pipeline = aug.make_pipeline(t.augment, data.image_size)
@@ -355,6 +355,27 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
         if stop:
             break
     return history
+
+
+def calibrate_and_evaluate(model: Classifier, meta: BundleMeta, data: Data, cfg: RunConfig, run_dir: Path
+                           ) -> tuple[Evaluation, tuple[float, float]]:
+    """Fit the temperature on validation logits, save the final bundle, write eval/; returns ECE before/after."""
+    # The final numbers come from the same precision that predict, serve and exports use.
+    raw = predict_probs(model, data.val_images, resolve_runtime(cfg.train.device, INFERENCE_PRECISION),
+                        data.image_size)
+    # log-probabilities are logits up to a per-row constant, which softmax(x / T) ignores
+    logits = torch.from_numpy(np.log(np.clip(raw, 1e-12, None)))
+    labels = data.val_labels
+    meta.temperature = fit_temperature(logits, labels)
+    probs = torch.softmax(logits / meta.temperature, 1).numpy()
+    ece = (expected_calibration_error(raw, labels.numpy()), expected_calibration_error(probs, labels.numpy()))
+    if ece[1] > ece[0]:  # T minimises NLL, not ECE; on tiny validation sets it can miss: then stay uncalibrated
+        meta.temperature, probs, ece = 1.0, raw, (ece[0], ece[0])
+    save_bundle(model, meta, run_dir / "model")
+    evaluation = Evaluation(data.dataset.classes, labels.numpy(), probs, [s.path for s in data.val])
+    evaluation.write(run_dir / "eval")
+    np.save(run_dir / "eval" / "val_logits.npy", logits.numpy())
+    return evaluation, ece
 
 
 def run_lr_range_test(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, plot_path: Path,
@@ -419,7 +440,7 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     meta = BundleMeta(architecture=architecture, classes=ds.classes, image_size=data.image_size,
                       resize_size=data.resize_size, mean=list(backbone.mean), std=list(backbone.std),
                       dropout=cfg.model.dropout, mode=cfg.train.mode)
-    total, trainable = count_parameters(model)
+    total, _ = count_parameters(model)
     log.info(f"[bold]model[/] {architecture} ({total / 1e6:.1f} M parameters), mode {cfg.train.mode}, "
              f"{data.image_size}px, {rt.device}{' bf16' if rt.bf16 else ''}")
 
@@ -471,26 +492,12 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     if cfg.train.mode in ("freeze", "auto"):
         history = fit_head(model, data, cfg, rt, log, on_epoch)
     else:
-        history = fit_network(model, data, cfg, rt, log, run_dir, on_epoch, resume)
+        history = fit_network(model, data, cfg, rt, log, on_epoch, resume)
 
     if writer is not None:
         writer.close()
     model.load_state_dict(best["state"])
-    # The final numbers come from the same precision that predict, serve and exports use.
-    raw = predict_probs(model, data.val_images, resolve_runtime(cfg.train.device, INFERENCE_PRECISION),
-                        data.image_size)
-    # Temperature scaling on the validation logits (log-probabilities: softmax is shift-invariant per row).
-    logits = torch.from_numpy(np.log(np.clip(raw, 1e-12, None)))
-    meta.temperature = fit_temperature(logits, data.val_labels)
-    probs = torch.softmax(logits / meta.temperature, 1).numpy()
-    ece = (expected_calibration_error(raw, data.val_labels.numpy()),
-           expected_calibration_error(probs, data.val_labels.numpy()))
-    if ece[1] > ece[0]:  # T minimises NLL, not ECE; on tiny validation sets it can miss: then stay uncalibrated
-        meta.temperature, probs, ece = 1.0, raw, (ece[0], ece[0])
-    save_bundle(model, meta, run_dir / "model")
-    evaluation = Evaluation(ds.classes, data.val_labels.numpy(), probs, [s.path for s in data.val])
-    evaluation.write(run_dir / "eval")
-    np.save(run_dir / "eval" / "val_logits.npy", logits.numpy())
+    evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
     seconds = time.perf_counter() - started
     summary = {"best_val_acc": best["acc"], "best_epoch": best["epoch"], "epochs_run": len(history),
                "final_val_acc": evaluation.accuracy, "seconds": round(seconds, 2), "bundle": str(run_dir / "model"),
