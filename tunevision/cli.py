@@ -328,8 +328,8 @@ def _print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: 
     from rich.console import Console
     from rich.table import Table
     table = Table()
-    table.add_column("image")
-    for i in range(1, top_k + 1):
+    table.add_column("image", overflow="fold")
+    for i in range(1, max((len(p.top) for p in preds), default=0) + 1):  # a 2-class model has no #3
         table.add_column(f"#{i}")
     for p in preds:
         cells = [f"{label} {prob:.1%}" for label, prob in p.top] if not p.error else [f"[red]{p.error}[/]"]
