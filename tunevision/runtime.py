@@ -34,8 +34,11 @@ def cpu_has_bf16() -> bool:
 INFERENCE_PRECISION = "fp32"
 
 
-def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """device: auto|cpu|cuda[:N]|mps; precision: auto|bf16|fp32."""
+def resolve_runtime(device: str = "auto", precision: str = "auto", *, training: bool = False) -> Runtime:
+    """device: auto|cpu|cuda[:N]|mps; precision: auto|bf16|fp32.
+
+    auto = bf16 where it measured faster: on GPUs always; on AMX/AVX512-BF16 CPUs for inference only
+    (Lite0 on a 2-core Xeon: inference 166 vs 83 img/s, but training 18 vs 23 img/s at 224 px)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -43,7 +46,8 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
         # DDP under torchrun: each process drives the GPU named by LOCAL_RANK.
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dev.index or 0)))
     if precision == "auto":
-        bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (dev.type == "cpu" and cpu_has_bf16())
+        bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+            dev.type == "cpu" and not training and cpu_has_bf16())
     else:
         bf16 = precision == "bf16"
     return Runtime(dev, bf16)

@@ -392,7 +392,7 @@ def find_lr(cfg: RunConfig, *, steps: int = 100, log: RunLog | None = None) -> t
     """`tunevision lr-find`: the range test alone, its plot written to the current folder."""
     log = log or RunLog()
     torch.manual_seed(cfg.train.seed)
-    rt = resolve_runtime(cfg.train.device, cfg.train.precision)
+    rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=True)
     _, backbone, _ = _initial_model(cfg)
     data = prepare_data(cfg, backbone, log)
     model = build_classifier(backbone, len(data.dataset.classes), cfg.model.dropout)
@@ -418,7 +418,8 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     cfg.save(run_dir / "config.yaml")
     aug.make_pipeline(cfg.train.augment, 32)  # a bad spec fails now, not after decoding
     torch.manual_seed(cfg.train.seed)
-    rt = resolve_runtime(cfg.train.device, cfg.train.precision)
+    # head modes run the backbone only for inference (feature extraction); the others train it
+    rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=cfg.train.mode in ("finetune", "scratch"))
 
     architecture, backbone, previous = _initial_model(cfg)
     data = prepare_data(cfg, backbone, log)
