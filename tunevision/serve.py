@@ -12,9 +12,8 @@ from importlib import resources
 from typing import Callable
 
 import numpy as np
-import torch
 
-from .augment import eval_view
+from .evaluate import predict_probs
 from .images import DEFAULT_MAX_PIXELS, ImageError, decode_square
 from .predict import load_predictor, split_model_argument
 from .runtime import INFERENCE_PRECISION, resolve_runtime
@@ -72,12 +71,8 @@ def create_app(model_path: str, *, max_upload_bytes: int = 10 * 2**20, workers: 
     model.eval()
     slots = asyncio.Semaphore(workers)
 
-    @torch.no_grad()
     def infer(images: list[np.ndarray], top_k: int) -> list[list[dict]]:
-        x = eval_view(torch.from_numpy(np.stack(images)), meta.image_size).to(rt.device)
-        with rt.autocast():
-            probs = torch.softmax(model(x.contiguous(memory_format=torch.channels_last)).float() / meta.temperature,
-                                  1).cpu().numpy()
+        probs = predict_probs(model, np.stack(images), rt, meta.image_size, temperature=meta.temperature)
         k = min(top_k, len(meta.classes))
         return [[{"label": meta.classes[i], "prob": round(float(p[i]), 6)} for i in np.argsort(-p)[:k]]
                 for p in probs]
