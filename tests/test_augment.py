@@ -116,3 +116,12 @@ def test_preview_writes_grids(tmp_path, colour_folders) -> None:
     r = CliRunner().invoke(main, ["preview", str(colour_folders), "--batch", "--size", "32", "--rows", "1",
                                   "--out", str(tmp_path / "b.png")])
     assert r.exit_code == 0 and Image.open(tmp_path / "b.png").size == (880, 240)
+
+
+def test_torchvision_policies_change_images() -> None:
+    torch.manual_seed(0)  # the v2 policies draw from torch's global generator
+    x = torch.randint(0, 255, (8, 40, 40, 3), dtype=torch.uint8)
+    plain = aug.make_pipeline("center", 32)(x, torch.Generator())
+    for spec in ("randaugment(n=2,m=15)", "rotate(degrees=30)", "affine(degrees=20)"):
+        out = aug.make_pipeline(spec, 32)(x, torch.Generator())
+        assert out.shape == plain.shape and not torch.allclose(out, plain), spec

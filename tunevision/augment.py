@@ -138,22 +138,21 @@ def _torchvision_op(name: str, make: Callable[..., Callable]) -> None:
     """Per-image torchvision.transforms.v2 policies (RandAugment & co.), applied on uint8 as they expect."""
     @OPS.register(name)
     def op(x: torch.Tensor, g: torch.Generator, size: int, **kw) -> torch.Tensor:
-        t = make(**kw)
+        from torchvision.transforms import v2  # imported on first use, not when tunevision is imported
+        t = make(v2, **kw)
         u8 = (x * 255).round_().to(torch.uint8)
         return torch.stack([t(img) for img in u8]).float().div_(255)
 
 
-def _register_torchvision_ops() -> None:
-    from torchvision.transforms import v2
-    _torchvision_op("randaugment", lambda n=2, m=9: v2.RandAugment(num_ops=int(n), magnitude=int(m)))
-    _torchvision_op("trivialaugment", lambda: v2.TrivialAugmentWide())
-    _torchvision_op("autoaugment", lambda: v2.AutoAugment())
-    _torchvision_op("rotate", lambda degrees=15: v2.RandomRotation(float(degrees)))
-    _torchvision_op("affine", lambda degrees=10, translate=0.1, scale=(0.9, 1.1):
-                    v2.RandomAffine(float(degrees), (float(translate),) * 2, tuple(scale)))
-
-
-_register_torchvision_ops()
+for _name, _make in {
+    "randaugment": lambda v2, n=2, m=9: v2.RandAugment(num_ops=int(n), magnitude=int(m)),
+    "trivialaugment": lambda v2: v2.TrivialAugmentWide(),
+    "autoaugment": lambda v2: v2.AutoAugment(),
+    "rotate": lambda v2, degrees=15: v2.RandomRotation(float(degrees)),
+    "affine": lambda v2, degrees=10, translate=0.1, scale=(0.9, 1.1):
+        v2.RandomAffine(float(degrees), (float(translate),) * 2, tuple(scale)),
+}.items():
+    _torchvision_op(_name, _make)
 
 
 def _value(text: str) -> float | tuple[float, float]:
