@@ -108,3 +108,17 @@ def test_weights_from_an_earlier_run_continue_it(colour_folders: Path, cache: st
     assert torch.allclose(first["head.weight"], second["head.weight"], atol=1e-5)  # same classes: head kept
     r = run("train", str(colour_folders), *tiny_args(cache, out, "--weights", str(tmp_path / "nope.pth")))
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_progressive_resizing_schedule_and_run(colour_folders: Path, cache: str, tmp_path: Path) -> None:
+    from tunevision.train import size_for_epoch
+    assert [size_for_epoch(e, 6, [128, 160, 224], 224) for e in range(1, 7)] == [128, 128, 160, 160, 224, 224]
+    assert [size_for_epoch(e, 4, [], 224) for e in range(1, 5)] == [224] * 4
+    assert [size_for_epoch(e, 2, [16, 24, 32], 32) for e in (1, 2)] == [16, 24]
+    r = run("train", str(colour_folders), *tiny_args(cache, tmp_path / "runs", "--mode", "finetune", "--epochs", "2",
+                                                      "--sizes", "16,32", "--name", "p"))
+    assert r.exit_code == 0, r.output
+    log = (tmp_path / "runs" / "p" / "train.log").read_text()
+    assert "epoch   2" in log
+    r = CliRunner().invoke(main, ["train", str(colour_folders), "--sizes", "a,b"])
+    assert r.exit_code == 2 and "comma-separated" in r.output

@@ -61,6 +61,8 @@ class TrainConfig:
     augment: str = opt("default", "preset (none, light, default, strong) or ops, e.g. 'rrc(scale=0.1-1),hflip'")
     mixup: float = opt(0.0, "mixup alpha (0 = off): blend image pairs and their targets (finetune/scratch)")
     cutmix: float = opt(0.0, "cutmix alpha (0 = off): paste boxes between images (finetune/scratch)")
+    sizes: str = opt("", "progressive resizing for finetune/scratch, e.g. '128,160,224': the epochs split into "
+                         "equal stages at these training sizes (evaluation stays at image_size)")
     balance: str = opt("none", "none | sampler (class-balanced sampling) | weights (class-weighted loss)")
     tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard")
     views: int = opt(3, "augmented views of each training image cached as features (freeze/auto)")
@@ -81,11 +83,18 @@ class TrainConfig:
                   (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
                   (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
                   (self.balance in ("none", "sampler", "weights"), "balance must be none, sampler or weights"),
+                  (all(v >= 16 for v in self.size_schedule()), "every progressive size must be >= 16"),
                   (self.views >= 0, "views must be >= 0")]
         for ok, msg in checks:
             if not ok:
                 raise TunevisionError(f"{msg} (got mode={self.mode}, optimizer={self.optimizer}, "
                                       f"schedule={self.schedule}, precision={self.precision})")
+
+    def size_schedule(self) -> list[int]:
+        try:
+            return [int(v) for v in self.sizes.split(",") if v.strip()]
+        except ValueError:
+            raise TunevisionError(f"sizes must be comma-separated integers, e.g. 128,160,224; got {self.sizes!r}")
 
     def resolved_epochs(self) -> int:
         return self.epochs or {"auto": 40, "freeze": 40, "finetune": 8, "scratch": 30}[self.mode]

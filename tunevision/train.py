@@ -321,11 +321,18 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     return history
 
 
+def size_for_epoch(epoch: int, epochs: int, sizes: list[int], default: int) -> int:
+    """Progressive resizing: epoch 1..epochs split into len(sizes) equal stages (fastai's, smallest first)."""
+    if not sizes:
+        return default
+    return sizes[min(len(sizes) - 1, (epoch - 1) * len(sizes) // max(epochs, 1))]
+
+
 def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, on_epoch,
                 resume: dict | None) -> list[EpochRecord]:
     """The whole network trains; a checkpoint after every epoch makes a killed run resumable."""
     t = cfg.train
-    pipeline = aug.make_pipeline(t.augment, data.image_size)
+    pipelines: dict[int, object] = {}  # one compiled augmentation pipeline per training size
     epochs = t.resolved_epochs()
     opt = make_optimizer(model, cfg)
     steps_per_epoch = sum(1 for i in range(0, len(data.train), t.batch_size) if len(data.train) - i >= 2)
@@ -341,7 +348,9 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
     labels = data.train_labels
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
-        with log.progress(len(labels), f"epoch {epoch}/{epochs}") as advance:
+        size = size_for_epoch(epoch, epochs, t.size_schedule(), data.image_size)
+        pipeline = pipelines.setdefault(size, aug.make_pipeline(t.augment, size))
+        with log.progress(len(labels), f"epoch {epoch}/{epochs} ({size}px)") as advance:
             train_loss, train_acc = train_one_epoch(model, data.train_images, labels, pipeline, opt, sched,
                                                     rt, cfg, gen, advance)
         probs = predict_probs(model, data.val_images, rt, data.image_size)
