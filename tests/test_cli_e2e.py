@@ -122,3 +122,16 @@ def test_progressive_resizing_schedule_and_run(colour_folders: Path, cache: str,
     assert "epoch   2" in log
     r = CliRunner().invoke(main, ["train", str(colour_folders), "--sizes", "a,b"])
     assert r.exit_code == 2 and "comma-separated" in r.output
+
+
+def test_weight_ema_is_evaluated_beside_the_raw_weights(colour_folders: Path, cache: str, tmp_path: Path) -> None:
+    r = run("train", str(colour_folders), *tiny_args(cache, tmp_path / "runs", "--mode", "finetune", "--epochs", "3",
+                                                      "--ema", "0.9", "--name", "ema", "--lr", "0.01"))
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "ema" / "metrics.csv")))
+    ema = [float(row["ema_val_acc"]) for row in rows]
+    assert len(ema) == 3 and all(0 <= a <= 1 for a in ema)  # a number every epoch, not nan
+    assert all(float(row["val_acc"]) >= a for row, a in zip(rows, ema))  # val_acc is the better of the two
+    r = run("train", str(colour_folders), *tiny_args(cache, tmp_path / "runs", "--mode", "finetune", "--epochs", "1",
+                                                      "--name", "plain"))
+    assert list(csv.DictReader(open(tmp_path / "runs" / "plain" / "metrics.csv")))[0]["ema_val_acc"] == "nan"

@@ -63,6 +63,8 @@ class TrainConfig:
     cutmix: float = opt(0.0, "cutmix alpha (0 = off): paste boxes between images (finetune/scratch)")
     sizes: str = opt("", "progressive resizing for finetune/scratch, e.g. '128,160,224': the epochs split into "
                          "equal stages at these training sizes (evaluation stays at image_size)")
+    ema: float = opt(0.0, "weight EMA decay for finetune/scratch, e.g. 0.998 (0 = off); evaluated beside the raw "
+                          "weights every epoch, and kept when better")
     balance: str = opt("none", "none | sampler (class-balanced sampling) | weights (class-weighted loss)")
     tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard")
     views: int = opt(3, "augmented views of each training image cached as features (freeze/auto)")
@@ -84,6 +86,7 @@ class TrainConfig:
                   (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
                   (self.balance in ("none", "sampler", "weights"), "balance must be none, sampler or weights"),
                   (all(v >= 16 for v in self.size_schedule()), "every progressive size must be >= 16"),
+                  (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
                   (self.views >= 0, "views must be >= 0")]
         for ok, msg in checks:
             if not ok:

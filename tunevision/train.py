@@ -80,6 +80,7 @@ class EpochRecord:
     val_acc: float
     lr: float
     seconds: float
+    ema_val_acc: float = math.nan  # the EMA weights' accuracy, when --ema is on
 
 
 @dataclass
@@ -155,7 +156,7 @@ def write_metrics(run_dir: Path, history: list[EpochRecord]) -> None:
         w.writerow(list(EpochRecord.__dataclass_fields__))
         for r in history:
             w.writerow([r.epoch, f"{r.train_loss:.5f}", f"{r.train_acc:.5f}", f"{r.val_loss:.5f}",
-                        f"{r.val_acc:.5f}", f"{r.lr:.3g}", f"{r.seconds:.2f}"])
+                        f"{r.val_acc:.5f}", f"{r.lr:.3g}", f"{r.seconds:.2f}", f"{r.ema_val_acc:.5f}"])
     os.replace(tmp, run_dir / "metrics.csv")
 
 
@@ -203,7 +204,7 @@ def loss_weights(cfg: RunConfig, labels: torch.Tensor, num_classes: int, device:
 
 
 def train_one_epoch(model: Classifier, images: np.ndarray, labels: torch.Tensor, pipeline, opt, sched,
-                    rt: Runtime, cfg: RunConfig, gen: torch.Generator, advance) -> tuple[float, float]:
+                    rt: Runtime, cfg: RunConfig, gen: torch.Generator, advance, ema=None) -> tuple[float, float]:
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     weight = loss_weights(cfg, labels, model.head.out_features, rt.device)
@@ -223,6 +224,8 @@ def train_one_epoch(model: Classifier, images: np.ndarray, labels: torch.Tensor,
         loss.backward()
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total_loss += loss.item() * len(idx)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(idx)
@@ -339,7 +342,13 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
     sched = make_scheduler(opt, t.schedule, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(t.seed)
     history: list[EpochRecord] = []
+    ema = None
+    if t.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
     if resume:
+        if ema is not None and resume.get("ema"):
+            ema.load_state_dict(resume["ema"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         gen.set_state(resume["generator"])
@@ -352,14 +361,21 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
         pipeline = pipelines.setdefault(size, aug.make_pipeline(t.augment, size))
         with log.progress(len(labels), f"epoch {epoch}/{epochs} ({size}px)") as advance:
             train_loss, train_acc = train_one_epoch(model, data.train_images, labels, pipeline, opt, sched,
-                                                    rt, cfg, gen, advance)
+                                                    rt, cfg, gen, advance, ema)
         probs = predict_probs(model, data.val_images, rt, data.image_size)
         val_loss, val_acc = val_metrics(probs, data.val_labels)
+        candidate, ema_acc = model, math.nan
+        if ema is not None:  # the better of raw and averaged weights competes for "best"
+            ema_loss, ema_acc = val_metrics(predict_probs(ema.module, data.val_images, rt, data.image_size),
+                                            data.val_labels)
+            if (ema_acc, -ema_loss) > (val_acc, -val_loss):
+                candidate, val_loss, val_acc = ema.module, ema_loss, ema_acc
         history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, opt.param_groups[-1]["lr"],
-                                   time.perf_counter() - start))
-        stop = on_epoch(history, model, lambda: {
+                                   time.perf_counter() - start, ema_acc))
+        stop = on_epoch(history, candidate, lambda: {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "ema": ema.state_dict() if ema is not None else None,
             "history": [r.__dict__ for r in history]})
         if stop:
             break
