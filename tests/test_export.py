@@ -38,3 +38,10 @@ def test_onnx_metadata_and_predict_without_torch_model(tiny_bundle: Path, tmp_pa
     a, b = json.loads(r_onnx.output)[0]["top"], json.loads(r_torch.output)[0]["top"]
     assert a[0]["label"] == b[0]["label"]
     assert abs(a[0]["prob"] - b[0]["prob"]) < 2e-2  # torch path may run bf16 on this CPU; ONNX runs fp32
+
+
+def test_bad_parity_sample_is_a_one_line_error(tiny_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    r = CliRunner().invoke(main, ["export", str(tiny_bundle), "--samples", str(tmp_path / "bad.jpg"),
+                                  "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "parity sample" in r.output and "Traceback" not in r.output

@@ -57,8 +57,13 @@ def require(module: str, extra: str) -> None:
 def sample_inputs(meta: BundleMeta, images: list[str] | None = None) -> torch.Tensor:
     """Preprocessed sample images for the parity check: given files, else scikit-image's real photos."""
     from .augment import eval_view
-    from .images import decode_square
-    arrays = [decode_square(p, meta.resize_size) for p in images or []]
+    from .images import ImageError, decode_square
+    arrays = []
+    for p in images or []:
+        try:
+            arrays.append(decode_square(p, meta.resize_size))
+        except (ImageError, OSError) as e:
+            raise TunevisionError(f"{p}: cannot use as a parity sample ({e})") from None
     if not arrays:
         import io
 
