@@ -26,7 +26,8 @@ class DataConfig:
     data: str = opt("", "folder of class subfolders (optionally train/ and val/), a path,label CSV, "
                         "mnist:DIR or cifar10:DIR", cli=False)
     val_fraction: float = opt(0.2, "validation share when the data has no split (stratified, seeded)")
-    image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own")
+    image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own (8/7 of it for "
+                             "frozen features in auto/freeze mode)")
     cache_dir: str = opt("~/.cache/tunevision", "folder for decoded images and features (safe to delete)")
     max_pixels: int = opt(89_478_485, "skip images with more pixels than this (decompression-bomb guard)")
     workers: int = opt(0, "decoding threads; 0 = one per CPU core")
