@@ -358,7 +358,9 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         size = size_for_epoch(epoch, epochs, t.size_schedule(), data.image_size)
-        pipeline = pipelines.setdefault(size, aug.make_pipeline(t.augment, size))
+        if size not in pipelines:  # compile (and dry-run) each size's pipeline once, not every epoch
+            pipelines[size] = aug.make_pipeline(t.augment, size)
+        pipeline = pipelines[size]
         with log.progress(len(labels), f"epoch {epoch}/{epochs} ({size}px)") as advance:
             train_loss, train_acc = train_one_epoch(model, data.train_images, labels, pipeline, opt, sched,
                                                     rt, cfg, gen, advance, ema)
