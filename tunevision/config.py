@@ -45,6 +45,12 @@ class ModelConfig:
     weights: str = opt("", "local weights: a state dict file or a tunevision bundle/run folder")
     pretrained: bool = opt(True, "start from pretrained weights (ignored by --mode scratch)")
     dropout: float = opt(0.0, "dropout before the new head")
+    normalize: str = opt("backbone", "backbone (its pretraining mean/std) | data (mean/std of up to 2,000 training "
+                                     "images; for scratch); stored in the bundle either way")
+
+    def __post_init__(self) -> None:
+        if self.normalize not in ("backbone", "data"):
+            raise TunevisionError(f"normalize must be backbone or data, got {self.normalize!r}")
 
 
 @dataclass
@@ -55,6 +61,12 @@ class TrainConfig:
     lr: float | str = opt(0.0, "body learning rate (head gets lr x head_lr_mult); 0 = the mode's default; "
                                "'auto' = the LR range test's suggestion (finetune/scratch)", cli_type="float_or_auto")
     head_lr_mult: float = opt(10.0, "head learning rate as a multiple of the body's")
+    layer_decay: float = opt(0.0, "layer-wise LR decay through the body (finetune/scratch): the k-th stage below "
+                                  "the top trains at lr x decay^k, e.g. 0.7; 0 = off (one body LR)")
+    freeze_epochs: int = opt(0, "fine_tune recipe (finetune): first train the head alone on the frozen body's cached "
+                                "features for this many epochs, then the whole network")
+    unfreeze: str = opt("all", "all | gradual (finetune): body stages unfreeze top-down, one share per epoch, all "
+                               "trainable from the middle epoch on")
     optimizer: str = opt("adamw", "adamw | sgd (momentum 0.9)")
     schedule: str = opt("onecycle", "onecycle | cosine (with warmup)")
     weight_decay: float = opt(0.01, "decoupled weight decay")
@@ -88,7 +100,10 @@ class TrainConfig:
                   (self.balance in ("none", "sampler", "weights"), "balance must be none, sampler or weights"),
                   (all(v >= 16 for v in self.size_schedule()), "every progressive size must be >= 16"),
                   (0 <= self.ema < 1, "ema decay must be in [0, 1)"),
-                  (self.views >= 0, "views must be >= 0")]
+                  (self.views >= 0, "views must be >= 0"),
+                  (0 <= self.layer_decay <= 1, "layer_decay must be in [0, 1] (0 = off)"),
+                  (self.freeze_epochs >= 0, "freeze_epochs must be >= 0"),
+                  (self.unfreeze in ("all", "gradual"), "unfreeze must be all or gradual")]
         for ok, msg in checks:
             if not ok:
                 raise TunevisionError(f"{msg} (got mode={self.mode}, optimizer={self.optimizer}, "

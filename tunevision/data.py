@@ -317,3 +317,16 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
 def drop_skipped(samples: list[Sample], skipped: list[Skipped]) -> list[Sample]:
     gone = {s.path for s in skipped}
     return [s for s in samples if s.path not in gone]
+
+
+def channel_stats(images: np.ndarray, n: int = 2000, seed: int = 0
+                  ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean and std, in [0, 1] units, of up to `n` uint8 images (N, H, W, 3), sampled evenly."""
+    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    for chunk in np.array_split(idx, max(1, len(idx) // 64)):  # chunks: 2,000 float images would not fit
+        x = np.asarray(images[chunk], dtype=np.float64).reshape(-1, 3) / 255.0
+        total, squares, count = total + x.sum(0), squares + (x * x).sum(0), count + len(x)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 1e-6))
+    return tuple(round(float(v), 5) for v in mean), tuple(round(float(v), 5) for v in std)

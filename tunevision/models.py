@@ -223,6 +223,27 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
                           "model (resnet18, mobilenet_v2, ...) or a timm model name")
 
 
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def body_stages(body: nn.Module) -> list[list[nn.Module]]:
+    """The body's parameterised parts in forward order, input side first: the unit of layer-wise LR decay and
+    gradual unfreezing. A container of blocks (timm's `blocks`, torchvision's `layerN`) contributes one stage per
+    block; a normalisation layer joins the stage before it (conv_stem + bn1 are one stage)."""
+    stages: list[list[nn.Module]] = []
+    for child in body.children():
+        parts = list(child.children()) if isinstance(child, (nn.Sequential, nn.ModuleList)) and all(
+            any(True for _ in c.children()) for c in child) else [child]
+        for part in parts:
+            if not any(True for _ in part.parameters()):
+                continue
+            if isinstance(part, NORM_LAYERS) and stages:
+                stages[-1].append(part)
+            else:
+                stages.append([part])
+    return stages
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     return total, sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -9,6 +9,7 @@ Two loops share one run folder layout:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import csv
 import hashlib
 import json
@@ -19,20 +20,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import augment as aug
 from .bundle import BundleMeta, bundle_dir, load_bundle, save_bundle
 from .calibrate import expected_calibration_error, fit_temperature
 from .config import RunConfig
-from .data import Dataset, Sample, cache_key, discover, drop_skipped, load_images
+from .data import Dataset, Sample, cache_key, channel_stats, discover, drop_skipped, load_images
 from .errors import TunevisionError
 from .evaluate import Evaluation, per_class_metrics, predict_probs
 from .features import cached_features, extract_features
-from .models import Backbone, Classifier, build_classifier, count_parameters, create_backbone
+from .models import Backbone, Classifier, body_stages, build_classifier, count_parameters, create_backbone
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from .ui import RunLog
 
@@ -161,14 +164,19 @@ def write_metrics(run_dir: Path, history: list[EpochRecord]) -> None:
 
 
 def make_optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: the body at lr, the new head at lr x head_lr_mult (discriminative LRs)."""
+    """Discriminative LRs: the new head at lr x head_lr_mult, the body at lr, or with layer_decay one group per
+    stage, the k-th below the top at lr x decay^k. Frozen parameters are included (they get no gradient, so
+    the optimizer skips them) because gradual unfreezing thaws them later."""
     t = cfg.train
     lr = t.resolved_lr()
-    head_ids = {id(p) for p in model.head.parameters()}
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": list(model.head.parameters()), "lr": lr * t.head_lr_mult}]
-    if body:
-        groups.insert(0, {"params": body, "lr": lr})
+    stages = body_stages(model.body) if t.layer_decay else []
+    staged = {id(p) for stage in stages for m in stage for p in m.parameters()}
+    groups = [{"params": [p for m in stage for p in m.parameters()], "lr": lr * t.layer_decay ** k}
+              for k, stage in reversed(list(enumerate(reversed(stages))))]
+    rest = [p for p in model.body.parameters() if id(p) not in staged]
+    if rest:
+        groups.append({"params": rest, "lr": lr})
+    groups.append({"params": list(model.head.parameters()), "lr": lr * t.head_lr_mult})
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=t.weight_decay, nesterov=True)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
@@ -204,8 +212,11 @@ def loss_weights(cfg: RunConfig, labels: torch.Tensor, num_classes: int, device:
 
 
 def train_one_epoch(model: Classifier, images: np.ndarray, labels: torch.Tensor, pipeline, opt, sched,
-                    rt: Runtime, cfg: RunConfig, gen: torch.Generator, advance, ema=None) -> tuple[float, float]:
+                    rt: Runtime, cfg: RunConfig, gen: torch.Generator, advance, ema=None,
+                    frozen: Sequence[nn.Module] = ()) -> tuple[float, float]:
     model.train()
+    for m in frozen:  # frozen stages keep their BatchNorm statistics too
+        m.eval()
     total_loss, correct, seen = 0.0, 0, 0
     weight = loss_weights(cfg, labels, model.head.out_features, rt.device)
     for idx in epoch_order(labels, cfg.train.balance, gen).split(cfg.train.batch_size):
@@ -331,6 +342,35 @@ def size_for_epoch(epoch: int, epochs: int, sizes: list[int], default: int) -> i
     return sizes[min(len(sizes) - 1, (epoch - 1) * len(sizes) // max(epochs, 1))]
 
 
+def trainable_stages(epoch: int, epochs: int, n: int, unfreeze: str) -> int:
+    """Gradual unfreezing (ULMFiT's, by stage): how many body stages, counted from the top, train in `epoch`;
+    the count grows linearly so that every stage trains from the middle epoch on."""
+    if unfreeze != "gradual":
+        return n
+    return min(n, math.ceil(n * epoch / max(1, math.ceil(epochs / 2))))
+
+
+def freeze_stages(stages: list[list[nn.Module]], trainable: int) -> list[nn.Module]:
+    """Freeze all but the top `trainable` stages; returns the frozen modules. Besides the recipe, this saves
+    the backward pass through the frozen (early, high-resolution, most expensive) stages."""
+    cut = len(stages) - trainable
+    for i, stage in enumerate(stages):
+        for m in stage:
+            m.requires_grad_(i >= cut)
+    return [m for stage in stages[:cut] for m in stage]
+
+
+def warm_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog) -> None:
+    """fastai's fine_tune recipe, first half: the new head learns on the frozen body before anything else
+    moves, so the whole-network phase does not start by pushing a random head's gradients into pretrained
+    weights. Done on cached features (no augmented views), it costs one forward pass over the images."""
+    head_train = dataclasses.replace(cfg.train, mode="freeze", epochs=cfg.train.freeze_epochs, lr=0.0, views=0,
+                                     early_stopping=0)
+    history = fit_head(model, data, dataclasses.replace(cfg, train=head_train), rt, log, lambda *_: False)
+    model.body.requires_grad_(True)
+    log.info(f"head warm-up ({len(history)} epochs on frozen features): val acc {history[-1].val_acc:.4f}")
+
+
 def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, on_epoch,
                 resume: dict | None) -> list[EpochRecord]:
     """The whole network trains; a checkpoint after every epoch makes a killed run resumable."""
@@ -355,15 +395,17 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
         torch.set_rng_state(resume["torch_rng"])
         history = [EpochRecord(**r) for r in resume["history"]]
     labels = data.train_labels
+    stages = body_stages(model.body)
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
+        frozen = freeze_stages(stages, trainable_stages(epoch, epochs, len(stages), t.unfreeze))
         size = size_for_epoch(epoch, epochs, t.size_schedule(), data.image_size)
         if size not in pipelines:  # compile (and dry-run) each size's pipeline once, not every epoch
             pipelines[size] = aug.make_pipeline(t.augment, size)
         pipeline = pipelines[size]
         with log.progress(len(labels), f"epoch {epoch}/{epochs} ({size}px)") as advance:
             train_loss, train_acc = train_one_epoch(model, data.train_images, labels, pipeline, opt, sched,
-                                                    rt, cfg, gen, advance, ema)
+                                                    rt, cfg, gen, advance, ema, frozen)
         probs = predict_probs(model, data.val_images, rt, data.image_size)
         val_loss, val_acc = val_metrics(probs, data.val_labels)
         candidate, ema_acc = model, math.nan
@@ -422,6 +464,8 @@ def find_lr(cfg: RunConfig, *, steps: int = 100, log: RunLog | None = None) -> t
     rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=True)
     _, backbone, _ = _initial_model(cfg)
     data = prepare_data(cfg, backbone, log)
+    if cfg.model.normalize == "data":
+        backbone.mean, backbone.std = channel_stats(data.train_images)
     model = build_classifier(backbone, len(data.dataset.classes), cfg.model.dropout)
     model = model.to(rt.device).to(memory_format=torch.channels_last)
     path = Path("lr_find.png")
@@ -459,6 +503,9 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     if len(ds.skipped) > 20:
         log.info(f"  ... and {len(ds.skipped) - 20} more, all listed in {run_dir / 'skipped.csv'}")
 
+    if cfg.model.normalize == "data":
+        backbone.mean, backbone.std = channel_stats(data.train_images)
+        log.info(f"normalisation from the training images: mean {backbone.mean}, std {backbone.std}")
     model = build_classifier(backbone, len(ds.classes), cfg.model.dropout)
     if previous is not None and previous.head.out_features == len(ds.classes):
         model.head.load_state_dict(previous.head.state_dict())
@@ -520,6 +567,8 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     if cfg.train.mode in ("freeze", "auto"):
         history = fit_head(model, data, cfg, rt, log, on_epoch)
     else:
+        if cfg.train.freeze_epochs and cfg.train.mode == "finetune" and not resume:
+            warm_head(model, data, cfg, rt, log)
         history = fit_network(model, data, cfg, rt, log, on_epoch, resume)
 
     if writer is not None:
@@ -548,3 +597,23 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     log.info(f"[bold green]done[/] val accuracy {evaluation.accuracy:.2%} (best epoch {best['epoch']}) in {seconds:.1f}s; "
              f"run folder {run_dir}; bundle {run_dir / 'model'}")
     return FitResult(run_dir, best["acc"], best["epoch"], seconds, history, evaluation)
+
+
+def compare_modes(cfg: RunConfig, modes: list[str], *, log: RunLog | None = None
+                  ) -> list[tuple[str, int, FitResult]]:
+    """Train once per mode on the same data and split: (mode, epochs, result) each. Whole-network modes share one
+    epoch count (the configured one, else fine-tuning's default) so that only the initialisation differs;
+    head modes keep theirs, since their epochs are passes over cached features. Writes compare.json."""
+    shared = cfg.train.epochs or dataclasses.replace(cfg.train, mode="finetune").resolved_epochs()
+    rows = []
+    for mode in modes:
+        epochs = shared if mode in ("finetune", "scratch") else cfg.train.epochs
+        run = dataclasses.replace(cfg, name=f"{cfg.name}-{mode}" if cfg.name else "",
+                                  train=dataclasses.replace(cfg.train, mode=mode, epochs=epochs))
+        result = fit(run, log=log)
+        rows.append((mode, run.train.resolved_epochs(), result))
+    summary = [{"mode": m, "epochs": e, "best_val_acc": r.best_acc, "final_val_acc": r.evaluation.accuracy,
+                "seconds": round(r.seconds, 1), "run_dir": str(r.run_dir)} for m, e, r in rows]
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out) / "compare.json").write_text(json.dumps(summary, indent=2))
+    return rows
