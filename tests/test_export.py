@@ -45,3 +45,18 @@ def test_bad_parity_sample_is_a_one_line_error(tiny_bundle: Path, tmp_path: Path
     r = CliRunner().invoke(main, ["export", str(tiny_bundle), "--samples", str(tmp_path / "bad.jpg"),
                                   "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "parity sample" in r.output and "Traceback" not in r.output
+
+
+def test_predict_runtime_onnx_exports_once_and_agrees_with_torch(tiny_bundle: Path, colour_folders: Path) -> None:
+    imgs = [str(colour_folders / "red"), str(colour_folders / "blue")]
+    r_onnx = CliRunner().invoke(main, ["predict", str(tiny_bundle), *imgs, "--json", "--runtime", "onnx"],
+                                catch_exceptions=False)
+    assert r_onnx.exit_code == 0, r_onnx.output
+    onnx_file = tiny_bundle / "export" / "model.onnx"
+    made = onnx_file.stat().st_mtime_ns
+    r_torch = CliRunner().invoke(main, ["predict", str(tiny_bundle), *imgs, "--json", "--device", "cpu"],
+                                 catch_exceptions=False)
+    for a, b in zip(json.loads(r_onnx.output), json.loads(r_torch.output)):
+        assert a["top"][0]["label"] == b["top"][0]["label"] and abs(a["top"][0]["prob"] - b["top"][0]["prob"]) < 1e-4
+    CliRunner().invoke(main, ["predict", str(tiny_bundle), imgs[0], "--runtime", "onnx"], catch_exceptions=False)
+    assert onnx_file.stat().st_mtime_ns == made  # reused, not exported again

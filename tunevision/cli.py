@@ -67,6 +67,21 @@ def build_config(data: str | None, config_file: str | None, overrides: dict[str,
     return RunConfig.from_dict(raw)
 
 
+def tta_options(fn: Callable) -> Callable:
+    """--tta and its knobs, shared by evaluate and predict; the command receives `tta` (a TTA or None)."""
+    fn = click.option("--tta-reduce", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
+                      help="combine the views' probabilities by their mean or their (renormalised) max")(fn)
+    fn = click.option("--tta-crops", default=2, show_default=True, type=click.IntRange(0),
+                      help="random crops (seeded, some mirrored) added to the centre crop and its mirror")(fn)
+    return click.option("--tta", is_flag=True, help="test-time augmentation: centre, mirror and --tta-crops "
+                                                    "random crops, combined")(fn)
+
+
+def make_tta(enabled: bool, crops: int, reduce: str):
+    from .evaluate import TTA
+    return TTA(crops, reduce) if enabled else None
+
+
 def _run(fn: Callable[[], Any]) -> Any:
     """User errors become one red line and exit code 2, never a traceback."""
     try:
@@ -97,6 +112,32 @@ def train(data: str | None, config_file: str | None, resume: str | None, **overr
         _run(lambda: fit(build_config(data, config_file, overrides)))
 
 
+@main.command()
+@click.argument("data")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--modes", default="finetune,scratch", show_default=True,
+              help="comma-separated modes to train one after the other")
+@config_options
+def compare(data: str, config_file: str | None, modes: str, **overrides: Any) -> None:
+    """Train the same architecture on DATA once per mode and print their accuracies side by side: by default
+    pretrained fine-tuning vs training from scratch, with the same epochs and each mode's own LR."""
+    from .train import compare_modes
+
+    def go() -> None:
+        cfg = build_config(data, config_file, overrides)
+        rows = compare_modes(cfg, [m.strip() for m in modes.split(",") if m.strip()])
+        from rich.console import Console
+        from rich.table import Table
+        table = Table(title=f"{cfg.model.backbone} on {data}")
+        for col in ("mode", "epochs", "best val acc", "final val acc", "seconds", "run folder"):
+            table.add_column(col)
+        for mode, epochs, r in rows:
+            table.add_row(mode, str(epochs), f"{r.best_acc:.2%}", f"{r.evaluation.accuracy:.2%}",
+                          f"{r.seconds:.0f}", str(r.run_dir))
+        Console().print(table)
+    _run(go)
+
+
 @main.command("lr-find")
 @click.argument("data")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False))
@@ -119,20 +160,30 @@ def lr_find(data: str, config_file: str | None, steps: int, **overrides: Any) ->
 @main.command()
 @click.argument("bundle")
 @click.argument("data")
-@click.option("--tta", is_flag=True, help="average centre, mirrored and corner crops")
+@tta_options
 @click.option("--out", default=None, help="also write confusion_matrix.csv, per_class.csv, predictions.csv here")
 @click.option("--top-losses", default=0, help="write a grid of the N highest-loss images with Grad-CAM")
 @click.option("--confusion", is_flag=True, help="write the confusion matrix heat map PNG")
 @click.option("--device", default="auto")
-def evaluate(bundle: str, data: str, tta: bool, out: str | None, top_losses: int, confusion: bool,
-             device: str) -> None:
-    """Score BUNDLE (a run folder or model folder) on DATA: accuracy, per-class metrics, confusion matrix."""
-    from .evaluate import evaluate_bundle
+def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str, out: str | None, top_losses: int,
+             confusion: bool, device: str) -> None:
+    """Score BUNDLE (a run folder or model folder) on DATA: accuracy, per-class metrics, confusion matrix.
+
+    With --tta, the plain score is computed too and both are printed with their inference time."""
+    from .evaluate import load_eval_set
     from .ui import RunLog
 
     def go() -> None:
         log = RunLog()
-        ev = evaluate_bundle(bundle, data, tta=tta, device=device, log=log)
+        eval_set = load_eval_set(bundle, data, device=device, log=log)
+        augmented = make_tta(tta, tta_crops, tta_reduce)
+        ev = eval_set.score(augmented)
+        if augmented:
+            plain = eval_set.score()
+            log.info(f"without TTA: accuracy {plain.accuracy:.2%} in {plain.seconds:.2f}s; with TTA "
+                     f"({len(augmented.views(8))} views, {tta_reduce}): {ev.accuracy:.2%} in {ev.seconds:.2f}s "
+                     f"({(ev.accuracy - plain.accuracy) * 100:+.2f} points for {ev.seconds / plain.seconds:.1f}x "
+                     "the inference time)")
         folder = Path(out or ".")
         if out:
             ev.write(folder)
@@ -171,12 +222,14 @@ def evaluate(bundle: str, data: str, tta: bool, out: str | None, top_losses: int
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="also write predictions to this CSV")
-@click.option("--tta", is_flag=True, help="test-time augmentation")
+@tta_options
 @click.option("--device", default="auto")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
               help="bf16 is ~2x faster on AMX CPUs but may flip borderline predictions vs exported models")
-def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool, device: str,
-            precision: str) -> None:
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="onnx: run the bundle's ONNX export (made and parity-checked on first use) on onnxruntime")
+def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool, tta_crops: int,
+            tta_reduce: str, device: str, precision: str, runtime: str) -> None:
     """Predict classes for images, folders or globs: `predict RUN_OR_BUNDLE IMAGES...`.
 
     With no bundle first (`predict cat.jpg`), the pretrained backbone names ImageNet classes."""
@@ -187,9 +240,11 @@ def predict(inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | 
         source, items = split_model_argument(list(inputs))
         if not items:
             raise TunevisionError("no images given: tunevision predict RUN_DIR img.jpg folder/ 'glob/*.png'")
-        rt = resolve_runtime("cpu" if source and source.endswith(".onnx") else device, precision)
-        model, meta = load_predictor(source, rt.device)
-        preds = predict_paths(model.to(rt.device), meta, items, rt, top_k=top_k, tta=tta)
+        onnx = runtime == "onnx" or bool(source and source.endswith(".onnx"))
+        rt = resolve_runtime("cpu" if onnx else device, "fp32" if onnx else precision)
+        model, meta = load_predictor(source, rt.device, runtime)
+        preds = predict_paths(model.to(rt.device), meta, items, rt, top_k=top_k,
+                              tta=make_tta(tta, tta_crops, tta_reduce))
         _print_predictions(preds, as_json, csv_path, top_k)
         if all(p.error for p in preds):
             sys.exit(1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,7 @@ class Evaluation:
     labels: np.ndarray   # (N,)
     probs: np.ndarray    # (N, C)
     paths: list[str]
+    seconds: float = 0.0  # inference time, when measured
 
     @property
     def preds(self) -> np.ndarray:
@@ -85,42 +87,81 @@ class Evaluation:
                 w.writerow([p, self.classes[a], self.classes[pr], f"{c:.4f}", f"{l:.4f}"])
 
 
-def tta_views(size: int, n_crops: int = 0) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """Centre crop, its mirror, and `n_crops` fixed corner crops: deterministic, so TTA is reproducible."""
-    views = [lambda b: eval_view(b, size), lambda b: eval_view(b, size).flip(3)]
-    corners = [(0, 0), (1, 1), (0, 1), (1, 0)][:n_crops]
-    for fy, fx in corners:
-        def crop(b: torch.Tensor, fy=fy, fx=fx) -> torch.Tensor:
-            s = b.shape[1] - size
-            return eval_view(b[:, fy * s: fy * s + size, fx * s: fx * s + size], size)
-        views.append(crop)
-    return views
+@dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation: the centre crop, its mirror and `crops` random crops (each mirrored or not),
+    combined by `reduce` (mean, or max renormalised). The crops are drawn once from `seed`, so a TTA score
+    is reproducible and every image in a batch sees the same views."""
+    crops: int = 2
+    reduce: str = "mean"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.crops < 0 or self.reduce not in ("mean", "max"):
+            raise TunevisionError(f"TTA needs crops >= 0 and reduce mean or max (got {self.crops}, {self.reduce!r})")
+
+    def views(self, size: int) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        views = [lambda b: eval_view(b, size), lambda b: eval_view(b, size).flip(3)]
+        g = torch.Generator().manual_seed(self.seed)
+        for fy, fx, flip in torch.rand(self.crops, 3, generator=g).tolist():
+            def crop(b: torch.Tensor, fy=fy, fx=fx, flip=flip > 0.5) -> torch.Tensor:
+                # a size-pixel window of the resize square; where the square is no larger, a 7/8 window scaled up
+                side = size if b.shape[1] > size else round(size * 7 / 8)
+                top, left = round(fy * (b.shape[1] - side)), round(fx * (b.shape[2] - side))
+                x = eval_view(b[:, top:top + side, left:left + side], side)
+                if side != size:
+                    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+                return x.flip(3) if flip else x
+            views.append(crop)
+        return views
 
 
 @torch.no_grad()
 def predict_probs(model: Classifier, images: np.ndarray, runtime: Runtime, size: int, *, temperature: float = 1.0,
-                  tta: bool = False, batch_size: int = 64, progress: Callable[[int], None] | None = None
+                  tta: TTA | None = None, batch_size: int = 64, progress: Callable[[int], None] | None = None
                   ) -> np.ndarray:
-    """Softmax probabilities for uint8 squares; with `tta`, averaged over `tta_views`."""
+    """Softmax probabilities for uint8 squares; with `tta`, combined over its views."""
     model.eval()
-    views = tta_views(size, n_crops=2) if tta else [lambda b: eval_view(b, size)]
+    views = tta.views(size) if tta else [lambda b: eval_view(b, size)]
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # copy: memmaps are read-only
-        p = 0
+        per_view = []
         for view in views:
             x = view(batch).to(runtime.device).contiguous(memory_format=torch.channels_last)
             with runtime.autocast():
-                p = p + torch.softmax(model(x).float() / temperature, 1)
-        out.append((p / len(views)).cpu().numpy())
+                per_view.append(torch.softmax(model(x).float() / temperature, 1))
+        p = torch.stack(per_view)
+        if tta and tta.reduce == "max":
+            p = p.amax(0)
+            p = p / p.sum(1, keepdim=True)
+        else:
+            p = p.mean(0)
+        out.append(p.cpu().numpy())
         if progress:
             progress(len(batch))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def evaluate_bundle(bundle: str | Path, data: str, *, tta: bool = False, device: str = "auto",
-                    log=None) -> Evaluation:
-    """Score a bundle on a dataset whose class names match the bundle's (other classes are skipped)."""
+@dataclass
+class EvalSet:
+    """A dataset decoded for a bundle: what scoring needs, loaded once so that plain and TTA can share it."""
+    model: Classifier
+    meta: object
+    runtime: Runtime
+    images: np.ndarray
+    samples: list[Sample]
+
+    def score(self, tta: TTA | None = None) -> Evaluation:
+        start = time.perf_counter()
+        probs = predict_probs(self.model, self.images, self.runtime, self.meta.image_size,
+                              temperature=self.meta.temperature, tta=tta)
+        return Evaluation(self.meta.classes, np.array([s.label for s in self.samples]), probs,
+                          [s.path for s in self.samples], time.perf_counter() - start)
+
+
+def load_eval_set(bundle: str | Path, data: str, *, device: str = "auto", log=None) -> EvalSet:
+    """The images of `data` whose class names the bundle knows (other classes are skipped), decoded."""
     rt = resolve_runtime(device, INFERENCE_PRECISION)
     model, meta = load_bundle(bundle, rt.device)
     ds = discover(data)
@@ -130,9 +171,13 @@ def evaluate_bundle(bundle: str | Path, data: str, *, tta: bool = False, device:
     if not samples:
         raise TunevisionError(f"{data}: no images of the bundle's classes ({', '.join(meta.classes)})")
     images, bad = load_images(samples, meta.resize_size, cache_dir=None, arrays=ds.arrays)
-    samples = drop_skipped(samples, bad)
     if log:
         for b in bad:
             log.info(f"skipped {b.path}: {b.reason}")
-    probs = predict_probs(model, images, rt, meta.image_size, temperature=meta.temperature, tta=tta)
-    return Evaluation(meta.classes, np.array([s.label for s in samples]), probs, [s.path for s in samples])
+    return EvalSet(model, meta, rt, images, drop_skipped(samples, bad))
+
+
+def evaluate_bundle(bundle: str | Path, data: str, *, tta: TTA | None = None, device: str = "auto",
+                    log=None) -> Evaluation:
+    """Score a bundle on a dataset whose class names match the bundle's."""
+    return load_eval_set(bundle, data, device=device, log=log).score(tta)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .bundle import BundleMeta, load_bundle
 from .data import Sample, load_images
-from .evaluate import predict_probs
+from .evaluate import TTA, predict_probs
 from .images import DEFAULT_MAX_PIXELS, is_image_name
 from .models import Classifier, create_backbone, imagenet_classifier
 from .runtime import Runtime
@@ -49,8 +49,25 @@ def split_model_argument(inputs: list[str]) -> tuple[str | None, list[str]]:
         return None, inputs
 
 
-def load_predictor(source: str | None, device: str = "cpu") -> tuple[Classifier, BundleMeta]:
-    """A bundle, an exported .onnx (onnxruntime, no torch model code), or the pretrained ImageNet model."""
+def bundle_onnx(bundle: str) -> str:
+    """The bundle's ONNX export in BUNDLE/export/, made (and parity-checked) on first use or when stale."""
+    from .bundle import bundle_dir
+    from .export import export_bundle
+    folder = bundle_dir(bundle)
+    path = folder / "export" / "model.onnx"
+    if not path.is_file() or path.stat().st_mtime < (folder / "model.safetensors").stat().st_mtime:
+        path, _ = export_bundle(folder, "onnx")
+    return str(path)
+
+
+def load_predictor(source: str | None, device: str = "cpu", runtime: str = "torch") -> tuple[Classifier, BundleMeta]:
+    """A bundle, an exported .onnx (onnxruntime, no torch model code), or the pretrained ImageNet model.
+    `runtime="onnx"` runs a bundle through its ONNX export: on CPUs the fastest path measured here."""
+    if runtime == "onnx" and source and not source.endswith(".onnx"):
+        source = bundle_onnx(source)
+    elif runtime == "onnx" and not source:
+        from .errors import TunevisionError
+        raise TunevisionError("--runtime onnx needs a bundle or run folder first: predict RUN_DIR IMAGES")
     if source and source.endswith(".onnx"):
         from .export import OnnxClassifier
         model = OnnxClassifier(source)
@@ -76,7 +93,7 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[Prediction]]:
 
 
 def predict_paths(model: Classifier, meta: BundleMeta, items: list[str], runtime: Runtime, *, top_k: int = 3,
-                  tta: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  tta: TTA | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                   progress: Callable[[int], None] | None = None) -> list[Prediction]:
     """One Prediction per input image, in input order; unreadable files carry `error` instead of `top`."""
     paths, missing = expand_inputs(items)
