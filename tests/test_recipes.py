@@ -15,7 +15,7 @@ from tunevision.cli import main
 from tunevision.config import RunConfig, TrainConfig
 from tunevision.data import channel_stats
 from tunevision.models import body_stages, build_classifier, create_backbone
-from tunevision.runtime import resolve_runtime
+from tunevision.runtime import compiled_for_training, resolve_runtime
 from tunevision.train import freeze_stages, make_optimizer, make_scheduler, train_one_epoch, trainable_stages
 
 
@@ -112,3 +112,68 @@ def test_compare_trains_each_mode_with_the_same_epochs(tmp_path: Path) -> None:
         cfg = (Path(row["run_dir"]) / "config.yaml").read_text()
         assert f"mode: {row['mode']}" in cfg and 0 <= row["final_val_acc"] <= 1
     assert "finetune" in r.output and "scratch" in r.output
+
+
+def test_one_cycle_and_cosine_schedules_shape_the_learning_rate() -> None:
+    model = small_model()
+    for schedule in ("onecycle", "cosine"):
+        opt = make_optimizer(model, RunConfig(train=TrainConfig(mode="finetune", lr=1e-3, schedule=schedule)))
+        sched = make_scheduler(opt, schedule, 100)
+        body, head = [], []
+        for _ in range(100):
+            body.append(opt.param_groups[0]["lr"])
+            head.append(opt.param_groups[-1]["lr"])
+            opt.step()
+            sched.step()
+        peak = int(np.argmax(body))
+        assert body[0] <= 0.2 * max(body) + 1e-12 and body[-1] < 0.05 * max(body)  # warm up, then anneal to ~0
+        assert (20 <= peak <= 30) if schedule == "onecycle" else (peak <= 6)
+        assert max(body) == pytest.approx(1e-3) and max(head) == pytest.approx(1e-2)  # head 10x the body
+
+
+def test_sgd_option_and_xavier_head() -> None:
+    model = small_model()
+    opt = make_optimizer(model, RunConfig(train=TrainConfig(mode="finetune", optimizer="sgd")))
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    big = build_classifier(create_backbone("small_cnn", pretrained=False), 1000)
+    bound = (6 / (128 + 1000)) ** 0.5  # xavier_uniform: U(-b, b)
+    w = big.head.weight.detach()
+    assert w.abs().max() <= bound and w.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+    assert torch.count_nonzero(big.head.bias) == 0
+
+
+def test_label_smoothing_reaches_the_training_loss() -> None:
+    images = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    labels = torch.tensor([0, 1] * 8)
+    losses = []
+    for eps in (0.0, 0.3):
+        model = small_model()
+        cfg = RunConfig(train=TrainConfig(mode="finetune", lr=1e-12, batch_size=16, label_smoothing=eps))
+        opt = make_optimizer(model, cfg)
+        loss, _ = train_one_epoch(model, images, labels, aug.make_pipeline("none", 32), opt,
+                                  make_scheduler(opt, "cosine", 1), resolve_runtime("cpu", "fp32"), cfg,
+                                  torch.Generator().manual_seed(0), lambda n: None)
+        losses.append(loss)
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+
+
+def test_compile_failure_falls_back_to_eager_and_leaves_no_trace(monkeypatch) -> None:
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    class FailsLazily(torch.nn.Module):  # as inductor does: torch.compile returns, the first call raises
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            self.m(x).sum().backward()  # touches BatchNorm statistics and gradients first
+            raise RuntimeError("no C++ compiler found\nlong details")
+
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: FailsLazily(m))
+    messages = []
+    log = type("Log", (), {"info": lambda self, m: messages.append(m)})()
+    out = compiled_for_training(model, torch.rand(4, 3, 32, 32), log)
+    assert out is model and "torch.compile failed (RuntimeError: no C++ compiler found)" in messages[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())

@@ -36,7 +36,7 @@ from .errors import TunevisionError
 from .evaluate import Evaluation, per_class_metrics, predict_probs
 from .features import cached_features, extract_features
 from .models import Backbone, Classifier, body_stages, build_classifier, count_parameters, create_backbone
-from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
+from .runtime import INFERENCE_PRECISION, Runtime, compiled_for_training, resolve_runtime
 from .ui import RunLog
 
 HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch
@@ -396,6 +396,11 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
         history = [EpochRecord(**r) for r in resume["history"]]
     labels = data.train_labels
     stages = body_stages(model.body)
+    trained = model  # what runs the training steps: the model itself, or its compiled wrapper
+    if t.compile:
+        example = aug.eval_view(torch.from_numpy(np.array(data.train_images[:t.batch_size])), data.image_size)
+        trained = compiled_for_training(model, example.to(rt.device).contiguous(memory_format=torch.channels_last),
+                                        log)
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         frozen = freeze_stages(stages, trainable_stages(epoch, epochs, len(stages), t.unfreeze))
@@ -404,7 +409,7 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
             pipelines[size] = aug.make_pipeline(t.augment, size)
         pipeline = pipelines[size]
         with log.progress(len(labels), f"epoch {epoch}/{epochs} ({size}px)") as advance:
-            train_loss, train_acc = train_one_epoch(model, data.train_images, labels, pipeline, opt, sched,
+            train_loss, train_acc = train_one_epoch(trained, data.train_images, labels, pipeline, opt, sched,
                                                     rt, cfg, gen, advance, ema, frozen)
         probs = predict_probs(model, data.val_images, rt, data.image_size)
         val_loss, val_acc = val_metrics(probs, data.val_labels)
