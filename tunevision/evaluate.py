@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .augment import eval_view
-from .bundle import load_bundle
+from .bundle import BundleMeta, load_bundle
 from .data import Sample, discover, drop_skipped, load_images
 from .errors import TunevisionError
 from .models import Classifier
@@ -147,7 +147,7 @@ def predict_probs(model: Classifier, images: np.ndarray, runtime: Runtime, size:
 class EvalSet:
     """A dataset decoded for a bundle: what scoring needs, loaded once so that plain and TTA can share it."""
     model: Classifier
-    meta: object
+    meta: BundleMeta
     runtime: Runtime
     images: np.ndarray
     samples: list[Sample]

@@ -171,8 +171,8 @@ def make_optimizer(model: Classifier, cfg: RunConfig) -> torch.optim.Optimizer:
     lr = t.resolved_lr()
     stages = body_stages(model.body) if t.layer_decay else []
     staged = {id(p) for stage in stages for m in stage for p in m.parameters()}
-    groups = [{"params": [p for m in stage for p in m.parameters()], "lr": lr * t.layer_decay ** k}
-              for k, stage in reversed(list(enumerate(reversed(stages))))]
+    groups = [{"params": [p for m in stage for p in m.parameters()], "lr": lr * t.layer_decay ** (len(stages) - 1 - i)}
+              for i, stage in enumerate(stages)]
     rest = [p for p in model.body.parameters() if id(p) not in staged]
     if rest:
         groups.append({"params": rest, "lr": lr})
