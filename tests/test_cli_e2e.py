@@ -80,8 +80,9 @@ def test_user_errors_are_one_line(tmp_path: Path, cache: str) -> None:
     assert r.exit_code == 2 and r.output.strip().startswith("error:") and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["train", str(tmp_path), "--mode", "banana"])
     assert r.exit_code == 2 and "mode must be one of" in r.output
-    r = CliRunner().invoke(main, ["train", str(tmp_path), "--augment", "blur"])
+    r = CliRunner().invoke(main, ["train", str(tmp_path), "--augment", "blur", "--out", str(tmp_path / "runs")])
     assert r.exit_code == 2 and "unknown augmentation" in r.output
+    assert not (tmp_path / "runs").exists()  # a rejected config leaves no run folder behind
 
 
 def test_yaml_config_and_flag_override(colour_folders: Path, cache: str, tmp_path: Path) -> None:

@@ -480,6 +480,7 @@ def find_lr(cfg: RunConfig, *, steps: int = 100, log: RunLog | None = None) -> t
 def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None) -> FitResult:
     """Train per `cfg`, writing everything into a run folder; returns where and how well."""
     started = time.perf_counter()
+    aug.make_pipeline(cfg.train.augment, 32)  # a bad spec fails now: before decoding, and before any run folder
     resume = None
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -492,7 +493,6 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     log = log or RunLog()
     log.log_file = run_dir / "train.log"
     cfg.save(run_dir / "config.yaml")
-    aug.make_pipeline(cfg.train.augment, 32)  # a bad spec fails now, not after decoding
     torch.manual_seed(cfg.train.seed)
     # head modes run the backbone only for inference (feature extraction); the others train it
     rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=cfg.train.mode in ("finetune", "scratch"))
