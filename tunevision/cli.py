@@ -130,7 +130,7 @@ def compare(data: str, config_file: str | None, modes: str, **overrides: Any) ->
         from rich.table import Table
         table = Table(title=f"{cfg.model.backbone} on {data}")
         for col in ("mode", "epochs", "best val acc", "final val acc", "seconds", "run folder"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # run folders are long; fold them rather than cut them
         for mode, epochs, r in rows:
             table.add_row(mode, str(epochs), f"{r.best_acc:.2%}", f"{r.evaluation.accuracy:.2%}",
                           f"{r.seconds:.0f}", str(r.run_dir))
