@@ -78,3 +78,17 @@ def test_cli_detect_and_segment_with_local_weights(tmp_path: Path, photo: Path) 
 def test_offline_without_weights_is_a_clear_error(photo: Path) -> None:
     r = CliRunner().invoke(main, ["segment", str(photo), "--model", "fcn_resnet50"])
     assert r.exit_code == 2 and "--weights" in r.output
+
+
+def test_cli_segment_text_output_lists_fractions_and_errors(tmp_path: Path, photo: Path) -> None:
+    seg, _, _ = load_scene_model("lraspp_mobilenet_v3_large", SEGMENTERS, pretrained=False)
+    torch.save(seg.state_dict(), tmp_path / "seg.pth")
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    r = CliRunner().invoke(main, ["segment", str(photo), str(tmp_path / "bad.jpg"), "--model",
+                                  "lraspp_mobilenet_v3_large", "--weights", str(tmp_path / "seg.pth"), "--out",
+                                  str(tmp_path / "s")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    first = lines.index(next(line for line in lines if line.startswith(f"{photo}: ")))
+    assert lines[first].endswith(".overlay.png") and lines[first + 1].startswith("  ") and "%" in lines[first + 1]
+    assert any(line.startswith(f"{tmp_path / 'bad.jpg'}: ") and "image" in line for line in lines)

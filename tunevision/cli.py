@@ -300,6 +300,18 @@ def _scene_run(images: tuple[str, ...], out: str, description: str, quiet: bool,
     return results
 
 
+def _print_scene(results: dict[str, dict], as_json: bool, headline: str,
+                 details: Callable[[dict], list[str]]) -> None:
+    """JSON, or per image its `headline` output file (or error) and the indented `details` lines."""
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for path, r in results.items():
+        click.echo(f"{path}: {r.get('error') or r[headline]}")
+        for line in [] if "error" in r else details(r):
+            click.echo(f"  {line}")
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_name", default="fasterrcnn_resnet50_fpn", show_default=True,
@@ -323,14 +335,8 @@ def detect(images: tuple[str, ...], model_name: str, weights: str | None, thresh
             draw_detections(im, found).save(target)
             return {"output": str(target), "detections": [d.__dict__ for d in found]}
 
-        results = _scene_run(images, out, "detecting", as_json, work)
-        if as_json:
-            click.echo(json.dumps(results, indent=2))
-            return
-        for p, r in results.items():
-            click.echo(f"{p}: {r.get('error') or r['output']}")
-            for d in r.get("detections", []):
-                click.echo(f"  {d['label']:>16s} {d['score']:.2f}  box {[round(v) for v in d['box']]}")
+        _print_scene(_scene_run(images, out, "detecting", as_json, work), as_json, "output", lambda r: [
+            f"{d['label']:>16s} {d['score']:.2f}  box {[round(v) for v in d['box']]}" for d in r["detections"]])
     _run(go)
 
 
@@ -357,14 +363,8 @@ def segment(images: tuple[str, ...], model_name: str, weights: str | None, out: 
             overlay(im, mask, len(categories)).save(blended)
             return {"classes": str(classes), "overlay": str(blended), "fractions": pixel_fractions(mask, categories)}
 
-        results = _scene_run(images, out, "segmenting", as_json, work)
-        if as_json:
-            click.echo(json.dumps(results, indent=2))
-            return
-        for p, r in results.items():
-            click.echo(f"{p}: {r.get('error') or r['overlay']}")
-            for name, frac in sorted(r.get("fractions", {}).items(), key=lambda kv: -kv[1]):
-                click.echo(f"  {name:>14s} {frac:6.1%}")
+        _print_scene(_scene_run(images, out, "segmenting", as_json, work), as_json, "overlay", lambda r: [
+            f"{name:>14s} {frac:6.1%}" for name, frac in sorted(r["fractions"].items(), key=lambda kv: -kv[1])])
     _run(go)
 
 
