@@ -25,7 +25,10 @@ from tunevision.data import discover, load_images
 from tunevision.features import extract_features
 from tunevision.models import build_classifier, create_backbone
 from tunevision.runtime import resolve_runtime
-from tunevision.train import fit, make_optimizer, make_scheduler, prepare_data, train_one_epoch
+from tunevision.loops import train_one_epoch
+from tunevision.optim import make_optimizer, make_scheduler
+from tunevision.prepare import prepare_data
+from tunevision.train import fit
 from tunevision.ui import RunLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +102,7 @@ def tunevision_finetune_ips(data: Path, cache: Path, epochs: int = 2) -> float:
     backbone = create_backbone("efficientnet_lite0")
     prepared = prepare_data(cfg, backbone, RunLog(quiet=True))
     model = build_classifier(backbone, len(prepared.dataset.classes)).to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg.train)
     sched = make_scheduler(opt, "onecycle", 100)
     pipeline = aug.make_pipeline(cfg.train.augment, 224)
     gen = torch.Generator().manual_seed(0)

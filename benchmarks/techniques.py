@@ -29,9 +29,12 @@ import torch
 
 from tunevision.config import DataConfig, RunConfig, TrainConfig
 from tunevision.data import discover
-from tunevision.evaluate import TTA, load_eval_set
+from tunevision.evaluate import load_eval_set
+from tunevision.inference import TTA
+from tunevision.api import load
 from tunevision.models import create_backbone
-from tunevision.train import fit, prepare_data
+from tunevision.prepare import prepare_data
+from tunevision.train import fit
 from tunevision.ui import RunLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +92,8 @@ def flowers_subset(folder: Path, per_class: int = 60) -> Path:
 
 def run_row(row: Row, data: str, cache: Path, out: Path, bundles: dict[str, Path]) -> dict:
     if row.tta_of:
-        eval_set = load_eval_set(bundles[row.tta_of], data, device="cpu")
+        m = load(bundles[row.tta_of], device="cpu")
+        eval_set = load_eval_set(m.network, m.meta, data, m.runtime)
         plain, tta = eval_set.score(), eval_set.score(TTA(crops=2))
         return {"acc": tta.accuracy, "seconds": tta.seconds, "note": f"plain {plain.accuracy:.1%} in "
                 f"{plain.seconds:.1f} s; TTA costs {tta.seconds / plain.seconds:.1f}x the inference time"}

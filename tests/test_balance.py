@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from tests.conftest import make_class_folders, tiny_args
 from tunevision.cli import main
-from tunevision.train import class_weights, epoch_order
+from tunevision.optim import class_weights, epoch_order
 
 
 def test_sampler_draws_classes_equally_from_imbalanced_labels() -> None:

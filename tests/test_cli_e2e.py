@@ -25,9 +25,10 @@ def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp
     assert r.exit_code == 0, r.output
     run_dir = out / "e2e"
     for name in ("config.yaml", "dataset.json", "split.csv", "skipped.csv", "metrics.csv", "summary.json",
-                 "train.log", "checkpoint.pt", "model/model.safetensors", "model/model.json",
+                 "train.log", "model/model.safetensors", "model/model.json",
                  "eval/confusion_matrix.csv", "eval/per_class.csv", "eval/predictions.csv"):
         assert (run_dir / name).is_file(), name
+    assert not (run_dir / "checkpoint.pt").exists()  # a finished run keeps its bundle, not the resume state
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["model"]["backbone"] == "tiny_cnn" and cfg["train"]["epochs"] == 4
     metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
@@ -42,7 +43,9 @@ def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp
     assert (tmp_path / "ev" / "top_losses.png").is_file() and (tmp_path / "ev" / "confusion.png").is_file()
     assert r.exit_code == 0 and "accuracy" in r.output and "confusion" in r.output
     cm = list(csv.reader(open(tmp_path / "ev" / "confusion_matrix.csv")))
-    assert cm[0][1:] == ["blue", "red"] and sum(int(v) for row in cm[1:] for v in row[1:]) == 24
+    # the unsplit folder trained this model: only its validation images (2 per class) are scored, and it says so
+    assert cm[0][1:] == ["blue", "red"] and sum(int(v) for row in cm[1:] for v in row[1:]) == 4
+    assert "scoring only its validation split" in r.output
 
     img = next((colour_folders / "red").glob("*.png"))
     (tmp_path / "bad.jpg").write_bytes(b"nope")
@@ -112,7 +115,7 @@ def test_weights_from_an_earlier_run_continue_it(colour_folders: Path, cache: st
 
 
 def test_progressive_resizing_schedule_and_run(colour_folders: Path, cache: str, tmp_path: Path) -> None:
-    from tunevision.train import size_for_epoch
+    from tunevision.loops import size_for_epoch
     assert [size_for_epoch(e, 6, [128, 160, 224], 224) for e in range(1, 7)] == [128, 128, 160, 160, 224, 224]
     assert [size_for_epoch(e, 4, [], 224) for e in range(1, 5)] == [224] * 4
     assert [size_for_epoch(e, 2, [16, 24, 32], 32) for e in (1, 2)] == [16, 24]

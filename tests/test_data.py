@@ -40,7 +40,7 @@ def test_csv_labels(tmp_path: Path) -> None:
 def test_single_class_and_missing_folder_are_clear_errors(tmp_path: Path) -> None:
     from tunevision.config import DataConfig, RunConfig, TrainConfig
     from tunevision.models import create_backbone
-    from tunevision.train import prepare_data
+    from tunevision.prepare import prepare_data
     from tunevision.ui import RunLog
     root = make_class_folders(tmp_path / "one", n=5, classes=("red",))
     cfg = RunConfig(data=DataConfig(data=str(root), cache_dir=""), train=TrainConfig())
@@ -53,7 +53,7 @@ def test_single_class_and_missing_folder_are_clear_errors(tmp_path: Path) -> Non
 def test_empty_validation_split_is_a_clear_error(tmp_path: Path) -> None:
     from tunevision.config import DataConfig, RunConfig
     from tunevision.models import create_backbone
-    from tunevision.train import prepare_data
+    from tunevision.prepare import prepare_data
     from tunevision.ui import RunLog
     root = make_class_folders(tmp_path / "d", n=6, split=True)
     for p in (root / "val").rglob("*.*"):

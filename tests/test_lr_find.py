@@ -27,7 +27,7 @@ def test_lr_find_command_and_lr_auto(colour_folders: Path, tmp_path: Path, monke
     r = CliRunner().invoke(main, ["lr-find", str(colour_folders), *tiny_args(cache, tmp_path / "runs"),
                                   "--steps", "40"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    assert "suggested learning rate" in r.output and (tmp_path / "lr_find.png").is_file()
+    assert "suggested learning rate" in r.output and (tmp_path / "runs" / "lr_find.png").is_file()  # --out
     r = CliRunner().invoke(main, ["train", str(colour_folders), *tiny_args(cache, tmp_path / "runs", "--mode",
                                   "finetune", "--epochs", "1", "--lr", "auto", "--name", "a")], catch_exceptions=False)
     assert r.exit_code == 0, r.output

@@ -16,7 +16,8 @@ from tunevision.config import RunConfig, TrainConfig
 from tunevision.data import channel_stats
 from tunevision.models import body_stages, build_classifier, create_backbone
 from tunevision.runtime import compiled_for_training, resolve_runtime
-from tunevision.train import freeze_stages, make_optimizer, make_scheduler, train_one_epoch, trainable_stages
+from tunevision.loops import freeze_stages, train_one_epoch, trainable_stages
+from tunevision.optim import make_optimizer, make_scheduler
 
 
 def small_model():
@@ -36,11 +37,11 @@ def test_body_stages_cover_every_body_parameter_in_forward_order() -> None:
 def test_layer_decay_gives_each_stage_lr_times_decay_to_the_depth() -> None:
     model = small_model()
     cfg = RunConfig(train=TrainConfig(mode="finetune", lr=1e-3, layer_decay=0.5, head_lr_mult=10))
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg.train)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-2])
     grouped = [id(p) for g in opt.param_groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
-    plain = make_optimizer(model, RunConfig(train=TrainConfig(mode="finetune", lr=1e-3)))
+    plain = make_optimizer(model, TrainConfig(mode="finetune", lr=1e-3))
     assert [g["lr"] for g in plain.param_groups] == pytest.approx([1e-3, 1e-2])
 
 
@@ -56,7 +57,7 @@ def test_frozen_stages_do_not_change_during_an_epoch() -> None:
     frozen = freeze_stages(stages, 1)  # only the top stage (and the head) train
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = RunConfig(train=TrainConfig(mode="finetune", lr=1e-2, batch_size=8))
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg.train)
     images = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
     labels = torch.tensor([0, 1] * 8)
     train_one_epoch(model, images, labels, aug.make_pipeline("hflip", 32), opt, make_scheduler(opt, "cosine", 2),
@@ -117,7 +118,7 @@ def test_compare_trains_each_mode_with_the_same_epochs(tmp_path: Path) -> None:
 def test_one_cycle_and_cosine_schedules_shape_the_learning_rate() -> None:
     model = small_model()
     for schedule in ("onecycle", "cosine"):
-        opt = make_optimizer(model, RunConfig(train=TrainConfig(mode="finetune", lr=1e-3, schedule=schedule)))
+        opt = make_optimizer(model, TrainConfig(mode="finetune", lr=1e-3, schedule=schedule))
         sched = make_scheduler(opt, schedule, 100)
         body, head = [], []
         for _ in range(100):
@@ -133,7 +134,7 @@ def test_one_cycle_and_cosine_schedules_shape_the_learning_rate() -> None:
 
 def test_sgd_option_and_xavier_head() -> None:
     model = small_model()
-    opt = make_optimizer(model, RunConfig(train=TrainConfig(mode="finetune", optimizer="sgd")))
+    opt = make_optimizer(model, TrainConfig(mode="finetune", optimizer="sgd"))
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
     big = build_classifier(create_backbone("small_cnn", pretrained=False), 1000)
     bound = (6 / (128 + 1000)) ** 0.5  # xavier_uniform: U(-b, b)
@@ -149,7 +150,7 @@ def test_label_smoothing_reaches_the_training_loss() -> None:
     for eps in (0.0, 0.3):
         model = small_model()
         cfg = RunConfig(train=TrainConfig(mode="finetune", lr=1e-12, batch_size=16, label_smoothing=eps))
-        opt = make_optimizer(model, cfg)
+        opt = make_optimizer(model, cfg.train)
         loss, _ = train_one_epoch(model, images, labels, aug.make_pipeline("none", 32), opt,
                                   make_scheduler(opt, "cosine", 1), resolve_runtime("cpu", "fp32"), cfg,
                                   torch.Generator().manual_seed(0), lambda n: None)

@@ -45,4 +45,4 @@ def test_training_writes_a_report_with_every_section(colour_folders: Path, cache
     assert json.loads((run / "model" / "model.json").read_text())["temperature"] == summary["temperature"]
     img = next((colour_folders / "red").glob("*.png"))
     r = CliRunner().invoke(main, ["gradcam", str(run), str(img), "--class", "red", "--out", str(tmp_path / "g.png")])
-    assert r.exit_code == 0 and Image.open(tmp_path / "g.png").size == (32, 32)
+    assert r.exit_code == 0 and Image.open(tmp_path / "g.png").size[0] > 32  # the image, title and colour scale

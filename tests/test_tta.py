@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tests.conftest import make_class_folders, tiny_args
 from tunevision.cli import main
-from tunevision.evaluate import TTA, predict_probs
+from tunevision.inference import TTA, predict_probs
 from tunevision.models import build_classifier, create_backbone
 from tunevision.runtime import resolve_runtime
 

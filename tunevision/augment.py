@@ -57,6 +57,8 @@ def center(x: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
 def random_resized_crop(x: torch.Tensor, g: torch.Generator, size: int, scale: tuple = (0.08, 1.0),
                         ratio: tuple = (3 / 4, 4 / 3)) -> torch.Tensor:
     """RandomResizedCrop for a whole batch in one grid_sample: area fraction in `scale`, aspect in `ratio`."""
+    _check_range("scale", scale, 0, 1)
+    _check_range("ratio", ratio, 0, math.inf)
     n = x.shape[0]
     area = _uniform(g, n, *scale)
     log_r = _uniform(g, n, math.log(ratio[0]), math.log(ratio[1]))
@@ -70,17 +72,29 @@ def random_resized_crop(x: torch.Tensor, g: torch.Generator, size: int, scale: t
     return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def _check_range(name: str, value: tuple, low: float, high: float) -> None:
+    if not (isinstance(value, tuple) and low < value[0] <= value[1] <= high):
+        raise ValueError(f"{name} must be a range lo-hi with {low} < lo <= hi <= {high}, got {value!r}")
+
+
+def _check_p(p: float) -> None:
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+
+
 def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.view(-1, 1, 1, 1).to(a.device), a, b)
 
 
 @OPS.register("hflip")
 def hflip(x: torch.Tensor, g: torch.Generator, size: int, p: float = 0.5) -> torch.Tensor:
+    _check_p(p)
     return _where(torch.rand(x.shape[0], generator=g) < p, x.flip(3), x)
 
 
 @OPS.register("vflip")
 def vflip(x: torch.Tensor, g: torch.Generator, size: int, p: float = 0.5) -> torch.Tensor:
+    _check_p(p)
     return _where(torch.rand(x.shape[0], generator=g) < p, x.flip(2), x)
 
 
@@ -92,6 +106,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, g: torch.Generator, size: int, b: float = 0.0, c: float = 0.0,
                  s: float = 0.0, h: float = 0.0) -> torch.Tensor:
     """ColorJitter per image: brightness/contrast/saturation factors in [1-v, 1+v], hue shift in [-h, h] turns."""
+    if min(b, c, s, h) < 0 or h > 0.5:
+        raise ValueError(f"b, c, s must be >= 0 and h in [0, 0.5], got b={b}, c={c}, s={s}, h={h}")
     n = x.shape[0]
 
     def factor(v: float) -> torch.Tensor:
@@ -120,6 +136,8 @@ def color_jitter(x: torch.Tensor, g: torch.Generator, size: int, b: float = 0.0,
 def random_erase(x: torch.Tensor, g: torch.Generator, size: int, p: float = 0.25,
                  scale: tuple = (0.02, 0.33)) -> torch.Tensor:
     """RandomErasing: a random rectangle per chosen image filled with noise."""
+    _check_p(p)
+    _check_range("scale", scale, 0, 1)
     n, _, hh, ww = x.shape
     hit = torch.rand(n, generator=g) < p
     area = _uniform(g, n, *scale)
@@ -194,7 +212,7 @@ def make_pipeline(spec: str, size: int) -> Callable[[torch.Tensor, torch.Generat
     for name, params in ops:
         try:  # fail at start-up on a bad parameter, not in the middle of an epoch
             OPS.get(name)(torch.zeros(1, 3, size + 8, size + 8), torch.Generator().manual_seed(0), size=size, **params)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise TunevisionError(f"augmentation {name}: {e}") from None
 
     def apply(batch_u8: torch.Tensor, g: torch.Generator) -> torch.Tensor:

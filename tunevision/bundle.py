@@ -10,6 +10,7 @@ import torch
 
 from .errors import TunevisionError
 from .models import Classifier, build_classifier, create_backbone
+from .preprocess import Preprocessing
 
 BUNDLE_FORMAT = 1
 
@@ -31,6 +32,10 @@ class BundleMeta:
     tunevision_version: str = ""
     format: int = BUNDLE_FORMAT
     extra: dict = field(default_factory=dict)
+
+    @property
+    def preprocess(self) -> Preprocessing:
+        return Preprocessing(self.image_size, self.resize_size, tuple(self.mean), tuple(self.std))
 
 
 def _version() -> str:
@@ -66,7 +71,10 @@ def bundle_dir(path: str | Path) -> Path:
 
 def read_meta(path: str | Path) -> BundleMeta:
     folder = bundle_dir(path)
-    raw = json.loads((folder / "model.json").read_text())
+    try:
+        raw = json.loads((folder / "model.json").read_text())
+    except (OSError, ValueError) as e:
+        raise TunevisionError(f"{folder / 'model.json'}: unreadable bundle description ({e})") from None
     known = BundleMeta.__dataclass_fields__
     return BundleMeta(**{k: v for k, v in raw.items() if k in known})
 

@@ -30,7 +30,7 @@ from .images import DEFAULT_MAX_PIXELS, ImageError, decode_square, is_image_name
 from .registry import Registry
 
 VAL_DIR_NAMES = ("val", "valid", "validation", "test")
-CACHE_FORMAT = 1  # bump when the decoded representation changes, so old caches are not reused
+CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,11 @@ def csv_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise TunevisionError(f"{path}: no such CSV file")
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    try:  # utf-8-sig: Excel starts its CSVs with a byte-order mark, which must not become part of the header
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise TunevisionError(f"{path}: not a readable UTF-8 CSV ({e}); save it as CSV UTF-8") from None
     has_header = rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image")
     header = [h.strip().lower() for h in rows[0]] if has_header else ["path", "label"]
     rows = rows[1:] if has_header else rows
@@ -211,6 +214,22 @@ def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
                             [int(s.path) for s in va], f"MNIST {pairs[0][0].name}, seeded split")
 
 
+@SOURCES.register("npz")
+def npz_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    """An .npz with `images` (N x H x W [x 3] uint8) and `labels` (N class names): `tunevision.fit((x, y))`."""
+    path = Path(spec).expanduser()
+    try:
+        with np.load(path) as f:
+            images, names = f["images"], [str(v) for v in f["labels"]]
+    except (OSError, KeyError, ValueError) as e:
+        raise TunevisionError(f"{path}: not an .npz with arrays 'images' and 'labels' ({e})") from None
+    classes = sorted(set(names))
+    labels = np.array([classes.index(n) for n in names])
+    tr, va = _stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
+    return _archive_dataset("npz", images, labels, classes, [int(s.path) for s in tr], [int(s.path) for s in va],
+                            f"arrays ({len(images)} images), seeded {val_fraction:.0%} validation split")
+
+
 @SOURCES.register("cifar10")
 def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     root = Path(spec).expanduser()
@@ -258,16 +277,51 @@ def cache_key(samples: list[Sample], size: int, arrays: np.ndarray | None) -> st
     return h.hexdigest()[:20]
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+def _read_cached(npy: Path, meta: Path, n: int, size: int, log) -> tuple[np.ndarray, list[Skipped]] | None:
+    """The cached array and its failures, if both files are whole and match what this run expects; else the
+    damaged pair is deleted (and reported) so that it is rebuilt."""
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        images = np.load(npy, mmap_mode="r")
+        bad = [Skipped(**d) for d in info["skipped"]]
+        expected = (n - len(bad), size, size, 3)
+        if images.shape != expected or images.dtype != np.uint8 or npy.stat().st_size != info["bytes"]:
+            raise ValueError(f"shape {images.shape}, {npy.stat().st_size} bytes; expected {expected}, "
+                             f"{info['bytes']} bytes")
+        return images, bad
+    except Exception as e:  # truncated npy ("mmap length is greater than file size"), bad JSON, old format
+        npy.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        if log:
+            log.info(f"[yellow]damaged image cache {npy} ({type(e).__name__}: {str(e)[:80]}): deleted, rebuilding[/]")
+        return None
+
+
+def _write_cached(npy: Path, meta: Path, images: np.ndarray, bad: list[Skipped], n: int, log) -> bool:
+    """Store the array, then its description (whose byte count marks the array as whole); False if not written."""
+    tmp = npy.with_name(npy.name + f".tmp{os.getpid()}")
+    try:
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+        os.replace(tmp, npy)
+        tmp = meta.with_name(meta.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"skipped": [b.__dict__ for b in bad], "n": n, "bytes": npy.stat().st_size}))
+        os.replace(tmp, meta)
+        return True
+    except OSError as e:  # a full or read-only cache folder costs speed next time, not this run
+        tmp.unlink(missing_ok=True)
+        npy.unlink(missing_ok=True)
+        if log:
+            log.info(f"[yellow]image cache not written ({npy.parent}: {e.strerror or e}); continuing[/]")
+        return False
 
 
 def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arrays: np.ndarray | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None,
-                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Skipped]]:
+                progress: Callable[[int], None] | None = None, log=None) -> tuple[np.ndarray, list[Skipped]]:
     """Decode every sample once to (N, size, size, 3) uint8; return the images that worked and the failures.
 
     With a cache folder, the array is stored as `<cache>/images/<key>.npy` (key: paths, sizes, mtimes
@@ -276,13 +330,12 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
     """
     key = cache_key(samples, size, arrays)
     if cache_dir is not None:
-        folder = Path(cache_dir) / "images"
-        npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
-        if npy.is_file() and meta.is_file():
-            bad = [Skipped(**d) for d in json.loads(meta.read_text())["skipped"]]
+        npy, meta = Path(cache_dir) / "images" / f"{key}.npy", Path(cache_dir) / "images" / f"{key}.json"
+        cached = _read_cached(npy, meta, len(samples), size, log)
+        if cached is not None:
             if progress:
                 progress(len(samples))
-            return np.load(npy, mmap_mode="r"), bad
+            return cached
 
     out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
     ok = np.ones(len(samples), dtype=bool)
@@ -304,12 +357,7 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
                 progress(1)
     images = out if ok.all() else out[ok]
     bad.sort(key=lambda b: b.path)
-    if cache_dir is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic_save_npy(npy, images)
-        tmp = meta.with_name(meta.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"skipped": [b.__dict__ for b in bad], "n": len(samples)}))
-        os.replace(tmp, meta)
+    if cache_dir is not None and _write_cached(npy, meta, images, bad, len(samples), log):
         return np.load(npy, mmap_mode="r"), bad
     return images, bad
 

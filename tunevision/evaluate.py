@@ -1,20 +1,19 @@
-"""Metrics as pure functions on labels and probabilities, and `evaluate_bundle` for a folder of images."""
+"""Metrics as pure functions on labels and probabilities; `Evaluation`, the scored result; and the choice of
+what to score in a dataset (`load_eval_set`)."""
 from __future__ import annotations
 
 import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from .augment import eval_view
 from .bundle import BundleMeta, load_bundle
-from .data import Sample, discover, drop_skipped, load_images
+from .data import Dataset, Sample, discover, drop_skipped, load_images
 from .errors import TunevisionError
-from .models import Classifier
+from .inference import TTA, predict_probs
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 
 
@@ -42,6 +41,41 @@ class Evaluation:
     probs: np.ndarray    # (N, C)
     paths: list[str]
     seconds: float = 0.0  # inference time, when measured
+    note: str = ""        # what was scored, e.g. "the validation split of photos/"
+
+    @classmethod
+    def read(cls, folder: Path, classes: list[str], temperature: float) -> "Evaluation | None":
+        """The validation scores a run wrote (eval/predictions.csv and val_logits.npy), or None."""
+        folder = Path(folder)
+        if not (folder / "predictions.csv").is_file() or not (folder / "val_logits.npy").is_file():
+            return None
+        rows = list(csv.DictReader(open(folder / "predictions.csv")))
+        logits = torch.from_numpy(np.load(folder / "val_logits.npy"))
+        probs = torch.softmax(logits / temperature, 1).numpy()
+        labels = np.array([classes.index(r["actual"]) for r in rows])
+        return cls(classes, labels, probs, [r["path"] for r in rows], note=f"validation split ({folder})")
+
+    def __repr__(self) -> str:
+        """Accuracy, the per-class table and the confusion matrix as text (printable, and shown in notebooks)."""
+        m = per_class_metrics(self.confusion)
+        width = max([len(c) for c in self.classes] + [5])
+        lines = [f"Evaluation: {len(self.labels)} images, accuracy {self.accuracy:.2%}" +
+                 (f" ({self.note})" if self.note else ""),
+                 f"{'class':<{width}}  precision  recall     f1  support"]
+        lines += [f"{c:<{width}}  {m['precision'][i]:9.3f}  {m['recall'][i]:6.3f}  {m['f1'][i]:5.3f}  "
+                  f"{int(m['support'][i]):7d}" for i, c in enumerate(self.classes)]
+        if len(self.classes) <= 12:
+            lines.append("confusion (rows: actual, columns: predicted)")
+            lines += [f"{c:<{width}}  " + " ".join(f"{v:5d}" for v in row) for c, row in zip(self.classes,
+                                                                                             self.confusion)]
+        return "\n".join(lines)
+
+    def most_confused(self, n: int = 5) -> list[tuple[str, str, int]]:
+        """(actual, predicted, count) of the most frequent mistakes, as fastai's Interpretation has it."""
+        cm = self.confusion
+        pairs = [(self.classes[i], self.classes[j], int(cm[i, j])) for i in range(len(cm)) for j in range(len(cm))
+                 if i != j and cm[i, j]]
+        return sorted(pairs, key=lambda t: -t[2])[:n]
 
     @property
     def preds(self) -> np.ndarray:
@@ -87,70 +121,15 @@ class Evaluation:
                 w.writerow([p, self.classes[a], self.classes[pr], f"{c:.4f}", f"{l:.4f}"])
 
 
-@dataclass(frozen=True)
-class TTA:
-    """Test-time augmentation: the centre crop, its mirror and `crops` random crops (each mirrored or not),
-    combined by `reduce` (mean, or max renormalised). The crops are drawn once from `seed`, so a TTA score
-    is reproducible and every image in a batch sees the same views."""
-    crops: int = 2
-    reduce: str = "mean"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.crops < 0 or self.reduce not in ("mean", "max"):
-            raise TunevisionError(f"TTA needs crops >= 0 and reduce mean or max (got {self.crops}, {self.reduce!r})")
-
-    def views(self, size: int) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-        views = [lambda b: eval_view(b, size), lambda b: eval_view(b, size).flip(3)]
-        g = torch.Generator().manual_seed(self.seed)
-        for fy, fx, flip in torch.rand(self.crops, 3, generator=g).tolist():
-            def crop(b: torch.Tensor, fy=fy, fx=fx, flip=flip > 0.5) -> torch.Tensor:
-                # a size-pixel window of the resize square; where the square is no larger, a 7/8 window scaled up
-                side = size if b.shape[1] > size else round(size * 7 / 8)
-                top, left = round(fy * (b.shape[1] - side)), round(fx * (b.shape[2] - side))
-                x = eval_view(b[:, top:top + side, left:left + side], side)
-                if side != size:
-                    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-                return x.flip(3) if flip else x
-            views.append(crop)
-        return views
-
-
-@torch.no_grad()
-def predict_probs(model: Classifier, images: np.ndarray, runtime: Runtime, size: int, *, temperature: float = 1.0,
-                  tta: TTA | None = None, batch_size: int = 64, progress: Callable[[int], None] | None = None
-                  ) -> np.ndarray:
-    """Softmax probabilities for uint8 squares; with `tta`, combined over its views."""
-    model.eval()
-    views = tta.views(size) if tta else [lambda b: eval_view(b, size)]
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # copy: memmaps are read-only
-        per_view = []
-        for view in views:
-            x = view(batch).to(runtime.device).contiguous(memory_format=torch.channels_last)
-            with runtime.autocast():
-                per_view.append(torch.softmax(model(x).float() / temperature, 1))
-        p = torch.stack(per_view)
-        if tta and tta.reduce == "max":
-            p = p.amax(0)
-            p = p / p.sum(1, keepdim=True)
-        else:
-            p = p.mean(0)
-        out.append(p.cpu().numpy())
-        if progress:
-            progress(len(batch))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
 @dataclass
 class EvalSet:
-    """A dataset decoded for a bundle: what scoring needs, loaded once so that plain and TTA can share it."""
-    model: Classifier
+    """A dataset decoded for a model: what scoring needs, loaded once so that plain and TTA can share it."""
+    model: torch.nn.Module
     meta: BundleMeta
     runtime: Runtime
     images: np.ndarray
     samples: list[Sample]
+    note: str = ""  # which part of the data is scored, and why
 
     def score(self, tta: TTA | None = None) -> Evaluation:
         start = time.perf_counter()
@@ -160,24 +139,49 @@ class EvalSet:
                           [s.path for s in self.samples], time.perf_counter() - start)
 
 
-def load_eval_set(bundle: str | Path, data: str, *, device: str = "auto", log=None) -> EvalSet:
-    """The images of `data` whose class names the bundle knows (other classes are skipped), decoded."""
-    rt = resolve_runtime(device, INFERENCE_PRECISION)
-    model, meta = load_bundle(bundle, rt.device)
+def _scored_samples(meta: BundleMeta, data: str) -> tuple[Dataset, list[Sample], str]:
+    """The samples to score and a sentence saying which: a named validation split; the model's own validation
+    split when `data` is the unsplit folder it was trained on (its other images trained it); else all images."""
+    trained_on = meta.extra.get("data", "")
+    same = bool(trained_on) and Path(data).expanduser().resolve() == Path(trained_on).resolve()
+    if same and meta.extra.get("split") == "seeded":
+        ds = discover(data, val_fraction=meta.extra["val_fraction"], seed=meta.extra["seed"])
+        return ds, ds.val, (f"{data} trained this model: scoring only its validation split ({len(ds.val)} images, "
+                            f"seed {meta.extra['seed']}); the other images were training images")
     ds = discover(data)
+    if ds.explicit_split:
+        return ds, ds.val, f"scoring the validation split of {data} ({ds.layout})"
+    return ds, ds.evaluation_samples(), f"scoring every image of {data} (no split in the data)"
+
+
+def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: Runtime, *,
+                  unknown_classes: str = "error", log=None) -> EvalSet:
+    """`data` decoded for `model`. Classes the model does not know are an error naming them, or with
+    unknown_classes='skip' left out and reported."""
+    ds, scored, note = _scored_samples(meta, data)
     index = {c: i for i, c in enumerate(meta.classes)}
-    samples = [Sample(s.path, index[ds.classes[s.label]]) for s in ds.evaluation_samples()
-               if ds.classes[s.label] in index]
+    unknown = sorted({ds.classes[s.label] for s in scored} - set(index))
+    if unknown and unknown_classes != "skip":
+        raise TunevisionError(f"{data}: class(es) {', '.join(unknown)} are not among the model's classes "
+                              f"({', '.join(meta.classes)}); evaluate on known classes only with "
+                              "--unknown-classes skip (unknown_classes='skip')")
+    if unknown:
+        n = sum(ds.classes[s.label] in unknown for s in scored)
+        note += f"; skipped {n} images of unknown class(es) {', '.join(unknown)}"
+    samples = [Sample(s.path, index[ds.classes[s.label]]) for s in scored if ds.classes[s.label] in index]
     if not samples:
-        raise TunevisionError(f"{data}: no images of the bundle's classes ({', '.join(meta.classes)})")
+        raise TunevisionError(f"{data}: no images of the model's classes ({', '.join(meta.classes)})")
     images, bad = load_images(samples, meta.resize_size, cache_dir=None, arrays=ds.arrays)
     if log:
+        log.info(note)
         for b in bad:
             log.info(f"skipped {b.path}: {b.reason}")
-    return EvalSet(model, meta, rt, images, drop_skipped(samples, bad))
+    return EvalSet(model, meta, runtime, images, drop_skipped(samples, bad), note)
 
 
 def evaluate_bundle(bundle: str | Path, data: str, *, tta: TTA | None = None, device: str = "auto",
-                    log=None) -> Evaluation:
-    """Score a bundle on a dataset whose class names match the bundle's."""
-    return load_eval_set(bundle, data, device=device, log=log).score(tta)
+                    unknown_classes: str = "error", log=None) -> Evaluation:
+    """Score a saved bundle on a dataset whose class names match the bundle's."""
+    rt = resolve_runtime(device, INFERENCE_PRECISION)
+    model, meta = load_bundle(bundle, rt.device)
+    return load_eval_set(model, meta, data, rt, unknown_classes=unknown_classes, log=log).score(tta)

@@ -56,12 +56,11 @@ def require(module: str, extra: str) -> None:
 
 def sample_inputs(meta: BundleMeta, images: list[str] | None = None) -> torch.Tensor:
     """Preprocessed sample images for the parity check: given files, else scikit-image's real photos."""
-    from .augment import eval_view
-    from .images import ImageError, decode_square
-    arrays = []
+    from .images import ImageError
+    prep, arrays = meta.preprocess, []
     for p in images or []:
         try:
-            arrays.append(decode_square(p, meta.resize_size))
+            arrays.append(prep.decode(p))
         except (ImageError, OSError) as e:
             raise TunevisionError(f"{p}: cannot use as a parity sample ({e})") from None
     if not arrays:
@@ -72,8 +71,8 @@ def sample_inputs(meta: BundleMeta, images: list[str] | None = None) -> torch.Te
         for name in ("chelsea", "coffee", "astronaut", "rocket", "camera"):
             buf = io.BytesIO()
             Image.fromarray(getattr(skimage.data, name)()).save(buf, "PNG")
-            arrays.append(decode_square(buf.getvalue(), meta.resize_size))
-    return eval_view(torch.from_numpy(np.stack(arrays)), meta.image_size).contiguous()
+            arrays.append(prep.decode(buf.getvalue()))
+    return prep.batch(torch.from_numpy(np.stack(arrays))).contiguous()
 
 
 def onnx_session(path: str | Path):

@@ -30,18 +30,32 @@ def extract_features(model: Classifier, images: np.ndarray, view: Callable[[torc
     return torch.cat(out) if out else torch.empty(0, model.head.in_features)
 
 
-def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """Load `<cache>/features/<sha1(key_parts)>.safetensors` or compute and store it atomically."""
+def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Callable[[], torch.Tensor],
+                    log=None) -> torch.Tensor:
+    """Load `<cache>/features/<sha1(key_parts)>.safetensors` or compute and store it atomically. A file that
+    does not read back whole (cut short by a crash or a full disk) is deleted, rebuilt and reported."""
     if cache_dir is None:
         return compute()
     from safetensors.torch import load_file, save_file
     key = hashlib.sha1("\n".join(key_parts).encode()).hexdigest()[:20]
     path = Path(cache_dir) / "features" / f"{key}.safetensors"
     if path.is_file():
-        return load_file(str(path))["features"]
+        try:
+            feats = load_file(str(path))["features"]
+            if feats.dim() == 2:
+                return feats
+            raise ValueError(f"shape {tuple(feats.shape)}")
+        except Exception as e:  # safetensors raises its own error types for damaged files
+            path.unlink(missing_ok=True)
+            if log:
+                log.info(f"[yellow]damaged feature cache {path} ({type(e).__name__}): deleted, rebuilding[/]")
     feats = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file({"features": feats.contiguous()}, str(tmp))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        save_file({"features": feats.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    except OSError as e:  # a full or read-only cache costs speed next time, not this run
+        if log:
+            log.info(f"[yellow]feature cache not written ({path.parent}: {e.strerror or e}); continuing[/]")
     return feats

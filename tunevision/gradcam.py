@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .errors import TunevisionError
 from .models import Classifier
 
 
@@ -21,7 +22,7 @@ def _last_spatial_output(model: Classifier, x: torch.Tensor) -> torch.Tensor:
         for h in hooks:
             h.remove()
     if not maps:
-        raise ValueError("the backbone has no spatial feature map to explain")
+        raise TunevisionError("Grad-CAM needs a spatial feature map, and this backbone has none to explain")
     return logits, maps[-1]
 
 

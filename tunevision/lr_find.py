@@ -3,45 +3,43 @@ hundred steps, watch the loss, suggest the LR where it falls fastest. The model 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import RunConfig
 from .models import Classifier
+from .optim import epoch_order, loss_weights, make_optimizer, train_step
 from .runtime import Runtime
 
 
 def lr_range_test(model: Classifier, images: np.ndarray, labels: torch.Tensor, pipeline, rt: Runtime,
                   cfg: RunConfig, *, start: float = 1e-7, end: float = 1.0, steps: int = 100,
                   gen: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(body learning rates, smoothed losses); stops early once the loss diverges (> 4x its minimum)."""
-    from .train import epoch_order, make_optimizer
-    gen = gen or torch.Generator().manual_seed(cfg.train.seed)
+    """(body learning rates, smoothed losses); stops early once the loss diverges (> 4x its minimum). Each step is
+    training's own `train_step` (class weights, mixup, label smoothing), so the curve is of the loss training sees."""
+    t = cfg.train
+    gen = gen or torch.Generator().manual_seed(t.seed)
     saved = copy.deepcopy(model.state_dict())
-    opt = make_optimizer(model, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=start)))
+    opt = make_optimizer(model, t, lr=start)
     scale = [g["lr"] / start for g in opt.param_groups]  # 1 for the body, head_lr_mult for the head
     factor = (end / start) ** (1 / max(steps - 1, 1))
+    weight = loss_weights(t, labels, model.head.out_features, rt.device)
     lrs, losses, avg, best = [], [], 0.0, math.inf
     model.train()
     order = torch.empty(0, dtype=torch.long)
     for step in range(steps):
         if len(order) < 2:
-            order = epoch_order(labels, cfg.train.balance, gen)
-        idx, order = order[:cfg.train.batch_size].sort().values, order[cfg.train.batch_size:]
+            order = epoch_order(labels, t.balance, gen)
+        idx, order = order[:t.batch_size].sort().values, order[t.batch_size:]
         lr = start * factor ** step
         for group, s in zip(opt.param_groups, scale):
             group["lr"] = lr * s
         x = pipeline(torch.from_numpy(images[idx.numpy()]), gen).to(rt.device)
-        with rt.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels[idx].to(rt.device), label_smoothing=cfg.train.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss, _ = train_step(model, x, labels[idx].to(rt.device), opt, t, gen, num_classes=model.head.out_features,
+                             weight=weight, autocast=rt.autocast)
         avg = 0.9 * avg + 0.1 * loss.item()          # exponential smoothing, debiased below
         smoothed = avg / (1 - 0.9 ** (step + 1))
         lrs.append(lr)
@@ -53,6 +51,35 @@ def lr_range_test(model: Classifier, images: np.ndarray, labels: torch.Tensor, p
     return np.array(lrs), np.array(losses)
 
 
+def run_lr_range_test(model: Classifier, data, cfg: RunConfig, rt: Runtime, plot_path: Path | None,
+                      steps: int = 100) -> tuple[float, np.ndarray, np.ndarray]:
+    """The range test on a run's prepared data, its plot saved to `plot_path`: (suggestion, lrs, losses)."""
+    from .augment import make_pipeline
+    pipeline = make_pipeline(cfg.train.augment, data.image_size)
+    lrs, losses = lr_range_test(model, data.train_images, data.train_labels, pipeline, rt, cfg, steps=steps)
+    suggestion = suggest_lr(lrs, losses)
+    if plot_path is not None:
+        plot_lr_find(lrs, losses, suggestion, plot_path)
+    return suggestion, lrs, losses
+
+
+def find_lr(cfg: RunConfig, *, steps: int = 100, log=None, plot_path: Path | None = None):
+    """`tunevision lr-find` / `tunevision.lr_find`: the range test alone. Returns (suggestion, lrs, losses)."""
+    from .models import build_classifier
+    from .prepare import prepare_data
+    from .runtime import resolve_runtime
+    from .train import initial_model
+    from .ui import RunLog
+    log = log or RunLog()
+    torch.manual_seed(cfg.train.seed)
+    rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=True)
+    _, backbone, _ = initial_model(cfg)
+    data = prepare_data(cfg, backbone, log)
+    model = build_classifier(backbone, len(data.dataset.classes), cfg.model.dropout)
+    model = model.to(rt.device).to(memory_format=torch.channels_last)
+    return run_lr_range_test(model, data, cfg, rt, plot_path, steps)
+
+
 def suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> float:
     """The LR of steepest descent of the loss (in log LR), looking only before the loss minimum."""
     stop = int(np.argmin(losses)) + 1
@@ -62,7 +89,7 @@ def suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> float:
     return float(lrs[int(np.argmin(slope))])
 
 
-def plot_lr_find(lrs: np.ndarray, losses: np.ndarray, suggestion: float, path) -> None:
+def plot_lr_find(lrs: np.ndarray, losses: np.ndarray, suggestion: float, path=None):
     from .plots import _figure, _save
     fig = _figure(6, 4)
     ax = fig.add_subplot()
@@ -72,4 +99,4 @@ def plot_lr_find(lrs: np.ndarray, losses: np.ndarray, suggestion: float, path) -
     ax.set_xlabel("learning rate (body; head x head_lr_mult)")
     ax.set_ylabel("training loss (smoothed)")
     ax.legend()
-    _save(fig, path)
+    return _save(fig, path)

@@ -8,19 +8,30 @@ import numpy as np
 
 
 def _figure(width: float, height: float):
-    import matplotlib
-    matplotlib.use("Agg", force=False)  # files only; never needs a display
+    """A matplotlib Figure outside pyplot (no backend, no display needed, nothing global), which a notebook
+    still shows inline: it renders itself as PNG for IPython."""
+    import io
+
     from matplotlib.figure import Figure
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+    class InlineFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png")
+            return buf.getvalue()
+
+    return InlineFigure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(fig, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+def _save(fig, path: Path | None):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
     return fig
 
 
-def class_counts(counts: dict[str, dict[str, int]], path: Path):
+def class_counts(counts: dict[str, dict[str, int]], path: Path | None = None):
     """Grouped bars: images per class for each split."""
     splits = list(counts)
     classes = list(next(iter(counts.values())))
@@ -37,7 +48,7 @@ def class_counts(counts: dict[str, dict[str, int]], path: Path):
     return _save(fig, path)
 
 
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, columns: int = 4):
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path | None = None, columns: int = 4):
     rows = max(1, -(-len(images) // columns))
     fig = _figure(2.2 * columns, 2.4 * rows)
     for i, (im, title) in enumerate(zip(images, titles)):
@@ -48,7 +59,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path, 
     return _save(fig, path)
 
 
-def training_curves(epochs: np.ndarray, series: dict[str, np.ndarray], path: Path):
+def training_curves(epochs: np.ndarray, series: dict[str, np.ndarray], path: Path | None = None):
     """Loss, accuracy, learning rate and seconds per epoch, in four panels."""
     fig = _figure(10, 6)
     panels = [("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_acc", "val_acc"]),
@@ -64,7 +75,7 @@ def training_curves(epochs: np.ndarray, series: dict[str, np.ndarray], path: Pat
     return _save(fig, path)
 
 
-def confusion_heatmaps(cm: np.ndarray, classes: Sequence[str], path: Path):
+def confusion_heatmaps(cm: np.ndarray, classes: Sequence[str], path: Path | None = None):
     """Counts (left) and row-normalised recall (right); the first image's data is the matrix itself."""
     n = len(classes)
     fig = _figure(max(8, 1.1 * n * 2), max(3.5, 0.55 * n + 1.5))
@@ -86,7 +97,7 @@ def confusion_heatmaps(cm: np.ndarray, classes: Sequence[str], path: Path):
     return _save(fig, path)
 
 
-def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]], path: Path):
+def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]], path: Path | None = None):
     """curves: name -> (mean confidence, accuracy, count per bin, ECE)."""
     fig = _figure(4.5 * len(curves), 4)
     for i, (name, (conf, acc, count, ece)) in enumerate(curves.items()):
@@ -101,4 +112,16 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
         ax.set_ylabel("accuracy")
         ax.set_title(f"{name}: ECE {ece:.3f}")
         ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def gradcam_figure(image: np.ndarray, heat: np.ndarray, title: str, path: Path | None = None):
+    """The image under its Grad-CAM heat map, titled (class and probability), with the colour scale."""
+    fig = _figure(5, 4.4)
+    ax = fig.add_subplot()
+    ax.imshow(image)
+    shown = ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="relative importance")
     return _save(fig, path)

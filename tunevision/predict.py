@@ -1,4 +1,8 @@
-"""Predict with a bundle (or the pretrained ImageNet classifier) on files, folders and globs."""
+"""Predict with a bundle, an exported .onnx, or (asked for by name) the pretrained ImageNet classifier.
+
+Inputs are files, folders and globs (the CLI), or also PIL images, arrays and tensors (the Python API); all of
+them become the bundle's decoded squares through its `Preprocessing`, then `predict_probs`.
+"""
 from __future__ import annotations
 
 import glob
@@ -10,19 +14,37 @@ from typing import Callable
 
 import numpy as np
 
-from .bundle import BundleMeta, load_bundle
+from .bundle import BundleMeta, bundle_dir, load_bundle
 from .data import Sample, load_images
-from .evaluate import TTA, predict_probs
+from .errors import TunevisionError
 from .images import DEFAULT_MAX_PIXELS, is_image_name
+from .inference import TTA, predict_probs
 from .models import Classifier, create_backbone, imagenet_classifier
+from .preprocess import Preprocessing
 from .runtime import Runtime
+
+IMAGENET = "imagenet"  # the model argument that names the pretrained backbone's own 1000-class head
 
 
 @dataclass
 class Prediction:
-    path: str
+    path: str                                                    # the input's name (a path, or e.g. "image 0")
     top: list[tuple[str, float]] = field(default_factory=list)  # (label, probability), best first
     error: str = ""
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    @property
+    def prob(self) -> float | None:
+        return self.top[0][1] if self.top else None
+
+    def __repr__(self) -> str:
+        if self.error:
+            return f"Prediction(path={self.path!r}, error={self.error!r})"
+        top = ", ".join(f"({label!r}, {prob:.3f})" for label, prob in self.top)
+        return f"Prediction(label={self.label!r}, prob={self.prob:.3f}, top=[{top}], path={self.path!r})"
 
 
 def imagenet_labels() -> list[str]:
@@ -32,26 +54,29 @@ def imagenet_labels() -> list[str]:
 def imagenet_model(backbone: str = "efficientnet_lite0", weights: str | None = None) -> tuple[Classifier, BundleMeta]:
     """The pretrained backbone with its own ImageNet head, described like a bundle."""
     b = create_backbone(backbone, pretrained=True, weights=weights)
-    resize = round(b.input_size / b.crop_pct)
-    return imagenet_classifier(b), BundleMeta(backbone, imagenet_labels(), b.input_size, resize,
-                                              list(b.mean), list(b.std), mode="imagenet")
+    prep = Preprocessing.for_size(b.input_size, b.crop_pct, b.mean, b.std)
+    return imagenet_classifier(b), BundleMeta(backbone, imagenet_labels(), prep.image_size, prep.resize_size,
+                                              list(b.mean), list(b.std), mode=IMAGENET)
 
 
-def split_model_argument(inputs: list[str]) -> tuple[str | None, list[str]]:
-    """`predict [MODEL] IMAGES...`: MODEL is a bundle/run folder or an .onnx file, else absent (ImageNet)."""
-    from .bundle import bundle_dir
-    from .errors import TunevisionError
-    if inputs and inputs[0].endswith(".onnx") and Path(inputs[0]).is_file():
-        return inputs[0], inputs[1:]
+def model_source(arg: str) -> str:
+    """A model argument checked, never guessed: a bundle or run folder, an exported .onnx file, or 'imagenet'."""
+    if arg == IMAGENET:
+        return arg
+    if arg.endswith(".onnx"):
+        if not Path(arg).expanduser().is_file():
+            raise TunevisionError(f"{arg}: no such ONNX file")
+        return str(Path(arg).expanduser())
     try:
-        return str(bundle_dir(inputs[0])), inputs[1:]
-    except (TunevisionError, IndexError):
-        return None, inputs
+        return str(bundle_dir(arg))
+    except TunevisionError:
+        raise TunevisionError(f"{arg}: not a model: expected a run folder, a bundle folder (model.json + "
+                              f"model.safetensors), an exported .onnx file, or '{IMAGENET}' for the pretrained "
+                              "ImageNet classes (as in: tunevision classify IMAGE)") from None
 
 
 def bundle_onnx(bundle: str) -> str:
     """The bundle's ONNX export in BUNDLE/export/, made (and parity-checked) on first use or when stale."""
-    from .bundle import bundle_dir
     from .export import export_bundle
     folder = bundle_dir(bundle)
     path = folder / "export" / "model.onnx"
@@ -60,24 +85,28 @@ def bundle_onnx(bundle: str) -> str:
     return str(path)
 
 
-def load_predictor(source: str | None, device: str = "cpu", runtime: str = "torch") -> tuple[Classifier, BundleMeta]:
-    """A bundle, an exported .onnx (onnxruntime, no torch model code), or the pretrained ImageNet model.
+def load_predictor(source: str, device: str = "cpu", runtime: str = "torch") -> tuple[Classifier, BundleMeta]:
+    """The network and its description for a checked model argument (see `model_source`).
     `runtime="onnx"` runs a bundle through its ONNX export: on CPUs the fastest path measured here."""
-    if runtime == "onnx" and source and not source.endswith(".onnx"):
+    source = model_source(source)
+    if runtime == "onnx" and source == IMAGENET:
+        raise TunevisionError("--runtime onnx needs a bundle or run folder: predict RUN_DIR IMAGES")
+    if runtime == "onnx" and not source.endswith(".onnx"):
         source = bundle_onnx(source)
-    elif runtime == "onnx" and not source:
-        from .errors import TunevisionError
-        raise TunevisionError("--runtime onnx needs a bundle or run folder first: predict RUN_DIR IMAGES")
-    if source and source.endswith(".onnx"):
+    if source.endswith(".onnx"):
         from .export import OnnxClassifier
         model = OnnxClassifier(source)
         return model, model.meta
-    return load_bundle(source, device) if source else imagenet_model()
+    if source == IMAGENET:
+        model, meta = imagenet_model()
+        return model.to(device), meta
+    return load_bundle(source, device)
 
 
-def expand_inputs(items: list[str]) -> tuple[list[str], list[Prediction]]:
-    """Files, folders (recursively, images only) and glob patterns, in a stable order; misses reported."""
-    paths, missing = [], []
+def expand_inputs(items: list[str]) -> list[tuple[str, list[str]]]:
+    """Each input with the image files it stands for (a file, a folder's images recursively, a glob's matches),
+    in input order; an empty list means nothing was found for it."""
+    out = []
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
@@ -86,26 +115,33 @@ def expand_inputs(items: list[str]) -> tuple[list[str], list[Prediction]]:
             found = [str(p)]
         else:
             found = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
-        if not found:
-            missing.append(Prediction(item, error="no such file, or no images in that folder/pattern"))
-        paths += found
-    return paths, missing
+        out.append((item, found))
+    return out
+
+
+def top_k_predictions(probs: np.ndarray, classes: list[str], names: list[str], top_k: int) -> list[Prediction]:
+    k = max(1, min(top_k, len(classes)))
+    return [Prediction(name, [(classes[i], float(row[i])) for i in np.argsort(-row)[:k]])
+            for name, row in zip(names, probs)]
 
 
 def predict_paths(model: Classifier, meta: BundleMeta, items: list[str], runtime: Runtime, *, top_k: int = 3,
                   tta: TTA | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                   progress: Callable[[int], None] | None = None) -> list[Prediction]:
-    """One Prediction per input image, in input order; unreadable files carry `error` instead of `top`."""
-    paths, missing = expand_inputs(items)
+    """One Prediction per image, in input order; an unreadable file, or an input that matched nothing, carries
+    `error` instead of `top`."""
+    expanded = expand_inputs(items)
+    paths = [p for _, found in expanded for p in found]
     images, bad = load_images([Sample(p, -1) for p in paths], meta.resize_size, cache_dir=None,
                               max_pixels=max_pixels)
     errors = {b.path: b.reason for b in bad}
     ok_paths = [p for p in paths if p not in errors]
     probs = predict_probs(model, images, runtime, meta.image_size, temperature=meta.temperature, tta=tta,
                           progress=progress)
-    k = min(top_k, len(meta.classes))
-    by_path = {}
-    for p, row in zip(ok_paths, probs):
-        order = np.argsort(-row)[:k]
-        by_path[p] = Prediction(p, [(meta.classes[i], float(row[i])) for i in order])
-    return missing + [by_path.get(p) or Prediction(p, error=errors[p]) for p in paths]
+    by_path = {pred.path: pred for pred in top_k_predictions(probs, meta.classes, ok_paths, top_k)}
+    out = []
+    for item, found in expanded:
+        if not found:
+            out.append(Prediction(item, error="no such file, or no images in that folder/pattern"))
+        out += [by_path.get(p) or Prediction(p, error=errors[p]) for p in found]
+    return out

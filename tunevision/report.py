@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from . import plots
-from .augment import eval_view, make_pipeline
+from .augment import make_pipeline
 from .bundle import bundle_dir, load_bundle
 from .calibrate import expected_calibration_error, reliability
 from .evaluate import confusion_matrix, per_class_metrics
@@ -47,21 +47,19 @@ def _decode(path: str, size: int) -> np.ndarray | None:
         return None
 
 
-def top_losses_grid(model, meta, rows: list[tuple[str, str, str, float]], path: Path) -> bool:
-    """rows: (image path, actual, predicted, probability); each shown with Grad-CAM of the predicted class."""
+def top_losses_grid(model, meta, rows: list[tuple[str, str, str, float]], path: Path | None = None):
+    """rows: (image path, actual, predicted, probability); each shown with Grad-CAM of the predicted class.
+    Returns the figure, or None when no image could be read."""
     grid, labels = [], []
+    prep = meta.preprocess
     for image_path, actual, predicted, prob in rows:
-        im = _decode(image_path, meta.resize_size)
+        im = _decode(image_path, prep.resize_size)
         if im is None:
             continue
-        x = eval_view(torch.from_numpy(im[None]), meta.image_size)
-        heat, _ = gradcam(model, x, meta.classes.index(predicted))
-        top = (meta.resize_size - meta.image_size) // 2
-        grid.append(np.asarray(overlay_heatmap(im[top:top + meta.image_size, top:top + meta.image_size], heat)))
+        heat, _ = gradcam(model, prep.batch(torch.from_numpy(im[None])), meta.classes.index(predicted))
+        grid.append(np.asarray(overlay_heatmap(prep.crop(im), heat)))
         labels.append(f"{actual} / {predicted} / {prob:.2f}")
-    if grid:
-        plots.image_grid(grid, labels, path)
-    return bool(grid)
+    return plots.image_grid(grid, labels, path) if grid else None
 
 
 def write_report(run_dir: str | Path) -> Path:

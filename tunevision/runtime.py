@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import TunevisionError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -42,7 +44,19 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", *, training: 
     (Lite0 on a 2-core Xeon: inference 166 vs 83 img/s, but training 18 vs 23 img/s at 224 px)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise TunevisionError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TunevisionError(f"--device {device}: this machine has no CUDA GPU usable by PyTorch; use --device cpu "
+                              "(or auto)")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise TunevisionError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise TunevisionError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise TunevisionError(f"--device {device}: unsupported; use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda":
         # DDP under torchrun: each process drives the GPU named by LOCAL_RANK.
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", dev.index or 0)))

@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from .evaluate import predict_probs
-from .images import DEFAULT_MAX_PIXELS, ImageError, decode_square
-from .predict import load_predictor, split_model_argument
+from .images import DEFAULT_MAX_PIXELS, ImageError
+from .inference import predict_probs
+from .predict import load_predictor, model_source
 from .runtime import INFERENCE_PRECISION, resolve_runtime
 
 
@@ -65,9 +65,10 @@ def create_app(model_path: str, *, max_upload_bytes: int = 10 * 2**20, workers: 
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse
 
-    source, _ = split_model_argument([model_path])
-    rt = resolve_runtime("cpu" if source and source.endswith(".onnx") else "auto", INFERENCE_PRECISION)
+    source = model_source(model_path)  # a typo is an error, never a silent ImageNet model
+    rt = resolve_runtime("cpu" if source.endswith(".onnx") else "auto", INFERENCE_PRECISION)
     model, meta = load_predictor(source, rt.device)
+    prep = meta.preprocess
     model.eval()
     slots = asyncio.Semaphore(workers)
 
@@ -104,7 +105,7 @@ def create_app(model_path: str, *, max_upload_bytes: int = 10 * 2**20, workers: 
         for upload in files:
             data = await read_limited(upload)
             try:
-                images.append(await run_in_threadpool(decode_square, data, meta.resize_size, max_pixels=max_pixels))
+                images.append(await run_in_threadpool(prep.decode, data, max_pixels=max_pixels))
             except ImageError as e:
                 raise HTTPException(400, f"{upload.filename}: {e}") from None
         if batcher:

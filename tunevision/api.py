@@ -1,0 +1,358 @@
+"""The Python API: `fit` returns a `Model`, `load` reads one back; both as natural in a notebook as fastai's.
+
+    import tunevision as tv
+    model = tv.fit("photos/")              # same defaults, run folder and output as `tunevision train`
+    model.predict("cat.jpg")               # Prediction(label='cats', prob=0.97, top=[...])
+    model.evaluate("photos/val")           # Evaluation: accuracy, per-class table, confusion matrix
+
+The CLI calls these same functions and only adds argument parsing and printing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .bundle import BundleMeta, save_bundle
+from .config import RunConfig, SECTIONS, TOP_LEVEL
+from .errors import TunevisionError
+from .evaluate import Evaluation, load_eval_set
+from .inference import TTA, predict_probs
+from .predict import IMAGENET, Prediction, load_predictor, model_source, top_k_predictions
+from .rundir import EpochRecord, read_metrics
+from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
+from .ui import RunLog
+
+Image = Any  # a path, folder or glob (str/Path), a PIL image, an HxWxC array or a CxHxW tensor
+
+
+def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet: bool = False,
+        **options: Any) -> "Model":
+    """Train a classifier and return it as a `Model`; writes the same run folder as `tunevision train`.
+
+    data: a folder of class subfolders (optionally train/ and val/), a CSV of path,label[,split], "mnist:DIR",
+    "cifar10:DIR", a list of (path, label) pairs, or a pair (images, labels) of an N x H x W [x 3] uint8 array
+    and N class names. config: a RunConfig or a YAML file; options override it. quiet: no console output
+    (train.log is still written). A wrong option name or value raises TunevisionError.
+
+    Options (each also a `tunevision train --flag` and a key of config.yaml):
+    """
+    from .train import fit as run_fit
+    if isinstance(data, RunConfig):  # tv.fit(config)
+        data, config = None, data
+    base = RunConfig.load(config) if isinstance(config, (str, Path)) else config
+    if data is not None and not isinstance(data, (str, Path)):
+        cache = (base or RunConfig()).data.cache_dir or "~/.cache/tunevision"
+        data = in_memory_source(data, Path(options.get("cache_dir", cache)).expanduser())
+    cfg = RunConfig.from_options(str(data or ""), base, **options)
+    if not cfg.data.data:
+        raise TunevisionError("no data: tunevision.fit('photos/') with one subfolder per class")
+    result = run_fit(cfg, log=RunLog(quiet=quiet))
+    return Model(result.model, result.meta, run_dir=result.run_dir, history=result.history,
+                 evaluation=result.evaluation, device=cfg.train.device)
+
+
+def _options_doc() -> str:
+    lines = []
+    for section, cls in [*SECTIONS.items(), ("", RunConfig)]:
+        for f in dataclasses.fields(cls):
+            if section == "" and f.name not in TOP_LEVEL or f.name == "data":
+                continue
+            lines.append(f"        {f.name} (default {f.default!r}): {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+fit.__doc__ = (fit.__doc__ or "") + "\n" + _options_doc() + "\n"
+
+
+def in_memory_source(data: Any, cache_dir: Path) -> str:
+    """(path, label) pairs -> a CSV; (images, labels) arrays -> an .npz; both under the cache folder, named by
+    their content, so that the same data gives the same cache keys and run after run the same split."""
+    folder = cache_dir / "sources"
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
+        images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
+        labels = [str(v) for v in data[1]]
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
+            raise TunevisionError("fit((images, labels)): images must be an N x H x W [x 3] uint8 array and labels "
+                                  f"N class names; got {images.dtype} {images.shape} and {len(labels)} labels")
+        key = hashlib.sha1(images.tobytes() + "\n".join(labels).encode()).hexdigest()[:16]
+        path = folder / f"{key}.npz"
+        if not path.is_file():
+            np.savez(path, images=images, labels=np.array(labels))
+        return f"npz:{path}"
+    pairs = [(str(Path(p).expanduser().resolve()), str(label)) for p, label in data]
+    if not pairs:
+        raise TunevisionError("fit([]): no (path, label) pairs")
+    text = "path,label\n" + "".join(f'"{p}","{label}"\n' for p, label in pairs)
+    path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
+    path.write_text(text)
+    return str(path)
+
+
+def load(path: str | Path, *, device: str = "auto") -> "Model":
+    """A model from a run folder, a bundle folder, an exported .onnx file, or 'imagenet' (the pretrained
+    backbone's 1000 ImageNet classes)."""
+    source = model_source(str(path))
+    onnx = source.endswith(".onnx")
+    rt = resolve_runtime("cpu" if onnx else device, INFERENCE_PRECISION)
+    network, meta = load_predictor(source, rt.device)
+    run_dir = Path(source).parent if (Path(source).name == "model" and (Path(source).parent / "config.yaml")
+                                      .is_file()) else None
+    return Model(network, meta, run_dir=run_dir, history=read_metrics(run_dir) if run_dir else [],
+                 runtime=rt, bundle=None if onnx or source == IMAGENET else Path(source))
+
+
+@dataclass
+class Exported:
+    path: Path
+    parity: Any  # export.Parity: max |p - p_torch| and top-1 agreement on sample images
+
+
+class Model:
+    """A trained classifier with everything needed to use it: `classes`, `preprocess` (input size, resize,
+    mean/std), `temperature`, `history` (one EpochRecord per epoch), `run_dir` and `evaluation` (validation)."""
+
+    def __init__(self, network: torch.nn.Module, meta: BundleMeta, *, run_dir: Path | None = None,
+                 history: Sequence[EpochRecord] = (), evaluation: Evaluation | None = None,
+                 runtime: Runtime | None = None, device: str = "auto", bundle: Path | None = None) -> None:
+        self.network, self.meta = network.eval(), meta
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.bundle = bundle or (self.run_dir / "model" if self.run_dir else None)
+        self.history = list(history)
+        self.runtime = runtime or resolve_runtime(device, INFERENCE_PRECISION)
+        self._evaluation = evaluation
+
+    classes = property(lambda self: list(self.meta.classes))
+    preprocess = property(lambda self: self.meta.preprocess)
+    temperature = property(lambda self: self.meta.temperature)
+
+    def __repr__(self) -> str:
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
+        acc = f", val_acc={self._evaluation.accuracy:.4f}" if self._evaluation is not None else ""
+        return (f"Model({self.meta.architecture}, {len(self.classes)} classes, {self.meta.image_size}px, "
+                f"mode={self.meta.mode!r}{acc}{where})")
+
+    # --- prediction -------------------------------------------------------------------------------------------
+    def _squares(self, inputs: Sequence[Image]) -> tuple[list[str], list[np.ndarray | str]]:
+        """(names, decoded square or error text) for each image the inputs stand for, in input order."""
+        from .images import ImageError
+        from .predict import expand_inputs
+        names, items = [], []
+        for i, item in enumerate(inputs):
+            if isinstance(item, (str, Path)):
+                (_, found), = expand_inputs([str(item)])
+                if not found:
+                    names.append(str(item))
+                    items.append("no such file, or no images in that folder/pattern")
+                for p in found:
+                    names.append(p)
+                    try:
+                        items.append(self.preprocess.decode(p))
+                    except (ImageError, OSError) as e:
+                        items.append(str(e))
+            else:
+                names.append(f"image {i}")
+                try:
+                    items.append(self.preprocess.square(item))
+                except (TypeError, ValueError) as e:
+                    raise TunevisionError(f"predict: input {i}: {e}") from None
+        return names, items
+
+    def predict_proba(self, inputs: Image | Sequence[Image], *, tta: bool | TTA = False) -> np.ndarray:
+        """Calibrated probabilities, one row per image the inputs stand for (unreadable files: a row of NaN)."""
+        names, items = self._squares(_as_list(inputs))
+        ok = [i for i, it in enumerate(items) if not isinstance(it, str)]
+        probs = np.full((len(items), len(self.classes)), np.nan, np.float32)
+        if ok:
+            probs[ok] = predict_probs(self.network, np.stack([items[i] for i in ok]), self.runtime,
+                                      self.meta.image_size, temperature=self.meta.temperature, tta=_tta(tta))
+        return probs
+
+    def predict(self, inputs: Image | Sequence[Image], *, top_k: int = 3, tta: bool | TTA = False
+                ) -> Prediction | list[Prediction]:
+        """One Prediction (label, prob, top) for one image; a list for a list, a folder or a glob."""
+        names, items = self._squares(_as_list(inputs))
+        probs = self.predict_proba([it for it in items if not isinstance(it, str)], tta=tta) if any(
+            not isinstance(it, str) for it in items) else np.zeros((0, len(self.classes)))
+        rows = iter(top_k_predictions(probs, self.classes, [n for n, it in zip(names, items)
+                                                            if not isinstance(it, str)], top_k))
+        preds = [Prediction(n, error=it) if isinstance(it, str) else next(rows) for n, it in zip(names, items)]
+        return preds[0] if _is_single(inputs) and len(preds) == 1 else preds
+
+    # --- evaluation and interpretation -------------------------------------------------------------------------
+    def evaluate(self, data: str | Path, *, tta: bool | TTA = False, unknown_classes: str = "error",
+                 quiet: bool = True) -> Evaluation:
+        """Accuracy, per-class metrics and confusion on `data` (class folders, CSV, ...); it becomes `evaluation`.
+        The model's own training folder is scored on its validation split only."""
+        eval_set = load_eval_set(self.network, self.meta, str(data), self.runtime, unknown_classes=unknown_classes,
+                                 log=None if quiet else RunLog())
+        self._evaluation = eval_set.score(_tta(tta))
+        self._evaluation.note = eval_set.note
+        return self._evaluation
+
+    @property
+    def evaluation(self) -> Evaluation | None:
+        """The latest evaluation: `evaluate`'s, else the run's own validation scores."""
+        if self._evaluation is None and self.run_dir is not None:
+            self._evaluation = Evaluation.read(self.run_dir / "eval", self.classes, self.temperature)
+        return self._evaluation
+
+    def _require_evaluation(self) -> Evaluation:
+        if self.evaluation is None:
+            raise TunevisionError("no evaluation yet: call model.evaluate(data) first")
+        return self.evaluation
+
+    def plot_confusion(self):
+        """Confusion matrix heat maps (counts and row-normalised) of the latest evaluation."""
+        from .plots import confusion_heatmaps
+        ev = self._require_evaluation()
+        return confusion_heatmaps(ev.confusion, ev.classes)
+
+    def plot_top_losses(self, k: int = 8):
+        """The k images the model got most wrong (actual / predicted / probability), with Grad-CAM."""
+        from .report import top_losses_grid
+        rows = [(p, a, pr, prob) for p, a, pr, prob, _ in self._require_evaluation().top_losses(k)]
+        return top_losses_grid(self._torch_network(), self.meta, rows)
+
+    def gradcam(self, image: Image, class_name: str | None = None):
+        """Where the network looked for `class_name` (default: its prediction) in one image."""
+        from .gradcam import gradcam
+        from .plots import gradcam_figure
+        if class_name is not None and class_name not in self.classes:
+            raise TunevisionError(f"class {class_name!r} is not one of {', '.join(self.classes)}")
+        names, items = self._squares([image])
+        if isinstance(items[0], str):
+            raise TunevisionError(f"{names[0]}: {items[0]}")
+        network = self._torch_network()
+        heat, c = gradcam(network, self.preprocess.batch(torch.from_numpy(items[0][None])),
+                          self.classes.index(class_name) if class_name else None)
+        prob = self.predict_proba([items[0]])[0, c]
+        return gradcam_figure(self.preprocess.crop(items[0]), heat, f"{self.classes[c]}  p = {prob:.2f}")
+
+    def plot_history(self):
+        """Loss, accuracy, learning rate and seconds per epoch of the training run."""
+        from .plots import training_curves
+        if not self.history:
+            raise TunevisionError("this model has no training history (it was not trained in this run folder)")
+        series = {k: np.array([getattr(r, k) for r in self.history]) for k in EpochRecord.__dataclass_fields__}
+        return training_curves(series.pop("epoch"), series)
+
+    def show_batch(self, data: str | Path | None = None, *, n: int = 8, augment: str | None = None, seed: int = 0):
+        """A training batch as the network sees it: augmented views, titled with their class. Without `data`,
+        the run's own training images and augmentation."""
+        import csv
+
+        from .data import Sample
+        if data is not None:
+            return show_batch(data, augment=augment or "default", size=self.meta.image_size, n=n, seed=seed)
+        if self.run_dir is None:
+            raise TunevisionError("show_batch needs data=... for a model without its run folder")
+        rows = [r for r in csv.DictReader(open(self.run_dir / "split.csv")) if r["split"] == "train"]
+        samples = [Sample(r["path"], self.classes.index(r["label"])) for r in rows]
+        augment = augment or RunConfig.load(self.run_dir / "config.yaml").train.augment
+        return _batch_grid(samples, self.classes, None, self.preprocess, augment, n, seed)
+
+    # --- saving and export -------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle (model.safetensors + model.json) to a folder; `tunevision.load` reads it back."""
+        return save_bundle(self._torch_network(), self.meta, Path(path).expanduser())
+
+    def export(self, fmt: str = "onnx", out: str | Path | None = None, samples: list[str] | None = None) -> Exported:
+        """ONNX or TorchScript, checked against PyTorch on sample images (raises if they disagree)."""
+        from .export import export_bundle
+        if self.bundle is None:
+            self.bundle = self.save(Path(out or ".") / "bundle")
+        path, parity = export_bundle(self.bundle, fmt, out, samples)
+        return Exported(path, parity)
+
+    def _torch_network(self) -> torch.nn.Module:
+        from .models import Classifier
+        if not isinstance(self.network, Classifier):
+            raise TunevisionError("this is an exported ONNX model: it predicts, but Grad-CAM, saving and export need "
+                                  "the bundle it came from (tunevision.load(RUN_DIR))")
+        return self.network
+
+
+def preview(image: Image, augment: str = "default", *, size: int = 224, n: int = 8, columns: int = 4,
+            seed: int = 0):
+    """What an augmentation does to one image: n seeded random draws of the pipeline, as a grid."""
+    from .augment import make_pipeline
+    from .images import ImageError
+    from .plots import image_grid
+    from .preprocess import Preprocessing
+    prep = Preprocessing.for_size(size, 0.875)
+    try:
+        square = prep.decode(image) if isinstance(image, (str, Path)) else prep.square(image)
+    except (ImageError, OSError, TypeError, ValueError) as e:
+        raise TunevisionError(f"{image if isinstance(image, (str, Path)) else 'image'}: {e}") from None
+    views = make_pipeline(augment, size)(torch.from_numpy(np.repeat(square[None], n, 0)),
+                                         torch.Generator().manual_seed(seed))
+    return image_grid(list(_to_uint8(views)), [f"draw {i + 1}" for i in range(n)], columns=columns)
+
+
+def show_batch(data: str | Path, *, augment: str = "default", size: int = 224, n: int = 8, seed: int = 0):
+    """n training images of `data` under the augmentation pipeline, titled with their class."""
+    from .data import discover
+    from .preprocess import Preprocessing
+    ds = discover(str(data), seed=seed)
+    return _batch_grid(ds.train, ds.classes, ds.arrays, Preprocessing.for_size(size, 0.875), augment, n, seed)
+
+
+def _batch_grid(samples, classes: list[str], arrays, prep, augment: str, n: int, seed: int):
+    from .augment import make_pipeline
+    from .data import load_images
+    from .plots import image_grid
+    g = torch.Generator().manual_seed(seed)
+    pick = [samples[i] for i in torch.randperm(len(samples), generator=g)[:n].tolist()]
+    images, bad = load_images(pick, prep.resize_size, cache_dir=None, arrays=arrays)
+    titles = [classes[s.label] for s in pick if s.path not in {b.path for b in bad}]
+    views = make_pipeline(augment, prep.image_size)(torch.from_numpy(np.array(images)), g)
+    return image_grid(list(_to_uint8(views)), titles)
+
+
+@dataclass
+class LRFind:
+    suggestion: float
+    lrs: np.ndarray
+    losses: np.ndarray
+
+    def plot(self):
+        from .lr_find import plot_lr_find
+        return plot_lr_find(self.lrs, self.losses, self.suggestion)
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.plot().savefig(buf, format="png")
+        return buf.getvalue()
+
+
+def lr_find(data: Any, *, steps: int = 100, quiet: bool = False, **options: Any) -> LRFind:
+    """The LR range test (whole network, mode finetune unless told): loss against learning rate, a suggestion."""
+    from .lr_find import find_lr
+    options.setdefault("mode", "finetune")
+    cfg = RunConfig.from_options(str(data), **options)
+    return LRFind(*find_lr(cfg, steps=steps, log=RunLog(quiet=quiet)))
+
+
+def _as_list(inputs: Any) -> list:
+    return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+def _is_single(inputs: Any) -> bool:
+    return not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and (
+        Path(inputs).expanduser().is_dir() or any(ch in str(inputs) for ch in "*?[")))
+
+
+def _tta(tta: bool | TTA) -> TTA | None:
+    return tta if isinstance(tta, TTA) else (TTA() if tta else None)
+
+
+def _to_uint8(views: torch.Tensor) -> np.ndarray:
+    return (views.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
