@@ -23,3 +23,15 @@ def test_gradcam_peaks_on_the_patch_that_decides_the_class() -> None:
     assert 18 <= y <= 27 and 2 <= xx <= 11
     assert heat[20:26, 4:10].mean() > 5 * heat[:10, 20:].mean()
     assert overlay_heatmap(np.zeros((32, 32, 3), np.uint8), heat).size == (32, 32)
+
+
+def test_gradcam_works_on_a_frozen_network() -> None:
+    """After auto/freeze training the body's parameters do not require grad; Grad-CAM must still explain it."""
+    import torch
+
+    from tunevision.gradcam import gradcam
+    from tunevision.models import build_classifier, create_backbone
+    torch.manual_seed(0)
+    model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 2).requires_grad_(False)
+    heat, c = gradcam(model, torch.rand(1, 3, 32, 32))
+    assert heat.shape == (32, 32) and c in (0, 1) and heat.max() == 1.0

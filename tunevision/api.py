@@ -324,7 +324,7 @@ class LRFind:
     losses: np.ndarray
 
     def plot(self):
-        from .lr_find import plot_lr_find
+        from .lr_range import plot_lr_find
         return plot_lr_find(self.lrs, self.losses, self.suggestion)
 
     def _repr_png_(self) -> bytes:
@@ -335,7 +335,7 @@ class LRFind:
 
 def lr_find(data: Any, *, steps: int = 100, quiet: bool = False, **options: Any) -> LRFind:
     """The LR range test (whole network, mode finetune unless told): loss against learning rate, a suggestion."""
-    from .lr_find import find_lr
+    from .lr_range import find_lr
     options.setdefault("mode", "finetune")
     cfg = RunConfig.from_options(str(data), **options)
     return LRFind(*find_lr(cfg, steps=steps, log=RunLog(quiet=quiet)))

@@ -134,7 +134,7 @@ def compare(data: str, config_file: str | None, modes: str, **overrides: Any) ->
 def lr_find(data: str, config_file: str | None, steps: int, **overrides: Any) -> None:
     """Sweep the learning rate on DATA (whole network; --mode finetune unless told), plot loss vs LR, suggest one.
     The plot goes to OUT/NAME.png (default ./lr_find.png)."""
-    from .lr_find import find_lr
+    from .lr_range import find_lr
 
     def go() -> None:
         overrides["train__mode"] = overrides.get("train__mode") or "finetune"

@@ -30,7 +30,9 @@ def gradcam(model: Classifier, x: torch.Tensor, class_index: int | None = None) 
     """(heat map in [0, 1] at the input's size, explained class) for one image x of shape (1, 3, H, W)."""
     model.eval()
     with torch.enable_grad():
-        x = x.detach().float().requires_grad_(False)
+        # the input carries the graph, so a frozen body (requires_grad False after auto/freeze training) still
+        # yields gradients at its feature map
+        x = x.detach().float().requires_grad_(True)
         logits, fmap = _last_spatial_output(model, x)
         c = int(logits.argmax(1)) if class_index is None else class_index
         grads = torch.autograd.grad(logits[0, c], fmap)[0]

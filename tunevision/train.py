@@ -197,7 +197,7 @@ def resolve_config(cfg: RunConfig, model: Classifier, data: Data, rt: Runtime, r
     image size) replace the 0/'auto' placeholders, and are what config.yaml records."""
     lr = cfg.train.lr
     if lr == "auto":
-        from .lr_find import run_lr_range_test
+        from .lr_range import run_lr_range_test
         lr, _, _ = run_lr_range_test(model, data, cfg, rt, run_dir / "lr_find.png")
         log.info(f"LR range test: body learning rate {lr:.2e} (plot {run_dir / 'lr_find.png'})")
     train = dataclasses.replace(cfg.train, lr=lr)
