@@ -204,7 +204,7 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="also write predictions to this CSV")
+@click.option("--csv", "csv_path", default=None, help="also write predictions to this CSV")
 @tta_options
 @click.option("--device", default="auto")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,

@@ -29,7 +29,7 @@ class Data:
     dataset: Dataset
     train: list[Sample]
     val: list[Sample]
-    train_images: np.ndarray  # (N, resize, resize, 3) uint8, possibly memory-mapped
+    train_images: np.ndarray  # (N, resize, resize, 3) uint8, possibly memory-mapped, or ResizedImages
     val_images: np.ndarray
     prep: Preprocessing
     key: str = ""             # identifies the decoded images, for the feature cache
@@ -51,6 +51,39 @@ class Data:
         return torch.tensor([s.label for s in self.val], dtype=torch.long)
 
 
+class ResizedImages:
+    """Small decoded squares (MNIST's 28 px, CIFAR's 32 px) that read as the model's resize size: indexing
+    returns uint8 batches resized on the fly (bilinear, antialiased). The cache then holds the images at their
+    own resolution: 10,000 digits are 23 MB instead of 2.6 GB at 293 px."""
+
+    def __init__(self, images: np.ndarray, size: int) -> None:
+        self.images, self.size = images, size
+        self.shape = (len(images), size, size, 3)
+        self.dtype = images.dtype
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index) -> np.ndarray:
+        small = torch.from_numpy(np.array(self.images[index]))
+        single = small.dim() == 3
+        x = (small[None] if single else small).permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                            align_corners=False)
+        out = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return out[0] if single else out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:].astype(dtype) if dtype else self[:]
+
+
+def native_size(ds: Dataset, resize: int) -> int:
+    """The side to decode (and cache) at: an archive's own side when its images are smaller than `resize`."""
+    if ds.arrays is None:
+        return resize
+    return min(resize, max(ds.arrays.shape[1], ds.arrays.shape[2]))
+
+
 def cache_dir(cfg: RunConfig) -> Path | None:
     return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else None
 
@@ -62,9 +95,12 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog) -> Data:
     prep = Preprocessing.for_size(image_size, backbone.crop_pct, backbone.mean, backbone.std)
     kw = dict(cache_dir=cache_dir(cfg), arrays=ds.arrays, max_pixels=cfg.data.max_pixels,
               workers=cfg.data.workers or None, log=log)
+    side = native_size(ds, prep.resize_size)
     with log.progress(len(ds.train) + len(ds.val), "decoding images") as advance:
-        train_images, bad_train = load_images(ds.train, prep.resize_size, progress=advance, **kw)
-        val_images, bad_val = load_images(ds.val, prep.resize_size, progress=advance, **kw)
+        train_images, bad_train = load_images(ds.train, side, progress=advance, **kw)
+        val_images, bad_val = load_images(ds.val, side, progress=advance, **kw)
+    if side < prep.resize_size:
+        train_images, val_images = (ResizedImages(i, prep.resize_size) for i in (train_images, val_images))
     ds.skipped += bad_train + bad_val
     train, val = drop_skipped(ds.train, bad_train), drop_skipped(ds.val, bad_val)
     present = sorted({ds.classes[s.label] for s in train})

@@ -17,7 +17,7 @@ class RunLog:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, soft_wrap=True)  # paths and commands stay copyable
         if self.log_file:
             with open(self.log_file, "a") as f:
                 f.write(_plain(message) + "\n")
