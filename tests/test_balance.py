@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from tests.conftest import make_class_folders, tiny_args
 from tunevision.cli import main
-from tunevision.optim import class_weights, epoch_order
+from tunevision.optim import class_weights, epoch_order, train_step
 
 
 def test_sampler_draws_classes_equally_from_imbalanced_labels() -> None:
@@ -37,3 +37,17 @@ def test_both_balance_modes_train_and_tensorboard_logs(tmp_path: Path) -> None:
                                       "--tensorboard")], catch_exceptions=False)
         assert r.exit_code == 0, r.output
         assert list((tmp_path / "runs" / mode / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_weighted_loss_is_the_class_weighted_cross_entropy() -> None:
+    """The loss train_step minimises with balance='weights': sum_i w[y_i] * CE_i / sum_i w[y_i]."""
+    from tunevision.config import TrainConfig
+    logits = torch.nn.Parameter(torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, -1.0]]))
+    y = torch.tensor([0, 1, 1, 0])
+    w = class_weights(torch.tensor([0] * 90 + [1] * 10), 2)
+    opt = torch.optim.SGD([logits], lr=0.0)
+    t = TrainConfig(mode="finetune", label_smoothing=0.0)
+    loss, _ = train_step(lambda x: logits, torch.zeros(4), y, opt, t, torch.Generator(), num_classes=2, weight=w)
+    ce = -torch.log_softmax(logits.detach(), 1)[torch.arange(4), y]
+    expected = (w[y] * ce).sum() / w[y].sum()
+    assert torch.allclose(loss, expected) and not torch.allclose(loss, ce.mean())

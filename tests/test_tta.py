@@ -42,9 +42,14 @@ def test_tta_calls_the_model_on_every_distinct_view(model_and_images) -> None:
     assert len(model.seen) == 5 and all(x.shape == (5, 3, 32, 32) for x in model.seen)
     assert torch.equal(model.seen[1], model.seen[0].flip(3))  # the mirror of the centre crop
     assert len({x.sum().item() for x in model.seen}) == 5      # random crops differ from each other
+    first = [x.clone() for x in model.seen]
     model.seen.clear()
-    predict_probs(model, images, rt, 32, tta=TTA(crops=3))
-    assert len(model.seen) == 5  # same seed, same views: TTA scores are reproducible
+    p1 = predict_probs(model, images, rt, 32, tta=TTA(crops=3))
+    p2 = predict_probs(model, images, rt, 32, tta=TTA(crops=3))
+    assert all(torch.equal(a, b) for a, b in zip(first, model.seen[:5]))  # same seed, same views
+    assert np.array_equal(p1, p2)                                           # so the same probabilities
+    p3 = predict_probs(model, images, rt, 32, tta=TTA(crops=3, seed=1))
+    assert not np.array_equal(p1, p3)                                       # another seed, other crops
 
 
 def test_tta_mean_and_max_are_probabilities_and_differ(model_and_images) -> None:
