@@ -209,8 +209,9 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
 @click.option("--device", default="auto")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
               help="bf16 is ~2x faster on AMX CPUs but may flip borderline predictions vs exported models")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="onnx: run the bundle's ONNX export (made and parity-checked on first use) on onnxruntime")
+@click.option("--runtime", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True,
+              help="onnx: the bundle's ONNX export on onnxruntime (made and parity-checked on first use); onnx-int8: "
+                   "its int8 export (made on first use, kept only within 1 point of fp32 accuracy)")
 def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool,
             tta_crops: int, tta_reduce: str, device: str, precision: str, runtime: str) -> None:
     """Predict classes for images, folders or globs with MODEL: a run folder, a bundle, an exported .onnx, or
@@ -261,7 +262,12 @@ def report(run_dir: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
 @click.option("--out", default=None, help="output folder [default: BUNDLE/export]")
 @click.option("--samples", multiple=True, help="images for the parity check [default: scikit-image photos]")
-def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...]) -> None:
+@click.option("--int8", is_flag=True, help="also write model.int8.onnx: static quantisation calibrated on the "
+                                          "bundle's training images, kept only within --max-drop of fp32 accuracy")
+@click.option("--calibration", default=None, help="int8 calibration data [default: the bundle's training data]")
+@click.option("--max-drop", default=1.0, show_default=True, help="largest int8 accuracy loss accepted, in points")
+def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...], int8: bool, calibration: str | None,
+           max_drop: float) -> None:
     """Export BUNDLE to ONNX or TorchScript and check parity with PyTorch on sample images."""
     from .api import load
     from .export import PARITY_ATOL
@@ -269,32 +275,66 @@ def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...]) -> 
 
     def go() -> None:
         target = writable_dir(out, "export folder (--out)") if out else None
+        if int8 and fmt != "onnx":
+            raise TunevisionError("--int8 is an ONNX Runtime quantisation: use --format onnx")
         done = load(bundle, device="cpu").export(fmt, target, list(samples) or None)
         p = done.parity
         click.echo(f"wrote {done.path} (+ model.json)\nparity on {p.images} images: max |p - p_torch| = "
                    f"{p.max_abs_diff:.2e} (tolerance {PARITY_ATOL:.0e}), top-1 agreement {p.top1_agreement:.0%}")
+        if int8:
+            from .quantize import quantize_bundle
+            r = quantize_bundle(bundle, out=target, calibration=calibration, max_drop=max_drop / 100)
+            click.echo(f"wrote {r.path}: validation accuracy {r.int8_acc:.2%} (fp32 {r.fp32_acc:.2%}) on "
+                       f"{r.val_images} images, top-1 agreement {r.top1_agreement:.1%}; calibrated on "
+                       f"{r.calibration_images} training images")
     run(go)
+
+
+def serve_options(fn: Callable) -> Callable:
+    """One --flag per ServeOptions field, values checked by ServeOptions (one line, exit 2), not by click."""
+    from .serve import ServeOptions
+    for f in reversed(dataclasses.fields(ServeOptions)):
+        flag = f.name.replace("_", "-")
+        decl = (f"--{flag}/--no-{flag}",) if isinstance(f.default, bool) else (f"--{flag}",)
+        kind = None if isinstance(f.default, bool) else str if f.name in ("api_key", "runtime") else type(f.default)
+        fn = click.option(*decl, f.name, type=kind, default=None,
+                          help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
+    return fn
 
 
 @main.command()
 @click.argument("model")
 @click.option("--host", default="127.0.0.1", show_default=True, help="bind address (loopback unless told)")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--max-upload-mb", default=10.0, show_default=True, type=click.FloatRange(0.001, 1024))
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="concurrent inference slots")
-@click.option("--batch/--no-batch", default=True, show_default=True,
-              help="run requests that queue up while the model is busy as one batch")
-def serve(model: str, host: str, port: int, max_upload_mb: float, workers: int, batch: bool) -> None:
-    """Serve MODEL (bundle, run folder, .onnx or imagenet) over HTTP: POST /predict, GET /health, /labels, / (page)."""
+@click.option("--port", default=8000, show_default=True)
+@serve_options
+def serve(model: str, host: str, port: int, **options: Any) -> None:
+    """Serve MODEL (run folder, bundle, .onnx or imagenet) over HTTP: POST /predict (multipart file/files, raw
+    image body, or JSON base64), GET /health, /labels, /metrics, / (web page). SIGTERM/SIGINT drain and exit 0."""
+    import logging
+    import os
+
     def go():
         from .export import require
-        require("fastapi", "serve")
-        require("uvicorn", "serve")
-        from .serve import create_app
-        return create_app(model, max_upload_bytes=int(max_upload_mb * 2**20), workers=workers, batch=batch)
-    app = run(go)
+        for module in ("fastapi", "uvicorn", "prometheus_client"):
+            require(module, "serve")
+        from .serve import ServeOptions, create_app
+        if not 0 <= port <= 65535:
+            raise TunevisionError(f"port must be in 0..65535, got {port}")
+        given = {k: v for k, v in options.items() if v is not None}
+        given.setdefault("api_key", os.environ.get("TUNEVISION_API_KEY", ""))
+        o = ServeOptions(**given)
+        if host not in ("127.0.0.1", "localhost", "::1") and not o.api_key:
+            click.secho(f"warning: serving on {host} without an API key: anyone who can reach this address can use "
+                        "the model. Set --api-key or $TUNEVISION_API_KEY", fg="yellow", err=True)
+        return create_app(model, o), o
+    app, o = run(go)
     import uvicorn
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    handler = logging.StreamHandler()
+    logging.getLogger("tunevision.access").addHandler(handler)
+    logging.getLogger("tunevision.access").setLevel(logging.INFO)
+    # uvicorn drains on SIGTERM/SIGINT: no new connections, in-flight requests finish (bounded), exit 0
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
+                timeout_graceful_shutdown=int(o.timeout_s) + 5, timeout_keep_alive=5)
 
 
 @main.command()

@@ -87,12 +87,16 @@ def bundle_onnx(bundle: str) -> str:
 
 def load_predictor(source: str, device: str = "cpu", runtime: str = "torch") -> tuple[Classifier, BundleMeta]:
     """The network and its description for a checked model argument (see `model_source`).
-    `runtime="onnx"` runs a bundle through its ONNX export: on CPUs the fastest path measured here."""
+    `runtime="onnx"` runs a bundle through its ONNX export, `"onnx-int8"` through its gated int8 export (both
+    made on first use): on CPUs the fastest paths measured here."""
     source = model_source(source)
-    if runtime == "onnx" and source == IMAGENET:
-        raise TunevisionError("--runtime onnx needs a bundle or run folder: predict RUN_DIR IMAGES")
+    if runtime != "torch" and source == IMAGENET:
+        raise TunevisionError(f"--runtime {runtime} needs a bundle or run folder: predict RUN_DIR IMAGES")
     if runtime == "onnx" and not source.endswith(".onnx"):
         source = bundle_onnx(source)
+    elif runtime == "onnx-int8" and not source.endswith(".onnx"):
+        from .quantize import bundle_int8
+        source = bundle_int8(source)
     if source.endswith(".onnx"):
         from .export import OnnxClassifier
         model = OnnxClassifier(source)

@@ -87,3 +87,12 @@ def compiled_for_training(model: torch.nn.Module, example: torch.Tensor, log) ->
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
         model.zero_grad(set_to_none=True)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -1,0 +1,56 @@
+"""The int8 gate: a good calibration passes and predicts like fp32; a broken one is refused and fp32 is kept."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.conftest import make_class_folders, tiny_args
+from tunevision.cli import main
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("int8")
+    data = make_class_folders(tmp / "colours", n=40)
+    r = CliRunner().invoke(main, ["train", str(data), *tiny_args(str(tmp / "c"), tmp / "runs", "--mode", "finetune",
+                                  "--epochs", "4", "--lr", "0.01", "--batch-size", "8", "--name", "q")])
+    assert r.exit_code == 0, r.output
+    return tmp / "runs" / "q"
+
+
+def test_good_calibration_is_kept_and_predicts_like_fp32(run_dir: Path) -> None:
+    r = CliRunner().invoke(main, ["export", str(run_dir), "--int8"])
+    assert r.exit_code == 0, r.output
+    int8 = run_dir / "model" / "export" / "model.int8.onnx"
+    assert int8.is_file() and "validation accuracy" in r.output
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantised
+    image = next((run_dir.parent.parent / "colours" / "red").glob("*.png"))
+    preds = {}
+    for runtime in ("torch", "onnx-int8"):
+        r = CliRunner().invoke(main, ["predict", str(run_dir), str(image), "--runtime", runtime, "--json"])
+        assert r.exit_code == 0, r.output
+        preds[runtime] = r.output
+    import json
+    a, b = (json.loads(preds[k])[0]["top"] for k in ("torch", "onnx-int8"))
+    assert a[0]["label"] == b[0]["label"] and abs(a[0]["prob"] - b[0]["prob"]) < 0.05
+
+
+def test_broken_calibration_is_refused_and_fp32_kept(run_dir: Path, tmp_path: Path) -> None:
+    black = tmp_path / "black"
+    for c in ("blue", "red"):
+        (black / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(black / c / f"{i}.png")
+    out = tmp_path / "exp"
+    r = CliRunner().invoke(main, ["export", str(run_dir), "--int8", "--calibration", str(black), "--out", str(out)])
+    assert r.exit_code == 2 and "int8 refused" in r.output and "kept the fp32 export" in r.output, r.output
+    assert (out / "model.onnx").is_file() and not (out / "model.int8.onnx").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
