@@ -43,14 +43,24 @@ def test_good_calibration_is_kept_and_predicts_like_fp32(run_dir: Path) -> None:
     assert a[0]["label"] == b[0]["label"] and abs(a[0]["prob"] - b[0]["prob"]) < 0.05
 
 
-def test_broken_calibration_is_refused_and_fp32_kept(run_dir: Path, tmp_path: Path) -> None:
-    black = tmp_path / "black"
-    for c in ("blue", "red"):
-        (black / c).mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(black / c / f"{i}.png")
+def test_an_int8_that_loses_accuracy_is_refused_and_fp32_kept(run_dir: Path, tmp_path: Path) -> None:
+    """int8's classic failure: one activation channel with a huge range (an outlier) sets the per-tensor scale, and
+    the informative channels round to nothing. The fp32 model ignores that channel, so only int8 loses accuracy."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir / "model", broken, ignore=shutil.ignore_patterns("export"))
+    weights = load_file(str(broken / "model.safetensors"))
+    weights["body.4.bias"][0] = 1000.0       # BatchNorm of the last conv: channel 0 is always ~1000 after ReLU
+    weights["head.weight"][:, 0] = 0.0       # and the head does not look at it
+    save_file(weights, str(broken / "model.safetensors"))
     out = tmp_path / "exp"
-    r = CliRunner().invoke(main, ["export", str(run_dir), "--int8", "--calibration", str(black), "--out", str(out)])
+    r = CliRunner().invoke(main, ["export", str(broken), "--int8", "--out", str(out)])
     assert r.exit_code == 2 and "int8 refused" in r.output and "kept the fp32 export" in r.output, r.output
     assert (out / "model.onnx").is_file() and not (out / "model.int8.onnx").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    report = json.loads((out / "parity-int8.json").read_text())
+    assert report["fp32_acc"] >= 0.9 and report["fp32_acc"] - report["int8_acc"] > 0.01 and not report["accepted"]

@@ -332,9 +332,9 @@ def serve(model: str, host: str, port: int, **options: Any) -> None:
     handler = logging.StreamHandler()
     logging.getLogger("tunevision.access").addHandler(handler)
     logging.getLogger("tunevision.access").setLevel(logging.INFO)
-    # uvicorn drains on SIGTERM/SIGINT: no new connections, in-flight requests finish (bounded), exit 0
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=int(o.timeout_s) + 5, timeout_keep_alive=5)
+    from .serve import draining_server
+    draining_server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                                   timeout_graceful_shutdown=int(o.timeout_s) + 5, timeout_keep_alive=5)).run()
 
 
 @main.command()

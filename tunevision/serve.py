@@ -12,7 +12,6 @@ Requests that arrive while the model is busy ride in one batch (`batch=True`). W
 route except /health and the static page needs `Authorization: Bearer KEY` (compared in constant time).
 `/metrics` speaks Prometheus; each request is one JSON access-log line with its id (also X-Request-ID).
 """
-from __future__ import annotations
 
 import asyncio
 import contextlib
@@ -59,6 +58,25 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         validate_fields(self)
+
+
+def draining_server(config):
+    """uvicorn's Server that drains on SIGTERM/SIGINT (no new connections, in-flight requests finish within the
+    graceful timeout) and then returns, so the process exits 0; uvicorn's own handler re-raises the signal."""
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+    return Server(config)
 
 
 def release_memory() -> None:
@@ -125,7 +143,7 @@ def _metrics(registry):
     return m
 
 
-def create_app(model_path: str, options: ServeOptions | None = None, **kw):
+def create_app(model_path: str, options: "ServeOptions | None" = None, **kw):  # noqa: UP037
     """The FastAPI app for a checked model argument (see predict.model_source); kw: ServeOptions fields."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -136,7 +154,8 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
     onnx = o.runtime != "torch" or source.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else "auto", INFERENCE_PRECISION)
     model, meta = load_predictor(source, rt.device, o.runtime)
-    prep, pool = meta.preprocess, ThreadPoolExecutor(o.workers, thread_name_prefix="tunevision-infer")
+    prep = meta.preprocess
+    pool: list[ThreadPoolExecutor] = []  # made on first use (and again after a lifespan restart)
     registry = CollectorRegistry()
     metrics = _metrics(registry)
     admitted = 0
@@ -155,7 +174,9 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
             return str(e)
 
     async def on_pool(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        if not pool:
+            pool.append(ThreadPoolExecutor(o.workers, thread_name_prefix="tunevision-infer"))
+        return await asyncio.get_running_loop().run_in_executor(pool[0], fn, *args)
 
     batcher = MicroBatcher(infer, on_pool, o.workers) if o.batch else None
 
@@ -166,7 +187,8 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
         yield
         if batcher:
             await batcher.stop()
-        pool.shutdown(wait=True)
+        while pool:
+            pool.pop().shutdown(wait=True)
 
     app = FastAPI(title="tunevision", version=meta.tunevision_version or "0", lifespan=lifespan)
 
