@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tunevision.train import fit
 from tunevision.ui import RunLog
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def baseline_loaders(data: Path, batch: int = 32):
@@ -260,6 +262,9 @@ def main() -> None:
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
+    print("6/6 int8 (benchmarks/int8.py) ...", flush=True)
+    from benchmarks.int8 import replace_section, section
+    replace_section(Path(args.out), section())
 
 
 if __name__ == "__main__":

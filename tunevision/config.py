@@ -145,6 +145,8 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the network for finetune/scratch training (checked on one batch "
                                "first; falls back to eager with a warning). Lite0 on 2 CPU cores: 54 s to compile, "
                                "then 25.0 vs 23.5 img/s, so off by default", modes=NETWORK_MODES)
+    sync_bn: bool = opt(False, "under torchrun (finetune/scratch): synchronise BatchNorm statistics across processes "
+                               "(GPUs only; PyTorch's SyncBatchNorm does not run on CPUs)", modes=NETWORK_MODES)
     keep_checkpoint: bool = opt(False, "keep RUN/checkpoint.pt (optimizer state, for --resume) after a finished run")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps", check=_device_ok,
                       allowed="auto, cpu, cuda, cuda:N or mps")

@@ -30,12 +30,13 @@ def extract_features(model: Classifier, images: np.ndarray, view: Callable[[torc
     return torch.cat(out) if out else torch.empty(0, model.head.in_features)
 
 
-def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Callable[[], torch.Tensor],
-                    log=None) -> torch.Tensor:
+def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Callable[[], torch.Tensor] | None,
+                    log=None) -> torch.Tensor | None:
     """Load `<cache>/features/<sha1(key_parts)>.safetensors` or compute and store it atomically. A file that
-    does not read back whole (cut short by a crash or a full disk) is deleted, rebuilt and reported."""
+    does not read back whole (cut short by a crash or a full disk) is deleted, rebuilt and reported. With
+    `compute=None`, only look: the cached features or None."""
     if cache_dir is None:
-        return compute()
+        return compute() if compute else None
     from safetensors.torch import load_file, save_file
     key = hashlib.sha1("\n".join(key_parts).encode()).hexdigest()[:20]
     path = Path(cache_dir) / "features" / f"{key}.safetensors"
@@ -49,6 +50,8 @@ def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Calla
             path.unlink(missing_ok=True)
             if log:
                 log.info(f"[yellow]damaged feature cache {path} ({type(e).__name__}): deleted, rebuilding[/]")
+    if compute is None:
+        return None
     feats = compute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import augment as aug
 from .config import RunConfig
+from .distributed import Dist
 from .errors import TunevisionError
 from .features import cached_features, extract_features
 from .inference import predict_probs
@@ -56,9 +57,19 @@ def body_fingerprint(model: Classifier) -> str:
     return h.hexdigest()
 
 
-def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog
+def sharded_extract(model: Classifier, images: np.ndarray, view, rt: Runtime, d: Dist, advance) -> torch.Tensor:
+    """Features of all images; under torchrun each rank extracts its share and all gather."""
+    if not d.enabled:
+        return extract_features(model, images, view, rt, progress=advance)
+    bounds = torch.arange(len(images)).tensor_split(d.world)[d.rank]
+    lo, hi = (int(bounds[0]), int(bounds[-1]) + 1) if len(bounds) else (0, 0)
+    return d.gather_rows(extract_features(model, images[lo:hi], view, rt, progress=advance), len(images))
+
+
+def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist = Dist()
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train features of every view, their labels, val features), each computed once and cached on disk."""
+    """(train features of every view, their labels, val features), each computed once and cached on disk (by
+    rank 0 alone, which also decides for every rank whether the cache already holds them)."""
     t = cfg.train
     train_view = aug.make_pipeline(t.augment, data.image_size)
     views = t.views if t.mode == "freeze" else min(t.views, AUTO_VIEW_BUDGET // len(data.train))
@@ -66,8 +77,17 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
     total = len(data.val) + len(data.train) * (1 + views)
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:
         def features(images: np.ndarray, key: list[str], view) -> torch.Tensor:
-            return cached_features(cache_dir(cfg), base + key,
-                                   lambda: extract_features(model, images, view, rt, progress=advance), log=log)
+            def compute() -> torch.Tensor:
+                return sharded_extract(model, images, view, rt, d, advance)
+            if not d.enabled:
+                return cached_features(cache_dir(cfg), base + key, compute, log=log)
+            cached = d.broadcast(cached_features(cache_dir(cfg), base + key, None, log=log) if d.main else None)
+            if cached is not None:
+                return cached
+            feats = compute()
+            if d.main:
+                cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
+            return feats
         val_f = features(data.val_images, ["val", "eval"], data.prep.batch)
         train_f = [features(data.train_images, ["train", "eval"], data.prep.batch)]
         for v in range(views):
@@ -78,11 +98,21 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
 
 
 def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog,
-             on_epoch: OnEpoch) -> list[EpochRecord]:
-    """Frozen backbone: features for the eval view and `views` augmented views, once; then the head only."""
-    t = cfg.train
+             on_epoch: OnEpoch, d: Dist = Dist()) -> list[EpochRecord]:
+    """Frozen backbone: features for the eval view and `views` augmented views, once; then the head only (on rank
+    0 under torchrun: it takes seconds; the trained head is broadcast)."""
     model.body.requires_grad_(False).eval()  # BatchNorm statistics stay those of pretraining
-    x, y, val_x = (v.to(rt.device) for v in head_features(model, data, cfg, rt, log))
+    features = head_features(model, data, cfg, rt, log, d)
+    history = train_head(model, *features, data, cfg, rt, on_epoch) if d.main else []
+    if d.enabled:
+        model.head.load_state_dict(d.broadcast(model.head.state_dict()))
+    return history
+
+
+def train_head(model: Classifier, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, data: Data, cfg: RunConfig,
+               rt: Runtime, on_epoch: OnEpoch) -> list[EpochRecord]:
+    t = cfg.train
+    x, y, val_x = x.to(rt.device), y.to(rt.device), val_x.to(rt.device)
     epochs = t.resolved_epochs()
     opt = make_optimizer(model, t)
     sched = make_scheduler(opt, t.schedule, epochs * math.ceil(len(x) / HEAD_BATCH))
@@ -136,32 +166,40 @@ def freeze_stages(stages: list[list[nn.Module]], trainable: int) -> list[nn.Modu
     return [m for stage in stages[:cut] for m in stage]
 
 
-def warm_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog) -> None:
+def warm_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist = Dist()) -> None:
     """fastai's fine_tune recipe, first half: the new head learns on the frozen body before anything else
     moves, so the whole-network phase does not start by pushing a random head's gradients into pretrained
     weights. Done on cached features (no augmented views), it costs one forward pass over the images."""
     head_train = cfg.train.for_mode("freeze", epochs=cfg.train.freeze_epochs, lr=0.0, views=0, early_stopping=0)
-    history = fit_head(model, data, dataclasses.replace(cfg, train=head_train), rt, log, lambda *_: False)
+    history = fit_head(model, data, dataclasses.replace(cfg, train=head_train), rt, log, lambda *_: False, d)
     model.body.requires_grad_(True)
-    log.info(f"head warm-up ({len(history)} epochs on frozen features): val acc {history[-1].val_acc:.4f}")
+    if history:
+        log.info(f"head warm-up ({len(history)} epochs on frozen features): val acc {history[-1].val_acc:.4f}")
 
 
 def train_one_epoch(model: nn.Module, images: np.ndarray, labels: torch.Tensor, pipeline, opt, sched,
                     rt: Runtime, cfg: RunConfig, gen: torch.Generator, advance, ema=None,
-                    frozen: Sequence[nn.Module] = (), epoch: int = 0) -> tuple[float, float]:
+                    frozen: Sequence[nn.Module] = (), epoch: int = 0, d: Dist = Dist(),
+                    aug_gen: torch.Generator | None = None) -> tuple[float, float]:
+    """One pass in global batches of batch_size drawn from `gen` (the same order on every rank); each rank trains on
+    its share of each batch, augmented with `aug_gen` (its own stream; `gen` in a single process)."""
+    aug_gen = aug_gen or gen
     model.train()
     for m in frozen:  # frozen stages keep their BatchNorm statistics too
         m.eval()
     total_loss, correct, seen = 0.0, 0, 0
-    num_classes = model.head.out_features
+    num_classes = getattr(model, "module", model).head.out_features
     weight = loss_weights(cfg.train, labels, num_classes, rt.device)
     for step, idx in enumerate(epoch_order(labels, cfg.train.balance, gen).split(cfg.train.batch_size)):
-        if len(idx) < 2:  # BatchNorm cannot train on a batch of one
+        if len(idx) < 2 * d.world:  # BatchNorm cannot train on a batch of one (per rank)
             continue
-        idx = idx.sort().values  # read the memory-mapped cache in file order
-        x = pipeline(torch.from_numpy(images[idx.numpy()]), gen).to(rt.device, non_blocking=True)
+        idx = d.shard(idx).sort().values  # read the memory-mapped cache in file order
+        batch = torch.from_numpy(images[idx.numpy()])
+        if rt.device.type == "cuda":  # augment on the device: upload uint8 (4x less than float), pinned, async
+            batch = batch.pin_memory().to(rt.device, non_blocking=True)
+        x = pipeline(batch, aug_gen).to(rt.device, non_blocking=True)
         y = labels[idx].to(rt.device)
-        loss, logits = train_step(model, x, y, opt, cfg.train, gen, num_classes=num_classes, weight=weight,
+        loss, logits = train_step(model, x, y, opt, cfg.train, aug_gen, num_classes=num_classes, weight=weight,
                                   autocast=rt.autocast)
         check_finite(loss, epoch, step)
         sched.step()
@@ -174,16 +212,27 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: torch.Tensor, 
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
+def sharded_probs(model: nn.Module, images: np.ndarray, rt: Runtime, size: int, d: Dist) -> np.ndarray:
+    """Validation probabilities of all images; under torchrun each rank scores its share and all gather."""
+    if not d.enabled:
+        return predict_probs(model, images, rt, size)
+    bounds = torch.arange(len(images)).tensor_split(d.world)[d.rank]
+    lo, hi = (int(bounds[0]), int(bounds[-1]) + 1) if len(bounds) else (0, 0)
+    return d.gather_rows(torch.from_numpy(predict_probs(model, images[lo:hi], rt, size)), len(images)).numpy()
+
+
 def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, on_epoch: OnEpoch,
-                resume: dict | None) -> list[EpochRecord]:
-    """The whole network trains; a checkpoint after every epoch makes a killed run resumable."""
+                resume: dict | None, d: Dist = Dist()) -> list[EpochRecord]:
+    """The whole network trains (under torchrun as DistributedDataParallel); a checkpoint after every epoch makes a
+    killed run resumable. Only rank 0 keeps the books (`on_epoch`); its stop decision reaches every rank."""
     t = cfg.train
     pipelines: dict[int, object] = {}  # one compiled augmentation pipeline per training size
     epochs = t.resolved_epochs()
     opt = make_optimizer(model, t)
-    steps_per_epoch = sum(1 for i in range(0, len(data.train), t.batch_size) if len(data.train) - i >= 2)
+    steps_per_epoch = sum(1 for i in range(0, len(data.train), t.batch_size) if len(data.train) - i >= 2 * d.world)
     sched = make_scheduler(opt, t.schedule, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(t.seed)
+    aug_gen = torch.Generator().manual_seed(t.seed * 7919 + d.rank) if d.enabled else gen  # per-rank draws
     history: list[EpochRecord] = []
     ema = None
     if t.ema:
@@ -198,11 +247,14 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
         torch.set_rng_state(resume["torch_rng"])
         history = [EpochRecord(**r) for r in resume["history"]]
     labels, stages = data.train_labels, body_stages(model.body)
-    trained = model  # what runs the training steps: the model itself, or its compiled wrapper
+    trained = model  # what runs the training steps: the model itself, or its compiled / DDP wrapper
     if t.compile:
         example = data.prep.batch(torch.from_numpy(np.array(data.train_images[:t.batch_size])))
         trained = compiled_for_training(model, example.to(rt.device).contiguous(memory_format=torch.channels_last),
                                         log)
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+        trained = DistributedDataParallel(trained, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         frozen = freeze_stages(stages, trainable_stages(epoch, epochs, len(stages), t.unfreeze))
@@ -210,21 +262,22 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
         if size not in pipelines:  # compile (and dry-run) each size's pipeline once, not every epoch
             pipelines[size] = aug.make_pipeline(t.augment, size)
         with log.progress(len(labels), f"epoch {epoch}/{epochs} ({size}px)") as advance:
-            train_loss, train_acc = train_one_epoch(trained, data.train_images, labels, pipelines[size], opt, sched,
-                                                    rt, cfg, gen, advance, ema, frozen, epoch)
-        val_loss, val_acc = val_metrics(predict_probs(model, data.val_images, rt, data.image_size), data.val_labels)
+            train_loss, train_acc = d.mean(train_one_epoch(trained, data.train_images, labels, pipelines[size], opt,
+                                                           sched, rt, cfg, gen, advance, ema, frozen, epoch, d,
+                                                           aug_gen))
+        val_loss, val_acc = val_metrics(sharded_probs(model, data.val_images, rt, data.image_size, d), data.val_labels)
         candidate, ema_acc = model, math.nan
         if ema is not None:  # the better of raw and averaged weights competes for "best"
-            ema_loss, ema_acc = val_metrics(predict_probs(ema.module, data.val_images, rt, data.image_size),
+            ema_loss, ema_acc = val_metrics(sharded_probs(ema.module, data.val_images, rt, data.image_size, d),
                                             data.val_labels)
             if (ema_acc, -ema_loss) > (val_acc, -val_loss):
                 candidate, val_loss, val_acc = ema.module, ema_loss, ema_acc
         history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, opt.param_groups[-1]["lr"],
                                    time.perf_counter() - start, ema_acc, size))
-        stop = on_epoch(history, candidate, lambda: {
+        stop = d.main and on_epoch(history, candidate, lambda: {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "ema": ema.state_dict() if ema is not None else None, "history": [r.__dict__ for r in history]})
-        if stop:
+        if d.broadcast(stop):
             break
     return history

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .data import Dataset, Sample, cache_key, discover, drop_skipped, load_images
+from .data import Dataset, Sample, _read_cached, _write_cached, cache_key, discover, drop_skipped, load_images
+from .distributed import Dist
 from .errors import TunevisionError
 from .models import Backbone
 from .preprocess import Preprocessing
@@ -88,7 +89,33 @@ def cache_dir(cfg: RunConfig) -> Path | None:
     return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else None
 
 
-def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog) -> Data:
+def decode(samples: list[Sample], side: int, d: Dist, *, cache_dir: Path | None, progress, log, **kw
+           ) -> tuple[np.ndarray, list]:
+    """`load_images`, or under torchrun each rank decodes its share, all gather it, and rank 0 alone writes the
+    cache. Whether the cache already holds the array is rank 0's decision, so that no rank waits in a
+    collective that another skipped."""
+    if not d.enabled:
+        return load_images(samples, side, cache_dir=cache_dir, progress=progress, log=log, **kw)
+    key = cache_key(samples, side, kw.get("arrays"))
+    folder = Path(cache_dir) / "images" if cache_dir else None
+    cached = d.broadcast(bool(folder) and _read_cached(folder / f"{key}.npy", folder / f"{key}.json",
+                                                       len(samples), side, log) is not None)
+    if cached:
+        return load_images(samples, side, cache_dir=cache_dir, progress=progress, log=log, **kw)
+    bounds = torch.arange(len(samples)).tensor_split(d.world)[d.rank]
+    part = samples[int(bounds[0]):int(bounds[-1]) + 1] if len(bounds) else []
+    images, bad = load_images(part, side, cache_dir=None, progress=progress, **kw)
+    parts = [None] * d.world
+    torch.distributed.all_gather_object(parts, (np.ascontiguousarray(images), bad))
+    images = np.concatenate([p[0] for p in parts]) if parts else images
+    bad = sorted((b for p in parts for b in p[1]), key=lambda b: b.path)
+    if d.main and folder is not None:
+        _write_cached(folder / f"{key}.npy", folder / f"{key}.json", images, bad, len(samples), log)
+    d.barrier()
+    return images, bad
+
+
+def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist()) -> Data:
     """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets."""
     ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed)
     image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
@@ -97,8 +124,8 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog) -> Data:
               workers=cfg.data.workers or None, log=log)
     side = native_size(ds, prep.resize_size)
     with log.progress(len(ds.train) + len(ds.val), "decoding images") as advance:
-        train_images, bad_train = load_images(ds.train, side, progress=advance, **kw)
-        val_images, bad_val = load_images(ds.val, side, progress=advance, **kw)
+        train_images, bad_train = decode(ds.train, side, d, progress=advance, **kw)
+        val_images, bad_val = decode(ds.val, side, d, progress=advance, **kw)
     if side < prep.resize_size:
         train_images, val_images = (ResizedImages(i, prep.resize_size) for i in (train_images, val_images))
     ds.skipped += bad_train + bad_val

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from .bundle import BundleMeta, bundle_dir, load_bundle, save_bundle
 from .calibrate import expected_calibration_error, fit_temperature
 from .config import HEAD_MODES, RunConfig
 from .data import channel_stats
+from .distributed import Dist, init_from_env, shutdown
 from .errors import TunevisionError
 from .evaluate import Evaluation, per_class_metrics
 from .inference import predict_probs
@@ -45,42 +47,56 @@ class FitResult:
 
 
 def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None) -> FitResult:
-    """Train per `cfg`, writing everything into a run folder; returns where and how well, and the model."""
+    """Train per `cfg`, writing everything into a run folder; returns where and how well, and the model. Under
+    torchrun, every rank calls this; rank 0 alone writes, and the others return a result without a model."""
     started, log = time.perf_counter(), log or RunLog()
-    cfg, run_dir, resume = open_run(cfg, resume_dir)
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log.log_file = run_dir / "train.log"
+    d = init_from_env(cfg.train.device)
     try:
-        with sigterm_as_interrupt():
-            return _fit(cfg, run_dir, resume, log, started)
-    except KeyboardInterrupt:
-        remove_failed_run(run_dir, created)
-        if run_dir.is_dir():
-            log.info(f"[yellow]interrupted; the checkpoint of the last finished epoch is kept. Continue with: "
-                     f"tunevision train --resume {run_dir}[/]")
-        raise
-    except BaseException:
-        remove_failed_run(run_dir, created)
-        raise
+        if not d.main:
+            log = RunLog(quiet=True)
+        cfg, run_dir, resume = d.broadcast(open_run(cfg, resume_dir) if d.main else None)
+        created = d.main and not run_dir.exists()
+        if d.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log.log_file = run_dir / "train.log"
+        try:
+            with sigterm_as_interrupt():
+                return _fit(cfg, run_dir, resume, log, started, d)
+        except KeyboardInterrupt:
+            remove_failed_run(run_dir, created)
+            if d.main and run_dir.is_dir():
+                log.info(f"[yellow]interrupted; the checkpoint of the last finished epoch is kept. Continue with: "
+                         f"tunevision train --resume {run_dir}[/]")
+            raise
+        except BaseException:
+            remove_failed_run(run_dir, created)
+            raise
+    finally:
+        shutdown(d)
 
 
-def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, started: float) -> FitResult:
+def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, started: float, d: Dist) -> FitResult:
     torch.manual_seed(cfg.train.seed)
     # head modes run the backbone only for inference (feature extraction); the others train it
     rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=cfg.train.mode not in HEAD_MODES)
     architecture, backbone, previous = initial_model(cfg)
-    data = prepare_data(cfg, backbone, log)
-    describe_data(data, cfg, run_dir, log)
+    data = prepare_data(cfg, backbone, log, d)
+    if d.main:
+        describe_data(data, cfg, run_dir, log)
     model, meta = build_model(cfg, architecture, backbone, data, previous, resume, rt, log)
-    cfg = resolve_config(cfg, model, data, rt, run_dir, log)
-    folder = RunFolder(run_dir, cfg, meta, log, resume)
+    if cfg.train.sync_bn and d.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    cfg = d.broadcast(resolve_config(cfg, model, data, rt, run_dir, log) if d.main else None)
+    folder = RunFolder(run_dir, cfg, meta, log, resume) if d.main else None
+    on_epoch = folder.on_epoch if folder else None
     if cfg.train.mode in HEAD_MODES:
-        history = fit_head(model, data, cfg, rt, log, folder.on_epoch)
+        history = fit_head(model, data, cfg, rt, log, on_epoch, d)
     else:
         if cfg.train.freeze_epochs and cfg.train.mode == "finetune" and not resume:
-            warm_head(model, data, cfg, rt, log)
-        history = fit_network(model, data, cfg, rt, log, folder.on_epoch, resume)
+            warm_head(model, data, cfg, rt, log, d)
+        history = fit_network(model, data, cfg, rt, log, on_epoch, resume, d)
+    if folder is None:  # ranks other than 0 are done: rank 0 calibrates, evaluates and writes
+        return FitResult(run_dir, math.nan, 0, time.perf_counter() - started, history)
     folder.close()
     model.load_state_dict(folder.best["state"])
     evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
