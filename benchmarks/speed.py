@@ -195,7 +195,7 @@ def feature_rates(data: Path) -> tuple[float, float]:
     model = build_classifier(b, 2).to(memory_format=torch.channels_last)
     rt = resolve_runtime("cpu")
     t = time.perf_counter()
-    feats = extract_features(model, images, lambda u: aug.eval_view(u, 224), rt)
+    feats = extract_features(model, images, lambda u, i: aug.eval_view(u, 224), rt)
     ips = len(images) / (time.perf_counter() - t)
     y = torch.tensor([s.label for s in ds.train])
     head = torch.nn.Linear(feats.shape[1], 2)

@@ -33,8 +33,9 @@ Image = Any  # a path, folder or glob (str/Path), a PIL image, an HxWxC array or
 
 
 def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet: bool = False,
-        **options: Any) -> "Model":
-    """Train a classifier and return it as a `Model`; writes the same run folder as `tunevision train`.
+        **options: Any) -> "Model | None":
+    """Train a classifier and return it as a `Model`; writes the same run folder as `tunevision train`. (Under
+    torchrun every process calls it; rank 0 gets the Model, the others None.)
 
     data: a folder of class subfolders (optionally train/ and val/), a CSV of path,label[,split], "mnist:DIR",
     "cifar10:DIR", a list of (path, label) pairs, or a pair (images, labels) of an N x H x W [x 3] uint8 array
@@ -54,6 +55,8 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
     if not cfg.data.data:
         raise TunevisionError("no data: tunevision.fit('photos/') with one subfolder per class")
     result = run_fit(cfg, log=RunLog(quiet=quiet))
+    if result.model is None:  # under torchrun, ranks other than 0 hold no calibrated model
+        return None
     return Model(result.model, result.meta, run_dir=result.run_dir, history=result.history,
                  evaluation=result.evaluation, device=cfg.train.device)
 

@@ -76,13 +76,19 @@ def main() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML config (keys as in a run's config.yaml); flags override it")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), help="continue a killed run from its folder")
+@click.option("--nproc", type=int, default=None,
+              help="train in N processes on this machine (DistributedDataParallel): runs torchrun for you")
 @config_options
-def train(data: str | None, config_file: str | None, resume: str | None, **overrides: Any) -> None:
-    """Train a classifier on DATA (class folders, optional train/ val/, CSV, mnist:DIR, cifar10:DIR)."""
+def train(data: str | None, config_file: str | None, resume: str | None, nproc: int | None, **overrides: Any) -> None:
+    """Train a classifier on DATA (class folders, optional train/ val/, CSV, mnist:DIR, cifar10:DIR).
+
+    Under torchrun (`torchrun --nproc_per_node N -m tunevision train ...`) it trains with DDP; see docs/scale.md."""
     from .api import fit
     from .train import fit as resume_run
 
     def go() -> None:
+        if nproc is not None:
+            launch_torchrun(nproc)
         if not resume:
             fit(build_config(data, config_file, overrides))
             return
@@ -97,6 +103,25 @@ def train(data: str | None, config_file: str | None, resume: str | None, **overr
         cfg = RunConfig.from_options(data or "", cfg, **changes)
         resume_run(cfg, resume_dir=Path(resume))
     run(go)
+
+
+def launch_torchrun(nproc: int) -> None:
+    """`train ... --nproc N`: the same command under `torchrun --standalone --nproc_per_node N` (this process is
+    replaced by torchrun's; its exit code is the run's)."""
+    import os
+    import sys
+    if not 1 <= nproc <= 1024:
+        raise TunevisionError(f"nproc must be in 1..1024, got {nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise TunevisionError("--nproc inside torchrun: drop --nproc (torchrun already started the processes)")
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        args.append(a)
+    os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={nproc}", "-m", "tunevision", *args])
 
 
 @main.command()

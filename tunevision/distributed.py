@@ -43,11 +43,10 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
-    def gather_rows(self, local: torch.Tensor, total: int) -> torch.Tensor:
-        """Concatenate each rank's rows (rank order), as `shard` split them; every rank gets the whole."""
+    def gather_rows(self, local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """Concatenate each rank's rows in rank order (rank r holds sizes[r] rows); every rank gets the whole."""
         if not self.enabled:
             return local
-        sizes = [len(part) for part in torch.arange(total).tensor_split(self.world)]
         width = max(sizes)
         padded = torch.zeros((width, *local.shape[1:]), dtype=local.dtype)
         padded[:len(local)] = local

@@ -13,16 +13,22 @@ from .models import Classifier
 from .runtime import Runtime
 
 
+FEATURE_BATCH = 64
+
+
 @torch.no_grad()
-def extract_features(model: Classifier, images: np.ndarray, view: Callable[[torch.Tensor], torch.Tensor],
-                     runtime: Runtime, batch_size: int = 64,
-                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """(N, num_features) float32 for uint8 squares `images`, each turned into a model input by `view`."""
+def extract_features(model: Classifier, images: np.ndarray, view: Callable[[torch.Tensor, int], torch.Tensor],
+                     runtime: Runtime, batch_size: int = FEATURE_BATCH,
+                     progress: Callable[[int], None] | None = None, first_batch: int = 0) -> torch.Tensor:
+    """(N, num_features) float32 for uint8 squares `images`, each batch turned into a model input by
+    `view(batch, index)`; the index counts batches from `first_batch`, so that a view's random draws can be
+    seeded per batch and stay the same however the images are split between processes."""
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
+    for i, start in enumerate(range(0, len(images), batch_size)):
         batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # copy: memmaps are read-only
-        x = view(batch).to(runtime.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = view(batch, first_batch + i).to(runtime.device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last)
         with runtime.autocast():
             out.append(model.forward_features(x).float().cpu())
         if progress:

@@ -21,7 +21,7 @@ from . import augment as aug
 from .config import RunConfig
 from .distributed import Dist
 from .errors import TunevisionError
-from .features import cached_features, extract_features
+from .features import FEATURE_BATCH, cached_features, extract_features
 from .inference import predict_probs
 from .models import Classifier, body_stages
 from .optim import epoch_order, loss_weights, make_optimizer, make_scheduler, train_step
@@ -58,12 +58,17 @@ def body_fingerprint(model: Classifier) -> str:
 
 
 def sharded_extract(model: Classifier, images: np.ndarray, view, rt: Runtime, d: Dist, advance) -> torch.Tensor:
-    """Features of all images; under torchrun each rank extracts its share and all gather."""
+    """Features of all images; under torchrun each rank extracts a share of whole batches and all gather."""
     if not d.enabled:
         return extract_features(model, images, view, rt, progress=advance)
-    bounds = torch.arange(len(images)).tensor_split(d.world)[d.rank]
-    lo, hi = (int(bounds[0]), int(bounds[-1]) + 1) if len(bounds) else (0, 0)
-    return d.gather_rows(extract_features(model, images[lo:hi], view, rt, progress=advance), len(images))
+    batches = torch.arange(math.ceil(len(images) / FEATURE_BATCH)).tensor_split(d.world)
+    sizes = [min(len(images), FEATURE_BATCH * (int(b[-1]) + 1)) - FEATURE_BATCH * int(b[0]) if len(b) else 0
+             for b in batches]
+    mine = batches[d.rank]
+    lo = FEATURE_BATCH * int(mine[0]) if len(mine) else 0
+    local = extract_features(model, images[lo:lo + sizes[d.rank]], view, rt, progress=advance,
+                             first_batch=int(mine[0]) if len(mine) else 0)
+    return d.gather_rows(local, sizes)
 
 
 def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist = Dist()
@@ -88,12 +93,12 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
             if d.main:
                 cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
             return feats
-        val_f = features(data.val_images, ["val", "eval"], data.prep.batch)
-        train_f = [features(data.train_images, ["train", "eval"], data.prep.batch)]
-        for v in range(views):
-            gen = torch.Generator().manual_seed(t.seed * 1000 + v)
-            train_f.append(features(data.train_images, ["train", t.augment, str(t.seed), str(v)],
-                                    lambda b: train_view(b, gen)))
+        val_f = features(data.val_images, ["val", "eval"], lambda b, i: data.prep.batch(b))
+        train_f = [features(data.train_images, ["train", "eval"], lambda b, i: data.prep.batch(b))]
+        for v in range(views):  # draws seeded per view and batch: the same images get the same crops anywhere
+            train_f.append(features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"],
+                                    lambda b, i, v=v: train_view(b, torch.Generator().manual_seed(
+                                        (t.seed * 1000 + v) * 100_003 + i))))
     return torch.cat(train_f), data.train_labels.repeat(1 + views), val_f
 
 
@@ -218,7 +223,8 @@ def sharded_probs(model: nn.Module, images: np.ndarray, rt: Runtime, size: int, 
         return predict_probs(model, images, rt, size)
     bounds = torch.arange(len(images)).tensor_split(d.world)[d.rank]
     lo, hi = (int(bounds[0]), int(bounds[-1]) + 1) if len(bounds) else (0, 0)
-    return d.gather_rows(torch.from_numpy(predict_probs(model, images[lo:hi], rt, size)), len(images)).numpy()
+    sizes = [len(part) for part in torch.arange(len(images)).tensor_split(d.world)]
+    return d.gather_rows(torch.from_numpy(predict_probs(model, images[lo:hi], rt, size)), sizes).numpy()
 
 
 def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, on_epoch: OnEpoch,

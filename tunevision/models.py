@@ -176,6 +176,19 @@ def tiny_cnn(pretrained: bool = False, weights: str | None = None) -> Backbone:
     return Backbone(body, 32, IMAGENET_MEAN, IMAGENET_STD, input_size=32, crop_pct=1.0)
 
 
+@BACKBONES.register("tiny_cnn_gn")
+def tiny_cnn_gn(pretrained: bool = False, weights: str | None = None) -> Backbone:
+    """tiny_cnn with GroupNorm: no batch statistics, so a distributed run can equal a single-process one exactly
+    on CPUs, where SyncBatchNorm does not run (the DDP tests use it)."""
+    body = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GroupNorm(4, 32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    if weights:
+        _load_into(body, read_state_dict(weights), str(weights), "head")
+    return Backbone(body, 32, IMAGENET_MEAN, IMAGENET_STD, input_size=32, crop_pct=1.0)
+
+
 @BACKBONES.register("small_cnn")
 def small_cnn(pretrained: bool = False, weights: str | None = None) -> Backbone:
     """A three-stage CNN for small inputs (MNIST, CIFAR at 32 px) trained from scratch on a CPU."""

@@ -61,7 +61,9 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
             log.log_file = run_dir / "train.log"
         try:
             with sigterm_as_interrupt():
-                return _fit(cfg, run_dir, resume, log, started, d)
+                result = _fit(cfg, run_dir, resume, log, started, d)
+            d.barrier()  # the other ranks wait while rank 0 calibrates, evaluates and writes
+            return result
         except KeyboardInterrupt:
             remove_failed_run(run_dir, created)
             if d.main and run_dir.is_dir():
