@@ -59,7 +59,7 @@ def test_sharded_feature_extraction_equals_one_process(data: Path, tmp_path: Pat
     out = tmp_path / "runs"
     extra = ("--mode", "freeze", "--epochs", "5", "--views", "1", "--augment", "hflip")
     run([sys.executable, *train_args(data, out, tmp_path / "c1", "single", *extra)])
-    run([*TORCHRUN, *train_args(data, out, tmp_path / "c2", "ddp", *extra)])
+    run([sys.executable, *train_args(data, out, tmp_path / "c2", "ddp", *extra), "--nproc", "2"])  # runs torchrun
     files = {p.name: p for p in (tmp_path / "c1" / "features").glob("*.safetensors")}
     other = {p.name: p for p in (tmp_path / "c2" / "features").glob("*.safetensors")}
     assert len(files) == 3 and files.keys() == other.keys()  # val, train, one augmented view; same cache keys

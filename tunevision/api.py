@@ -10,7 +10,6 @@ The CLI calls these same functions and only adds argument parsing and printing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
     base = RunConfig.load(config) if isinstance(config, (str, Path)) else config
     if data is not None and not isinstance(data, (str, Path)):
         cache = (base or RunConfig()).data.cache_dir or "~/.cache/tunevision"
+        from .archives import in_memory_source
         data = in_memory_source(data, Path(options.get("cache_dir", cache)).expanduser())
     cfg = RunConfig.from_options(str(data or ""), base, **options)
     if not cfg.data.data:
@@ -72,31 +72,6 @@ def _options_doc() -> str:
 
 
 fit.__doc__ = (fit.__doc__ or "") + "\n" + _options_doc() + "\n"
-
-
-def in_memory_source(data: Any, cache_dir: Path) -> str:
-    """(path, label) pairs -> a CSV; (images, labels) arrays -> an .npz; both under the cache folder, named by
-    their content, so that the same data gives the same cache keys and run after run the same split."""
-    folder = cache_dir / "sources"
-    folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
-        images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
-        labels = [str(v) for v in data[1]]
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
-            raise TunevisionError("fit((images, labels)): images must be an N x H x W [x 3] uint8 array and labels "
-                                  f"N class names; got {images.dtype} {images.shape} and {len(labels)} labels")
-        key = hashlib.sha1(images.tobytes() + "\n".join(labels).encode()).hexdigest()[:16]
-        path = folder / f"{key}.npz"
-        if not path.is_file():
-            np.savez(path, images=images, labels=np.array(labels))
-        return f"npz:{path}"
-    pairs = [(str(Path(p).expanduser().resolve()), str(label)) for p, label in data]
-    if not pairs:
-        raise TunevisionError("fit([]): no (path, label) pairs")
-    text = "path,label\n" + "".join(f'"{p}","{label}"\n' for p, label in pairs)
-    path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
-    path.write_text(text)
-    return str(path)
 
 
 def load(path: str | Path, *, device: str = "auto") -> "Model":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from .data import SOURCES, Dataset, Sample, _stratified_split
 from .errors import TunevisionError
@@ -96,3 +98,28 @@ def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     tr, va = _stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
     return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
                             [int(s.path) for s in tr], [int(s.path) for s in va], "CIFAR-10, seeded split")
+
+
+def in_memory_source(data: Any, cache_dir: Path) -> str:
+    """(path, label) pairs -> a CSV; (images, labels) arrays -> an .npz; both under the cache folder, named by
+    their content, so that the same data gives the same cache keys and run after run the same split."""
+    folder = cache_dir / "sources"
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
+        images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
+        labels = [str(v) for v in data[1]]
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
+            raise TunevisionError("fit((images, labels)): images must be an N x H x W [x 3] uint8 array and labels "
+                                  f"N class names; got {images.dtype} {images.shape} and {len(labels)} labels")
+        key = hashlib.sha1(images.tobytes() + "\n".join(labels).encode()).hexdigest()[:16]
+        path = folder / f"{key}.npz"
+        if not path.is_file():
+            np.savez(path, images=images, labels=np.array(labels))
+        return f"npz:{path}"
+    pairs = [(str(Path(p).expanduser().resolve()), str(label)) for p, label in data]
+    if not pairs:
+        raise TunevisionError("fit([]): no (path, label) pairs")
+    text = "path,label\n" + "".join(f'"{p}","{label}"\n' for p, label in pairs)
+    path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
+    path.write_text(text)
+    return str(path)

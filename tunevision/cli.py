@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from . import cli_tools
+from . import cli_serve, cli_tools
 from .cli_common import make_tta, print_predictions, run, tta_options
 from .config import SECTIONS, RunConfig
 from .errors import TunevisionError
@@ -315,53 +315,6 @@ def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...], int
     run(go)
 
 
-def serve_options(fn: Callable) -> Callable:
-    """One --flag per ServeOptions field, values checked by ServeOptions (one line, exit 2), not by click."""
-    from .serve import ServeOptions
-    for f in reversed(dataclasses.fields(ServeOptions)):
-        flag = f.name.replace("_", "-")
-        decl = (f"--{flag}/--no-{flag}",) if isinstance(f.default, bool) else (f"--{flag}",)
-        kind = None if isinstance(f.default, bool) else str if f.name in ("api_key", "runtime") else type(f.default)
-        fn = click.option(*decl, f.name, type=kind, default=None,
-                          help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
-    return fn
-
-
-@main.command()
-@click.argument("model")
-@click.option("--host", default="127.0.0.1", show_default=True, help="bind address (loopback unless told)")
-@click.option("--port", default=8000, show_default=True)
-@serve_options
-def serve(model: str, host: str, port: int, **options: Any) -> None:
-    """Serve MODEL (run folder, bundle, .onnx or imagenet) over HTTP: POST /predict (multipart file/files, raw
-    image body, or JSON base64), GET /health, /labels, /metrics, / (web page). SIGTERM/SIGINT drain and exit 0."""
-    import logging
-    import os
-
-    def go():
-        from .export import require
-        for module in ("fastapi", "uvicorn", "prometheus_client"):
-            require(module, "serve")
-        from .serve import ServeOptions, create_app
-        if not 0 <= port <= 65535:
-            raise TunevisionError(f"port must be in 0..65535, got {port}")
-        given = {k: v for k, v in options.items() if v is not None}
-        given.setdefault("api_key", os.environ.get("TUNEVISION_API_KEY", ""))
-        o = ServeOptions(**given)
-        if host not in ("127.0.0.1", "localhost", "::1") and not o.api_key:
-            click.secho(f"warning: serving on {host} without an API key: anyone who can reach this address can use "
-                        "the model. Set --api-key or $TUNEVISION_API_KEY", fg="yellow", err=True)
-        return create_app(model, o), o
-    app, o = run(go)
-    import uvicorn
-    handler = logging.StreamHandler()
-    logging.getLogger("tunevision.access").addHandler(handler)
-    logging.getLogger("tunevision.access").setLevel(logging.INFO)
-    from .serve import draining_server
-    draining_server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
-                                   timeout_graceful_shutdown=int(o.timeout_s) + 5, timeout_keep_alive=5)).run()
-
-
 @main.command()
 @click.option("--out", default="tunevision-demo", show_default=True, help="folder for the demo data and run")
 def demo(out: str) -> None:
@@ -370,7 +323,7 @@ def demo(out: str) -> None:
     run(lambda: run_demo(Path(out)))
 
 
-for _command in (cli_tools.detect, cli_tools.segment, cli_tools.preview, cli_tools.gradcam):
+for _command in (cli_serve.serve, cli_tools.detect, cli_tools.segment, cli_tools.preview, cli_tools.gradcam):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def cache_key(samples: list[Sample], size: int, arrays: np.ndarray | None) -> st
     return h.hexdigest()[:20]
 
 
-def _read_cached(npy: Path, meta: Path, n: int, size: int, log) -> tuple[np.ndarray, list[Skipped]] | None:
+def read_cached_images(npy: Path, meta: Path, n: int, size: int, log) -> tuple[np.ndarray, list[Skipped]] | None:
     """The cached array and its failures, if both files are whole and match what this run expects; else the
     damaged pair is deleted (and reported) so that it is rebuilt."""
     if not (npy.is_file() and meta.is_file()):
@@ -212,7 +212,7 @@ def _read_cached(npy: Path, meta: Path, n: int, size: int, log) -> tuple[np.ndar
         return None
 
 
-def _write_cached(npy: Path, meta: Path, images: np.ndarray, bad: list[Skipped], n: int, log) -> bool:
+def write_cached_images(npy: Path, meta: Path, images: np.ndarray, bad: list[Skipped], n: int, log) -> bool:
     """Store the array, then its description (whose byte count marks the array as whole); False if not written."""
     tmp = npy.with_name(npy.name + f".tmp{os.getpid()}")
     try:
@@ -244,7 +244,7 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
     key = cache_key(samples, size, arrays)
     if cache_dir is not None:
         npy, meta = Path(cache_dir) / "images" / f"{key}.npy", Path(cache_dir) / "images" / f"{key}.json"
-        cached = _read_cached(npy, meta, len(samples), size, log)
+        cached = read_cached_images(npy, meta, len(samples), size, log)
         if cached is not None:
             if progress:
                 progress(len(samples))
@@ -270,7 +270,7 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
                 progress(1)
     images = out if ok.all() else out[ok]
     bad.sort(key=lambda b: b.path)
-    if cache_dir is not None and _write_cached(npy, meta, images, bad, len(samples), log):
+    if cache_dir is not None and write_cached_images(npy, meta, images, bad, len(samples), log):
         return np.load(npy, mmap_mode="r"), bad
     return images, bad
 

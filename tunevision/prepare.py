@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .data import Dataset, Sample, _read_cached, _write_cached, cache_key, discover, drop_skipped, load_images
+from .data import (Dataset, Sample, cache_key, discover, drop_skipped, load_images, read_cached_images,
+                   write_cached_images)
 from .distributed import Dist
 from .errors import TunevisionError
 from .models import Backbone
@@ -98,7 +99,7 @@ def decode(samples: list[Sample], side: int, d: Dist, *, cache_dir: Path | None,
         return load_images(samples, side, cache_dir=cache_dir, progress=progress, log=log, **kw)
     key = cache_key(samples, side, kw.get("arrays"))
     folder = Path(cache_dir) / "images" if cache_dir else None
-    cached = d.broadcast(bool(folder) and _read_cached(folder / f"{key}.npy", folder / f"{key}.json",
+    cached = d.broadcast(bool(folder) and read_cached_images(folder / f"{key}.npy", folder / f"{key}.json",
                                                        len(samples), side, log) is not None)
     if cached:
         return load_images(samples, side, cache_dir=cache_dir, progress=progress, log=log, **kw)
@@ -110,7 +111,7 @@ def decode(samples: list[Sample], side: int, d: Dist, *, cache_dir: Path | None,
     images = np.concatenate([p[0] for p in parts]) if parts else images
     bad = sorted((b for p in parts for b in p[1]), key=lambda b: b.path)
     if d.main and folder is not None:
-        _write_cached(folder / f"{key}.npy", folder / f"{key}.json", images, bad, len(samples), log)
+        write_cached_images(folder / f"{key}.npy", folder / f"{key}.json", images, bad, len(samples), log)
     d.barrier()
     return images, bad
 
