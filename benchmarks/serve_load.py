@@ -38,6 +38,27 @@ def photo_bytes() -> bytes:
     return buf.getvalue()
 
 
+def start_server(model: str | None, tmp: Path, *args: str) -> tuple[subprocess.Popen, str, int]:
+    """`tunevision serve` on a free loopback port, ready (its /health answers): (process, base url, port). Without a
+    model, the offline Lite0 ImageNet classifier saved as a bundle in `tmp`."""
+    if not model:
+        from tunevision.bundle import save_bundle
+        from tunevision.predict import imagenet_model
+        net, meta = imagenet_model()
+        model = str(save_bundle(net, meta, Path(tmp) / "lite0-imagenet"))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tunevision", "serve", model, "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(base + "/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    return proc, base, port
+
+
 async def hammer(url: str, body: bytes, n: int, clients: int, deadline_s: float) -> tuple[list[float], int, float]:
     import httpx
     latencies: list[float] = []
@@ -75,23 +96,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.md"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
-        if not model:
-            from tunevision.bundle import save_bundle
-            from tunevision.predict import imagenet_model
-            net, meta = imagenet_model()
-            model = str(save_bundle(net, meta, Path(tmp) / "lite0-imagenet"))
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tunevision.cli", "serve", model, "--port", str(port), *(["--no-batch", "--workers", "2"] if args.no_batch else [])],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, base, _ = start_server(args.model, Path(tmp), *(["--no-batch", "--workers", "2"] if args.no_batch else []))
         try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(base + "/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
             lat, errors, wall = asyncio.run(hammer(base + "/predict", photo_bytes(), args.requests, args.clients, 300))
         finally:
             proc.terminate()
@@ -99,7 +105,7 @@ def main() -> None:
     ms = np.array(lat) * 1000
     lines = ["# Serving load test (loopback)", "",
              f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores; {time.strftime('%Y-%m-%d')}. "
-             f"Model: {Path(model).name if args.model else 'Lite0 ImageNet bundle'}; one 451x300 JPEG per request.",
+             f"Model: {Path(args.model).name if args.model else 'Lite0 ImageNet bundle'}; one 451x300 JPEG per request.",
              f"Command: `python benchmarks/serve_load.py --requests {args.requests} --clients {args.clients}`.", "",
              "| requests | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |",
              "| --- | --- | --- | --- | --- | --- | --- |",

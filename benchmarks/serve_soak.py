@@ -18,7 +18,6 @@ import os
 import platform
 import random
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.serve_load import free_port, photo_bytes  # noqa: E402
+from benchmarks.serve_load import photo_bytes, start_server  # noqa: E402
 
 MAX_PIXELS = 40_000_000  # the server's default pixel limit
 
@@ -130,25 +129,10 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=240, help="seconds per round at most")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.md"))
     args = ap.parse_args()
+    server_args = ["--timeout-s", "5", "--queue", "64", "--workers", "1"]
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
-        if not model:
-            from tunevision.bundle import save_bundle
-            from tunevision.predict import imagenet_model
-            net, meta = imagenet_model()
-            model = str(save_bundle(net, meta, Path(tmp) / "lite0-imagenet"))
-        port = free_port()
-        server_args = ["--timeout-s", "5", "--queue", "64", "--workers", "1"]
-        proc = subprocess.Popen([sys.executable, "-m", "tunevision", "serve", model, "--port", str(port),
-                                 *server_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        proc, url, port = start_server(args.model, Path(tmp), *server_args)
         try:
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(url + "/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
             bodies = payloads()
             # warm-up: full batches of photos, so that the start RSS includes the model's inference buffers
             warm = [threading.Thread(target=send, args=(port, *bodies["photo"], False)) for _ in range(40)]

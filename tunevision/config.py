@@ -17,8 +17,9 @@ import yaml
 
 from .errors import TunevisionError
 
-MODES = ("auto", "freeze", "finetune", "scratch")
+MODES = ("auto", "freeze", "finetune", "scratch", "partial")
 HEAD_MODES = ("auto", "freeze")            # a linear head on frozen, cached features
+CACHED_MODES = ("auto", "freeze", "partial")  # the backbone (or its trunk) runs once per image view
 NETWORK_MODES = ("finetune", "scratch")    # the whole network trains
 
 
@@ -100,7 +101,7 @@ def _device_ok(text: str) -> bool:
 
 @dataclass
 class TrainConfig:
-    mode: str = opt("auto", "auto | freeze | finetune | scratch (see README: what each trains)", choices=MODES)
+    mode: str = opt("auto", "auto | freeze | finetune | scratch | partial (see README: what each trains)", choices=MODES)
     epochs: int = opt(0, "passes over the training set; 0 = the mode's default", check=lambda v: v >= 0,
                       allowed=">= 0 (0 = the mode's default)")
     batch_size: int = opt(32, "images per step", check=lambda v: v >= 2,
@@ -136,8 +137,11 @@ class TrainConfig:
     balance: str = opt("none", "none | sampler (class-balanced sampling) | weights (class-weighted loss)",
                        choices=("none", "sampler", "weights"))
     tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard")
-    views: int = opt(3, "augmented views of each training image cached as features (freeze/auto)",
-                     check=lambda v: 0 <= v <= 100, allowed="in 0..100", modes=HEAD_MODES)
+    views: int = opt(3, "augmented views of each training image cached as features (freeze/auto) or activations "
+                        "(partial)", check=lambda v: 0 <= v <= 100, allowed="in 0..100", modes=CACHED_MODES)
+    top_stages: int = opt(3, "partial: how many top stages of the body train on cached activations (Lite0 has 9; "
+                             "3 = the last two block stages and the head convolution)", check=lambda v: v >= 1,
+                          allowed=">= 1", modes=("partial",))
     early_stopping: int = opt(0, "stop after this many epochs without a better validation accuracy; 0 = off",
                               check=lambda v: v >= 0, allowed=">= 0 (0 = off)")
     seed: int = opt(0, "seed for the split, augmentation and initialisation", check=lambda v: 0 <= v < 2**32,
@@ -169,12 +173,13 @@ class TrainConfig:
         return [int(v) for v in self.sizes.split(",") if v.strip()]
 
     def resolved_epochs(self) -> int:
-        return self.epochs or {"auto": 40, "freeze": 40, "finetune": 8, "scratch": 30}[self.mode]
+        return self.epochs or {"auto": 40, "freeze": 40, "finetune": 8, "scratch": 30, "partial": 6}[self.mode]
 
     def resolved_lr(self) -> float:
         if self.lr == "auto":
             raise TunevisionError("lr 'auto' is resolved by the LR range test before training")
-        return float(self.lr) or {"auto": 3e-4, "freeze": 3e-4, "finetune": 2e-4, "scratch": 2e-3}[self.mode]
+        return float(self.lr) or {"auto": 3e-4, "freeze": 3e-4, "finetune": 2e-4, "scratch": 2e-3,
+                                  "partial": 1e-3}[self.mode]
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

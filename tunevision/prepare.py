@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RunConfig
+from .config import CACHED_MODES, RunConfig
 from .data import (Dataset, Sample, cache_key, discover, drop_skipped, load_images, read_cached_images,
                    write_cached_images)
 from .distributed import Dist
@@ -21,7 +21,7 @@ def default_image_size(backbone: Backbone, mode: str) -> int:
     """Frozen features are taken at 8/7 of the pretraining size (FixRes: RandomResizedCrop pretraining shows
     objects larger than a same-size centre crop does). Measured with Lite0: hymenoptera 94.8 -> 96.1 %,
     flowers5 75.1 -> 76.5 % (no views). Fine-tuning trains at the backbone's own size."""
-    if mode in ("auto", "freeze") and backbone.crop_pct < 1:
+    if mode in CACHED_MODES and backbone.crop_pct < 1:
         return int(round(backbone.input_size * 8 / 7 / 32) * 32)
     return backbone.input_size
 

@@ -145,7 +145,7 @@ def _metrics(registry):
     return m
 
 
-def create_app(model_path: str, options: "ServeOptions | None" = None, **kw):  # noqa: UP037
+def create_app(model_path: str, options: ServeOptions | None = None, **kw):
     """The FastAPI app for a checked model argument (see predict.model_source); kw: ServeOptions fields."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response

@@ -20,7 +20,7 @@ import torch
 
 from .bundle import BundleMeta, bundle_dir, load_bundle, save_bundle
 from .calibrate import expected_calibration_error, fit_temperature
-from .config import HEAD_MODES, RunConfig
+from .config import CACHED_MODES, HEAD_MODES, RunConfig
 from .data import channel_stats
 from .distributed import Dist, init_from_env, shutdown
 from .errors import TunevisionError
@@ -28,6 +28,7 @@ from .evaluate import Evaluation, per_class_metrics
 from .inference import predict_probs
 from .loops import fit_head, fit_network, warm_head
 from .models import Backbone, Classifier, build_classifier, count_parameters, create_backbone
+from .partial import fit_partial
 from .prepare import Data, prepare_data
 from .rundir import EpochRecord, RunFolder, load_checkpoint, new_run_dir, remove_failed_run, write_dataset_files
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
@@ -93,6 +94,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     on_epoch = folder.on_epoch if folder else None
     if cfg.train.mode in HEAD_MODES:
         history = fit_head(model, data, cfg, rt, log, on_epoch, d)
+    elif cfg.train.mode == "partial":
+        history = fit_partial(model, data, cfg, rt, log, on_epoch, d)
     else:
         if cfg.train.freeze_epochs and cfg.train.mode == "finetune" and not resume:
             warm_head(model, data, cfg, rt, log, d)
@@ -282,7 +285,7 @@ def compare_modes(cfg: RunConfig, modes: list[str], *, log: RunLog | None = None
     shared = cfg.train.epochs or dataclasses.replace(cfg.train, mode="finetune").resolved_epochs()
     rows = []
     for mode in modes:
-        epochs = cfg.train.epochs if mode in HEAD_MODES else shared
+        epochs = cfg.train.epochs if mode in CACHED_MODES else shared
         run = dataclasses.replace(cfg, name=f"{cfg.name}-{mode}" if cfg.name else "",
                                   train=cfg.train.for_mode(mode, epochs=epochs))
         result = fit(run, log=log)

@@ -1,0 +1,148 @@
+"""Partial fine-tuning on cached activations: run the frozen trunk once per image view, store what enters the top
+stages, then train those stages and the head for many epochs without running the trunk again.
+
+The body is split into `trunk` and `top` only where it is a plain sequence of modules (timm's EfficientNets and
+MobileNets, the tiny test CNNs); `split_body` checks that top(trunk(x)) equals body(x) before anything is trained,
+and refuses otherwise.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import TunevisionError
+from .models import Classifier, body_stages
+
+
+def _parts(body: nn.Module) -> list[nn.Module]:
+    """The body's modules in forward order, containers of blocks expanded (as `body_stages` does), parameterless
+    modules (activations, pooling) kept."""
+    parts: list[nn.Module] = []
+    for child in body.children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and all(any(True for _ in c.children()) for c in child):
+            parts += list(child.children())
+        else:
+            parts.append(child)
+    return parts
+
+
+class Top(nn.Module):
+    """The top stages of a body, their pooled output flattened as the body's is."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.Sequential(*parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.parts(x).flatten(1)
+
+
+def split_body(body: nn.Module, top_stages: int) -> tuple[nn.Sequential, Top]:
+    """(trunk, top) with `top_stages` parameterised stages (see models.body_stages) in the top."""
+    stages = body_stages(body)
+    if not 1 <= top_stages < len(stages):
+        raise TunevisionError(f"top_stages must be in 1..{len(stages) - 1} for this backbone, got {top_stages}")
+    parts = _parts(body)
+    first = stages[-top_stages][0]
+    cut = next((i for i, p in enumerate(parts) if p is first), None)
+    if cut is None:
+        raise TunevisionError("this backbone cannot be split for partial fine-tuning (its stages are nested)")
+    trunk, top = nn.Sequential(*parts[:cut]), Top(parts[cut:])
+    was_training = body.training
+    body.eval()
+    with torch.no_grad():
+        x = torch.rand(2, 3, 64, 64)
+        ok = torch.allclose(top(trunk(x)), body(x).flatten(1), atol=1e-4)
+    body.train(was_training)
+    if not ok:
+        raise TunevisionError("this backbone's forward pass is not a plain sequence of modules; partial "
+                              "fine-tuning on cached activations is not available for it")
+    return trunk, top
+
+
+@torch.no_grad()
+def trunk_activations(trunk: nn.Module, images: np.ndarray, view: Callable[[torch.Tensor, int], torch.Tensor],
+                      normalize: Callable[[torch.Tensor], torch.Tensor], rt, batch_size: int = 64,
+                      progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The activations entering the top stages, in fp16 (half the memory; the top trains in fp32 on them)."""
+    trunk.eval()
+    out = []
+    for i, start in enumerate(range(0, len(images), batch_size)):
+        batch = torch.from_numpy(np.array(images[start:start + batch_size]))
+        x = normalize(view(batch, i).to(rt.device)).contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            out.append(trunk(x).to(torch.float16).cpu())
+        if progress:
+            progress(len(batch))
+    return torch.cat(out)
+
+
+class TopClassifier(nn.Module):
+    """What trains in partial fine-tuning: the top stages and the head, fed cached activations."""
+
+    def __init__(self, top: Top, model: Classifier) -> None:
+        super().__init__()
+        self.top, self.dropout, self.head = top, model.dropout, model.head
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.top(activations.float())))
+
+
+def fit_partial(model: Classifier, data, cfg, rt, log, on_epoch, d) -> list:
+    """`--mode partial`: activations entering the top `top_stages` stages, for the eval view and `views` augmented
+    views of each training image, are computed once; then the top stages and the head train on them."""
+    import time
+
+    from . import augment as aug
+    from .loops import check_finite, val_metrics
+    from .optim import epoch_order, loss_weights, make_scheduler, train_step
+    from .rundir import EpochRecord
+    t = cfg.train
+    if d.enabled:
+        raise TunevisionError("--mode partial runs in one process for now; use finetune or auto under torchrun")
+    trunk, top = split_body(model.body, t.top_stages)
+    trunk.requires_grad_(False)
+    normalize = lambda x: (x - model.mean) / model.std  # noqa: E731  (what Classifier.forward_features does first)
+    pipeline = aug.make_pipeline(t.augment, data.image_size)
+    with log.progress(len(data.val) + len(data.train) * (1 + t.views), "activations entering the top stages") as adv:
+        train = [trunk_activations(trunk, data.train_images, lambda b, i: data.prep.batch(b), normalize, rt,
+                                   progress=adv)]
+        for v in range(t.views):  # draws seeded per view and batch, as the head modes' views
+            train.append(trunk_activations(trunk, data.train_images, lambda b, i, v=v: pipeline(b, torch.Generator()
+                                           .manual_seed((t.seed * 1000 + v) * 100_003 + i)), normalize, rt, progress=adv))
+        val = trunk_activations(trunk, data.val_images, lambda b, i: data.prep.batch(b), normalize, rt, progress=adv)
+    x, y = torch.cat(train), data.train_labels.repeat(1 + t.views)
+    net = TopClassifier(top, model).to(rt.device)
+    lr = t.resolved_lr()
+    opt = torch.optim.AdamW([{"params": list(net.top.parameters()), "lr": lr},
+                             {"params": list(net.head.parameters()), "lr": lr * t.head_lr_mult}],
+                            weight_decay=t.weight_decay)
+    epochs, batch = t.resolved_epochs(), t.batch_size
+    sched = make_scheduler(opt, t.schedule, epochs * sum(1 for i in range(0, len(x), batch) if len(x) - i >= 2))
+    gen, weight = torch.Generator().manual_seed(t.seed), loss_weights(t, y, model.head.out_features, rt.device)
+    history: list[EpochRecord] = []
+    for epoch in range(1, epochs + 1):
+        start, total, correct = time.perf_counter(), 0.0, 0
+        net.train()
+        for step, idx in enumerate(epoch_order(y, t.balance, gen).split(batch)):
+            if len(idx) < 2:  # BatchNorm in the top stages cannot train on one example
+                continue
+            loss, logits = train_step(net, x[idx].to(rt.device), y[idx].to(rt.device), opt, t, gen,
+                                      num_classes=model.head.out_features, weight=weight)
+            check_finite(loss, epoch, step)
+            sched.step()
+            total, correct = total + loss.item() * len(idx), correct + (logits.argmax(1).cpu() == y[idx]).sum().item()
+        net.eval()
+        with torch.no_grad():
+            probs = torch.cat([torch.softmax(net(val[i:i + 256].to(rt.device)), 1).cpu()
+                               for i in range(0, len(val), 256)]).numpy()
+        val_loss, val_acc = val_metrics(probs, data.val_labels)
+        history.append(EpochRecord(epoch, total / len(x), correct / len(x), val_loss, val_acc,
+                                   opt.param_groups[-1]["lr"], time.perf_counter() - start, size=data.image_size))
+        if on_epoch(history, model, None):  # the top's modules are the model's: its state is the trained network
+            break
+    model.eval()
+    return history
