@@ -78,14 +78,16 @@ def training_curves(epochs: np.ndarray, series: dict[str, np.ndarray], path: Pat
 def confusion_heatmaps(cm: np.ndarray, classes: Sequence[str], path: Path | None = None):
     """Counts (left) and row-normalised recall (right); the first image's data is the matrix itself."""
     n = len(classes)
-    fig = _figure(max(8, 1.1 * n * 2), max(3.5, 0.55 * n + 1.5))
+    # past ~30 classes every tick label is unreadable and slow to draw: label every k-th class, keep the size sane
+    step = 1 if n <= 30 else -(-n // 20)
+    fig = _figure(min(max(8, 1.1 * n * 2), 20), min(max(3.5, 0.55 * n + 1.5), 10))
     with np.errstate(invalid="ignore"):
         norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
     for i, (data, title, fmt) in enumerate([(cm, "counts", "d"), (norm, "row-normalised", ".2f")]):
         ax = fig.add_subplot(1, 2, i + 1)
         im = ax.imshow(data, cmap="Blues")
-        ax.set_xticks(range(n), classes, rotation=45, ha="right")
-        ax.set_yticks(range(n), classes)
+        ax.set_xticks(range(0, n, step), classes[::step], rotation=45, ha="right", fontsize=8 if step > 1 else None)
+        ax.set_yticks(range(0, n, step), classes[::step], fontsize=8 if step > 1 else None)
         ax.set_xlabel("predicted")
         ax.set_ylabel("actual")
         ax.set_title(title)
