@@ -95,6 +95,11 @@ def _sizes_ok(text: str) -> bool:
         int(v) >= 16 for v in text.split(",") if v.strip())
 
 
+def _budget_ok(text: str) -> bool:
+    return text == "" or bool(re.fullmatch(r"\s*\d+(\.\d+)?\s*[smh]?\s*", text)) and float(
+        re.sub(r"[smh\s]", "", text)) > 0
+
+
 def _device_ok(text: str) -> bool:
     return bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text))
 
@@ -142,6 +147,10 @@ class TrainConfig:
     top_stages: int = opt(3, "partial: how many top stages of the body train on cached activations (Lite0 has 9; "
                              "3 = the last two block stages and the head convolution)", check=lambda v: v >= 1,
                           allowed=">= 1", modes=("partial",))
+    time_budget: str = opt("", "auto: seconds for the whole run (or 90s, 2m, 1h): measures this machine, prints a plan "
+                               "(augmented views, partial fine-tuning of the top stages) that fits, keeps the best "
+                               "stage; empty = the fixed recipe", check=_budget_ok,
+                           allowed="seconds or a duration like 90s, 2m, 1h", modes=("auto",))
     early_stopping: int = opt(0, "stop after this many epochs without a better validation accuracy; 0 = off",
                               check=lambda v: v >= 0, allowed=">= 0 (0 = off)")
     seed: int = opt(0, "seed for the split, augmentation and initialisation", check=lambda v: 0 <= v < 2**32,

@@ -77,7 +77,8 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
     rank 0 alone, which also decides for every rank whether the cache already holds them)."""
     t = cfg.train
     train_view = aug.make_pipeline(t.augment, data.image_size)
-    views = t.views if t.mode == "freeze" else min(t.views, AUTO_VIEW_BUDGET // len(data.train))
+    # auto's fixed recipe caps the views; with a time budget, the plan has already chosen them
+    views = t.views if t.mode == "freeze" or t.time_budget else min(t.views, AUTO_VIEW_BUDGET // len(data.train))
     base = [body_fingerprint(model), data.key, str(data.image_size), str(rt.bf16)]
     total = len(data.val) + len(data.train) * (1 + views)
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:

@@ -29,6 +29,7 @@ from .inference import predict_probs
 from .loops import fit_head, fit_network, warm_head
 from .models import Backbone, Classifier, build_classifier, count_parameters, create_backbone
 from .partial import fit_partial
+from .plan import fit_within_budget
 from .prepare import Data, prepare_data
 from .rundir import EpochRecord, RunFolder, load_checkpoint, new_run_dir, remove_failed_run, write_dataset_files
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
@@ -92,7 +93,10 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     cfg = d.broadcast(resolve_config(cfg, model, data, rt, run_dir, log) if d.main else None)
     folder = RunFolder(run_dir, cfg, meta, log, resume) if d.main else None
     on_epoch = folder.on_epoch if folder else None
-    if cfg.train.mode in HEAD_MODES:
+    plan = None
+    if cfg.train.mode == "auto" and cfg.train.time_budget:
+        history, plan = fit_within_budget(model, data, cfg, rt, log, on_epoch, d, started)
+    elif cfg.train.mode in HEAD_MODES:
         history = fit_head(model, data, cfg, rt, log, on_epoch, d)
     elif cfg.train.mode == "partial":
         history = fit_partial(model, data, cfg, rt, log, on_epoch, d)
@@ -103,11 +107,17 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     if folder is None:  # ranks other than 0 are done: rank 0 calibrates, evaluates and writes
         return FitResult(run_dir, math.nan, 0, time.perf_counter() - started, history)
     folder.close()
+    trained_at = time.perf_counter()
     model.load_state_dict(folder.best["state"])
     evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
     result = FitResult(run_dir, folder.best["acc"], folder.best["epoch"], time.perf_counter() - started, history,
                        evaluation, model, meta)
     finish_run(result, cfg, data, folder, ece, log)
+    if plan is not None:  # the finish is measured once the report exists; summary.json gets the whole plan
+        plan.stages[-1].measured_s = round(time.perf_counter() - trained_at, 1)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        folder.write_summary({**summary, "plan": plan.to_dict(), "wall_seconds": round(time.perf_counter() - started, 1)})
+        log.info(plan.describe().replace("plan for", "plan and measured times for", 1))
     return result
 
 

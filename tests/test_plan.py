@@ -1,0 +1,62 @@
+"""The time-budget planner: given measured rates it picks the expected stages and fits the budget; a run keeps to
+its plan and records it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import make_class_folders, tiny_args
+from tunevision.cli import main
+from tunevision.errors import TunevisionError
+from tunevision.plan import FINISH_SECONDS, Rates, make_plan, parse_budget
+
+# hymenoptera-sized run on a 2-core CPU: features 100 img/s, trunk 150 img/s, top training 60 img/s
+RATES = Rates(features=100.0, trunk=150.0, top_train=60.0)
+
+
+def test_parse_budget() -> None:
+    assert [parse_budget(t) for t in ("90", "90s", "2m", "1.5m", "1h", "")] == [90, 90, 120, 90, 3600, 0]
+    with pytest.raises(TunevisionError, match="time_budget"):
+        parse_budget("two minutes")
+
+
+@pytest.mark.parametrize("budget, views, partial", [
+    (12, 0, 0),     # not even the head fits ((245 + 153) / 100 + 1 s + the finish): it is planned anyway
+    (18, 1, 0),     # one view of 245 images at 2.45 s
+    (30, 3, 0),     # three views; partial fine-tuning needs 3 epochs and does not fit
+    (60, 3, 4),     # partial fine-tuning: 4.3 s of activations, then 8.2 s per epoch
+    (600, 3, 6),    # capped at 6 epochs: a bigger budget is not spent for nothing
+])
+def test_planner_picks_stages_that_fit(budget: float, views: int, partial: int) -> None:
+    plan = make_plan(budget, used_s=2.0, n_train=245, n_val=153, rates=RATES)
+    assert (plan.views, plan.partial_epochs) == (views, partial)
+    assert plan.planned_s <= budget or (views, partial) == (0, 0)  # the head is the one stage always run
+    names = [s.name for s in plan.stages]
+    assert names[0] == "head on frozen features" and names[-1].startswith("finish")
+    assert ("partial fine-tuning" in names) == bool(partial)
+
+
+def test_planner_cost_is_linear_in_the_images() -> None:
+    small = make_plan(120, 0, 1000, 250, RATES)
+    big = make_plan(120, 0, 10_000, 2_500, RATES)
+    assert big.views < small.views or big.partial_epochs < small.partial_epochs
+    assert big.stages[0].planned_s == pytest.approx(10 * (small.stages[0].planned_s - 1) + 1)
+    assert big.planned_s > 120 - 1e-9 or big.views == 0  # only the head: the budget cannot be kept, and it says so
+    assert big.stages[-1].planned_s == pytest.approx(FINISH_SECONDS + 2_500 / 100)
+
+
+def test_a_budgeted_run_prints_and_records_its_plan(tmp_path: Path) -> None:
+    data = make_class_folders(tmp_path / "d", n=12)
+    r = CliRunner().invoke(main, ["train", str(data), *tiny_args(str(tmp_path / "c"), tmp_path / "runs",
+                                  "--time-budget", "60", "--name", "b")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "runs" / "b" / "summary.json").read_text())
+    plan = summary["plan"]
+    assert plan["budget_s"] == 60 and plan["stages"][0]["measured_s"] is not None
+    assert "plan for a 60 s budget" in (tmp_path / "runs" / "b" / "train.log").read_text()
+    assert summary["wall_seconds"] <= 60 * 1.15
+    r = CliRunner().invoke(main, ["train", str(data), "--mode", "finetune", "--time-budget", "60"])
+    assert r.exit_code == 2 and "time_budget is used by --mode auto only" in r.output

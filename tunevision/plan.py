@@ -1,0 +1,166 @@
+"""`auto --time-budget`: measure this machine, then plan the stages that fit the budget, and say so before starting.
+
+Stages, in the order they are added while the budget allows (each one's cost from rates measured on a few
+batches of the run's own images):
+  1. the head on cached features of the eval view (always: the fallback, and the head the next stages start from);
+  2. up to 3 augmented views of each training image as more cached features;
+  3. partial fine-tuning: the top stages of the body and the head on cached activations (`partial.py`), for as
+     many epochs (3 to 6) as the rest of the budget pays for.
+The best stage by validation accuracy is what the bundle keeps, so planning more never keeps a worse model.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import TunevisionError
+
+FINISH_SECONDS = 6.0   # calibration, the report and the bundle, measured 3-6 s on hymenoptera to caltech101-25
+HEAD_SECONDS = 1.0     # 40 epochs of a linear head on cached features: 0.04 s each on caltech101-25 (101 classes)
+MAX_VIEWS, PARTIAL_VIEWS, PARTIAL_EPOCHS = 3, 1, (3, 6)
+
+
+def parse_budget(text: str) -> float:
+    """'90', '90s', '2m', '1.5m', '1h' -> seconds; '' -> 0 (no budget)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text or "0")
+    if not m:
+        raise TunevisionError(f"time_budget must be seconds or a duration like 90s, 2m, 1h; got {text!r}")
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+@dataclass
+class Rates:
+    """Images per second of each kind of work, measured on this machine for this run's backbone and size."""
+    features: float        # frozen backbone forward (eval or augmented view)
+    trunk: float           # forward through the trunk below the top stages (activations to cache)
+    top_train: float       # training the top stages + head on cached activations
+
+
+@dataclass
+class Stage:
+    name: str
+    planned_s: float
+    detail: str = ""
+    measured_s: float | None = None  # None: not measured separately (views are extracted with the head)
+
+
+@dataclass
+class Plan:
+    budget_s: float
+    used_s: float                   # already spent (decoding) when the plan was made
+    views: int = 0
+    partial_epochs: int = 0
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def planned_s(self) -> float:
+        return self.used_s + sum(s.planned_s for s in self.stages)
+
+    def describe(self) -> str:
+        lines = [f"plan for a {self.budget_s:.0f} s budget ({self.used_s:.0f} s already spent decoding):"]
+        lines += [f"  {s.name:<28s} {s.planned_s:6.1f} s" + (f" (took {s.measured_s:.1f} s)" if s.measured_s
+                                                               is not None else "") + f"  {s.detail}" for s in self.stages]
+        lines.append(f"  {'total':<28s} {self.planned_s:6.1f} s")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"budget_s": self.budget_s, "used_s": round(self.used_s, 1), "views": self.views,
+                "partial_epochs": self.partial_epochs, "stages": [asdict(s) for s in self.stages]}
+
+
+def make_plan(budget_s: float, used_s: float, n_train: int, n_val: int, rates: Rates, *, partial: bool = True) -> Plan:
+    """The stages that fit in `budget_s - used_s`, cheapest first (a pure function of the measured rates)."""
+    plan = Plan(budget_s, used_s)
+    eval_s = (n_train + n_val) / rates.features + HEAD_SECONDS
+    plan.stages.append(Stage("head on frozen features", eval_s, f"{n_train} + {n_val} images"))
+    plan.stages.append(Stage("finish (calibrate, report)", FINISH_SECONDS + n_val / rates.features))
+    left = budget_s - plan.planned_s
+    view_s = n_train / rates.features
+    plan.views = int(max(0, min(MAX_VIEWS, left // view_s)))
+    if plan.views:
+        plan.stages.insert(1, Stage(f"{plan.views} augmented view(s)", plan.views * view_s,
+                                    f"{plan.views} x {n_train} images"))
+    left = budget_s - plan.planned_s
+    if partial:
+        cache_s = ((1 + PARTIAL_VIEWS) * n_train + n_val) / rates.trunk
+        epoch_s = (1 + PARTIAL_VIEWS) * n_train / rates.top_train
+        epochs = int(min(PARTIAL_EPOCHS[1], (left - cache_s) // epoch_s)) if left > cache_s else 0
+        if epochs >= PARTIAL_EPOCHS[0]:
+            plan.partial_epochs = epochs
+            plan.stages.insert(-1, Stage("partial fine-tuning", cache_s + epochs * epoch_s,
+                                         f"top stages, {epochs} epochs on {1 + PARTIAL_VIEWS} view(s)"))
+    return plan
+
+
+def _rate(fn, n: int) -> float:
+    fn()  # warm-up: first-call allocations and kernel selection
+    start = time.perf_counter()
+    fn()
+    return n / max(time.perf_counter() - start, 1e-6)
+
+
+def measure_rates(model, data, rt, top_stages: int, batch: int = 32) -> Rates:
+    """A couple of batches of each kind of work on the run's own images (a few seconds)."""
+    from .partial import TopClassifier, split_body
+    images = torch.from_numpy(np.array(data.train_images[:batch]))
+    x = data.prep.batch(images).to(rt.device).contiguous(memory_format=torch.channels_last)
+    model.eval()
+    with torch.no_grad(), rt.autocast():
+        features = _rate(lambda: model.forward_features(x), len(x))
+    try:
+        trunk, top = split_body(model.body, top_stages)
+    except TunevisionError:
+        return Rates(features, 1e-9, 1e-9)  # this backbone cannot do partial fine-tuning: never planned
+    normalize = (x - model.mean) / model.std
+    with torch.no_grad(), rt.autocast():
+        trunk_rate = _rate(lambda: trunk(normalize), len(x))
+        acts = trunk(normalize).float()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    net = TopClassifier(top, model).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+
+    def step() -> None:
+        loss = net(acts).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    top_rate = _rate(step, len(acts))
+    model.load_state_dict(state)  # BatchNorm statistics moved during the timing: put them back
+    model.eval()
+    return Rates(features, trunk_rate, top_rate)
+
+
+def fit_within_budget(model, data, cfg, rt, log, on_epoch, d, started: float) -> tuple[list, Plan]:
+    """`auto` with a time budget: measure, plan, print the plan, run its stages; one history across the stages
+    (the run folder keeps the best epoch of any stage)."""
+    import dataclasses
+
+    from .loops import fit_head
+    from .partial import fit_partial
+    t = cfg.train
+    if d.enabled:
+        raise TunevisionError("--time-budget plans for one process; under torchrun give --views and --epochs instead")
+    rates = measure_rates(model, data, rt, top_stages=3)
+    plan = make_plan(parse_budget(t.time_budget), time.perf_counter() - started, len(data.train), len(data.val),
+                     rates)
+    log.info(plan.describe())
+    start = time.perf_counter()
+    head_cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, views=plan.views))
+    history = fit_head(model, data, head_cfg, rt, log, on_epoch, d)
+    plan.stages[0].measured_s = round(time.perf_counter() - start, 1)  # with the views: one progress, one pass
+    if plan.partial_epochs:
+        start = time.perf_counter()
+        partial = dataclasses.replace(cfg, train=t.for_mode("partial", epochs=plan.partial_epochs, lr=0.0,
+                                                            views=PARTIAL_VIEWS, early_stopping=0))
+        earlier = list(history)
+
+        def continued(h, m, checkpoint):
+            return on_epoch(earlier + [dataclasses.replace(r, epoch=len(earlier) + r.epoch) for r in h], m, checkpoint)
+        history = earlier + [dataclasses.replace(r, epoch=len(earlier) + r.epoch)
+                             for r in fit_partial(model, data, partial, rt, log, continued, d)]
+        plan.stages[-2].measured_s = round(time.perf_counter() - start, 1)
+    return history, plan
