@@ -72,3 +72,30 @@ def test_partial_mode_trains_the_top_only(tmp_path: Path) -> None:
     assert not torch.equal(saved["body.3.weight"], initial["body.3.weight"])    # the top stage trained
     r = CliRunner().invoke(main, ["train", str(data), "--mode", "auto", "--top-stages", "2"])
     assert r.exit_code == 2 and "top_stages is used by --mode partial only" in r.output
+
+
+def test_partial_after_the_head_stage_still_trains_the_top(tmp_path: Path) -> None:
+    """A time-budget plan runs the head stage first, which freezes the whole body; partial fine-tuning must thaw
+    the top stages again (it once trained only the head there)."""
+    import dataclasses
+
+    from tunevision.config import RunConfig
+    from tunevision.distributed import Dist
+    from tunevision.loops import fit_head
+    from tunevision.partial import fit_partial
+    from tunevision.prepare import prepare_data
+    from tunevision.runtime import resolve_runtime
+    from tunevision.ui import RunLog
+    data_dir = make_class_folders(tmp_path / "d", n=10)
+    cfg = RunConfig.from_options(str(data_dir), backbone="tiny_cnn", pretrained=False, device="cpu",
+                                 precision="fp32", cache_dir=str(tmp_path / "c"), epochs=3)
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny_cnn", pretrained=False)
+    data = prepare_data(cfg, backbone, RunLog(quiet=True))
+    model = build_classifier(backbone, 2)
+    rt, log = resolve_runtime("cpu", "fp32"), RunLog(quiet=True)
+    fit_head(model, data, cfg, rt, log, lambda *a: False)
+    trunk_before, top_before = model.body[0].weight.clone(), model.body[3].weight.clone()
+    partial = dataclasses.replace(cfg, train=cfg.train.for_mode("partial", top_stages=1, epochs=2, views=0))
+    fit_partial(model, data, partial, rt, log, lambda *a: False, Dist())
+    assert torch.equal(model.body[0].weight, trunk_before) and not torch.equal(model.body[3].weight, top_before)

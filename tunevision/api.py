@@ -143,24 +143,28 @@ class Model:
                     raise TunevisionError(f"predict: input {i}: {e}") from None
         return names, items
 
+    def _probs(self, squares: list[np.ndarray], tta: bool | TTA) -> np.ndarray:
+        if not squares:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return predict_probs(self.network, np.stack(squares), self.runtime, self.meta.image_size,
+                             temperature=self.meta.temperature, tta=_tta(tta))
+
     def predict_proba(self, inputs: Image | Sequence[Image], *, tta: bool | TTA = False) -> np.ndarray:
         """Calibrated probabilities, one row per image the inputs stand for (unreadable files: a row of NaN)."""
-        names, items = self._squares(_as_list(inputs))
+        _, items = self._squares(_as_list(inputs))
         ok = [i for i, it in enumerate(items) if not isinstance(it, str)]
         probs = np.full((len(items), len(self.classes)), np.nan, np.float32)
         if ok:
-            probs[ok] = predict_probs(self.network, np.stack([items[i] for i in ok]), self.runtime,
-                                      self.meta.image_size, temperature=self.meta.temperature, tta=_tta(tta))
+            probs[ok] = self._probs([items[i] for i in ok], tta)
         return probs
 
     def predict(self, inputs: Image | Sequence[Image], *, top_k: int = 3, tta: bool | TTA = False
                 ) -> Prediction | list[Prediction]:
         """One Prediction (label, prob, top) for one image; a list for a list, a folder or a glob."""
         names, items = self._squares(_as_list(inputs))
-        probs = self.predict_proba([it for it in items if not isinstance(it, str)], tta=tta) if any(
-            not isinstance(it, str) for it in items) else np.zeros((0, len(self.classes)))
-        rows = iter(top_k_predictions(probs, self.classes, [n for n, it in zip(names, items)
-                                                            if not isinstance(it, str)], top_k))
+        good = [(n, it) for n, it in zip(names, items) if not isinstance(it, str)]
+        rows = iter(top_k_predictions(self._probs([it for _, it in good], tta), self.classes, [n for n, _ in good],
+                                      top_k))
         preds = [Prediction(n, error=it) if isinstance(it, str) else next(rows) for n, it in zip(names, items)]
         return preds[0] if _is_single(inputs) and len(preds) == 1 else preds
 
@@ -211,7 +215,7 @@ class Model:
         network = self._torch_network()
         heat, c = gradcam(network, self.preprocess.batch(torch.from_numpy(items[0][None])),
                           self.classes.index(class_name) if class_name else None)
-        prob = self.predict_proba([items[0]])[0, c]
+        prob = self._probs([items[0]], False)[0, c]
         return gradcam_figure(self.preprocess.crop(items[0]), heat, f"{self.classes[c]}  p = {prob:.2f}")
 
     def plot_history(self):

@@ -7,14 +7,19 @@ and refuses otherwise.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import augment as aug
 from .errors import TunevisionError
+from .loops import check_finite, val_metrics
 from .models import Classifier, body_stages
+from .optim import epoch_order, loss_weights, make_scheduler, train_step
+from .rundir import EpochRecord
 
 
 def _parts(body: nn.Module) -> list[nn.Module]:
@@ -94,17 +99,12 @@ class TopClassifier(nn.Module):
 def fit_partial(model: Classifier, data, cfg, rt, log, on_epoch, d) -> list:
     """`--mode partial`: activations entering the top `top_stages` stages, for the eval view and `views` augmented
     views of each training image, are computed once; then the top stages and the head train on them."""
-    import time
-
-    from . import augment as aug
-    from .loops import check_finite, val_metrics
-    from .optim import epoch_order, loss_weights, make_scheduler, train_step
-    from .rundir import EpochRecord
     t = cfg.train
     if d.enabled:
         raise TunevisionError("--mode partial runs in one process for now; use finetune or auto under torchrun")
     trunk, top = split_body(model.body, t.top_stages)
     trunk.requires_grad_(False)
+    top.requires_grad_(True)  # after the head stage of a plan, the whole body is frozen: thaw the top
     normalize = lambda x: (x - model.mean) / model.std  # noqa: E731  (what Classifier.forward_features does first)
     pipeline = aug.make_pipeline(t.augment, data.image_size)
     with log.progress(len(data.val) + len(data.train) * (1 + t.views), "activations entering the top stages") as adv:
