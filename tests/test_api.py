@@ -47,7 +47,7 @@ def test_predict_takes_every_kind_of_input_and_agrees_across_them(trained) -> No
     assert isinstance(one, tv.Prediction) and one.label == "red" and 0.5 < one.prob <= 1
     assert one.top[0] == (one.label, one.prob) and len(one.top) == 2
     pil = Image.open(path).convert("RGB")
-    arr = np.asarray(pil)
+    arr = np.array(pil)
     chw = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
     preds = model.predict([path, pil, arr, chw, str(data / "blue"), str(data / "nothing-here.png")])
     assert len(preds) == 4 + 12 + 1  # a folder stands for its 12 images; a miss is one entry with an error
