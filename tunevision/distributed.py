@@ -14,6 +14,7 @@ A rank that dies ends the others through torchrun's elastic agent; a collective 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from dataclasses import dataclass
 
@@ -38,6 +39,12 @@ class Dist:
     def shard(self, items: torch.Tensor) -> torch.Tensor:
         """This rank's share of a global batch: contiguous, sizes differing by at most one."""
         return items.tensor_split(self.world)[self.rank] if self.enabled else items
+
+    def spans(self, n: int, unit: int = 1) -> list[tuple[int, int]]:
+        """Every rank's [lo, hi) of n items, contiguous and in rank order, split in whole units of `unit` items
+        (as `shard` splits a batch when unit is 1)."""
+        chunks = torch.arange(math.ceil(n / unit)).tensor_split(self.world)
+        return [(int(c[0]) * unit, min(n, (int(c[-1]) + 1) * unit)) if len(c) else (n, n) for c in chunks]
 
     def barrier(self) -> None:
         if self.enabled:

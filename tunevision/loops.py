@@ -61,14 +61,10 @@ def sharded_extract(model: Classifier, images: np.ndarray, view, rt: Runtime, d:
     """Features of all images; under torchrun each rank extracts a share of whole batches and all gather."""
     if not d.enabled:
         return extract_features(model, images, view, rt, progress=advance)
-    batches = torch.arange(math.ceil(len(images) / FEATURE_BATCH)).tensor_split(d.world)
-    sizes = [min(len(images), FEATURE_BATCH * (int(b[-1]) + 1)) - FEATURE_BATCH * int(b[0]) if len(b) else 0
-             for b in batches]
-    mine = batches[d.rank]
-    lo = FEATURE_BATCH * int(mine[0]) if len(mine) else 0
-    local = extract_features(model, images[lo:lo + sizes[d.rank]], view, rt, progress=advance,
-                             first_batch=int(mine[0]) if len(mine) else 0)
-    return d.gather_rows(local, sizes)
+    spans = d.spans(len(images), FEATURE_BATCH)
+    lo, hi = spans[d.rank]
+    local = extract_features(model, images[lo:hi], view, rt, progress=advance, first_batch=lo // FEATURE_BATCH)
+    return d.gather_rows(local, [b - a for a, b in spans])
 
 
 def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist = Dist()
@@ -222,10 +218,10 @@ def sharded_probs(model: nn.Module, images: np.ndarray, rt: Runtime, size: int, 
     """Validation probabilities of all images; under torchrun each rank scores its share and all gather."""
     if not d.enabled:
         return predict_probs(model, images, rt, size)
-    bounds = torch.arange(len(images)).tensor_split(d.world)[d.rank]
-    lo, hi = (int(bounds[0]), int(bounds[-1]) + 1) if len(bounds) else (0, 0)
-    sizes = [len(part) for part in torch.arange(len(images)).tensor_split(d.world)]
-    return d.gather_rows(torch.from_numpy(predict_probs(model, images[lo:hi], rt, size)), sizes).numpy()
+    spans = d.spans(len(images))
+    lo, hi = spans[d.rank]
+    return d.gather_rows(torch.from_numpy(predict_probs(model, images[lo:hi], rt, size)),
+                         [b - a for a, b in spans]).numpy()
 
 
 def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, on_epoch: OnEpoch,

@@ -103,9 +103,8 @@ def decode(samples: list[Sample], side: int, d: Dist, *, cache_dir: Path | None,
                                                        len(samples), side, log) is not None)
     if cached:
         return load_images(samples, side, cache_dir=cache_dir, progress=progress, log=log, **kw)
-    bounds = torch.arange(len(samples)).tensor_split(d.world)[d.rank]
-    part = samples[int(bounds[0]):int(bounds[-1]) + 1] if len(bounds) else []
-    images, bad = load_images(part, side, cache_dir=None, progress=progress, **kw)
+    lo, hi = d.spans(len(samples))[d.rank]
+    images, bad = load_images(samples[lo:hi], side, cache_dir=None, progress=progress, **kw)
     parts = [None] * d.world
     torch.distributed.all_gather_object(parts, (np.ascontiguousarray(images), bad))
     images = np.concatenate([p[0] for p in parts]) if parts else images
