@@ -17,23 +17,34 @@ FEATURE_BATCH = 64
 
 
 @torch.no_grad()
-def extract_features(model: Classifier, images: np.ndarray, view: Callable[[torch.Tensor, int], torch.Tensor],
-                     runtime: Runtime, batch_size: int = FEATURE_BATCH,
-                     progress: Callable[[int], None] | None = None, first_batch: int = 0) -> torch.Tensor:
-    """(N, num_features) float32 for uint8 squares `images`, each batch turned into a model input by
-    `view(batch, index)`; the index counts batches from `first_batch`, so that a view's random draws can be
-    seeded per batch and stay the same however the images are split between processes."""
-    model.eval()
+def extract(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray,
+            view: Callable[[torch.Tensor, int], torch.Tensor], runtime: Runtime, *, batch_size: int = FEATURE_BATCH,
+            progress: Callable[[int], None] | None = None, first_batch: int = 0,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """forward(view(batch, index)) for uint8 squares `images`, batch by batch, concatenated on the CPU in `dtype`.
+    The index counts batches from `first_batch`, so that a view's random draws can be seeded per batch and stay
+    the same however the images are split between processes."""
     out = []
     for i, start in enumerate(range(0, len(images), batch_size)):
         batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # copy: memmaps are read-only
         x = view(batch, first_batch + i).to(runtime.device, non_blocking=True).contiguous(
             memory_format=torch.channels_last)
         with runtime.autocast():
-            out.append(model.forward_features(x).float().cpu())
+            out.append(forward(x).to(dtype).cpu())
         if progress:
             progress(len(batch))
-    return torch.cat(out) if out else torch.empty(0, model.head.in_features)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def extract_features(model: Classifier, images: np.ndarray, view: Callable[[torch.Tensor, int], torch.Tensor],
+                     runtime: Runtime, batch_size: int = FEATURE_BATCH,
+                     progress: Callable[[int], None] | None = None, first_batch: int = 0) -> torch.Tensor:
+    """(N, num_features) float32 pooled features of the frozen network (see `extract`)."""
+    model.eval()
+    if not len(images):
+        return torch.empty(0, model.head.in_features)
+    return extract(model.forward_features, images, view, runtime, batch_size=batch_size, progress=progress,
+                   first_batch=first_batch)
 
 
 def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Callable[[], torch.Tensor] | None,

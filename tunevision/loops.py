@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import augment as aug
-from .config import RunConfig
+from .config import RunConfig, TrainConfig
 from .distributed import Dist
 from .errors import TunevisionError
 from .features import FEATURE_BATCH, cached_features, extract_features
@@ -67,14 +67,24 @@ def sharded_extract(model: Classifier, images: np.ndarray, view, rt: Runtime, d:
     return d.gather_rows(local, [b - a for a, b in spans])
 
 
+def feature_views(t: TrainConfig, data: Data, n: int) -> list[Callable[[torch.Tensor, int], torch.Tensor]]:
+    """The eval view, then `n` augmented views whose random draws are seeded per view and batch, so that the same
+    images get the same crops however they are split between processes (features and activations alike)."""
+    pipeline = aug.make_pipeline(t.augment, data.image_size)
+
+    def augmented(v: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        return lambda b, i: pipeline(b, torch.Generator().manual_seed((t.seed * 1000 + v) * 100_003 + i))
+    return [lambda b, i: data.prep.batch(b)] + [augmented(v) for v in range(n)]
+
+
 def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist = Dist()
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train features of every view, their labels, val features), each computed once and cached on disk (by
     rank 0 alone, which also decides for every rank whether the cache already holds them)."""
     t = cfg.train
-    train_view = aug.make_pipeline(t.augment, data.image_size)
     # auto's fixed recipe caps the views; with a time budget, the plan has already chosen them
     views = t.views if t.mode == "freeze" or t.time_budget else min(t.views, AUTO_VIEW_BUDGET // len(data.train))
+    eval_view, *augmented = feature_views(t, data, views)
     base = [body_fingerprint(model), data.key, str(data.image_size), str(rt.bf16)]
     total = len(data.val) + len(data.train) * (1 + views)
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:
@@ -90,12 +100,10 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
             if d.main:
                 cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
             return feats
-        val_f = features(data.val_images, ["val", "eval"], lambda b, i: data.prep.batch(b))
-        train_f = [features(data.train_images, ["train", "eval"], lambda b, i: data.prep.batch(b))]
-        for v in range(views):  # draws seeded per view and batch: the same images get the same crops anywhere
-            train_f.append(features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"],
-                                    lambda b, i, v=v: train_view(b, torch.Generator().manual_seed(
-                                        (t.seed * 1000 + v) * 100_003 + i))))
+        val_f = features(data.val_images, ["val", "eval"], eval_view)
+        train_f = [features(data.train_images, ["train", "eval"], eval_view)]
+        train_f += [features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"], view)
+                    for v, view in enumerate(augmented)]
     return torch.cat(train_f), data.train_labels.repeat(1 + views), val_f
 
 
@@ -104,37 +112,43 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     """Frozen backbone: features for the eval view and `views` augmented views, once; then the head only (on rank
     0 under torchrun: it takes seconds; the trained head is broadcast)."""
     model.body.requires_grad_(False).eval()  # BatchNorm statistics stay those of pretraining
-    features = head_features(model, data, cfg, rt, log, d)
-    history = train_head(model, *features, data, cfg, rt, on_epoch) if d.main else []
+    x, y, val_x = head_features(model, data, cfg, rt, log, d)
+    history = []
+    if d.main:
+        history = fit_cached(nn.Sequential(model.dropout, model.head), model, x.to(rt.device), y.to(rt.device),
+                             val_x.to(rt.device), data, cfg.train, rt, make_optimizer(model, cfg.train), on_epoch,
+                             batch=HEAD_BATCH, min_batch=1)
     if d.enabled:
         model.head.load_state_dict(d.broadcast(model.head.state_dict()))
     return history
 
 
-def train_head(model: Classifier, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, data: Data, cfg: RunConfig,
-               rt: Runtime, on_epoch: OnEpoch) -> list[EpochRecord]:
-    t = cfg.train
-    x, y, val_x = x.to(rt.device), y.to(rt.device), val_x.to(rt.device)
+def fit_cached(net: nn.Module, model: Classifier, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, data: Data,
+               t: TrainConfig, rt: Runtime, opt: torch.optim.Optimizer, on_epoch: OnEpoch, *, batch: int,
+               min_batch: int) -> list[EpochRecord]:
+    """Epochs over cached inputs: the head on features, or the top stages and head on activations. `net` maps a
+    cached input to logits; batches smaller than `min_batch` are skipped (BatchNorm needs 2)."""
     epochs = t.resolved_epochs()
-    opt = make_optimizer(model, t)
-    sched = make_scheduler(opt, t.schedule, epochs * math.ceil(len(x) / HEAD_BATCH))
+    sched = make_scheduler(opt, t.schedule, epochs * sum(1 for i in range(0, len(x), batch) if len(x) - i >= min_batch))
     gen = torch.Generator().manual_seed(t.seed)
     weight = loss_weights(t, y, model.head.out_features, rt.device)
     history: list[EpochRecord] = []
     for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        model.head.train()
-        total, correct = 0.0, 0
-        for step, idx in enumerate(epoch_order(y.cpu(), t.balance, gen).split(HEAD_BATCH)):
-            loss, logits = train_step(model.forward_head, x[idx], y[idx], opt, t, gen,
-                                      num_classes=model.head.out_features, weight=weight)
+        start, total, correct = time.perf_counter(), 0.0, 0
+        net.train()
+        for step, idx in enumerate(epoch_order(y.cpu(), t.balance, gen).split(batch)):
+            if len(idx) < min_batch:
+                continue
+            xb, yb = x[idx].to(rt.device), y[idx].to(rt.device)
+            loss, logits = train_step(net, xb, yb, opt, t, gen, num_classes=model.head.out_features, weight=weight)
             check_finite(loss, epoch, step)
             sched.step()
             total += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y[idx]).sum().item()
-        model.head.eval()
+            correct += (logits.argmax(1) == yb).sum().item()
+        net.eval()
         with torch.no_grad():
-            probs = torch.softmax(model.forward_head(val_x), 1).cpu().numpy()
+            probs = torch.cat([torch.softmax(net(val_x[i:i + 256].to(rt.device)), 1).cpu()
+                               for i in range(0, len(val_x), 256)]).numpy()
         val_loss, val_acc = val_metrics(probs, data.val_labels)
         history.append(EpochRecord(epoch, total / len(x), correct / len(x), val_loss, val_acc,
                                    opt.param_groups[-1]["lr"], time.perf_counter() - start, size=data.image_size))

@@ -7,19 +7,16 @@ and refuses otherwise.
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import augment as aug
 from .errors import TunevisionError
-from .loops import check_finite, val_metrics
+from .features import extract
+from .loops import feature_views, fit_cached
 from .models import Classifier, body_stages
-from .optim import epoch_order, loss_weights, make_scheduler, train_step
-from .rundir import EpochRecord
 
 
 def _parts(body: nn.Module) -> list[nn.Module]:
@@ -68,21 +65,12 @@ def split_body(body: nn.Module, top_stages: int) -> tuple[nn.Sequential, Top]:
     return trunk, top
 
 
-@torch.no_grad()
 def trunk_activations(trunk: nn.Module, images: np.ndarray, view: Callable[[torch.Tensor, int], torch.Tensor],
-                      normalize: Callable[[torch.Tensor], torch.Tensor], rt, batch_size: int = 64,
-                      progress: Callable[[int], None] | None = None) -> torch.Tensor:
+                      normalize: Callable[[torch.Tensor], torch.Tensor], rt, progress: Callable[[int], None] | None = None
+                      ) -> torch.Tensor:
     """The activations entering the top stages, in fp16 (half the memory; the top trains in fp32 on them)."""
     trunk.eval()
-    out = []
-    for i, start in enumerate(range(0, len(images), batch_size)):
-        batch = torch.from_numpy(np.array(images[start:start + batch_size]))
-        x = normalize(view(batch, i).to(rt.device)).contiguous(memory_format=torch.channels_last)
-        with rt.autocast():
-            out.append(trunk(x).to(torch.float16).cpu())
-        if progress:
-            progress(len(batch))
-    return torch.cat(out)
+    return extract(lambda x: trunk(normalize(x)), images, view, rt, progress=progress, dtype=torch.float16)
 
 
 class TopClassifier(nn.Module):
@@ -106,43 +94,17 @@ def fit_partial(model: Classifier, data, cfg, rt, log, on_epoch, d) -> list:
     trunk.requires_grad_(False)
     top.requires_grad_(True)  # after the head stage of a plan, the whole body is frozen: thaw the top
     normalize = lambda x: (x - model.mean) / model.std  # noqa: E731  (what Classifier.forward_features does first)
-    pipeline = aug.make_pipeline(t.augment, data.image_size)
-    with log.progress(len(data.val) + len(data.train) * (1 + t.views), "activations entering the top stages") as adv:
-        train = [trunk_activations(trunk, data.train_images, lambda b, i: data.prep.batch(b), normalize, rt,
-                                   progress=adv)]
-        for v in range(t.views):  # draws seeded per view and batch, as the head modes' views
-            train.append(trunk_activations(trunk, data.train_images, lambda b, i, v=v: pipeline(b, torch.Generator()
-                                           .manual_seed((t.seed * 1000 + v) * 100_003 + i)), normalize, rt, progress=adv))
-        val = trunk_activations(trunk, data.val_images, lambda b, i: data.prep.batch(b), normalize, rt, progress=adv)
-    x, y = torch.cat(train), data.train_labels.repeat(1 + t.views)
+    views = feature_views(t, data, t.views)
+    with log.progress(len(data.val) + len(data.train) * len(views), "activations entering the top stages") as adv:
+        train = [trunk_activations(trunk, data.train_images, view, normalize, rt, progress=adv) for view in views]
+        val = trunk_activations(trunk, data.val_images, views[0], normalize, rt, progress=adv)
     net = TopClassifier(top, model).to(rt.device)
     lr = t.resolved_lr()
     opt = torch.optim.AdamW([{"params": list(net.top.parameters()), "lr": lr},
                              {"params": list(net.head.parameters()), "lr": lr * t.head_lr_mult}],
                             weight_decay=t.weight_decay)
-    epochs, batch = t.resolved_epochs(), t.batch_size
-    sched = make_scheduler(opt, t.schedule, epochs * sum(1 for i in range(0, len(x), batch) if len(x) - i >= 2))
-    gen, weight = torch.Generator().manual_seed(t.seed), loss_weights(t, y, model.head.out_features, rt.device)
-    history: list[EpochRecord] = []
-    for epoch in range(1, epochs + 1):
-        start, total, correct = time.perf_counter(), 0.0, 0
-        net.train()
-        for step, idx in enumerate(epoch_order(y, t.balance, gen).split(batch)):
-            if len(idx) < 2:  # BatchNorm in the top stages cannot train on one example
-                continue
-            loss, logits = train_step(net, x[idx].to(rt.device), y[idx].to(rt.device), opt, t, gen,
-                                      num_classes=model.head.out_features, weight=weight)
-            check_finite(loss, epoch, step)
-            sched.step()
-            total, correct = total + loss.item() * len(idx), correct + (logits.argmax(1).cpu() == y[idx]).sum().item()
-        net.eval()
-        with torch.no_grad():
-            probs = torch.cat([torch.softmax(net(val[i:i + 256].to(rt.device)), 1).cpu()
-                               for i in range(0, len(val), 256)]).numpy()
-        val_loss, val_acc = val_metrics(probs, data.val_labels)
-        history.append(EpochRecord(epoch, total / len(x), correct / len(x), val_loss, val_acc,
-                                   opt.param_groups[-1]["lr"], time.perf_counter() - start, size=data.image_size))
-        if on_epoch(history, model, None):  # the top's modules are the model's: its state is the trained network
-            break
+    # the top's modules are the model's: on_epoch keeps the state of the whole trained network
+    history = fit_cached(net, model, torch.cat(train), data.train_labels.repeat(len(views)), val, data, t, rt, opt,
+                         on_epoch, batch=t.batch_size, min_batch=2)
     model.eval()
     return history
