@@ -23,7 +23,7 @@ from .config import RunConfig, SECTIONS, TOP_LEVEL
 from .errors import TunevisionError
 from .evaluate import Evaluation, load_eval_set
 from .inference import TTA, predict_probs
-from .predict import IMAGENET, Prediction, load_predictor, model_source, top_k_predictions
+from .predict import IMAGENET, Prediction, decode_inputs, load_predictor, model_source, predict_decoded
 from .rundir import EpochRecord, read_metrics
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from .ui import RunLog
@@ -118,31 +118,6 @@ class Model:
                 f"mode={self.meta.mode!r}{acc}{where})")
 
     # --- prediction -------------------------------------------------------------------------------------------
-    def _squares(self, inputs: Sequence[Image]) -> tuple[list[str], list[np.ndarray | str]]:
-        """(names, decoded square or error text) for each image the inputs stand for, in input order."""
-        from .images import ImageError
-        from .predict import expand_inputs
-        names, items = [], []
-        for i, item in enumerate(inputs):
-            if isinstance(item, (str, Path)):
-                (_, found), = expand_inputs([str(item)])
-                if not found:
-                    names.append(str(item))
-                    items.append("no such file, or no images in that folder/pattern")
-                for p in found:
-                    names.append(p)
-                    try:
-                        items.append(self.preprocess.decode(p))
-                    except (ImageError, OSError) as e:
-                        items.append(str(e))
-            else:
-                names.append(f"image {i}")
-                try:
-                    items.append(self.preprocess.square(item))
-                except (TypeError, ValueError) as e:
-                    raise TunevisionError(f"predict: input {i}: {e}") from None
-        return names, items
-
     def _probs(self, squares: list[np.ndarray], tta: bool | TTA) -> np.ndarray:
         if not squares:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -151,7 +126,7 @@ class Model:
 
     def predict_proba(self, inputs: Image | Sequence[Image], *, tta: bool | TTA = False) -> np.ndarray:
         """Calibrated probabilities, one row per image the inputs stand for (unreadable files: a row of NaN)."""
-        _, items = self._squares(_as_list(inputs))
+        _, items = decode_inputs(_as_list(inputs), self.preprocess)
         ok = [i for i, it in enumerate(items) if not isinstance(it, str)]
         probs = np.full((len(items), len(self.classes)), np.nan, np.float32)
         if ok:
@@ -161,11 +136,8 @@ class Model:
     def predict(self, inputs: Image | Sequence[Image], *, top_k: int = 3, tta: bool | TTA = False
                 ) -> Prediction | list[Prediction]:
         """One Prediction (label, prob, top) for one image; a list for a list, a folder or a glob."""
-        names, items = self._squares(_as_list(inputs))
-        good = [(n, it) for n, it in zip(names, items) if not isinstance(it, str)]
-        rows = iter(top_k_predictions(self._probs([it for _, it in good], tta), self.classes, [n for n, _ in good],
-                                      top_k))
-        preds = [Prediction(n, error=it) if isinstance(it, str) else next(rows) for n, it in zip(names, items)]
+        names, items = decode_inputs(_as_list(inputs), self.preprocess)
+        preds = predict_decoded(self.network, self.meta, names, items, self.runtime, top_k=top_k, tta=_tta(tta))
         return preds[0] if _is_single(inputs) and len(preds) == 1 else preds
 
     # --- evaluation and interpretation -------------------------------------------------------------------------
@@ -209,7 +181,7 @@ class Model:
         from .plots import gradcam_figure
         if class_name is not None and class_name not in self.classes:
             raise TunevisionError(f"class {class_name!r} is not one of {', '.join(self.classes)}")
-        names, items = self._squares([image])
+        names, items = decode_inputs([image], self.preprocess)
         if isinstance(items[0], str):
             raise TunevisionError(f"{names[0]}: {items[0]}")
         network = self._torch_network()

@@ -12,11 +12,11 @@ from .errors import TunevisionError
 
 
 def _scene_inputs(images: tuple[str, ...], out: str) -> tuple[list[str], Path]:
-    from .predict import expand_inputs
+    from .predict import NOT_FOUND, expand_inputs
     paths = []
     for item, found in expand_inputs(list(images)):
         if not found:
-            click.secho(f"{item}: no such file, or no images in that folder/pattern", fg="yellow", err=True)
+            click.secho(f"{item}: {NOT_FOUND}", fg="yellow", err=True)
         paths += found
     if not paths:
         raise TunevisionError("no images found in the given paths")

@@ -275,6 +275,13 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
     return images, bad
 
 
+def relabel(samples: list[Sample], classes: list[str], known: list[str]) -> list[Sample]:
+    """Samples labelled by index into `classes`, relabelled by index into `known` (a model's classes); samples of
+    classes `known` lacks are left out."""
+    index = {c: i for i, c in enumerate(known)}
+    return [Sample(s.path, index[classes[s.label]]) for s in samples if classes[s.label] in index]
+
+
 def drop_skipped(samples: list[Sample], skipped: list[Skipped]) -> list[Sample]:
     gone = {s.path for s in skipped}
     return [s for s in samples if s.path not in gone]

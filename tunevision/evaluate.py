@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .bundle import BundleMeta, load_bundle
-from .data import Dataset, Sample, discover, drop_skipped, load_images
+from .data import Dataset, Sample, discover, drop_skipped, load_images, relabel
 from .errors import TunevisionError
 from .inference import TTA, predict_probs
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
@@ -159,8 +159,7 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
     """`data` decoded for `model`. Classes the model does not know are an error naming them, or with
     unknown_classes='skip' left out and reported."""
     ds, scored, note = _scored_samples(meta, data)
-    index = {c: i for i, c in enumerate(meta.classes)}
-    unknown = sorted({ds.classes[s.label] for s in scored} - set(index))
+    unknown = sorted({ds.classes[s.label] for s in scored} - set(meta.classes))
     if unknown and unknown_classes != "skip":
         raise TunevisionError(f"{data}: class(es) {', '.join(unknown)} are not among the model's classes "
                               f"({', '.join(meta.classes)}); evaluate on known classes only with "
@@ -168,7 +167,7 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
     if unknown:
         n = sum(ds.classes[s.label] in unknown for s in scored)
         note += f"; skipped {n} images of unknown class(es) {', '.join(unknown)}"
-    samples = [Sample(s.path, index[ds.classes[s.label]]) for s in scored if ds.classes[s.label] in index]
+    samples = relabel(scored, ds.classes, meta.classes)
     if not samples:
         raise TunevisionError(f"{data}: no images of the model's classes ({', '.join(meta.classes)})")
     images, bad = load_images(samples, meta.resize_size, cache_dir=None, arrays=ds.arrays)

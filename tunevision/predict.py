@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from .preprocess import Preprocessing
 from .runtime import Runtime
 
 IMAGENET = "imagenet"  # the model argument that names the pretrained backbone's own 1000-class head
+NOT_FOUND = "no such file, or no images in that folder/pattern"
 
 
 @dataclass
@@ -129,23 +130,47 @@ def top_k_predictions(probs: np.ndarray, classes: list[str], names: list[str], t
             for name, row in zip(names, probs)]
 
 
+def decode_inputs(inputs: Sequence[Any], prep: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> tuple[list[str], list[np.ndarray | str]]:
+    """(names, decoded square or the reason there is none) for every image the inputs stand for, in input order:
+    files, folders and globs (all their files decoded together, in threads), PIL images, arrays and tensors."""
+    found = {i: expand_inputs([str(item)])[0][1] for i, item in enumerate(inputs) if isinstance(item, (str, Path))}
+    paths = [p for ps in found.values() for p in ps]
+    squares, bad = load_images([Sample(p, -1) for p in paths], prep.resize_size, cache_dir=None, max_pixels=max_pixels)
+    errors, decoded = {b.path: b.reason for b in bad}, iter(squares)
+    names: list[str] = []
+    items: list[np.ndarray | str] = []
+    for i, item in enumerate(inputs):
+        if i not in found:
+            names.append(f"image {i}")
+            try:
+                items.append(prep.square(item))
+            except (TypeError, ValueError) as e:
+                raise TunevisionError(f"predict: input {i}: {e}") from None
+        elif not found[i]:
+            names.append(str(item))
+            items.append(NOT_FOUND)
+        for p in found.get(i, []):
+            names.append(p)
+            items.append(errors[p] if p in errors else next(decoded))
+    return names, items
+
+
+def predict_decoded(model: Classifier, meta: BundleMeta, names: list[str], items: list[np.ndarray | str],
+                    runtime: Runtime, *, top_k: int = 3, tta: TTA | None = None,
+                    progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """One Prediction per decoded square, in order; an item that is a reason becomes a Prediction with `error`."""
+    good = [(n, it) for n, it in zip(names, items) if not isinstance(it, str)]
+    probs = predict_probs(model, np.stack([it for _, it in good]), runtime, meta.image_size,
+                          temperature=meta.temperature, tta=tta, progress=progress) if good else np.zeros((0, 0))
+    rows = iter(top_k_predictions(probs, meta.classes, [n for n, _ in good], top_k))
+    return [Prediction(n, error=it) if isinstance(it, str) else next(rows) for n, it in zip(names, items)]
+
+
 def predict_paths(model: Classifier, meta: BundleMeta, items: list[str], runtime: Runtime, *, top_k: int = 3,
                   tta: TTA | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                   progress: Callable[[int], None] | None = None) -> list[Prediction]:
     """One Prediction per image, in input order; an unreadable file, or an input that matched nothing, carries
     `error` instead of `top`."""
-    expanded = expand_inputs(items)
-    paths = [p for _, found in expanded for p in found]
-    images, bad = load_images([Sample(p, -1) for p in paths], meta.resize_size, cache_dir=None,
-                              max_pixels=max_pixels)
-    errors = {b.path: b.reason for b in bad}
-    ok_paths = [p for p in paths if p not in errors]
-    probs = predict_probs(model, images, runtime, meta.image_size, temperature=meta.temperature, tta=tta,
-                          progress=progress)
-    by_path = {pred.path: pred for pred in top_k_predictions(probs, meta.classes, ok_paths, top_k)}
-    out = []
-    for item, found in expanded:
-        if not found:
-            out.append(Prediction(item, error="no such file, or no images in that folder/pattern"))
-        out += [by_path.get(p) or Prediction(p, error=errors[p]) for p in found]
-    return out
+    names, decoded = decode_inputs(items, meta.preprocess, max_pixels=max_pixels)
+    return predict_decoded(model, meta, names, decoded, runtime, top_k=top_k, tta=tta, progress=progress)

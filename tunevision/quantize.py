@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .bundle import BundleMeta, bundle_dir, read_meta
-from .data import Sample, discover, drop_skipped, load_images
+from .data import Sample, discover, drop_skipped, load_images, relabel
 from .errors import TunevisionError
 from .export import export_bundle, onnx_session, require
 
@@ -39,8 +39,7 @@ class Int8Report:
 def _samples(meta: BundleMeta, data: str, split: str, n: int | None = None) -> tuple[list[Sample], object]:
     """The `split` samples of `data` (seeded as the bundle recorded), labelled with the bundle's classes."""
     ds = discover(data, val_fraction=meta.extra.get("val_fraction", 0.2), seed=meta.extra.get("seed", 0))
-    index = {c: i for i, c in enumerate(meta.classes)}
-    samples = [Sample(s.path, index[ds.classes[s.label]]) for s in getattr(ds, split) if ds.classes[s.label] in index]
+    samples = relabel(getattr(ds, split), ds.classes, meta.classes)
     if n is not None:
         samples = [samples[i] for i in sorted(torch.randperm(len(samples), generator=torch.Generator()
                                                              .manual_seed(0))[:n].tolist())]

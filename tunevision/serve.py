@@ -31,7 +31,7 @@ import numpy as np
 from .config import opt, validate_fields
 from .images import DEFAULT_MAX_PIXELS, ImageError, open_image, square
 from .inference import predict_probs
-from .predict import load_predictor, model_source
+from .predict import load_predictor, model_source, top_k_predictions
 from .runtime import INFERENCE_PRECISION, resolve_runtime
 from .serve_input import HTTPError, parse_top_k, read_images
 
@@ -165,9 +165,8 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
     def infer(images: list[np.ndarray], top_k: int) -> list[list[dict]]:
         metrics["batch"].observe(len(images))
         probs = predict_probs(model, np.stack(images), rt, meta.image_size, temperature=meta.temperature)
-        k = min(top_k, len(meta.classes))
-        return [[{"label": meta.classes[i], "prob": round(float(p[i]), 6)} for i in np.argsort(-p)[:k]]
-                for p in probs]
+        return [[{"label": label, "prob": round(prob, 6)} for label, prob in pred.top]
+                for pred in top_k_predictions(probs, meta.classes, [""] * len(probs), top_k)]
 
     def decode(data: bytes) -> np.ndarray | str:
         try:
