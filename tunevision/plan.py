@@ -162,9 +162,9 @@ def fit_within_budget(model, data, cfg, rt, log, on_epoch, d, started: float) ->
                                                             views=PARTIAL_VIEWS, early_stopping=0))
         earlier = list(history)
 
-        def continued(h, m, checkpoint):
-            return on_epoch(earlier + [dataclasses.replace(r, epoch=len(earlier) + r.epoch) for r in h], m, checkpoint)
-        history = earlier + [dataclasses.replace(r, epoch=len(earlier) + r.epoch)
-                             for r in fit_partial(model, data, partial, rt, log, continued, d)]
+        def continued(h: list) -> list:  # the partial stage's epochs numbered after the head's, in one history
+            return earlier + [dataclasses.replace(r, epoch=len(earlier) + r.epoch) for r in h]
+        history = continued(fit_partial(model, data, partial, rt, log, lambda h, m, c: on_epoch(continued(h), m, c),
+                                        d))
         plan.stages[-2].measured_s = round(time.perf_counter() - start, 1)
     return history, plan

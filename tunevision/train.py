@@ -112,10 +112,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
     result = FitResult(run_dir, folder.best["acc"], folder.best["epoch"], time.perf_counter() - started, history,
                        evaluation, model, meta)
-    finish_run(result, cfg, data, folder, ece, log)
+    summary = finish_run(result, cfg, data, folder, ece, log)
     if plan is not None:  # the finish is measured once the report exists; summary.json gets the whole plan
         plan.stages[-1].measured_s = round(time.perf_counter() - trained_at, 1)
-        summary = json.loads((run_dir / "summary.json").read_text())
         folder.write_summary({**summary, "plan": plan.to_dict(), "wall_seconds": round(time.perf_counter() - started, 1)})
         log.info(plan.describe().replace("plan for", "plan and measured times for", 1))
     return result
@@ -260,16 +259,18 @@ def calibrate_and_evaluate(model: Classifier, meta: BundleMeta, data: Data, cfg:
 
 
 def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder, ece: tuple[float, float],
-               log: RunLog) -> None:
-    """summary.json, the per-class table, the report, the closing lines; the checkpoint goes unless kept."""
+               log: RunLog) -> dict:
+    """summary.json, the per-class table, the report, the closing lines; the checkpoint goes unless kept. Returns
+    the summary."""
     ds, meta, evaluation, run_dir = data.dataset, result.meta, result.evaluation, result.run_dir
-    folder.write_summary({
+    summary = {
         "best_val_acc": result.best_acc, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         "final_val_acc": evaluation.accuracy, "seconds": round(result.seconds, 2), "bundle": str(run_dir / "model"),
         "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
         "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": meta.architecture,
         "command": " ".join(sys.argv), "temperature": round(meta.temperature, 4), "ece_before": round(ece[0], 4),
-        "ece_after": round(ece[1], 4)})
+        "ece_after": round(ece[1], 4)}
+    folder.write_summary(summary)
     m = per_class_metrics(evaluation.confusion)
     for i, c in enumerate(ds.classes):
         log.info(f"  {c:>20s}  precision {m['precision'][i]:.3f}  recall {m['recall'][i]:.3f}  "
@@ -285,6 +286,7 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
              f"{ece[0]:.3f} -> {ece[1]:.3f}")
     log.info(f"[bold green]done[/] val accuracy {evaluation.accuracy:.2%} (best epoch {result.best_epoch}) in "
              f"{result.seconds:.1f}s; run folder {run_dir}; bundle {run_dir / 'model'}")
+    return summary
 
 
 def compare_modes(cfg: RunConfig, modes: list[str], *, log: RunLog | None = None
