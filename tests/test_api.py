@@ -126,6 +126,17 @@ def test_wrong_options_raise_the_same_line_as_the_cli(tmp_path: Path) -> None:
         tv.fit(tmp_path, mode="auto", mixup=0.2)
 
 
+def test_unwritable_outputs_are_refused_by_the_api_too(tmp_path: Path) -> None:
+    data = make_class_folders(tmp_path / "d", n=4)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(tv.TunevisionError, match="cannot write the run folder"):
+        tv.fit(data, **{**tiny(tmp_path), "out": str(blocker / "runs")})
+    with pytest.raises(tv.TunevisionError, match="cannot write the cache"):
+        tv.fit(data, **{**tiny(tmp_path), "cache_dir": str(blocker / "c")})
+    assert not (tmp_path / "runs").exists()
+
+
 def test_help_documents_every_option() -> None:
     doc = pydoc.render_doc(tv.fit, renderer=pydoc.plaintext)
     for section in (tv.DataConfig, tv.ModelConfig, tv.TrainConfig):

@@ -58,10 +58,6 @@ def build_config(data: str | None, config_file: str | None, overrides: dict[str,
     cfg = RunConfig.from_options(data or "", base, **flat)
     if not cfg.data.data:
         raise TunevisionError("no data: give a folder of class subfolders, e.g. tunevision train photos/")
-    from .output import writable_dir
-    writable_dir(cfg.out, "run folder (--out)")
-    if cfg.data.cache_dir:
-        writable_dir(cfg.data.cache_dir, "cache (--cache-dir)")
     return cfg
 
 

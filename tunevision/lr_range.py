@@ -66,10 +66,12 @@ def run_lr_range_test(model: Classifier, data, cfg: RunConfig, rt: Runtime, plot
 def find_lr(cfg: RunConfig, *, steps: int = 100, log=None, plot_path: Path | None = None):
     """`tunevision lr-find` / `tunevision.lr_find`: the range test alone. Returns (suggestion, lrs, losses)."""
     from .models import build_classifier
+    from .output import check_run_outputs
     from .prepare import prepare_data
     from .runtime import resolve_runtime
     from .train import initial_model
     from .ui import RunLog
+    check_run_outputs(None, cfg.data.cache_dir)
     log = log or RunLog()
     torch.manual_seed(cfg.train.seed)
     rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=True)

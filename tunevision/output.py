@@ -39,3 +39,11 @@ def writable_file(path: str | Path, what: str = "output file") -> Path:
         raise TunevisionError(f"{target}: the {what} exists and is not writable")
     writable_dir(target.parent, f"folder of the {what}").mkdir(parents=True, exist_ok=True)
     return target
+
+
+def check_run_outputs(out: str | Path | None, cache_dir: str | Path | None) -> None:
+    """A run's parent folder and its cache, writable or creatable, before any work starts (CLI, YAML and API)."""
+    if out is not None:
+        writable_dir(out, "run folder (--out)")
+    if cache_dir:
+        writable_dir(cache_dir, "cache (--cache-dir)")

@@ -28,6 +28,7 @@ from .evaluate import Evaluation, per_class_metrics
 from .inference import predict_probs
 from .loops import fit_head, fit_network, warm_head
 from .models import Backbone, Classifier, build_classifier, count_parameters, create_backbone
+from .output import check_run_outputs
 from .partial import fit_partial
 from .plan import fit_within_budget
 from .prepare import Data, prepare_data
@@ -126,6 +127,7 @@ def open_run(cfg: RunConfig, resume_dir: Path | None) -> tuple[RunConfig, Path, 
     from .augment import make_pipeline
     if resume_dir is None:
         make_pipeline(cfg.train.augment, 32)  # a bad spec fails now: before decoding, and before any run folder
+        check_run_outputs(cfg.out, cfg.data.cache_dir)
         return cfg, new_run_dir(cfg), None
     run_dir = Path(resume_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -135,6 +137,7 @@ def open_run(cfg: RunConfig, resume_dir: Path | None) -> tuple[RunConfig, Path, 
     if cfg.data.data and Path(cfg.data.data).expanduser().resolve() != Path(saved.data.data).expanduser().resolve():
         raise TunevisionError(f"{run_dir} was trained on {saved.data.data}, not {cfg.data.data}; --resume continues "
                               "a run on its own data (start a new run with --weights to reuse its weights)")
+    check_run_outputs(None, (cfg if cfg.data.data else saved).data.cache_dir)
     resume = load_checkpoint(run_dir)
     if resume is None:
         state = "finished" if (run_dir / "summary.json").is_file() else "not resumable (no checkpoint.pt)"
