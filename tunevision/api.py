@@ -55,6 +55,10 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
     if not cfg.data.data:
         raise TunevisionError("no data: tunevision.fit('photos/') with one subfolder per class")
     result = run_fit(cfg, log=RunLog(quiet=quiet))
+    if getattr(result, "task", "classify") != "classify":
+        from .scene_api import SceneModel
+        return SceneModel(result.model, result.meta, run_dir=result.run_dir, scores=result.scores,
+                          history=result.history)
     if result.model is None:  # under torchrun, ranks other than 0 hold no calibrated model
         return None
     return Model(result.model, result.meta, run_dir=result.run_dir, history=result.history,
@@ -74,10 +78,14 @@ def _options_doc() -> str:
 fit.__doc__ = (fit.__doc__ or "") + "\n" + _options_doc() + "\n"
 
 
-def load(path: str | Path, *, device: str = "auto") -> "Model":
+def load(path: str | Path, *, device: str = "auto") -> "Model | SceneModel":
     """A model from a run folder, a bundle folder, an exported .onnx file, or 'imagenet' (the pretrained
-    backbone's 1000 ImageNet classes)."""
+    backbone's 1000 ImageNet classes). A detector's or segmenter's bundle gives a SceneModel."""
     source = model_source(str(path))
+    if source != IMAGENET and not source.endswith(".onnx"):
+        scene = _scene_model(source, device)
+        if scene is not None:
+            return scene
     onnx = source.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else device, INFERENCE_PRECISION)
     network, meta = load_predictor(source, rt.device)
@@ -85,6 +93,20 @@ def load(path: str | Path, *, device: str = "auto") -> "Model":
                                       .is_file()) else None
     return Model(network, meta, run_dir=run_dir, history=read_metrics(run_dir) if run_dir else [],
                  runtime=rt, bundle=None if onnx or source == IMAGENET else Path(source))
+
+
+def _scene_model(source: str, device: str):
+    """A SceneModel when the bundle holds a detector or segmenter, else None."""
+    from .bundle import read_meta
+    if read_meta(source).task == "classify":
+        return None
+    from .scene_api import SceneModel
+    from .scene_predict import load_scene_bundle
+    from .scene_train import read_scene_metrics
+    network, meta = load_scene_bundle(source, resolve_runtime(device, INFERENCE_PRECISION).device)
+    run_dir = Path(source).parent if (Path(source).parent / "config.yaml").is_file() else None
+    return SceneModel(network, meta, run_dir=run_dir, history=read_scene_metrics(run_dir) if run_dir else [],
+                      bundle=Path(source))
 
 
 @dataclass

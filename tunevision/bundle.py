@@ -26,6 +26,7 @@ class BundleMeta:
     temperature: float = 1.0  # divides logits before softmax (calibration); 1.0 = uncalibrated
     dropout: float = 0.0
     mode: str = ""
+    task: str = "classify"    # classify | detect | segment
     interpolation: str = "bicubic"
     preprocessing: str = "resize shorter side to resize_size (bicubic), centre crop image_size, /255, " \
                          "(x - mean) / std"

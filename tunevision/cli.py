@@ -233,14 +233,22 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
 @click.option("--runtime", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True,
               help="onnx: the bundle's ONNX export on onnxruntime (made and parity-checked on first use); onnx-int8: "
                    "its int8 export (made on first use, kept only within 1 point of fp32 accuracy)")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="detectors: the lowest score drawn and listed")
+@click.option("--out", default="predictions", show_default=True,
+              help="detectors/segmenters: folder for the annotated PNGs and predictions.json")
 def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool,
-            tta_crops: int, tta_reduce: str, device: str, precision: str, runtime: str) -> None:
+            tta_crops: int, tta_reduce: str, device: str, precision: str, runtime: str, threshold: float,
+            out: str) -> None:
     """Predict classes for images, folders or globs with MODEL: a run folder, a bundle, an exported .onnx, or
-    `imagenet` for the pretrained backbone's ImageNet classes (`tunevision classify` does that too)."""
+    `imagenet` for the pretrained backbone's ImageNet classes (`tunevision classify` does that too). A detector
+    or segmenter draws its boxes or masks into --out and lists them (JSON with --json)."""
     from .predict import load_predictor, predict_paths
     from .runtime import resolve_runtime
 
     def go() -> None:
+        if predict_scene(model, inputs, threshold, out, as_json, device):
+            return
         onnx = runtime == "onnx" or model.endswith(".onnx")
         rt = resolve_runtime("cpu" if onnx else device, "fp32" if onnx else precision)
         network, meta = load_predictor(model, rt.device, runtime)
@@ -248,6 +256,33 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_
                               tta=make_tta(tta, tta_crops, tta_reduce))
         print_predictions(preds, as_json, csv_path, top_k)
     run(go)
+
+
+def predict_scene(model: str, inputs: tuple[str, ...], threshold: float, out: str, as_json: bool, device: str
+                  ) -> bool:
+    """Predict with a detection/segmentation bundle; False when MODEL is a classifier."""
+    import json
+    from .api import load
+    from .output import writable_dir
+    from .scene_api import SceneModel
+    from .scene_predict import write_scene_predictions
+    if model.endswith(".onnx") or model == "imagenet":
+        return False
+    loaded = load(model, device=device)
+    if not isinstance(loaded, SceneModel):
+        return False
+    rows = write_scene_predictions(loaded.predict(list(inputs), threshold=threshold), writable_dir(out, "--out"))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return True
+    for r in rows:
+        found = r.get("detections", r.get("pixel_fractions", {}))
+        click.echo(f"{r['source']}: " + (r["error"] if "error" in r else f"{len(found)} found -> {r['output']}"))
+        for d in r.get("detections", []):
+            click.echo(f"  {d['label']:>16s} {d['score']:.2f}  box {[round(v) for v in d['box']]}")
+        for name, share in r.get("pixel_fractions", {}).items():
+            click.echo(f"  {name:>16s} {share:.1%} of the pixels")
+    return True
 
 
 @main.command()
@@ -291,7 +326,6 @@ def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...], int
            max_drop: float) -> None:
     """Export BUNDLE to ONNX or TorchScript and check parity with PyTorch on sample images."""
     from .api import load
-    from .export import PARITY_ATOL
     from .output import writable_dir
 
     def go() -> None:
@@ -300,8 +334,7 @@ def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...], int
             raise TunevisionError("--int8 is an ONNX Runtime quantisation: use --format onnx")
         done = load(bundle, device="cpu").export(fmt, target, list(samples) or None)
         p = done.parity
-        click.echo(f"wrote {done.path} (+ model.json)\nparity on {p.images} images: max |p - p_torch| = "
-                   f"{p.max_abs_diff:.2e} (tolerance {PARITY_ATOL:.0e}), top-1 agreement {p.top1_agreement:.0%}")
+        click.echo(f"wrote {done.path} (+ model.json)\nparity on {p.images} images: {p.describe()}")
         if int8:
             from .quantize import quantize_bundle
             r = quantize_bundle(bundle, out=target, calibration=calibration, max_drop=max_drop / 100)

@@ -62,6 +62,8 @@ def validate_fields(obj: Any, mode: str | None = None) -> None:
 class DataConfig:
     data: str = opt("", "folder of class subfolders (optionally train/ and val/), a path,label CSV, "
                         "mnist:DIR or cifar10:DIR", cli=False)
+    task: str = opt("auto", "classify | detect | segment | auto (detect when DATA holds box annotations, "
+                            "classify otherwise)", choices=("auto", "classify", "detect", "segment"))
     val_fraction: float = opt(0.2, "validation share when the data has no split (stratified, seeded)",
                               check=lambda v: 0 < v < 1, allowed="between 0 and 1 (exclusive)")
     image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own (8/7 of it for "
@@ -79,6 +81,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = opt("efficientnet_lite0", "registered backbone, torchvision model or timm model name")
+    arch: str = opt("", "detect/segment: the architecture on the backbone (detect: fasterrcnn, fcos, maskrcnn; "
+                        "segment: lraspp); empty = the task's default")
     weights: str = opt("", "local weights: a state dict file or a tunevision bundle/run folder")
     pretrained: bool = opt(True, "start from pretrained weights (ignored by --mode scratch)")
     dropout: float = opt(0.0, "dropout before the new head", check=lambda v: 0 <= v < 1, allowed="in [0, 1)")

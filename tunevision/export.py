@@ -46,6 +46,10 @@ class Parity:
     def ok(self) -> bool:
         return self.top1_agreement == 1.0 and self.max_abs_diff <= PARITY_ATOL
 
+    def describe(self) -> str:
+        return (f"max |p - p_torch| = {self.max_abs_diff:.2e} (tolerance {PARITY_ATOL:.0e}), top-1 agreement "
+                f"{self.top1_agreement:.0%}")
+
 
 def require(module: str, extra: str) -> None:
     try:

@@ -173,6 +173,12 @@ def write_report(run_dir: str | Path) -> Path:
         ["command", summary.get("command", "")], ["classes", ", ".join(classes)],
         ["bundle", str(bundle_dir(run_dir))]]) + f"<h3>Config</h3><pre>{html.escape(yaml.safe_dump(cfg))}</pre>"))
 
+    return write_page(run_dir, sections)
+
+
+def write_page(run_dir: Path, sections: list[tuple[str, str]]) -> Path:
+    """report.html from (title, html) sections, written atomically."""
+    from .rundir import atomic_write
     body = "".join(f'<section id="{t.lower().replace(" ", "-")}"><h2>{t}</h2>{c}</section>' for t, c in sections)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tunevision report: {
         html.escape(run_dir.name)}</title><link rel="icon" href="data:,"><style>
@@ -181,7 +187,5 @@ img{{max-width:100%}} figure{{margin:1em 0}} figcaption{{color:#666;font-size:.9
 table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
 .warn{{background:#fff3cd;padding:.5em}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}
 </style></head><body><h1>tunevision report: {html.escape(run_dir.name)}</h1>{body}</body></html>"""
-    tmp = run_dir / ".report.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(run_dir / "report.html")
+    atomic_write(run_dir / "report.html", lambda p: p.write_text(page))
     return run_dir / "report.html"

@@ -53,10 +53,11 @@ def new_run_dir(cfg: RunConfig) -> Path:
     if cfg.name:
         return root / cfg.name
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(cfg.data.data.rstrip("/").split(":")[-1]).name or "data")
+    kind = cfg.data.task if cfg.data.task in ("detect", "segment") else cfg.train.mode
     n = 1
-    while (root / f"{stem}-{cfg.train.mode}-{n}").exists():
+    while (root / f"{stem}-{kind}-{n}").exists():
         n += 1
-    return root / f"{stem}-{cfg.train.mode}-{n}"
+    return root / f"{stem}-{kind}-{n}"
 
 
 def write_dataset_files(run_dir: Path, data) -> None:

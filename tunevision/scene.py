@@ -66,16 +66,21 @@ def detect(model: torch.nn.Module, categories: list[str], image: Image.Image, th
             for l, s, b in zip(out["labels"][keep], out["scores"][keep], out["boxes"][keep])]
 
 
-def draw_detections(image: Image.Image, detections: list[Detection]) -> Image.Image:
-    from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
+def draw_detections(image: Image.Image, detections: list[Detection], color: str = "red") -> Image.Image:
+    return Image.fromarray(draw_boxes(np.asarray(image.convert("RGB")), [d.box for d in detections],
+                                      [f"{d.label} {d.score:.0%}" for d in detections], color))
+
+
+def draw_boxes(image: np.ndarray, boxes, captions: list[str], color: str = "red") -> np.ndarray:
+    """(H, W, 3) uint8 with labelled boxes drawn; line width grows with the image."""
     from torchvision.utils import draw_bounding_boxes
-    img = pil_to_tensor(image.convert("RGB"))
-    if not detections:
-        return image.convert("RGB")
-    boxes = torch.tensor([d.box for d in detections])
-    labels = [f"{d.label} {d.score:.0%}" for d in detections]
-    width = max(2, round(max(image.size) / 250))
-    return to_pil_image(draw_bounding_boxes(img, boxes, labels, colors="red", width=width))
+    if len(boxes) == 0:
+        return image
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    width = max(2, round(max(image.shape[:2]) / 250))
+    out = draw_bounding_boxes(img, torch.as_tensor(np.asarray(boxes, dtype=np.float32)), captions, colors=color,
+                              width=width)
+    return out.permute(1, 2, 0).numpy()
 
 
 def palette(n: int) -> np.ndarray:

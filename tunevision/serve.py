@@ -29,7 +29,8 @@ from typing import Callable
 import numpy as np
 
 from .config import opt, validate_fields
-from .images import DEFAULT_MAX_PIXELS, ImageError, open_image, square
+from .errors import TunevisionError
+from .images import DEFAULT_MAX_PIXELS, ImageError, open_image, square, to_rgb
 from .inference import predict_probs
 from .predict import load_predictor, model_source, top_k_predictions
 from .runtime import INFERENCE_PRECISION, resolve_runtime
@@ -57,6 +58,8 @@ class ServeOptions:
                            check=lambda v: 0 < v <= 3600, allowed="in (0, 3600]")
     api_key: str = opt("", "require Authorization: Bearer KEY (also $TUNEVISION_API_KEY)")
     runtime: str = opt("torch", "torch | onnx | onnx-int8", choices=("torch", "onnx", "onnx-int8"))
+    threshold: float = opt(0.5, "detectors: the lowest score returned", check=lambda v: 0 <= v <= 1,
+                           allowed="in [0, 1]")
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -145,6 +148,14 @@ def _metrics(registry):
     return m
 
 
+def scene_task(source: str) -> bool:
+    """True when the model argument is a detector's or segmenter's bundle."""
+    if source.endswith(".onnx") or source == "imagenet":
+        return False
+    from .bundle import read_meta
+    return read_meta(source).task != "classify"
+
+
 def create_app(model_path: str, options: ServeOptions | None = None, **kw):
     """The FastAPI app for a checked model argument (see predict.model_source); kw: ServeOptions fields."""
     from fastapi import FastAPI, Request
@@ -155,15 +166,26 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
     source = model_source(model_path)  # a typo is an error, never a silent ImageNet model
     onnx = o.runtime != "torch" or source.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else "auto", INFERENCE_PRECISION)
-    model, meta = load_predictor(source, rt.device, o.runtime)
+    scene = scene_task(source)
+    if scene and o.runtime != "torch":
+        raise TunevisionError(f"{model_path}: detectors and segmenters are served by PyTorch; drop --runtime")
+    if scene:
+        from .scene_predict import load_scene_bundle
+        model, meta = load_scene_bundle(source, rt.device)
+    else:
+        model, meta = load_predictor(source, rt.device, o.runtime)
     prep = meta.preprocess
     pool: list[ThreadPoolExecutor] = []  # made on first use (and again after a lifespan restart)
     registry = CollectorRegistry()
     metrics = _metrics(registry)
     admitted = 0
 
-    def infer(images: list[np.ndarray], top_k: int) -> list[list[dict]]:
+    def infer(images: list[np.ndarray], top_k: int) -> list[list[dict]] | list[dict]:
         metrics["batch"].observe(len(images))
+        if scene:  # top_k means nothing to a detector; its threshold is fixed by the server's options
+            from .scene_predict import predict_scenes
+            return [{k: v for k, v in r.to_dict().items() if k != "source"}
+                    for r in predict_scenes(model, meta, images, threshold=o.threshold)]
         probs = predict_probs(model, np.stack(images), rt, meta.image_size, temperature=meta.temperature)
         return [[{"label": label, "prob": round(prob, 6)} for label, prob in pred.top]
                 for pred in top_k_predictions(probs, meta.classes, [""] * len(probs), top_k)]
@@ -173,6 +195,8 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
             im = open_image(data, max_pixels=o.max_pixels, draft_size=prep.resize_size)
         except ImageError as e:
             return str(e)
+        if scene:  # detectors see the whole photo at its own aspect ratio
+            return np.asarray(to_rgb(im))
         large = im.size[0] * im.size[1] > 4_000_000
         out = square(im, prep.resize_size)  # what prep.decode does, with the pixel count kept
         del im
@@ -185,7 +209,7 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
             pool.append(ThreadPoolExecutor(o.workers, thread_name_prefix="tunevision-infer"))
         return await asyncio.get_running_loop().run_in_executor(pool[0], fn, *args)
 
-    batcher = MicroBatcher(infer, on_pool, o.workers, o.max_batch) if o.batch else None
+    batcher = MicroBatcher(infer, on_pool, o.workers, o.max_batch) if o.batch and not scene else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -256,11 +280,12 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
             images.append(decoded)
         del uploads  # the encoded bytes are not needed past here
         tops = await batcher.submit(images, top_k) if batcher else await on_pool(infer, images, top_k)
-        return {"predictions": [{"filename": n, "top": t} for n, t in zip(names, tops)]}
+        return {"predictions": [{"filename": n, **t} if scene else {"filename": n, "top": t}
+                                for n, t in zip(names, tops)]}
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": meta.architecture, "classes": len(meta.classes),
+        return {"status": "ok", "task": meta.task, "model": meta.architecture, "classes": len(meta.classes),
                 "image_size": meta.image_size, "runtime": o.runtime, "key_required": bool(o.api_key)}
 
     @app.get("/labels")

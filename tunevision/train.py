@@ -34,6 +34,7 @@ from .plan import fit_within_budget
 from .prepare import Data, prepare_data
 from .rundir import EpochRecord, RunFolder, load_checkpoint, new_run_dir, remove_failed_run, write_dataset_files
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
+from .scene_train import SceneResult, resolve_task, run_scene
 from .ui import RunLog
 
 
@@ -49,10 +50,14 @@ class FitResult:
     meta: BundleMeta | None = None
 
 
-def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None) -> FitResult:
+def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None) -> FitResult | SceneResult:
     """Train per `cfg`, writing everything into a run folder; returns where and how well, and the model. Under
-    torchrun, every rank calls this; rank 0 alone writes, and the others return a result without a model."""
+    torchrun, every rank calls this; rank 0 alone writes, and the others return a result without a model.
+    Detection and segmentation data go to `scene_train` (one process)."""
     started, log = time.perf_counter(), log or RunLog()
+    task = resolve_task(cfg)
+    if task != "classify":
+        return run_scene(cfg, task, log, resume_dir)
     d = init_from_env(cfg.train.device)
     try:
         if not d.main:

@@ -1,0 +1,80 @@
+"""Tiny synthetic detection/segmentation sets: noisy images with bright rectangles, written in each format."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def draw(rng: np.random.Generator, size=(96, 80), n_max=2):
+    """(uint8 image, instance mask, boxes): 1..n_max rectangles, instance k has pixel value k in the mask."""
+    w, h = size
+    image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    boxes = []
+    for k in range(1, rng.integers(1, n_max + 1) + 1):
+        bw, bh = rng.integers(20, 40), rng.integers(20, 40)
+        x, y = rng.integers(0, w - bw), rng.integers(0, h - bh)
+        if mask[y:y + bh, x:x + bw].any():
+            continue
+        image[y:y + bh, x:x + bw] = (220, 40, 40)
+        mask[y:y + bh, x:x + bw] = len(boxes) + 1
+        boxes.append([int(x), int(y), int(x + bw), int(y + bh)])
+    return image, mask, boxes
+
+
+def write_voc(root: Path, n: int = 8, seed: int = 0, cls: str = "box") -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for i in range(n):
+        image, _, boxes = draw(rng)
+        Image.fromarray(image).save(root / "images" / f"im{i}.jpg", quality=95)
+        objects = "".join(f"<object><name>{cls}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}"
+                          f"</xmax><ymax>{b[3]}</ymax></bndbox></object>" for b in boxes)
+        (root / "annotations" / f"im{i}.xml").write_text(
+            f"<annotation><filename>im{i}.jpg</filename><size><width>96</width><height>80</height></size>"
+            f"{objects}</annotation>")
+    return root
+
+
+def write_coco(root: Path, n: int = 8, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(n):
+        image, _, boxes = draw(rng)
+        Image.fromarray(image).save(root / "images" / f"im{i}.png")
+        images.append({"id": i + 1, "file_name": f"im{i}.png", "width": 96, "height": 80})
+        anns += [{"id": len(anns) + 1, "image_id": i + 1, "category_id": 7, "bbox": [b[0], b[1], b[2] - b[0],
+                                                                                      b[3] - b[1]]} for b in boxes]
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                       "categories": [{"id": 7, "name": "box"}]}))
+    return root
+
+
+def write_yolo(root: Path, n: int = 8, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("box\n")
+    for i in range(n):
+        image, _, boxes = draw(rng)
+        Image.fromarray(image).save(root / "images" / f"im{i}.png")
+        (root / "labels" / f"im{i}.txt").write_text("".join(
+            f"0 {(b[0] + b[2]) / 2 / 96} {(b[1] + b[3]) / 2 / 80} {(b[2] - b[0]) / 96} {(b[3] - b[1]) / 80}\n"
+            for b in boxes))
+    return root
+
+
+def write_masks(root: Path, n: int = 8, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "PNGImages").mkdir(parents=True)
+    (root / "PedMasks").mkdir()
+    for i in range(n):
+        image, mask, _ = draw(rng)
+        Image.fromarray(image).save(root / "PNGImages" / f"im{i}.png")
+        Image.fromarray(mask).save(root / "PedMasks" / f"im{i}_mask.png")
+    return root

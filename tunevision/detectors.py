@@ -1,0 +1,141 @@
+"""Detectors and segmenters built on an ImageNet backbone (offline Lite0 by default), by name, as a registry.
+
+torchvision's detection families (Faster R-CNN, RetinaNet, FCOS, Mask R-CNN) take any backbone that returns
+an ordered dict of feature maps; here that is the classification backbone's stride-8/16/32 stages through a
+feature pyramid. Every model takes a list of float images in [0, 1] and normalises them itself (the
+statistics are the backbone's, stored in the bundle), as the classifiers do.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import TunevisionError
+from .models import create_backbone
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """What a bundle needs to rebuild a dense model: the architecture's name and its shape."""
+    arch: str
+    backbone: str
+    num_classes: int            # object classes, without background
+    min_size: int               # shorter image side the model sees at evaluation
+    max_size: int
+
+
+class PyramidBody(nn.Module):
+    """A timm EfficientNet-style body cut into the stages at strides 8, 16, 32, then a feature pyramid.
+    The stem and the stride-2/4 stages are frozen: they are generic edges and the costliest to train at
+    detection resolutions; BatchNorm is frozen throughout, as batches of a few images give poor statistics."""
+
+    def __init__(self, body: nn.Module, out_channels: int = 128, trainable_from: int = 2) -> None:
+        super().__init__()
+        from timm.layers import freeze_batch_norm_2d
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+        info = [f for f in body.feature_info if f["reduction"] in (8, 16, 32)]
+        self.taps = [int(f["module"].split(".")[1]) for f in info]
+        self.stem = nn.Sequential(body.conv_stem, body.bn1)
+        self.blocks = body.blocks[: self.taps[-1] + 1]
+        for module in (self.stem, *self.blocks[:trainable_from]):
+            module.requires_grad_(False)
+        self.stem, self.blocks = freeze_batch_norm_2d(self.stem), freeze_batch_norm_2d(self.blocks)
+        self.fpn = FeaturePyramidNetwork([f["num_chs"] for f in info], out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        x, taps = self.stem(x), OrderedDict()
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                taps[str(i)] = x
+        return self.fpn(taps)
+
+
+def _pyramid(backbone: str, pretrained: bool, weights: str | None) -> tuple[PyramidBody, tuple, tuple]:
+    bb = create_backbone(backbone, pretrained=pretrained, weights=weights)
+    if not hasattr(bb.body, "feature_info") or not hasattr(bb.body, "blocks"):
+        raise TunevisionError(f"backbone {backbone!r} has no feature pyramid taps here; use efficientnet_lite0/1/2 "
+                              "or another timm EfficientNet/MobileNet")
+    return PyramidBody(bb.body), bb.mean, bb.std
+
+
+def _anchors(levels: int = 4):
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    return AnchorGenerator(tuple((32 * 2 ** i,) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels)
+
+
+DETECTORS: Registry[Callable[..., nn.Module]] = Registry("detector")
+SEGMENTERS: Registry[Callable[..., nn.Module]] = Registry("segmenter")
+
+
+@DETECTORS.register("fasterrcnn")
+def faster_rcnn(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+    from torchvision.models.detection import FasterRCNN
+    body, mean, std = _pyramid(spec.backbone, pretrained, weights)
+    return FasterRCNN(body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size,
+                      image_mean=list(mean), image_std=list(std), rpn_anchor_generator=_anchors())
+
+
+@DETECTORS.register("maskrcnn")
+def mask_rcnn(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+    from torchvision.models.detection import MaskRCNN
+    body, mean, std = _pyramid(spec.backbone, pretrained, weights)
+    return MaskRCNN(body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size,
+                    image_mean=list(mean), image_std=list(std), rpn_anchor_generator=_anchors())
+
+
+@DETECTORS.register("fcos")
+def fcos(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    body, mean, std = _pyramid(spec.backbone, pretrained, weights)
+    anchors = AnchorGenerator(tuple((32 * 2 ** i,) for i in range(4)), ((1.0,),) * 4)  # one point per location
+    return FCOS(body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size, image_mean=list(mean),
+                image_std=list(std), anchor_generator=anchors)
+
+
+class LiteASPP(nn.Module):
+    """LR-ASPP (the MobileNetV3 segmentation head of torchvision) on the backbone's stride-8 and stride-32
+    stages: cheap enough to fine-tune on a CPU, and sharp enough at stride 8 for person-sized objects."""
+
+    def __init__(self, body: nn.Module, num_classes: int, mean: tuple, std: tuple, inter_channels: int = 128) -> None:
+        super().__init__()
+        from timm.layers import freeze_batch_norm_2d
+        from torchvision.models.segmentation.lraspp import LRASPPHead
+        info = {f["reduction"]: f for f in body.feature_info}
+        self.low_tap, self.high_tap = (int(info[r]["module"].split(".")[1]) for r in (8, 32))
+        self.stem = freeze_batch_norm_2d(nn.Sequential(body.conv_stem, body.bn1))
+        self.stem.requires_grad_(False)
+        self.blocks = body.blocks[: self.high_tap + 1]
+        for block in self.blocks[:2]:
+            block.requires_grad_(False)
+        self.head = LRASPPHead(info[8]["num_chs"], info[32]["num_chs"], num_classes + 1, inter_channels)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, classes + 1, H, W) logits."""
+        size, x = x.shape[-2:], self.stem((x - self.mean) / self.std)
+        taps = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            taps[i] = x
+        out = self.head({"low": taps[self.low_tap], "high": taps[self.high_tap]})
+        return nn.functional.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+
+@SEGMENTERS.register("lraspp")
+def lraspp(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+    bb = create_backbone(spec.backbone, pretrained=pretrained, weights=weights)
+    return LiteASPP(bb.body, spec.num_classes, bb.mean, bb.std)
+
+
+def create_scene_model(task: str, spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+    return (DETECTORS if task == "detect" else SEGMENTERS).get(spec.arch)(spec, pretrained, weights)
