@@ -99,11 +99,11 @@ def check_boxes(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, s
     return boxes, ""
 
 
-def _add(items: list[Annotated], problems: list, image: Path | None, boxes: list, labels: list, source: Path,
+def _add(items: list[Annotated], problems: list, image: Path, boxes: list, labels: list, source: Path,
          size: tuple[int, int] | None = None, mask: Path | None = None) -> None:
     """One annotated image, checked: appended to `items`, or its reason to `problems`."""
-    if image is None or not image.is_file():
-        problems.append((str(source), f"image {image.name if image else '?'} not found"))
+    if not image.is_file():
+        problems.append((str(source), f"image {image.name} not found in {image.parent}"))
         return
     try:
         size = size if size and min(size) > 0 else Image.open(image).size  # header only
@@ -172,7 +172,7 @@ def read_voc(root: Path) -> SceneData:
             problems.append((str(xml), f"unknown class {unknown!r} (not in classes.txt)"))
             continue
         filename = Path(tree.findtext("filename") or xml.stem)
-        image = images.get(filename.stem) or images.get(xml.stem)
+        image = images.get(filename.stem) or images.get(xml.stem) or img_dir / filename.name
         _add(items, problems, image, boxes, labels, xml, size)
     return SceneData(items, classes, "voc", problems)
 

@@ -76,7 +76,7 @@ def draw_boxes(image: np.ndarray, boxes, captions: list[str], color: str = "red"
     from torchvision.utils import draw_bounding_boxes
     if len(boxes) == 0:
         return image
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    img = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a copy: PIL's arrays are read-only
     width = max(2, round(max(image.shape[:2]) / 250))
     out = draw_bounding_boxes(img, torch.as_tensor(np.asarray(boxes, dtype=np.float32)), captions, colors=color,
                               width=width)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .export import require
 from .scene_data import IGNORE, SceneSample, segmentation_example
 
 
@@ -52,6 +53,8 @@ class DetectionScores:
 def detection_scores(preds: list[dict], targets: list[dict], classes: list[str], curves: bool = False
                      ) -> DetectionScores:
     """COCO-style box mAP of `preds` against `targets` (both with 1-based labels)."""
+    require("torchmetrics", "detect")
+    require("pycocotools", "detect")
     from torchmetrics.detection import MeanAveragePrecision
     metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True, extended_summary=curves, backend="pycocotools")
     metric.update([{k: p[k] for k in ("boxes", "scores", "labels")} for p in preds],

@@ -1,0 +1,140 @@
+"""Annotation readers, bad-annotation reporting, augmentation that moves boxes and masks, and the metrics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.scenes import write_coco, write_masks, write_voc, write_yolo
+from tunevision.annotations import check_boxes, mask_boxes, read_scene_data, seeded_split, sniff_format
+from tunevision.errors import TunevisionError
+from tunevision.scene_data import decode_scene, detection_example, resize_shorter, segmentation_example
+from tunevision.scene_eval import confusion_matrix, detection_scores, segmentation_scores
+
+WRITERS = {"voc": write_voc, "coco": write_coco, "yolo": write_yolo, "masks": write_masks}
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
+def test_every_format_reads_the_same_boxes(tmp_path: Path, fmt: str) -> None:
+    data = read_scene_data(WRITERS[fmt](tmp_path / fmt))
+    reference = read_scene_data(write_voc(tmp_path / "ref"))
+    assert sniff_format(tmp_path / fmt) == fmt and data.format == fmt
+    assert len(data.items) == 8 and data.problems == []
+    for a, b in zip(sorted(data.items, key=lambda i: i.image.stem), sorted(reference.items, key=lambda i: i.image.stem)):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        assert (a.labels == 0).all()
+    assert (data.items[0].mask is not None) == (fmt == "masks")
+
+
+def test_a_folder_of_class_subfolders_is_not_taken_for_annotations(colour_folders: Path) -> None:
+    assert sniff_format(colour_folders) is None
+    with pytest.raises(TunevisionError, match="no annotations found"):
+        read_scene_data(colour_folders)
+
+
+def _voc(root: Path, name: str, box: str, cls: str = "box", image: str | None = "im0.jpg") -> None:
+    (root / "annotations" / f"{name}.xml").write_text(
+        f"<annotation><filename>{image or name + '.jpg'}</filename><size><width>96</width><height>80</height></size>"
+        f"<object><name>{cls}</name><bndbox>{box}</bndbox></object></annotation>")
+
+
+def test_bad_annotations_are_listed_by_file_with_their_reason_and_left_out(tmp_path: Path) -> None:
+    root = write_voc(tmp_path / "voc", n=3)
+    (root / "classes.txt").write_text("box\n")
+    box = "<xmin>{}</xmin><ymin>10</ymin><xmax>{}</xmax><ymax>40</ymax>"
+    _voc(root, "outside", box.format(10, 300))
+    _voc(root, "flat", box.format(30, 30))
+    _voc(root, "unknown", box.format(10, 40), cls="zebra")
+    _voc(root, "missing", box.format(10, 40), image="nowhere.jpg")
+    (root / "annotations" / "broken.xml").write_text("<annotation><object>")
+    data = read_scene_data(root)
+    reasons = {Path(f).stem: r for f, r in data.problems}
+    assert "outside the 96x80 image" in reasons["outside"]
+    assert "zero area" in reasons["flat"]
+    assert "unknown class 'zebra'" in reasons["unknown"]
+    assert "nowhere.jpg not found" in reasons["missing"]
+    assert "unreadable VOC XML" in reasons["broken"]
+    assert len(data.items) == 3  # training never meets the five bad ones
+
+
+def test_unreadable_coco_json_is_one_clear_error(tmp_path: Path) -> None:
+    root = write_coco(tmp_path / "coco", n=2)
+    (root / "annotations.json").write_text('{"images": [')
+    with pytest.raises(TunevisionError, match="annotations.json: unreadable COCO JSON"):
+        read_scene_data(root)
+
+
+def test_coco_unknown_category_and_yolo_bad_class_are_reported(tmp_path: Path) -> None:
+    root = write_coco(tmp_path / "coco", n=3)
+    coco = json.loads((root / "annotations.json").read_text())
+    coco["annotations"][0]["category_id"] = 99
+    (root / "annotations.json").write_text(json.dumps(coco))
+    assert any("unknown category id 99" in r for _, r in read_scene_data(root).problems)
+    yolo = write_yolo(tmp_path / "yolo", n=3)
+    (yolo / "labels" / "im0.txt").write_text("3 0.5 0.5 0.2 0.2\n")
+    problems = read_scene_data(yolo).problems
+    assert problems and "unknown class 3" in problems[0][1] and problems[0][0].endswith("im0.txt")
+
+
+def test_boxes_a_pixel_or_two_past_the_border_are_clipped_not_refused() -> None:
+    boxes, reason = check_boxes(np.array([[-1.0, 0, 97, 81]]), (96, 80))
+    assert reason == "" and boxes.tolist() == [[0, 0, 96, 80]]
+
+
+def test_mask_boxes_are_the_extent_of_each_instance() -> None:
+    mask = np.zeros((10, 12), np.uint8)
+    mask[2:5, 3:7], mask[6:9, 1:2] = 1, 2
+    assert mask_boxes(mask).tolist() == [[3, 2, 7, 5], [1, 6, 2, 9]]
+
+
+def test_seeded_split_is_fixed_and_disjoint() -> None:
+    a, b = seeded_split(50, 0.2, 0), seeded_split(50, 0.2, 0)
+    assert a == b and len(a[1]) == 10 and not set(a[0]) & set(a[1])
+    assert seeded_split(50, 0.2, 1) != a
+
+
+def test_a_box_and_its_mask_move_with_a_flip(tmp_path: Path) -> None:
+    from torchvision.transforms import v2
+    item = read_scene_data(write_masks(tmp_path / "m", n=1)).items[0]
+    sample = decode_scene(item, 80)
+    image, target = detection_example(sample, v2.RandomHorizontalFlip(p=1.0))
+    w = sample.image.shape[-1]
+    expected = sample.boxes.clone()
+    expected[:, [0, 2]] = w - sample.boxes[:, [2, 0]]
+    torch.testing.assert_close(target["boxes"], expected)
+    assert torch.equal(target["masks"], sample.masks.flip(-1))
+    torch.testing.assert_close(image, sample.image.flip(-1).float() / 255)
+    flipped, mask = segmentation_example(sample, v2.RandomHorizontalFlip(p=1.0))
+    assert torch.equal(mask, sample.semantic().flip(-1))
+
+
+def test_decoding_scales_boxes_and_masks_with_the_image(tmp_path: Path) -> None:
+    item = read_scene_data(write_masks(tmp_path / "m", n=1)).items[0]
+    sample = decode_scene(item, 160)  # 96x80 -> 192x160
+    assert sample.image.shape[1:] == (160, 192) and sample.masks.shape[1:] == (160, 192)
+    torch.testing.assert_close(sample.boxes, torch.from_numpy(item.boxes) * 2)
+    assert resize_shorter(Image.new("RGB", (300, 200)), 100)[0].size == (150, 100)
+
+
+def test_detection_map_is_one_for_exact_boxes_and_drops_for_misplaced_ones() -> None:
+    target = [{"boxes": torch.tensor([[10.0, 10, 50, 50]]), "labels": torch.tensor([1])}]
+    exact = [{"boxes": torch.tensor([[10.0, 10, 50, 50]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
+    off = [{"boxes": torch.tensor([[30.0, 30, 70, 70]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
+    good = detection_scores(exact, target, ["box"], curves=True)
+    assert good.map == pytest.approx(1.0) and good.map_50 == pytest.approx(1.0)
+    assert good.per_class_ap50["box"] == pytest.approx(1.0) and len(good.pr_curves["box"]) == 101
+    assert detection_scores(off, target, ["box"]).map_50 == pytest.approx(0.0)
+
+
+def test_miou_from_the_confusion_matrix_ignores_padding() -> None:
+    true = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 255]])
+    pred = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 0]])
+    cm = confusion_matrix(pred, true, 2)
+    assert cm.tolist() == [[3, 1], [0, 3]]
+    scores = segmentation_scores(cm, ["thing"])
+    assert scores.per_class_iou == {"background": 0.75, "thing": 0.75}
+    assert scores.miou == pytest.approx(0.75) and scores.pixel_acc == pytest.approx(6 / 7)

@@ -1,0 +1,118 @@
+"""Detection and segmentation end to end on tiny synthetic sets: train -> run folder -> predict -> export -> serve.
+Lite0 with random weights at 64-96 px keeps each run to seconds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import tunevision as tv
+from tests.scenes import write_masks, write_voc
+from tunevision.cli import main
+from tunevision.config import RunConfig
+from tunevision.scene_train import resolve_task
+
+FAST = dict(epochs=2, image_size=64, pretrained=False, val_fraction=0.25, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("det")
+    data = write_voc(root / "boxes", n=8)
+    return data, tv.fit(str(data), out=str(root / "runs"), quiet=True, **FAST)
+
+
+def test_task_comes_from_the_data(tmp_path: Path, colour_folders: Path) -> None:
+    assert resolve_task(RunConfig.from_options(str(write_voc(tmp_path / "v", n=1)))) == "detect"
+    assert resolve_task(RunConfig.from_options(str(colour_folders))) == "classify"
+    assert resolve_task(RunConfig.from_options(str(colour_folders), task="segment")) == "segment"
+
+
+def test_fit_writes_a_detection_run_folder_and_returns_a_model_that_predicts_boxes(detector) -> None:
+    data, model = detector
+    run = model.run_dir
+    assert run.name.startswith("boxes-detect-")
+    for name in ("config.yaml", "metrics.csv", "summary.json", "report.html", "split.csv", "skipped.csv",
+                 "eval/metrics.json", "model/model.safetensors", "model/model.json", "report/pr_curves.png",
+                 "report/val_images.png"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoint.pt").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "detect" and summary["val_images"] == 2 and 0 <= summary["map_50"] <= 1
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["task"] == "detect" and meta["classes"] == ["box"] and meta["extra"]["spec"]["arch"] == "fasterrcnn"
+    found = model.predict(str(data / "images" / "im0.jpg"), threshold=0.0)
+    assert found.detections and all(0 <= d.score <= 1 and len(d.box) == 4 for d in found.detections)
+    assert found.plot().size == (96, 80)
+    assert len(model.predict([str(data / "images")])) == 8
+
+
+def test_load_and_evaluate_score_the_held_out_split(detector) -> None:
+    data, model = detector
+    again = tv.load(model.run_dir, device="cpu")
+    assert type(again).__name__ == "SceneModel" and again.classes == ["box"] and len(again.history) == 2
+    scores = again.evaluate(data)
+    assert scores.map_50 == pytest.approx(model.scores.map_50, abs=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_boxes_and_scores(detector, fmt: str, tmp_path: Path) -> None:
+    _, model = detector
+    done = model.export(fmt, tmp_path)
+    assert done.path.is_file() and done.parity.ok and done.parity.compared > 0
+    assert json.loads((tmp_path / f"parity-{fmt}.json").read_text())["matched"] == done.parity.compared
+
+
+def test_cli_predict_draws_boxes_and_writes_json(detector, tmp_path: Path) -> None:
+    data, model = detector
+    out = tmp_path / "pred"
+    r = CliRunner().invoke(main, ["predict", str(model.run_dir), str(data / "images" / "im1.jpg"), "--threshold",
+                                  "0", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert rows[0]["detections"] and Path(rows[0]["output"]).is_file()
+    assert json.loads((out / "predictions.json").read_text()) == rows
+
+
+def test_serve_returns_boxes(detector) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from tunevision.serve import create_app
+    data, model = detector
+    expected = model.predict(str(data / "images" / "im0.jpg"), threshold=0.0).to_dict()["detections"]
+    with TestClient(create_app(str(model.run_dir), threshold=0.0)) as client:
+        assert client.get("/health").json()["task"] == "detect"
+        r = client.post("/predict", files={"files": ("a.jpg", (data / "images" / "im0.jpg").read_bytes(),
+                                                     "image/jpeg")})
+    assert r.status_code == 200, r.text
+    pred = r.json()["predictions"][0]
+    assert pred["filename"] == "a.jpg" and pred["detections"] == expected and len(expected[0]["box"]) == 4
+
+
+def test_segmentation_trains_predicts_masks_and_exports(tmp_path: Path) -> None:
+    data = write_masks(tmp_path / "people", n=8)
+    model = tv.fit(str(data), task="segment", out=str(tmp_path / "runs"), quiet=True, **FAST)
+    assert model.task == "segment" and model.run_dir.name.startswith("people-segment-")
+    assert 0 <= model.scores.miou <= 1 and set(model.scores.per_class_iou) == {"background", "object"}
+    pred = model.predict(str(data / "PNGImages" / "im0.png"))
+    assert pred.mask.shape == (80, 96) and set(pred.to_dict()["pixel_fractions"]) <= {"background", "object"}
+    assert model.export("onnx", tmp_path / "x").parity.ok
+
+
+def test_segment_on_box_only_data_is_refused_before_training(tmp_path: Path) -> None:
+    data = write_voc(tmp_path / "v", n=4)
+    with pytest.raises(tv.TunevisionError, match="--task segment needs masks"):
+        tv.fit(str(data), task="segment", out=str(tmp_path / "runs"), quiet=True, **FAST)
+    assert not any((tmp_path / "runs").glob("*/metrics.csv"))
+
+
+def test_cli_train_lists_bad_annotations_and_trains_on_the_rest(tmp_path: Path) -> None:
+    data = write_voc(tmp_path / "v", n=6)
+    (data / "annotations" / "im0.xml").write_text("not xml")
+    r = CliRunner().invoke(main, ["train", str(data), "--epochs", "1", "--image-size", "64", "--no-pretrained",
+                                  "--val-fraction", "0.25", "--out", str(tmp_path / "runs"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "left out" in r.output and "im0.xml: unreadable VOC XML" in r.output
+    assert "5 boxes" not in r.output and "4 train / 1 val images" in r.output
