@@ -138,3 +138,14 @@ def test_miou_from_the_confusion_matrix_ignores_padding() -> None:
     scores = segmentation_scores(cm, ["thing"])
     assert scores.per_class_iou == {"background": 0.75, "thing": 0.75}
     assert scores.miou == pytest.approx(0.75) and scores.pixel_acc == pytest.approx(6 / 7)
+
+
+def test_train_and_valid_folders_are_the_split_and_share_the_training_classes(tmp_path: Path) -> None:
+    from tunevision.annotations import split_indices
+    write_coco(tmp_path / "set" / "train", n=6)
+    write_coco(tmp_path / "set" / "valid", n=3, seed=1)
+    assert sniff_format(tmp_path / "set") == "coco"
+    data = read_scene_data(tmp_path / "set")
+    train, val = split_indices(data.items, 0.5, 0)
+    assert len(train) == 6 and len(val) == 3 and data.classes == ["box"]
+    assert all("valid" in str(data.items[i].image) for i in val)

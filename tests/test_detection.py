@@ -116,3 +116,61 @@ def test_cli_train_lists_bad_annotations_and_trains_on_the_rest(tmp_path: Path) 
     assert r.exit_code == 0, r.output
     assert "left out" in r.output and "im0.xml: unreadable VOC XML" in r.output
     assert "5 boxes" not in r.output and "4 train / 1 val images" in r.output
+
+
+def test_a_hub_detector_takes_a_local_coco_state_dict_and_gets_a_head_for_our_classes(tmp_path: Path) -> None:
+    import torch
+    import torchvision
+    from tunevision.detectors import SceneSpec, create_scene_model
+    coco = torchvision.models.get_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights=None, weights_backbone=None,
+                                        num_classes=91)
+    torch.save(coco.state_dict(), tmp_path / "coco.pth")
+    spec = SceneSpec("fasterrcnn_mobilenet_v3_large_320_fpn", "", 2, 160, 266)
+    model = create_scene_model("detect", spec, weights=str(tmp_path / "coco.pth"))
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+    torch.testing.assert_close(model.backbone.body["0"][0].weight, coco.backbone.body["0"][0].weight)
+    assert model.transform.min_size == (160,)
+
+
+def test_cli_evaluate_prints_map_for_a_detector(detector) -> None:
+    data, model = detector
+    r = CliRunner().invoke(main, ["evaluate", str(model.run_dir), str(data), "--device", "cpu", "--out",
+                                  str(data.parent / "ev")])
+    assert r.exit_code == 0, r.output
+    assert "mAP@0.5" in r.output and "box" in r.output
+    assert (data.parent / "ev" / "pr_curves.png").is_file()
+    assert "map_50" in json.loads((data.parent / "ev" / "metrics.json").read_text())
+
+
+def test_a_killed_detection_run_resumes_from_its_last_epoch(tmp_path: Path, monkeypatch) -> None:
+    import tunevision.scene_train as st
+    from tunevision.train import fit
+    data = write_voc(tmp_path / "v", n=6)
+    real, calls = st.train_scene_epoch, []
+
+    def dies_in_epoch_two(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(st, "train_scene_epoch", dies_in_epoch_two)
+    cfg = RunConfig.from_options(str(data), out=str(tmp_path / "runs"), **{**FAST, "epochs": 3})
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg)
+    run = next((tmp_path / "runs").iterdir())
+    assert (run / "checkpoint.pt").is_file() and len((run / "metrics.csv").read_text().splitlines()) == 2
+    result = fit(RunConfig.load(run / "config.yaml"), resume_dir=run)
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"] and len(calls) == 4
+    assert result.run_dir == run and (run / "summary.json").is_file()
+
+
+def test_mask_rcnn_on_a_masks_folder_predicts_boxes_and_an_instance_mask(tmp_path: Path) -> None:
+    data = write_masks(tmp_path / "people", n=6)
+    model = tv.fit(str(data), arch="maskrcnn", out=str(tmp_path / "runs"), quiet=True, **FAST)
+    pred = model.predict(str(data / "PNGImages" / "im0.png"), threshold=0.0)
+    assert pred.detections and pred.mask is not None and pred.mask.shape == (80, 96)
+    row = pred.to_dict()
+    assert "detections" in row and "pixel_fractions" in row
+    with pytest.raises(tv.TunevisionError, match="--arch maskrcnn needs masks"):
+        tv.fit(str(write_voc(tmp_path / "v", n=4)), arch="maskrcnn", out=str(tmp_path / "runs"), quiet=True, **FAST)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,7 @@ class Annotated:
     boxes: np.ndarray            # (N, 4) float32, x1 y1 x2 y2 in pixels
     labels: np.ndarray           # (N,) int64, index into the class names
     mask: Path | None = None     # instance ids: pixel value k = object k (k-th box), 0 = background
+    split: str = ""              # "train" / "val" when the data comes split, else "" (a seeded split is drawn)
 
 
 @dataclass
@@ -51,13 +53,30 @@ def _format(name: str, looks_like: Callable[[Path], bool]):
 
 def sniff_format(root: Path) -> str | None:
     """The annotation format of a folder (or COCO JSON file), or None when it holds none of them."""
+    folders = split_folders(root)
+    if folders:
+        return sniff_format(folders["train"])
     return next((name for name, looks in SENSES if looks(root)), None)
+
+
+SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val"}
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """{'train': ..., 'val': ...} when the data comes as train/ + val/ (or valid/, validation/) folders of one
+    annotation format (Roboflow's and many other exports), else {}."""
+    if not root.is_dir():
+        return {}
+    found = {SPLITS[p.name.lower()]: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() in SPLITS}
+    return found if set(found) == {"train", "val"} and sniff_format(found["train"]) else {}
 
 
 def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
     root = Path(root).expanduser()
     if not root.exists():
         raise TunevisionError(f"{root}: not found")
+    if split_folders(root):
+        return _read_split(split_folders(root))
     fmt = fmt or sniff_format(root) or ""
     if not fmt:
         raise TunevisionError(f"{root}: no annotations found; detection/segmentation data is a VOC folder "
@@ -69,6 +88,23 @@ def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
                               f"{data.problems[0][0]}: {data.problems[0][1]})" if data.problems else
                               f"{root}: no annotated image found")
     return data
+
+
+def _read_split(folders: dict[str, Path]) -> SceneData:
+    """train/ and val/ read alike; the validation labels are renamed into the training classes."""
+    train = read_scene_data(folders["train"])
+    val = read_scene_data(folders["val"], train.format)
+    classes, problems = list(train.classes), train.problems + val.problems
+    items = [dataclass_replace(it, split="train") for it in train.items]
+    for it in val.items:
+        names = [val.classes[k] for k in it.labels]
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            problems.append((str(it.image), f"class {unknown[0]!r} is not among the training classes"))
+            continue
+        items.append(dataclass_replace(it, labels=np.asarray([classes.index(n) for n in names], np.int64),
+                                       split="val"))
+    return SceneData(items, classes, train.format, problems)
 
 
 def _subdir(root: Path, *names: str) -> Path | None:
@@ -303,6 +339,14 @@ def read_masks(root: Path) -> SceneData:
         _add(items, problems, image, boxes, np.zeros(len(boxes), dtype=np.int64), mask, (m.shape[1], m.shape[0]),
              mask=mask)
     return SceneData(items, classes, "masks", problems)
+
+
+def split_indices(items: list[Annotated], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) item indices: the data's own split when it has one, else a seeded one."""
+    if any(it.split for it in items):
+        return ([i for i, it in enumerate(items) if it.split == "train"],
+                [i for i, it in enumerate(items) if it.split == "val"])
+    return seeded_split(len(items), val_fraction, seed)
 
 
 def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -13,7 +13,7 @@ import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from .predict import IMAGENET, Prediction, decode_inputs, load_predictor, model_
 from .rundir import EpochRecord, read_metrics
 from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from .ui import RunLog
+
+if TYPE_CHECKING:
+    from .scene_api import SceneModel
 
 Image = Any  # a path, folder or glob (str/Path), a PIL image, an HxWxC array or a CxHxW tensor
 

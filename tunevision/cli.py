@@ -195,6 +195,17 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
     def go() -> None:
         folder = writable_dir(out, "evaluation folder (--out)") if out else Path(".")
         log, model = RunLog(), load(bundle, device=device)
+        if model.meta.task != "classify":  # a detector or segmenter: COCO mAP or mIoU on annotated DATA
+            import json
+            scores = model.evaluate(data)
+            if out:
+                (folder / "metrics.json").write_text(json.dumps(scores.to_dict(), indent=2))
+                if getattr(scores, "pr_curves", None):
+                    from .scene_report import pr_curves
+                    pr_curves(scores.pr_curves, folder / "pr_curves.png")
+            click.echo(scores.headline() + "".join(f"\n  {c:>16s} {v:.3f}" for c, v in getattr(
+                scores, "per_class_ap50", getattr(scores, "per_class_iou", {})).items()))
+            return
         eval_set = load_eval_set(model.network, model.meta, data, model.runtime, unknown_classes=unknown_classes,
                                  log=log)
         augmented = make_tta(tta, tta_crops, tta_reduce)

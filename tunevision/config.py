@@ -81,8 +81,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = opt("efficientnet_lite0", "registered backbone, torchvision model or timm model name")
-    arch: str = opt("", "detect/segment: the architecture on the backbone (detect: fasterrcnn, fcos, maskrcnn; "
-                        "segment: lraspp); empty = the task's default")
+    arch: str = opt("", "detect/segment: the architecture on the backbone (detect: fasterrcnn, fcos, maskrcnn, or a "
+                        "COCO-trained torchvision detector such as fasterrcnn_resnet50_fpn; segment: fpn, lraspp); "
+                        "empty = the task's default (fasterrcnn, fpn)")
     weights: str = opt("", "local weights: a state dict file or a tunevision bundle/run folder")
     pretrained: bool = opt(True, "start from pretrained weights (ignored by --mode scratch)")
     dropout: float = opt(0.0, "dropout before the new head", check=lambda v: 0 <= v < 1, allowed="in [0, 1)")

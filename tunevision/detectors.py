@@ -1,4 +1,4 @@
-"""Detectors and segmenters built on an ImageNet backbone (offline Lite0 by default), by name, as a registry.
+"""Detectors and segmenters built on an ImageNet backbone (offline Lite0 by default), by name, as registries.
 
 torchvision's detection families (Faster R-CNN, RetinaNet, FCOS, Mask R-CNN) take any backbone that returns
 an ordered dict of feature maps; here that is the classification backbone's stride-8/16/32 stages through a
@@ -34,7 +34,8 @@ class PyramidBody(nn.Module):
     The stem and the stride-2/4 stages are frozen: they are generic edges and the costliest to train at
     detection resolutions; BatchNorm is frozen throughout, as batches of a few images give poor statistics."""
 
-    def __init__(self, body: nn.Module, out_channels: int = 128, trainable_from: int = 2) -> None:
+    def __init__(self, body: nn.Module, out_channels: int = 128, trainable_from: int = 2, pool_level: bool = True
+                 ) -> None:
         super().__init__()
         from timm.layers import freeze_batch_norm_2d
         from torchvision.ops import FeaturePyramidNetwork
@@ -46,7 +47,8 @@ class PyramidBody(nn.Module):
         for module in (self.stem, *self.blocks[:trainable_from]):
             module.requires_grad_(False)
         self.stem, self.blocks = freeze_batch_norm_2d(self.stem), freeze_batch_norm_2d(self.blocks)
-        self.fpn = FeaturePyramidNetwork([f["num_chs"] for f in info], out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork([f["num_chs"] for f in info], out_channels,
+                                         extra_blocks=LastLevelMaxPool() if pool_level else None)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
@@ -58,12 +60,13 @@ class PyramidBody(nn.Module):
         return self.fpn(taps)
 
 
-def _pyramid(backbone: str, pretrained: bool, weights: str | None) -> tuple[PyramidBody, tuple, tuple]:
+def _pyramid(backbone: str, pretrained: bool, weights: str | None, pool_level: bool = True
+             ) -> tuple[PyramidBody, tuple, tuple]:
     bb = create_backbone(backbone, pretrained=pretrained, weights=weights)
     if not hasattr(bb.body, "feature_info") or not hasattr(bb.body, "blocks"):
         raise TunevisionError(f"backbone {backbone!r} has no feature pyramid taps here; use efficientnet_lite0/1/2 "
                               "or another timm EfficientNet/MobileNet")
-    return PyramidBody(bb.body), bb.mean, bb.std
+    return PyramidBody(bb.body, pool_level=pool_level), bb.mean, bb.std
 
 
 def _anchors(levels: int = 4):
@@ -131,10 +134,68 @@ class LiteASPP(nn.Module):
         return nn.functional.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
 
+class PyramidSegmenter(nn.Module):
+    """Semantic FPN (Kirillov et al., Panoptic FPN): the pyramid's stride-8/16/32 maps upsampled to stride 8,
+    summed, one 3x3 convolution and a per-pixel classifier. Sharper than LR-ASPP, whose only stride-8 input is a
+    linear term."""
+
+    def __init__(self, pyramid: PyramidBody, num_classes: int, mean: tuple, std: tuple) -> None:
+        super().__init__()
+        c = pyramid.out_channels
+        self.pyramid = pyramid
+        self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c, num_classes + 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, classes + 1, H, W) logits."""
+        levels = list(self.pyramid((x - self.mean) / self.std).values())
+        size = levels[0].shape[-2:]
+        merged = levels[0]
+        for level in levels[1:]:
+            merged = merged + nn.functional.interpolate(level, size=size, mode="bilinear", align_corners=False)
+        return nn.functional.interpolate(self.head(merged), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@SEGMENTERS.register("fpn")
+def semantic_fpn(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+    pyramid, mean, std = _pyramid(spec.backbone, pretrained, weights, pool_level=False)
+    return PyramidSegmenter(pyramid, spec.num_classes, mean, std)
+
+
 @SEGMENTERS.register("lraspp")
 def lraspp(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
     bb = create_backbone(spec.backbone, pretrained=pretrained, weights=weights)
     return LiteASPP(bb.body, spec.num_classes, bb.mean, bb.std)
+
+
+# torchvision's COCO-trained detectors: far stronger starting points when their weights are at hand (online,
+# or `--weights FILE` with the state dict torchvision publishes); the class layer is replaced for the user's classes
+HUB_DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+                 "fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+
+
+def _register_hub(name: str) -> None:
+    @DETECTORS.register(name)
+    def hub(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+        import torchvision
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+        from .scene import load_scene_model
+        model, _, _ = load_scene_model(name, HUB_DETECTORS, weights=weights, pretrained=pretrained)
+        heads = model.roi_heads
+        heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, spec.num_classes + 1)
+        if heads.mask_predictor is not None:
+            heads.mask_predictor = MaskRCNNPredictor(heads.mask_predictor.conv5_mask.in_channels, 256,
+                                                     spec.num_classes + 1)
+        model.transform = torchvision.models.detection.transform.GeneralizedRCNNTransform(
+            spec.min_size, spec.max_size, model.transform.image_mean, model.transform.image_std)
+        return model
+
+
+for _name in HUB_DETECTORS:
+    _register_hub(_name)
 
 
 def create_scene_model(task: str, spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:

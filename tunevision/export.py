@@ -85,20 +85,25 @@ def onnx_session(path: str | Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _export_onnx(graph: Probabilities, example: torch.Tensor, path: Path, meta: BundleMeta) -> Callable:
-    require("onnx", "export")
-    require("onnxscript", "export")
+def finish_onnx(tmp: Path, path: Path, meta: BundleMeta) -> None:
+    """The bundle's description into the ONNX file's metadata_props, then the file into place atomically."""
     import onnx
-    tmp = path.with_name(path.name + ".tmp")
-    torch.onnx.export(graph, (example,), str(tmp), input_names=["input"], output_names=["probs"],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=18,
-                      external_data=False, verbose=False)
     proto = onnx.load(str(tmp))
     for key, value in asdict(meta).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
     onnx.save(proto, str(tmp))
     os.replace(tmp, path)
+
+
+def _export_onnx(graph: Probabilities, example: torch.Tensor, path: Path, meta: BundleMeta) -> Callable:
+    require("onnx", "export")
+    require("onnxscript", "export")
+    tmp = path.with_name(path.name + ".tmp")
+    torch.onnx.export(graph, (example,), str(tmp), input_names=["input"], output_names=["probs"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=18,
+                      external_data=False, verbose=False)
+    finish_onnx(tmp, path, meta)
     session = onnx_session(path)
     return lambda x: session.run(None, {"input": x.numpy()})[0]
 

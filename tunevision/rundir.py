@@ -68,13 +68,13 @@ def write_dataset_files(run_dir: Path, data) -> None:
             "train": {c: sum(s.label == i for s in data.train) for i, c in enumerate(ds.classes)},
             "val": {c: sum(s.label == i for s in data.val) for i, c in enumerate(ds.classes)}},
         "skipped": len(ds.skipped), "image_size": data.image_size, "resize_size": data.resize_size}, indent=2)))
-    _write_csv(run_dir / "skipped.csv", ["path", "reason"], [(s.path, s.reason) for s in ds.skipped])
-    _write_csv(run_dir / "split.csv", ["path", "label", "split"],
+    write_csv(run_dir / "skipped.csv", ["path", "reason"], [(s.path, s.reason) for s in ds.skipped])
+    write_csv(run_dir / "split.csv", ["path", "label", "split"],
                [(s.path, ds.classes[s.label], split) for split, ss in (("train", data.train), ("val", data.val))
                 for s in ss])
 
 
-def _write_csv(path: Path, header: list[str], rows) -> None:
+def write_csv(path: Path, header: list[str], rows) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -84,7 +84,7 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 
 def write_metrics(run_dir: Path, history: list[EpochRecord]) -> None:
-    _write_csv(run_dir / "metrics.csv", list(EpochRecord.__dataclass_fields__),
+    write_csv(run_dir / "metrics.csv", list(EpochRecord.__dataclass_fields__),
                [[r.epoch, f"{r.train_loss:.5f}", f"{r.train_acc:.5f}", f"{r.val_loss:.5f}", f"{r.val_acc:.5f}",
                  f"{r.lr:.3g}", f"{r.seconds:.2f}", f"{r.ema_val_acc:.5f}", r.size] for r in history])
 

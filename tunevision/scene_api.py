@@ -51,7 +51,7 @@ class SceneModel:
         from .scene_data import decode_scenes
         items, classes = evaluation_items(self.meta, str(data))
         samples = decode_scenes(items, self.meta.image_size)
-        self.scores, _ = score_scenes(self.network, self.task, samples, classes)
+        self.scores, _ = score_scenes(self.network, self.task, samples, classes, curves=True)
         return self.scores
 
     def save(self, path: str | Path) -> Path:

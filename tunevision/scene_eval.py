@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +40,8 @@ class DetectionScores:
     map_75: float
     per_class_ap: dict[str, float]  # AP@0.5:0.95 per class
     per_class_ap50: dict[str, float]
-    pr_curves: dict[str, list[float]] = field(default_factory=dict)  # class -> precision at recall 0, .01 .. 1 (IoU 0.5)
+    # class -> precision at recall 0, 0.01 .. 1, IoU 0.5 (filled when asked for curves)
+    pr_curves: dict[str, list[float]] = field(default_factory=dict)
 
     def headline(self) -> str:
         return f"mAP@0.5 {self.map_50:.3f}  mAP@0.5:0.95 {self.map:.3f}"

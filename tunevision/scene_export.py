@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from .bundle import BundleMeta, bundle_dir
 from .errors import TunevisionError
-from .export import onnx_session, require
+from .export import finish_onnx, onnx_session, require
 
 BOX_ATOL = 0.5      # pixels a matched box may move between PyTorch and the export
 SCORE_ATOL = 1e-3
@@ -62,7 +61,8 @@ class SceneParity:
         return self.matched == self.compared and self.max_box_diff <= BOX_ATOL and self.max_score_diff <= SCORE_ATOL
 
     def describe(self) -> str:
-        return (f"{self.matched} of {self.compared} {self.unit} matched; max box diff {self.max_box_diff:.3f}px (tolerance {BOX_ATOL}), max score diff "
+        return (f"{self.matched} of {self.compared} {self.unit} matched; max box diff {self.max_box_diff:.3f}px "
+                f"(tolerance {BOX_ATOL}), max score diff "
                 f"{self.max_score_diff:.1e}")
 
 
@@ -113,7 +113,6 @@ def _trace_inputs(graph: nn.Module, task: str, images: list[torch.Tensor]) -> tu
 
 def _export_onnx(graph: nn.Module, task: str, example: tuple, path: Path, meta: BundleMeta) -> Callable:
     require("onnx", "export")
-    import onnx
     tmp = path.with_name(path.name + ".tmp")
     names = ["boxes", "labels", "scores"] if task == "detect" else ["classes"]
     axes = {"image": [1, 2]} if task == "detect" else {"image": [0, 2, 3]}
@@ -121,12 +120,7 @@ def _export_onnx(graph: nn.Module, task: str, example: tuple, path: Path, meta: 
     # data-dependent shapes), at opset 17
     torch.onnx.export(graph, example, str(tmp), input_names=["image"], output_names=names, dynamic_axes=axes,
                       opset_version=17, dynamo=False)
-    proto = onnx.load(str(tmp))
-    for key, value in asdict(meta).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
+    finish_onnx(tmp, path, meta)
     session = onnx_session(path)
     return lambda x: [torch.from_numpy(a) for a in session.run(None, {"image": x.numpy()})]
 

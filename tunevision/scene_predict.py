@@ -38,6 +38,7 @@ class ScenePrediction:
     detections: list[Detection] = field(default_factory=list)
     mask: np.ndarray | None = field(default=None, repr=False)  # (H, W) class per pixel, 0 = background (segment)
     classes: list[str] = field(default_factory=list, repr=False)
+    task: str = field(default="detect", repr=False)
     image: Image.Image | None = field(default=None, repr=False)
     error: str = ""
 
@@ -45,10 +46,10 @@ class ScenePrediction:
         out: dict[str, Any] = {"source": self.source}
         if self.error:
             return {**out, "error": self.error}
-        if self.mask is None:
+        if self.task == "detect":
             out["detections"] = [{"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box]}
                                  for d in self.detections]
-        else:
+        if self.mask is not None:
             out["pixel_fractions"] = {k: round(v, 4) for k, v in
                                       pixel_fractions(self.mask, ["background", *self.classes]).items()}
         return out
@@ -56,9 +57,8 @@ class ScenePrediction:
     def plot(self) -> Image.Image:
         if self.image is None:
             raise TunevisionError(f"{self.source}: no image to draw ({self.error or 'not kept'})")
-        if self.mask is not None:
-            return overlay(self.image, self.mask, len(self.classes) + 1)
-        return draw_detections(self.image, self.detections)
+        image = self.image if self.mask is None else overlay(self.image, self.mask, len(self.classes) + 1)
+        return draw_detections(image, self.detections) if self.detections else image
 
     def save(self, path: str | Path) -> Path:
         self.plot().save(path)
@@ -93,7 +93,7 @@ def predict_scenes(model: torch.nn.Module, meta: BundleMeta, inputs: Sequence[An
     device = next(model.parameters()).device
     for name, image in open_inputs(inputs, max_pixels):
         if isinstance(image, str):
-            results.append(ScenePrediction(name, classes=meta.classes, error=image))
+            results.append(ScenePrediction(name, classes=meta.classes, task=meta.task, error=image))
             continue
         resized, scale = resize_shorter(image, meta.image_size)
         x = (pil_to_tensor(resized).float() / 255).to(device)
@@ -102,12 +102,26 @@ def predict_scenes(model: torch.nn.Module, meta: BundleMeta, inputs: Sequence[An
             keep = out["scores"] >= threshold
             found = [Detection(meta.classes[int(l) - 1], float(s), tuple(float(v) / scale for v in b))
                      for l, s, b in zip(out["labels"][keep], out["scores"][keep], out["boxes"][keep])]
-            results.append(ScenePrediction(name, found, classes=meta.classes, image=image))
+            mask = instance_class_map(out, keep, (image.height, image.width)) if "masks" in out else None
+            results.append(ScenePrediction(name, found, mask, classes=meta.classes, image=image))
         else:
             classes = segment_batch(model, [x], size=(image.height, image.width))[0]
             results.append(ScenePrediction(name, mask=classes.cpu().numpy().astype(np.uint8), classes=meta.classes,
-                                           image=image))
+                                           task="segment", image=image))
     return results
+
+
+def instance_class_map(out: dict, keep: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Mask R-CNN's kept instance masks (probability > 0.5) as one class map at the photo's size; where instances
+    overlap, the higher-scoring one (drawn last) wins."""
+    masks = out["masks"][keep][:, 0]
+    if len(masks) == 0:
+        return np.zeros(size, np.uint8)
+    masks = torch.nn.functional.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    classes = np.zeros(size, np.uint8)
+    for m, label in reversed(list(zip(masks, out["labels"][keep]))):  # scores come sorted, highest first
+        classes[(m > 0.5).numpy()] = int(label)
+    return classes
 
 
 def write_scene_predictions(results: list[ScenePrediction], out: Path) -> list[dict]:

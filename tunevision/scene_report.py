@@ -75,7 +75,7 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
         results = f"<p><b>{html.escape(scores.headline())}</b> on {len(val)} held-out images.</p>{table}"
         views, caption = mask_views(val[:GRID], outputs[:GRID], classes), "true mask (left), predicted (right)"
     plots.image_grid(views, [Path(s.source).name for s in val[:GRID]], out / "val_images.png",
-                     columns=3 if task == "detect" else 2)
+                     columns=3)
     sections.append(("Results", results + _img(out / "val_images.png", f"validation images: {caption}")))
     epochs = np.array([r.epoch for r in history])
     fig = plots._figure(10, 3.2)
@@ -90,9 +90,11 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
     skipped = list(csv.DictReader(open(run_dir / "skipped.csv"))) if (run_dir / "skipped.csv").is_file() else []
     sections.append(("Data", f"<p>{html.escape(cfg['data']['data'])} ({html.escape(meta.extra.get('format', ''))}), "
                      f"{len(val)} validation images, {len(skipped)} left out.</p>" +
-                     (_table(["file", "reason"], [[r["path"], r["reason"]] for r in skipped[:200]]) if skipped else "")))
+                     (_table(["file", "reason"], [[r["path"], r["reason"]] for r in skipped[:200]])
+                      if skipped else "")))
     sections.append(("Model", _table(["", ""], [
-        ["task", task], ["architecture", f"{meta.architecture} on {meta.extra['spec']['backbone']}"],
+        ["task", task], ["architecture", " on ".join(filter(None, [meta.architecture,
+                                                                     meta.extra["spec"]["backbone"]]))],
         ["parameters", f"{sum(p.numel() for p in model.parameters()):,}"], ["preprocessing", meta.preprocessing],
         ["classes", ", ".join(classes)]]) + f"<h3>Config</h3><pre>{html.escape(yaml.safe_dump(cfg))}</pre>"))
     return write_page(run_dir, sections)

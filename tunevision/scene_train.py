@@ -10,7 +10,6 @@ import copy
 import csv
 import dataclasses
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from .annotations import SceneData, read_scene_data, seeded_split
+from .annotations import SceneData, read_scene_data, split_indices
 from .bundle import BundleMeta, save_bundle
 from .config import RunConfig, TrainConfig
 from .detectors import SceneSpec, create_scene_model
 from .errors import TunevisionError
-from .rundir import atomic_write, load_checkpoint
+from .rundir import atomic_write, write_csv
 from .scene_data import (SceneSample, decode_scenes, detection_example, detection_transform, segmentation_example,
                          segmentation_transform)
 from .scene_eval import primary, score_scenes
@@ -39,8 +38,8 @@ class TaskRecipe:
     batch_size: int
 
 
-RECIPES = {"detect": TaskRecipe("fasterrcnn", 448, 10, 0.02, 4),
-           "segment": TaskRecipe("lraspp", 384, 12, 0.02, 8)}
+RECIPES = {"detect": TaskRecipe("fasterrcnn", 448, 8, 0.02, 4),
+           "segment": TaskRecipe("fpn", 384, 12, 0.02, 8)}
 
 
 @dataclass
@@ -65,9 +64,11 @@ class SceneResult:
 
 
 def scene_spec(cfg: RunConfig, task: str, data: SceneData) -> SceneSpec:
+    from .detectors import HUB_DETECTORS
     recipe = RECIPES[task]
-    size = cfg.data.image_size or recipe.image_size
-    return SceneSpec(cfg.model.arch or recipe.arch, cfg.model.backbone, len(data.classes), size, round(size * 5 / 3))
+    size, arch = cfg.data.image_size or recipe.image_size, cfg.model.arch or recipe.arch
+    backbone = "" if arch in HUB_DETECTORS else cfg.model.backbone  # a hub detector brings its own
+    return SceneSpec(arch, backbone, len(data.classes), size, round(size * 5 / 3))
 
 
 def resolved_train(t: TrainConfig, task: str) -> TrainConfig:
@@ -79,7 +80,10 @@ def resolved_train(t: TrainConfig, task: str) -> TrainConfig:
 
 
 def split_scene(data: SceneData, cfg: RunConfig) -> tuple[list, list]:
-    train, val = seeded_split(len(data.items), cfg.data.val_fraction, cfg.train.seed)
+    train, val = split_indices(data.items, cfg.data.val_fraction, cfg.train.seed)
+    if not train or not val:
+        raise TunevisionError(f"{cfg.data.data}: {len(train)} training and {len(val)} validation images; both splits "
+                              "need at least one usable annotated image")
     return [data.items[i] for i in train], [data.items[i] for i in val]
 
 
@@ -99,7 +103,8 @@ def train_scene_epoch(model: torch.nn.Module, task: str, samples: list[SceneSamp
             loss = torch.nn.functional.cross_entropy(model(torch.stack(images)), torch.stack(masks),
                                                      ignore_index=255)
         if not torch.isfinite(loss):
-            raise TunevisionError(f"the loss became {loss.item()} (diverged); lower --lr (now {sched.get_last_lr()[0]:.3g})")
+            raise TunevisionError(f"the loss became {loss.item()} (diverged); lower --lr (now "
+                                  f"{sched.get_last_lr()[0]:.3g})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 10.0)
@@ -120,8 +125,8 @@ def scene_meta(cfg: RunConfig, task: str, spec: SceneSpec, data: SceneData, mode
     mean, std = _model_stats(model)
     return BundleMeta(architecture=spec.arch, classes=data.classes, image_size=spec.min_size,
                       resize_size=spec.max_size, mean=mean, std=std, task=task,
-                      preprocessing=f"RGB /255; the model scales the shorter side to {spec.min_size} "
-                                    f"(longer side at most {spec.max_size}) and normalises with mean/std",
+                      preprocessing=f"resize the shorter side to {spec.min_size} (PIL bilinear; longer side at most "
+                                    f"{spec.max_size} inside the detector), RGB /255; mean/std inside the model",
                       extra={"spec": dataclasses.asdict(spec), "data": str(Path(cfg.data.data).expanduser().resolve()),
                              "seed": cfg.train.seed, "val_fraction": cfg.data.val_fraction, "format": data.format})
 
@@ -138,10 +143,11 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     data = read_scene_data(cfg.data.data)
     train_items, val_items = split_scene(data, cfg)
     describe_scene_data(data, cfg, task, run_dir, train_items, val_items, log)
-    if task == "segment" and any(it.mask is None for it in data.items):
-        raise TunevisionError(f"{cfg.data.data}: --task segment needs masks ({data.format} data has boxes only); "
-                              "use --task detect, or an images + masks folder")
     spec = scene_spec(cfg, task, data)
+    if (task == "segment" or spec.arch.startswith("maskrcnn")) and any(it.mask is None for it in data.items):
+        raise TunevisionError(f"{cfg.data.data}: {'--task segment' if task == 'segment' else '--arch ' + spec.arch} "
+                              f"needs masks ({data.format} data has boxes only); use --task detect with a box "
+                              "architecture, or an images + masks folder")
     t = resolved_train(cfg.train, task)
     cfg = dataclasses.replace(cfg, train=t, data=dataclasses.replace(cfg.data, task=task, image_size=spec.min_size),
                               model=dataclasses.replace(cfg.model, arch=spec.arch))
@@ -163,9 +169,10 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
         model.load_state_dict(resume["model"]), opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"]), gen.set_state(resume["generator"])
         history, best = [SceneRecord(**r) for r in resume["history"]], resume["best"]
-    log.info(f"[bold]model[/] {spec.arch} on {spec.backbone} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} "
-             f"M parameters), {task}, shorter side {spec.min_size}px, {t.epochs} epochs, batch {t.batch_size}, "
-             f"{t.optimizer} lr {t.lr:g}")
+    size = sum(p.numel() for p in model.parameters()) / 1e6
+    log.info(f"[bold]model[/] {' on '.join(filter(None, [spec.arch, spec.backbone]))} ({size:.1f} M parameters), "
+             f"{task}, shorter side {spec.min_size}px, {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr "
+             f"{t.lr:g}")
     with log.progress(t.epochs, "training") as advance:
         advance(len(history))
         for epoch in range(len(history) + 1, t.epochs + 1):
@@ -228,24 +235,15 @@ def describe_scene_data(data: SceneData, cfg: RunConfig, task: str, run_dir: Pat
         log.info(f"  left out {source}: {reason}")
     if len(data.problems) > 20:
         log.info(f"  ... and {len(data.problems) - 20} more, all listed in {run_dir / 'skipped.csv'}")
-    _write_rows(run_dir / "skipped.csv", ["path", "reason"], data.problems)
-    _write_rows(run_dir / "split.csv", ["path", "boxes", "split"],
+    write_csv(run_dir / "skipped.csv", ["path", "reason"], data.problems)
+    write_csv(run_dir / "split.csv", ["path", "boxes", "split"],
                 [(it.image, len(it.boxes), split) for split, items in (("train", train), ("val", val)) for it in items])
 
 
 def write_scene_metrics(run_dir: Path, history: list[SceneRecord]) -> None:
-    _write_rows(run_dir / "metrics.csv", list(SceneRecord.__dataclass_fields__),
+    write_csv(run_dir / "metrics.csv", list(SceneRecord.__dataclass_fields__),
                 [[r.epoch, f"{r.train_loss:.5f}", f"{r.score:.5f}", f"{r.score_50:.5f}", f"{r.lr:.3g}",
                   f"{r.seconds:.2f}"] for r in history])
-
-
-def _write_rows(path: Path, header: list[str], rows) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-    atomic_write(path, write)
 
 
 def resolve_task(cfg: RunConfig) -> str:
@@ -262,25 +260,14 @@ def resolve_task(cfg: RunConfig) -> str:
 def run_scene(cfg: RunConfig, task: str, log: RunLog, resume_dir: Path | None = None) -> SceneResult:
     """`fit_scene` in its run folder: made here, removed if the run fails before its first epoch; Ctrl-C or
     SIGTERM leave the checkpoint of the last finished epoch for `tunevision train --resume`."""
-    from .rundir import remove_failed_run
-    from .train import open_run, sigterm_as_interrupt
+    from .train import guarded_run, open_run
     cfg, run_dir, resume = open_run(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, task=task)),
                                     resume_dir)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     log.log_file = run_dir / "train.log"
-    try:
-        with sigterm_as_interrupt():
-            return fit_scene(cfg, task, run_dir, log, resume)
-    except KeyboardInterrupt:
-        remove_failed_run(run_dir, created)
-        if run_dir.is_dir():
-            log.info(f"[yellow]interrupted; the checkpoint of the last finished epoch is kept. Continue with: "
-                     f"tunevision train --resume {run_dir}[/]")
-        raise
-    except BaseException:
-        remove_failed_run(run_dir, created)
-        raise
+    with guarded_run(run_dir, created, log):
+        return fit_scene(cfg, task, run_dir, log, resume)
 
 
 def evaluation_items(meta: BundleMeta, data: str) -> tuple[list, list[str]]:
@@ -292,7 +279,7 @@ def evaluation_items(meta: BundleMeta, data: str) -> tuple[list, list[str]]:
         raise TunevisionError(f"{data}: classes {unknown[:5]} are not among the model's ({', '.join(meta.classes)})")
     items = scene.items
     if str(Path(data).expanduser().resolve()) == meta.extra.get("data"):
-        _, val = seeded_split(len(items), meta.extra["val_fraction"], meta.extra["seed"])
+        _, val = split_indices(items, meta.extra["val_fraction"], meta.extra["seed"])
         items = [items[i] for i in val]
     remap = {i: meta.classes.index(c) if c in meta.classes else 0 for i, c in enumerate(scene.classes)}
     for it in items:

@@ -67,20 +67,10 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
         if d.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             log.log_file = run_dir / "train.log"
-        try:
-            with sigterm_as_interrupt():
-                result = _fit(cfg, run_dir, resume, log, started, d)
+        with guarded_run(run_dir, created, log, d.main):
+            result = _fit(cfg, run_dir, resume, log, started, d)
             d.barrier()  # the other ranks wait while rank 0 calibrates, evaluates and writes
             return result
-        except KeyboardInterrupt:
-            remove_failed_run(run_dir, created)
-            if d.main and run_dir.is_dir():
-                log.info(f"[yellow]interrupted; the checkpoint of the last finished epoch is kept. Continue with: "
-                         f"tunevision train --resume {run_dir}[/]")
-            raise
-        except BaseException:
-            remove_failed_run(run_dir, created)
-            raise
     finally:
         shutdown(d)
 
@@ -165,6 +155,24 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def guarded_run(run_dir: Path, created: bool, log: RunLog, main: bool = True):
+    """Ctrl-C or SIGTERM keep the checkpoint of the last finished epoch and print the resume command; a run that
+    fails before its first epoch leaves no folder behind."""
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt:
+        remove_failed_run(run_dir, created)
+        if main and run_dir.is_dir():
+            log.info(f"[yellow]interrupted; the checkpoint of the last finished epoch is kept. Continue with: "
+                     f"tunevision train --resume {run_dir}[/]")
+        raise
+    except BaseException:
+        remove_failed_run(run_dir, created)
+        raise
 
 
 def initial_model(cfg: RunConfig) -> tuple[str, Backbone, Classifier | None]:
