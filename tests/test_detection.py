@@ -49,6 +49,15 @@ def test_fit_writes_a_detection_run_folder_and_returns_a_model_that_predicts_box
     assert len(model.predict([str(data / "images")])) == 8
 
 
+def test_report_is_rewritten_for_a_detection_run(detector) -> None:
+    _, model = detector
+    (model.run_dir / "report.html").unlink()
+    r = CliRunner().invoke(main, ["report", str(model.run_dir)])
+    assert r.exit_code == 0, r.output
+    page = (model.run_dir / "report.html").read_text()
+    assert "precision-recall" in page and "mAP@0.5" in page
+
+
 def test_load_and_evaluate_score_the_held_out_split(detector) -> None:
     data, model = detector
     again = tv.load(model.run_dir, device="cpu")

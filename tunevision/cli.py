@@ -196,16 +196,8 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
         folder = writable_dir(out, "evaluation folder (--out)") if out else Path(".")
         log, model = RunLog(), load(bundle, device=device)
         if model.meta.task != "classify":  # a detector or segmenter: COCO mAP or mIoU on annotated DATA
-            import json
-            scores = model.evaluate(data)
-            if out:
-                (folder / "metrics.json").write_text(json.dumps(scores.to_dict(), indent=2))
-                if getattr(scores, "pr_curves", None):
-                    from .scene_report import pr_curves
-                    pr_curves(scores.pr_curves, folder / "pr_curves.png")
-            click.echo(scores.headline() + "".join(f"\n  {c:>16s} {v:.3f}" for c, v in getattr(
-                scores, "per_class_ap50", getattr(scores, "per_class_iou", {})).items()))
-            return
+            from .cli_scene import evaluate_scene
+            return evaluate_scene(model, data, folder if out else None)
         eval_set = load_eval_set(model.network, model.meta, data, model.runtime, unknown_classes=unknown_classes,
                                  log=log)
         augmented = make_tta(tta, tta_crops, tta_reduce)
@@ -258,6 +250,7 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_
     from .runtime import resolve_runtime
 
     def go() -> None:
+        from .cli_scene import predict_scene
         if predict_scene(model, inputs, threshold, out, as_json, device):
             return
         onnx = runtime == "onnx" or model.endswith(".onnx")
@@ -267,33 +260,6 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_
                               tta=make_tta(tta, tta_crops, tta_reduce))
         print_predictions(preds, as_json, csv_path, top_k)
     run(go)
-
-
-def predict_scene(model: str, inputs: tuple[str, ...], threshold: float, out: str, as_json: bool, device: str
-                  ) -> bool:
-    """Predict with a detection/segmentation bundle; False when MODEL is a classifier."""
-    import json
-    from .api import load
-    from .output import writable_dir
-    from .scene_api import SceneModel
-    from .scene_predict import write_scene_predictions
-    if model.endswith(".onnx") or model == "imagenet":
-        return False
-    loaded = load(model, device=device)
-    if not isinstance(loaded, SceneModel):
-        return False
-    rows = write_scene_predictions(loaded.predict(list(inputs), threshold=threshold), writable_dir(out, "--out"))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return True
-    for r in rows:
-        found = r.get("detections", r.get("pixel_fractions", {}))
-        click.echo(f"{r['source']}: " + (r["error"] if "error" in r else f"{len(found)} found -> {r['output']}"))
-        for d in r.get("detections", []):
-            click.echo(f"  {d['label']:>16s} {d['score']:.2f}  box {[round(v) for v in d['box']]}")
-        for name, share in r.get("pixel_fractions", {}).items():
-            click.echo(f"  {name:>16s} {share:.1%} of the pixels")
-    return True
 
 
 @main.command()
@@ -320,8 +286,14 @@ def classify(images: tuple[str, ...], model_name: str, weights: str | None, top_
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 def report(run_dir: str) -> None:
     """(Re)write RUN_DIR/report.html: data, augmentation, curves, results, top losses, calibration, model."""
+    from .bundle import read_meta
     from .report import write_report
-    run(lambda: click.echo(f"wrote {write_report(run_dir)}"))
+    from .scene_report import rewrite_scene_report
+
+    def go() -> None:
+        scene = read_meta(run_dir).task != "classify"
+        click.echo(f"wrote {(rewrite_scene_report if scene else write_report)(Path(run_dir))}")
+    run(go)
 
 
 @main.command()

@@ -98,3 +98,16 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
         ["parameters", f"{sum(p.numel() for p in model.parameters()):,}"], ["preprocessing", meta.preprocessing],
         ["classes", ", ".join(classes)]]) + f"<h3>Config</h3><pre>{html.escape(yaml.safe_dump(cfg))}</pre>"))
     return write_page(run_dir, sections)
+
+
+def rewrite_scene_report(run_dir: Path) -> Path:
+    """report.html again for a finished detection/segmentation run, from its bundle and its held-out split."""
+    from .scene_data import decode_scenes
+    from .scene_eval import score_scenes
+    from .scene_predict import load_scene_bundle
+    from .scene_train import evaluation_items, read_scene_metrics
+    model, meta = load_scene_bundle(run_dir)
+    items, classes = evaluation_items(meta, meta.extra["data"])
+    val = decode_scenes(items, meta.image_size)
+    scores, outputs = score_scenes(model, meta.task, val, classes, curves=True)
+    return write_scene_report(run_dir, model, meta.task, val, outputs, scores, meta, read_scene_metrics(run_dir))

@@ -38,7 +38,7 @@ class TaskRecipe:
     batch_size: int
 
 
-RECIPES = {"detect": TaskRecipe("fasterrcnn", 448, 8, 0.02, 4),
+RECIPES = {"detect": TaskRecipe("fasterrcnn", 448, 10, 0.02, 4),
            "segment": TaskRecipe("fpn", 384, 12, 0.02, 8)}
 
 
@@ -165,6 +165,7 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     steps = t.epochs * max(1, len(train) // t.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, t.lr, total_steps=steps, pct_start=0.1)
     history, best, gen = [], {"score": -1.0, "epoch": 0, "state": None}, torch.Generator().manual_seed(t.seed)
+    evaluated = None
     if resume:
         model.load_state_dict(resume["model"]), opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"]), gen.set_state(resume["generator"])
@@ -178,7 +179,7 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
         for epoch in range(len(history) + 1, t.epochs + 1):
             tick = time.perf_counter()
             loss = train_scene_epoch(model, task, train, spec, opt, sched, t.batch_size, gen)
-            scores, _ = score_scenes(model, task, val, data.classes)
+            scores, outputs = score_scenes(model, task, val, data.classes, curves=True)
             history.append(SceneRecord(epoch, loss, primary(scores), getattr(scores, "map_50", None) or
                                        getattr(scores, "pixel_acc", 0.0), sched.get_last_lr()[0],
                                        time.perf_counter() - tick))
@@ -186,6 +187,7 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
             if improved:
                 best = {"score": primary(scores), "epoch": epoch,
                         "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})}
+                evaluated = scores, outputs  # the final scores and the report's pictures: no second pass
                 save_bundle(model, meta, run_dir / "model")
             log.info(f"epoch {epoch:3d}  loss {loss:.4f}  val {scores.headline()}{'  *' if improved else ''}  "
                      f"{history[-1].seconds:.1f}s")
@@ -195,16 +197,17 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
                 "generator": gen.get_state(), "history": [dataclasses.asdict(r) for r in history], "best": best}, p))
             advance(1)
     model.load_state_dict(best["state"])
-    return finish_scene_run(cfg, task, model, meta, data, val, best, history, run_dir, log, started)
+    return finish_scene_run(cfg, task, model, meta, data, val, best, history, run_dir, log, started, evaluated)
 
 
 def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: SceneData, val: list[SceneSample],
-                     best: dict, history: list[SceneRecord], run_dir: Path, log: RunLog, started: float
-                     ) -> SceneResult:
-    """Final scores with curves (eval/), the bundle of the best epoch, summary.json, the report."""
+                     best: dict, history: list[SceneRecord], run_dir: Path, log: RunLog, started: float,
+                     evaluated: tuple | None = None) -> SceneResult:
+    """Final scores with curves (eval/), the bundle of the best epoch, summary.json, the report. `evaluated`: the
+    best epoch's (scores, outputs) when this process computed them (not after a resume past the best epoch)."""
     from .scene_report import write_scene_report
     save_bundle(model, meta, run_dir / "model")
-    scores, preds = score_scenes(model, task, val, data.classes, curves=True)
+    scores, preds = evaluated or score_scenes(model, task, val, data.classes, curves=True)
     (run_dir / "eval").mkdir(exist_ok=True)
     atomic_write(run_dir / "eval" / "metrics.json", lambda p: p.write_text(json.dumps(scores.to_dict(), indent=2)))
     seconds = time.perf_counter() - started

@@ -192,7 +192,8 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
 
     def decode(data: bytes) -> np.ndarray | str:
         try:
-            im = open_image(data, max_pixels=o.max_pixels, draft_size=prep.resize_size)
+            # a detector's boxes are in the photo's own pixels: no DCT-domain downscaling for it
+            im = open_image(data, max_pixels=o.max_pixels, draft_size=None if scene else prep.resize_size)
         except ImageError as e:
             return str(e)
         if scene:  # detectors see the whole photo at its own aspect ratio
