@@ -84,22 +84,20 @@ DETECTORS: Registry[Callable[..., nn.Module]] = Registry("detector")
 SEGMENTERS: Registry[Callable[..., nn.Module]] = Registry("segmenter")
 
 
-@DETECTORS.register("fasterrcnn")
-def faster_rcnn(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
-    from torchvision.models.detection import FasterRCNN
-    body, mean, std = _pyramid(spec.backbone, pretrained, weights)
-    return FasterRCNN(body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size,
-                      image_mean=list(mean), image_std=list(std), rpn_anchor_generator=_anchors(),
-                      box_batch_size_per_image=ROI_SAMPLES, rpn_post_nms_top_n_test=TEST_PROPOSALS)
+def _two_stage(family: str) -> Callable[..., nn.Module]:
+    """Faster R-CNN or Mask R-CNN (same region heads; Mask R-CNN adds a mask head) on the pyramid."""
+    def build(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
+        import torchvision.models.detection as detection
+        body, mean, std = _pyramid(spec.backbone, pretrained, weights)
+        return getattr(detection, family)(
+            body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size, image_mean=list(mean),
+            image_std=list(std), rpn_anchor_generator=_anchors(), box_batch_size_per_image=ROI_SAMPLES,
+            rpn_post_nms_top_n_test=TEST_PROPOSALS)
+    return build
 
 
-@DETECTORS.register("maskrcnn")
-def mask_rcnn(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
-    from torchvision.models.detection import MaskRCNN
-    body, mean, std = _pyramid(spec.backbone, pretrained, weights)
-    return MaskRCNN(body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size,
-                    image_mean=list(mean), image_std=list(std), rpn_anchor_generator=_anchors(),
-                    box_batch_size_per_image=ROI_SAMPLES, rpn_post_nms_top_n_test=TEST_PROPOSALS)
+DETECTORS.register("fasterrcnn")(_two_stage("FasterRCNN"))
+DETECTORS.register("maskrcnn")(_two_stage("MaskRCNN"))
 
 
 @DETECTORS.register("fcos")

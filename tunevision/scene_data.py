@@ -72,7 +72,7 @@ def decode_scenes(items: list[Annotated], size: int, workers: int = 0, progress=
     return out
 
 
-def detection_transform(seed_size: int):
+def detection_transform():
     """Train-time augmentation for detectors: flip and photometric jitter; the model's own transform then
     rescales each image to a random shorter side (multi-scale training)."""
     from torchvision.transforms import v2

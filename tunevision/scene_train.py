@@ -91,7 +91,7 @@ def train_scene_epoch(model: torch.nn.Module, task: str, samples: list[SceneSamp
                       opt: torch.optim.Optimizer, sched, batch: int, gen: torch.Generator) -> float:
     """One pass in shuffled batches; returns the mean loss. The whole step is here, top to bottom."""
     model.train()
-    transform = detection_transform(spec.min_size) if task == "detect" else segmentation_transform(spec.min_size)
+    transform = detection_transform() if task == "detect" else segmentation_transform(spec.min_size)
     order, total = torch.randperm(len(samples), generator=gen).tolist(), 0.0
     for start in range(0, len(order) - (len(order) % batch if len(order) > batch else 0), batch):
         chunk = [samples[i] for i in order[start: start + batch]]
