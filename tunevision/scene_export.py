@@ -61,21 +61,28 @@ class SceneParity:
         return self.matched == self.compared and self.max_box_diff <= BOX_ATOL and self.max_score_diff <= SCORE_ATOL
 
     def describe(self) -> str:
+        if self.unit == "pixels":
+            return f"{self.matched} of {self.compared} pixels of the same class"
         return (f"{self.matched} of {self.compared} {self.unit} matched; max box diff {self.max_box_diff:.3f}px "
                 f"(tolerance {BOX_ATOL}), max score diff "
                 f"{self.max_score_diff:.1e}")
 
 
-def parity_images(meta: BundleMeta) -> list[torch.Tensor]:
-    """Real photos of several shapes (scikit-image's) as the exports take them: float (3, H, W), shorter side at
-    the bundle's image_size."""
+def parity_images(meta: BundleMeta, count: int = 4) -> list[torch.Tensor]:
+    """Photos as the exports take them (float (3, H, W), shorter side at the bundle's image_size): the first
+    held-out images of the bundle's own data when it is at hand (where the model finds things), else
+    scikit-image's photos."""
     import skimage.data
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor
     from .scene_data import resize_shorter
-    return [pil_to_tensor(resize_shorter(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"),
-                                         meta.image_size)[0]).float() / 255
-            for name in ("astronaut", "coffee", "chelsea", "rocket")]
+    from .scene_train import evaluation_items
+    try:
+        photos = [Image.open(it.image).convert("RGB") for it in evaluation_items(meta, meta.extra["data"])[0][:count]]
+    except (KeyError, TunevisionError, OSError):
+        photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+                  for name in ("astronaut", "coffee", "chelsea", "rocket")[:count]]
+    return [pil_to_tensor(resize_shorter(im, meta.image_size)[0]).float() / 255 for im in photos]
 
 
 def box_parity(reference: list[tuple], exported: list[tuple]) -> SceneParity:
