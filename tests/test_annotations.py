@@ -149,3 +149,12 @@ def test_train_and_valid_folders_are_the_split_and_share_the_training_classes(tm
     train, val = split_indices(data.items, 0.5, 0)
     assert len(train) == 6 and len(val) == 3 and data.classes == ["box"]
     assert all("valid" in str(data.items[i].image) for i in val)
+
+
+def test_coco_crowd_regions_are_not_trained_on(tmp_path: Path) -> None:
+    root = write_coco(tmp_path / "coco", n=2)
+    coco = json.loads((root / "annotations.json").read_text())
+    before = sum(len(it.boxes) for it in read_scene_data(root).items)
+    coco["annotations"].append({"id": 99, "image_id": 1, "category_id": 7, "bbox": [0, 0, 90, 70], "iscrowd": 1})
+    (root / "annotations.json").write_text(json.dumps(coco))
+    assert sum(len(it.boxes) for it in read_scene_data(root).items) == before

@@ -240,7 +240,8 @@ def read_coco(root: Path) -> SceneData:
     per_image: dict[int, list[dict]] = {k: [] for k in records}
     items, problems = [], []
     for a in annotations:
-        per_image.setdefault(int(a.get("image_id", -1)), []).append(a)
+        if not a.get("iscrowd", 0):  # a crowd region is one box over many objects: COCO's evaluation ignores it too
+            per_image.setdefault(int(a.get("image_id", -1)), []).append(a)
     folder = next((d for d in (path.parent / "images", path.parent.parent / "images", path.parent) if d.is_dir()))
     for image_id, anns in per_image.items():
         record = records.get(image_id)
