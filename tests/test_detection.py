@@ -183,3 +183,14 @@ def test_mask_rcnn_on_a_masks_folder_predicts_boxes_and_an_instance_mask(tmp_pat
     assert "detections" in row and "pixel_fractions" in row
     with pytest.raises(tv.TunevisionError, match="--arch maskrcnn needs masks"):
         tv.fit(str(write_voc(tmp_path / "v", n=4)), arch="maskrcnn", out=str(tmp_path / "runs"), quiet=True, **FAST)
+
+
+@pytest.mark.parametrize("arch", ["fpn", "lraspp"])
+def test_segmenters_give_full_size_logits_and_train_only_past_the_early_stages(arch: str) -> None:
+    import torch
+    from tunevision.detectors import SceneSpec, create_scene_model
+    model = create_scene_model("segment", SceneSpec(arch, "efficientnet_lite0", 2, 64, 106), pretrained=False)
+    assert model(torch.rand(2, 3, 64, 80)).shape == (2, 3, 64, 80)
+    trunk = model.trunk if arch == "lraspp" else model.pyramid.trunk
+    assert not any(p.requires_grad for m in (trunk.stem, *trunk.blocks[:2]) for p in m.parameters())
+    assert all(p.requires_grad for p in trunk.blocks[2].parameters())

@@ -40,7 +40,7 @@ def evaluate_scene(model, data: str, out: Path | None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(scores.to_dict(), indent=2))
         if getattr(scores, "pr_curves", None):
-            from .scene_report import pr_curves
+            from .plots import pr_curves
             pr_curves(scores.pr_curves, out / "pr_curves.png")
     per_class = getattr(scores, "per_class_ap50", None) or getattr(scores, "per_class_iou", {})
     click.echo(scores.headline() + "".join(f"\n  {c:>16s} {v:.3f}" for c, v in per_class.items()))

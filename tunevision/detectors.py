@@ -29,27 +29,22 @@ class SceneSpec:
     max_size: int
 
 
-class PyramidBody(nn.Module):
-    """A timm EfficientNet-style body cut into the stages at strides 8, 16, 32, then a feature pyramid.
-    The stem and the stride-2/4 stages are frozen: they are generic edges and the costliest to train at
-    detection resolutions; BatchNorm is frozen throughout, as batches of a few images give poor statistics."""
+class StageTaps(nn.Module):
+    """A timm EfficientNet-style body run up to its stride-32 stage, returning the outputs of the stages at strides
+    8, 16 and 32 (keyed by block index). The stem and the stride-2/4 stages are frozen: they are generic edges and
+    the costliest to train at detection resolutions; BatchNorm is frozen throughout, as batches of a few images
+    give poor statistics."""
 
-    def __init__(self, body: nn.Module, out_channels: int = 128, trainable_from: int = 2, pool_level: bool = True
-                 ) -> None:
+    def __init__(self, body: nn.Module, trainable_from: int = 2) -> None:
         super().__init__()
         from timm.layers import freeze_batch_norm_2d
-        from torchvision.ops import FeaturePyramidNetwork
-        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-        info = [f for f in body.feature_info if f["reduction"] in (8, 16, 32)]
-        self.taps = [int(f["module"].split(".")[1]) for f in info]
+        self.info = [f for f in body.feature_info if f["reduction"] in (8, 16, 32)]
+        self.taps = [int(f["module"].split(".")[1]) for f in self.info]
         self.stem = nn.Sequential(body.conv_stem, body.bn1)
         self.blocks = body.blocks[: self.taps[-1] + 1]
         for module in (self.stem, *self.blocks[:trainable_from]):
             module.requires_grad_(False)
         self.stem, self.blocks = freeze_batch_norm_2d(self.stem), freeze_batch_norm_2d(self.blocks)
-        self.fpn = FeaturePyramidNetwork([f["num_chs"] for f in info], out_channels,
-                                         extra_blocks=LastLevelMaxPool() if pool_level else None)
-        self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         x, taps = self.stem(x), OrderedDict()
@@ -57,16 +52,50 @@ class PyramidBody(nn.Module):
             x = block(x)
             if i in self.taps:
                 taps[str(i)] = x
-        return self.fpn(taps)
+        return taps
 
 
-def _pyramid(backbone: str, pretrained: bool, weights: str | None, pool_level: bool = True
-             ) -> tuple[PyramidBody, tuple, tuple]:
+def stage_taps(backbone: str, pretrained: bool, weights: str | None) -> tuple[StageTaps, tuple, tuple]:
+    """(the backbone's StageTaps, its mean, its std)."""
     bb = create_backbone(backbone, pretrained=pretrained, weights=weights)
     if not hasattr(bb.body, "feature_info") or not hasattr(bb.body, "blocks"):
         raise TunevisionError(f"backbone {backbone!r} has no feature pyramid taps here; use efficientnet_lite0/1/2 "
                               "or another timm EfficientNet/MobileNet")
-    return PyramidBody(bb.body, pool_level=pool_level), bb.mean, bb.std
+    return StageTaps(bb.body), bb.mean, bb.std
+
+
+class PyramidBody(nn.Module):
+    """The stage taps through a feature pyramid (torchvision's FPN), as its detectors take a backbone."""
+
+    def __init__(self, trunk: StageTaps, out_channels: int = 128, pool_level: bool = True) -> None:
+        super().__init__()
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+        self.trunk = trunk
+        self.fpn = FeaturePyramidNetwork([f["num_chs"] for f in trunk.info], out_channels,
+                                         extra_blocks=LastLevelMaxPool() if pool_level else None)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        return self.fpn(self.trunk(x))
+
+
+def _pyramid(backbone: str, pretrained: bool, weights: str | None, pool_level: bool = True
+             ) -> tuple[PyramidBody, tuple, tuple]:
+    trunk, mean, std = stage_taps(backbone, pretrained, weights)
+    return PyramidBody(trunk, pool_level=pool_level), mean, std
+
+
+class Normalized(nn.Module):
+    """A segmenter's input normalisation, kept with its weights (as models.Classifier keeps its own)."""
+
+    def __init__(self, mean: tuple, std: tuple) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
 # Sampled boxes per image for the box head in training (torchvision: 512) and proposals kept per image at test
@@ -110,53 +139,39 @@ def fcos(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -
                 image_std=list(std), anchor_generator=anchors)
 
 
-class LiteASPP(nn.Module):
+class LiteASPP(Normalized):
     """LR-ASPP (the MobileNetV3 segmentation head of torchvision) on the backbone's stride-8 and stride-32
-    stages: cheap enough to fine-tune on a CPU, and sharp enough at stride 8 for person-sized objects."""
+    stages: cheap enough to fine-tune on a CPU."""
 
-    def __init__(self, body: nn.Module, num_classes: int, mean: tuple, std: tuple, inter_channels: int = 128) -> None:
-        super().__init__()
-        from timm.layers import freeze_batch_norm_2d
+    def __init__(self, trunk: StageTaps, num_classes: int, mean: tuple, std: tuple, inter_channels: int = 128) -> None:
+        super().__init__(mean, std)
         from torchvision.models.segmentation.lraspp import LRASPPHead
-        info = {f["reduction"]: f for f in body.feature_info}
-        self.low_tap, self.high_tap = (int(info[r]["module"].split(".")[1]) for r in (8, 32))
-        self.stem = freeze_batch_norm_2d(nn.Sequential(body.conv_stem, body.bn1))
-        self.stem.requires_grad_(False)
-        self.blocks = body.blocks[: self.high_tap + 1]
-        for block in self.blocks[:2]:
-            block.requires_grad_(False)
-        self.head = LRASPPHead(info[8]["num_chs"], info[32]["num_chs"], num_classes + 1, inter_channels)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.trunk = trunk
+        self.low, self.high = str(trunk.taps[0]), str(trunk.taps[-1])
+        self.head = LRASPPHead(trunk.info[0]["num_chs"], trunk.info[-1]["num_chs"], num_classes + 1, inter_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, classes + 1, H, W) logits."""
-        size, x = x.shape[-2:], self.stem((x - self.mean) / self.std)
-        taps = {}
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            taps[i] = x
-        out = self.head({"low": taps[self.low_tap], "high": taps[self.high_tap]})
-        return nn.functional.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        taps = self.trunk(self.normalize(x))
+        out = self.head({"low": taps[self.low], "high": taps[self.high]})
+        return nn.functional.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class PyramidSegmenter(nn.Module):
+class PyramidSegmenter(Normalized):
     """Semantic FPN (Kirillov et al., Panoptic FPN): the pyramid's stride-8/16/32 maps upsampled to stride 8,
     summed, one 3x3 convolution and a per-pixel classifier. Sharper than LR-ASPP, whose only stride-8 input is a
     linear term."""
 
     def __init__(self, pyramid: PyramidBody, num_classes: int, mean: tuple, std: tuple) -> None:
-        super().__init__()
+        super().__init__(mean, std)
         c = pyramid.out_channels
         self.pyramid = pyramid
         self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                                   nn.Conv2d(c, num_classes + 1, 1))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, classes + 1, H, W) logits."""
-        levels = list(self.pyramid((x - self.mean) / self.std).values())
+        levels = list(self.pyramid(self.normalize(x)).values())
         size = levels[0].shape[-2:]
         merged = levels[0]
         for level in levels[1:]:
@@ -172,8 +187,8 @@ def semantic_fpn(spec: SceneSpec, pretrained: bool = True, weights: str | None =
 
 @SEGMENTERS.register("lraspp")
 def lraspp(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
-    bb = create_backbone(spec.backbone, pretrained=pretrained, weights=weights)
-    return LiteASPP(bb.body, spec.num_classes, bb.mean, bb.std)
+    trunk, mean, std = stage_taps(spec.backbone, pretrained, weights)
+    return LiteASPP(trunk, spec.num_classes, mean, std)
 
 
 # torchvision's COCO-trained detectors: far stronger starting points when their weights are at hand (online,

@@ -108,12 +108,17 @@ def _export_onnx(graph: Probabilities, example: torch.Tensor, path: Path, meta: 
     return lambda x: session.run(None, {"input": x.numpy()})[0]
 
 
-def _export_torchscript(graph: Probabilities, example: torch.Tensor, path: Path, meta: BundleMeta) -> Callable:
-    traced = torch.jit.trace(graph, example)
+def save_torchscript(traced: torch.jit.ScriptModule, path: Path, meta: BundleMeta) -> torch.jit.ScriptModule:
+    """The traced graph with the bundle's description as an extra file, written atomically; read back as a user
+    would load it, for the parity check."""
     tmp = path.with_name(path.name + ".tmp")
     torch.jit.save(traced, str(tmp), _extra_files={"model.json": json.dumps(asdict(meta))})
     os.replace(tmp, path)
-    loaded = torch.jit.load(str(path))
+    return torch.jit.load(str(path))
+
+
+def _export_torchscript(graph: Probabilities, example: torch.Tensor, path: Path, meta: BundleMeta) -> Callable:
+    loaded = save_torchscript(torch.jit.trace(graph, example), path, meta)
     return lambda x: loaded(x).detach().numpy()
 
 

@@ -127,3 +127,15 @@ def gradcam_figure(image: np.ndarray, heat: np.ndarray, title: str, path: Path |
     ax.axis("off")
     fig.colorbar(shown, ax=ax, shrink=0.8, label="relative importance")
     return _save(fig, path)
+
+
+def pr_curves(curves: dict[str, list[float]], path: Path | None = None):
+    """Precision against recall at IoU 0.5, one line per class (COCO's 101 recall points)."""
+    fig = _figure(5, 3.6)
+    ax = fig.add_subplot()
+    recall = np.linspace(0, 1, 101)
+    for name, precision in curves.items():
+        ax.plot(recall, precision, label=f"{name} (AP50 {np.mean(precision):.3f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall, IoU 0.5")
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)

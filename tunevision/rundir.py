@@ -70,8 +70,8 @@ def write_dataset_files(run_dir: Path, data) -> None:
         "skipped": len(ds.skipped), "image_size": data.image_size, "resize_size": data.resize_size}, indent=2)))
     write_csv(run_dir / "skipped.csv", ["path", "reason"], [(s.path, s.reason) for s in ds.skipped])
     write_csv(run_dir / "split.csv", ["path", "label", "split"],
-               [(s.path, ds.classes[s.label], split) for split, ss in (("train", data.train), ("val", data.val))
-                for s in ss])
+              [(s.path, ds.classes[s.label], split) for split, ss in (("train", data.train), ("val", data.val))
+               for s in ss])
 
 
 def write_csv(path: Path, header: list[str], rows) -> None:
@@ -85,8 +85,8 @@ def write_csv(path: Path, header: list[str], rows) -> None:
 
 def write_metrics(run_dir: Path, history: list[EpochRecord]) -> None:
     write_csv(run_dir / "metrics.csv", list(EpochRecord.__dataclass_fields__),
-               [[r.epoch, f"{r.train_loss:.5f}", f"{r.train_acc:.5f}", f"{r.val_loss:.5f}", f"{r.val_acc:.5f}",
-                 f"{r.lr:.3g}", f"{r.seconds:.2f}", f"{r.ema_val_acc:.5f}", r.size] for r in history])
+              [[r.epoch, f"{r.train_loss:.5f}", f"{r.train_acc:.5f}", f"{r.val_loss:.5f}", f"{r.val_acc:.5f}",
+                f"{r.lr:.3g}", f"{r.seconds:.2f}", f"{r.ema_val_acc:.5f}", r.size] for r in history])
 
 
 def read_metrics(run_dir: Path) -> list[EpochRecord]:

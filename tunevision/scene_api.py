@@ -36,12 +36,10 @@ class SceneModel:
 
     def predict(self, inputs: Any, *, threshold: float = 0.5):
         """One ScenePrediction for one image (a path, PIL image or uint8 array); a list for a list, folder or glob."""
+        from .api import _as_list, _is_single
         from .scene_predict import predict_scenes
-        single = not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and
-                                                                 Path(inputs).is_dir())
-        results = predict_scenes(self.network, self.meta, inputs if isinstance(inputs, (list, tuple)) else [inputs],
-                                 threshold=threshold)
-        return results[0] if single and len(results) == 1 else results
+        results = predict_scenes(self.network, self.meta, _as_list(inputs), threshold=threshold)
+        return results[0] if _is_single(inputs) and len(results) == 1 else results
 
     def evaluate(self, data: str | Path):
         """mAP (detection) or mIoU (segmentation) on annotated data; the model's own training folder is scored on
@@ -51,7 +49,7 @@ class SceneModel:
         from .scene_data import decode_scenes
         items, classes = evaluation_items(self.meta, str(data))
         samples = decode_scenes(items, self.meta.image_size)
-        self.scores, _ = score_scenes(self.network, self.task, samples, classes, curves=True)
+        self.scores, _ = score_scenes(self.network, self.task, samples, classes)
         return self.scores
 
     def save(self, path: str | Path) -> Path:
@@ -61,7 +59,7 @@ class SceneModel:
         from .api import Exported
         from .scene_export import export_scene_bundle
         if samples:
-            raise TunevisionError("detectors and segmenters check parity on built-in photos; drop --samples")
+            raise TunevisionError("detectors and segmenters check parity on their own held-out photos; drop --samples")
         if self.bundle is None:
             self.bundle = self.save(Path(out or ".") / "bundle")
         path, parity = export_scene_bundle(self.bundle, fmt, out)

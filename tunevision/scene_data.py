@@ -25,7 +25,6 @@ class SceneSample:
     labels: torch.Tensor          # int64 (N,), 1-based: 0 is background in torchvision's detectors
     masks: torch.Tensor | None    # uint8 (N, H, W) one binary mask per box, when the data has masks
     source: str
-    scale: float                  # decoded pixels per original pixel
 
     def semantic(self) -> torch.Tensor:
         """(H, W) int64 class map: each instance's pixels take its label, the rest is background (0)."""
@@ -57,7 +56,7 @@ def decode_scene(item: Annotated, size: int) -> SceneSample:
         masks = torch.from_numpy(np.stack([ids == k for k in present[present != 0]]).astype(np.uint8)
                                  if (present != 0).any() else np.zeros((0, *ids.shape), np.uint8))
     return SceneSample(image, torch.from_numpy(item.boxes * scale).float(), torch.from_numpy(item.labels + 1),
-                       masks, str(item.image), scale)
+                       masks, str(item.image))
 
 
 def decode_scenes(items: list[Annotated], size: int, workers: int = 0, progress=None) -> list[SceneSample]:

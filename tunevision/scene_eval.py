@@ -102,15 +102,15 @@ def segmentation_scores(confusion: torch.Tensor, classes: list[str]) -> Segmenta
                               {n: round(float(v), 4) for n, v in zip(names, iou)})
 
 
-def score_scenes(model: nn.Module, task: str, samples: list[SceneSample], classes: list[str],
-                 curves: bool = False, batch: int = 4):
-    """The model's scores on decoded validation samples (and, for detection, the predictions themselves)."""
+def score_scenes(model: nn.Module, task: str, samples: list[SceneSample], classes: list[str], batch: int = 4):
+    """The model's scores on decoded validation samples, with precision-recall curves, and its outputs
+    (detections or class maps) for the report."""
     if task == "detect":
         preds = []
         for i in range(0, len(samples), batch):
             preds += detect_batch(model, [s.image.float() / 255 for s in samples[i: i + batch]])
         targets = [{"boxes": s.boxes, "labels": s.labels} for s in samples]
-        return detection_scores(preds, targets, classes, curves), preds
+        return detection_scores(preds, targets, classes, curves=True), preds
     confusion = torch.zeros(len(classes) + 1, len(classes) + 1, dtype=torch.int64)
     maps = []
     for s in samples:

@@ -8,10 +8,11 @@ ONNX path for its detectors).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,7 @@ from torch import nn
 
 from .bundle import BundleMeta, bundle_dir
 from .errors import TunevisionError
-from .export import finish_onnx, onnx_session, require
+from .export import finish_onnx, onnx_session, require, save_torchscript
 
 BOX_ATOL = 0.5      # pixels a matched box may move between PyTorch and the export
 SCORE_ATOL = 1e-3
@@ -114,10 +115,6 @@ def mask_parity(reference: list[torch.Tensor], exported: list[torch.Tensor]) -> 
                        "pixels")
 
 
-def _trace_inputs(graph: nn.Module, task: str, images: list[torch.Tensor]) -> tuple:
-    return (images[0],) if task == "detect" else (images[0][None],)
-
-
 def _export_onnx(graph: nn.Module, task: str, example: tuple, path: Path, meta: BundleMeta) -> Callable:
     require("onnx", "export")
     tmp = path.with_name(path.name + ".tmp")
@@ -133,11 +130,7 @@ def _export_onnx(graph: nn.Module, task: str, example: tuple, path: Path, meta: 
 
 
 def _export_torchscript(graph: nn.Module, task: str, example: tuple, path: Path, meta: BundleMeta) -> Callable:
-    traced = torch.jit.trace(graph, example, check_trace=False)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.jit.save(traced, str(tmp), _extra_files={"model.json": json.dumps(asdict(meta))})
-    os.replace(tmp, path)
-    loaded = torch.jit.load(str(path))
+    loaded = save_torchscript(torch.jit.trace(graph, example, check_trace=False), path, meta)
     return lambda x: [t.detach() for t in (loaded(x) if task == "detect" else (loaded(x),))]
 
 
@@ -158,8 +151,9 @@ def export_scene_bundle(bundle: str | Path, fmt: str, out_dir: str | Path | None
     suffix, exporter = EXPORTERS[fmt]
     path = out / f"model{suffix}"
     images = parity_images(meta)
-    with torch.no_grad(), contextlib_quiet():
-        run_exported = exporter(graph, meta.task, _trace_inputs(graph, meta.task, images), path, meta)
+    example = (images[0],) if meta.task == "detect" else (images[0][None],)
+    with torch.no_grad(), quiet_tracer():
+        run_exported = exporter(graph, meta.task, example, path, meta)
         if meta.task == "detect":
             parity = box_parity([graph(x) for x in images], [run_exported(x) for x in images])
         else:
@@ -168,19 +162,13 @@ def export_scene_bundle(bundle: str | Path, fmt: str, out_dir: str | Path | None
     (out / f"parity-{fmt}.json").write_text(json.dumps({**asdict(parity), "box_atol": BOX_ATOL,
                                                         "score_atol": SCORE_ATOL}, indent=2))
     if not parity.ok:
-        raise TunevisionError(f"{path}: exported model disagrees with PyTorch ({parity.matched} of {parity.compared} "
-                              f"detections matched, max box diff {parity.max_box_diff:.2f}px); do not deploy it")
+        raise TunevisionError(f"{path}: exported model disagrees with PyTorch ({parity.describe()}); do not deploy it")
     return path, parity
 
 
-def contextlib_quiet():
+@contextlib.contextmanager
+def quiet_tracer():
     """The exporters' tracer warnings (about data-dependent shapes torchvision handles) are noise to a user."""
-    import contextlib
-    import warnings
-
-    @contextlib.contextmanager
-    def quiet():
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    return quiet()
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield

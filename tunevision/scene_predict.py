@@ -12,7 +12,7 @@ from PIL import Image
 from .bundle import BundleMeta, bundle_dir, read_meta
 from .detectors import SceneSpec, create_scene_model
 from .errors import TunevisionError
-from .images import ImageError, open_image, to_rgb
+from .images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 from .predict import NOT_FOUND, expand_inputs
 from .scene import Detection, draw_detections, overlay, pixel_fractions
 from .scene_data import resize_shorter
@@ -87,7 +87,7 @@ def open_inputs(inputs: Sequence[Any], max_pixels: int) -> list[tuple[str, Image
 
 
 def predict_scenes(model: torch.nn.Module, meta: BundleMeta, inputs: Sequence[Any], *, threshold: float = 0.5,
-                   max_pixels: int = 89_478_485) -> list[ScenePrediction]:
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> list[ScenePrediction]:
     from torchvision.transforms.v2.functional import pil_to_tensor
     results = []
     device = next(model.parameters()).device

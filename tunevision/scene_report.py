@@ -19,18 +19,6 @@ GRID = 12           # validation images shown
 SHOW_SCORE = 0.5    # predicted boxes drawn from this score up
 
 
-def pr_curves(curves: dict[str, list[float]], path: Path | None = None):
-    """Precision against recall at IoU 0.5, one line per class (COCO's 101 recall points)."""
-    fig = plots._figure(5, 3.6)
-    ax = fig.add_subplot()
-    recall = np.linspace(0, 1, 101)
-    for name, precision in curves.items():
-        ax.plot(recall, precision, label=f"{name} (AP50 {np.mean(precision):.3f})")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall, IoU 0.5")
-    ax.legend(loc="lower left", fontsize=8)
-    return plots._save(fig, path)
-
-
 def detection_views(samples: list[SceneSample], preds: list[dict], classes: list[str]) -> list[np.ndarray]:
     """Each image with its true boxes (green) and the predictions scoring SHOW_SCORE or more (red)."""
     views = []
@@ -64,7 +52,7 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
     if task == "detect":
         table = _table(["class", "AP@0.5", "AP@0.5:0.95"], [[c, f"{scores.per_class_ap50.get(c, 0):.3f}",
                                                             f"{scores.per_class_ap.get(c, 0):.3f}"] for c in classes])
-        pr_curves(scores.pr_curves, out / "pr_curves.png")
+        plots.pr_curves(scores.pr_curves, out / "pr_curves.png")
         results = (f"<p><b>{html.escape(scores.headline())}</b>, mAP@0.75 {scores.map_75:.3f} on {len(val)} held-out "
                    f"images (COCO evaluation, pycocotools via torchmetrics).</p>{table}" +
                    _img(out / "pr_curves.png", "precision-recall curves"))
@@ -109,5 +97,5 @@ def rewrite_scene_report(run_dir: Path) -> Path:
     model, meta = load_scene_bundle(run_dir)
     items, classes = evaluation_items(meta, meta.extra["data"])
     val = decode_scenes(items, meta.image_size)
-    scores, outputs = score_scenes(model, meta.task, val, classes, curves=True)
+    scores, outputs = score_scenes(model, meta.task, val, classes)
     return write_scene_report(run_dir, model, meta.task, val, outputs, scores, meta, read_scene_metrics(run_dir))

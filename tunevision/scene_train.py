@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from .annotations import SceneData, read_scene_data, split_indices
+from .annotations import SceneData, read_scene_data, sniff_format, split_indices
 from .bundle import BundleMeta, save_bundle
 from .config import RunConfig, TrainConfig
-from .detectors import SceneSpec, create_scene_model
+from .detectors import HUB_DETECTORS, SceneSpec, create_scene_model
 from .errors import TunevisionError
 from .rundir import atomic_write, write_csv
-from .scene_data import (SceneSample, decode_scenes, detection_example, detection_transform, segmentation_example,
+from .scene_data import (IGNORE, SceneSample, decode_scenes, detection_example, detection_transform, segmentation_example,
                          segmentation_transform)
 from .scene_eval import primary, score_scenes
 from .ui import RunLog
@@ -64,7 +64,6 @@ class SceneResult:
 
 
 def scene_spec(cfg: RunConfig, task: str, data: SceneData) -> SceneSpec:
-    from .detectors import HUB_DETECTORS
     recipe = RECIPES[task]
     size, arch = cfg.data.image_size or recipe.image_size, cfg.model.arch or recipe.arch
     backbone = "" if arch in HUB_DETECTORS else cfg.model.backbone  # a hub detector brings its own
@@ -93,7 +92,8 @@ def train_scene_epoch(model: torch.nn.Module, task: str, samples: list[SceneSamp
     model.train()
     transform = detection_transform() if task == "detect" else segmentation_transform(spec.min_size)
     order, total = torch.randperm(len(samples), generator=gen).tolist(), 0.0
-    for start in range(0, len(order) - (len(order) % batch if len(order) > batch else 0), batch):
+    # the last partial batch is dropped (the heads' BatchNorm wants several images), unless it is the only one
+    for start in range(0, max(len(order) - len(order) % batch, 1), batch):
         chunk = [samples[i] for i in order[start: start + batch]]
         if task == "detect":
             images, targets = zip(*(detection_example(s, transform) for s in chunk))
@@ -101,7 +101,7 @@ def train_scene_epoch(model: torch.nn.Module, task: str, samples: list[SceneSamp
         else:
             images, masks = zip(*(segmentation_example(s, transform) for s in chunk))
             loss = torch.nn.functional.cross_entropy(model(torch.stack(images)), torch.stack(masks),
-                                                     ignore_index=255)
+                                                     ignore_index=IGNORE)
         if not torch.isfinite(loss):
             raise TunevisionError(f"the loss became {loss.item()} (diverged); lower --lr (now "
                                   f"{sched.get_last_lr()[0]:.3g})")
@@ -179,7 +179,7 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
         for epoch in range(len(history) + 1, t.epochs + 1):
             tick = time.perf_counter()
             loss = train_scene_epoch(model, task, train, spec, opt, sched, t.batch_size, gen)
-            scores, outputs = score_scenes(model, task, val, data.classes, curves=True)
+            scores, outputs = score_scenes(model, task, val, data.classes)
             history.append(SceneRecord(epoch, loss, primary(scores), getattr(scores, "map_50", None) or
                                        getattr(scores, "pixel_acc", 0.0), sched.get_last_lr()[0],
                                        time.perf_counter() - tick))
@@ -203,11 +203,11 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
 def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: SceneData, val: list[SceneSample],
                      best: dict, history: list[SceneRecord], run_dir: Path, log: RunLog, started: float,
                      evaluated: tuple | None = None) -> SceneResult:
-    """Final scores with curves (eval/), the bundle of the best epoch, summary.json, the report. `evaluated`: the
-    best epoch's (scores, outputs) when this process computed them (not after a resume past the best epoch)."""
+    """Final scores with curves (eval/), summary.json, the report; the bundle of the best epoch is on disk already
+    (written when that epoch improved). `evaluated`: the best epoch's (scores, outputs) when this process computed
+    them (not after a resume past the best epoch)."""
     from .scene_report import write_scene_report
-    save_bundle(model, meta, run_dir / "model")
-    scores, preds = evaluated or score_scenes(model, task, val, data.classes, curves=True)
+    scores, preds = evaluated or score_scenes(model, task, val, data.classes)
     (run_dir / "eval").mkdir(exist_ok=True)
     atomic_write(run_dir / "eval" / "metrics.json", lambda p: p.write_text(json.dumps(scores.to_dict(), indent=2)))
     seconds = time.perf_counter() - started
@@ -240,20 +240,19 @@ def describe_scene_data(data: SceneData, cfg: RunConfig, task: str, run_dir: Pat
         log.info(f"  ... and {len(data.problems) - 20} more, all listed in {run_dir / 'skipped.csv'}")
     write_csv(run_dir / "skipped.csv", ["path", "reason"], data.problems)
     write_csv(run_dir / "split.csv", ["path", "boxes", "split"],
-                [(it.image, len(it.boxes), split) for split, items in (("train", train), ("val", val)) for it in items])
+              [(it.image, len(it.boxes), split) for split, items in (("train", train), ("val", val)) for it in items])
 
 
 def write_scene_metrics(run_dir: Path, history: list[SceneRecord]) -> None:
     write_csv(run_dir / "metrics.csv", list(SceneRecord.__dataclass_fields__),
-                [[r.epoch, f"{r.train_loss:.5f}", f"{r.score:.5f}", f"{r.score_50:.5f}", f"{r.lr:.3g}",
-                  f"{r.seconds:.2f}"] for r in history])
+              [[r.epoch, f"{r.train_loss:.5f}", f"{r.score:.5f}", f"{r.score_50:.5f}", f"{r.lr:.3g}",
+                f"{r.seconds:.2f}"] for r in history])
 
 
 def resolve_task(cfg: RunConfig) -> str:
     """The configured task, or for 'auto': detect when the data holds box annotations, else classify."""
     if cfg.data.task != "auto":
         return cfg.data.task
-    from .annotations import sniff_format
     source = cfg.data.data
     if ":" in source.split("/")[0] or source.endswith(".csv"):
         return "classify"
