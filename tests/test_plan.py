@@ -2,6 +2,7 @@
 its plan and records it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def test_planner_picks_stages_that_fit(budget: float, views: int, partial: int) 
     assert ("partial fine-tuning" in names) == bool(partial)
 
 
+def test_planner_fine_tunes_the_whole_network_when_the_budget_pays_for_3_epochs() -> None:
+    gpu = Rates(features=2000.0, trunk=4000.0, top_train=1500.0, network_train=600.0)
+    plan = make_plan(120, used_s=5.0, n_train=3453, n_val=864, rates=gpu)  # flowers5 on a GPU
+    assert (plan.views, plan.finetune_epochs, plan.partial_epochs) == (3, 14, 0)  # 6.2 s an epoch, 88 s left
+    assert [s.name for s in plan.stages][-2:] == ["whole-network fine-tuning", "finish (calibrate, report)"]
+    assert plan.planned_s <= 120
+    assert make_plan(600, 5.0, 3453, 864, gpu).finetune_epochs == 20  # capped: more is not spent for nothing
+    cpu = dataclasses.replace(RATES, network_train=20.0)  # Lite0 on 2 cores: 173 s an epoch of flowers5
+    assert make_plan(600, 5.0, 3453, 864, cpu).finetune_epochs == 0  # 3 epochs would take 540 s
+    assert make_plan(600, 2.0, 245, 153, cpu).finetune_epochs == 20  # hymenoptera: 13.8 s an epoch
+
+
 def test_planner_cost_is_linear_in_the_images() -> None:
     small = make_plan(120, 0, 1000, 250, RATES)
     big = make_plan(120, 0, 10_000, 2_500, RATES)
@@ -58,5 +71,9 @@ def test_a_budgeted_run_prints_and_records_its_plan(tmp_path: Path) -> None:
     assert plan["budget_s"] == 60 and plan["stages"][0]["measured_s"] is not None
     assert "plan for a 60 s budget" in (tmp_path / "runs" / "b" / "train.log").read_text()
     assert summary["wall_seconds"] <= 60 * 1.15
+    # a tiny network trains fast enough for whole-network fine-tuning to be planned, run and measured
+    assert plan["finetune_epochs"] >= 3 and plan["stages"][-2]["measured_s"] is not None
+    epochs = (tmp_path / "runs" / "b" / "metrics.csv").read_text().strip().splitlines()[1:]
+    assert len(epochs) >= plan["finetune_epochs"] + 1  # the head's epochs, then the fine-tuning's, numbered on
     r = CliRunner().invoke(main, ["train", str(data), "--mode", "finetune", "--time-budget", "60"])
     assert r.exit_code == 2 and "time_budget is used by --mode auto only" in r.output

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests.conftest import make_class_folders, tiny_args
 from tunevision import augment as aug
 from tunevision.cli import main
-from tunevision.config import RunConfig, TrainConfig
+from tunevision.config import ModelConfig, RunConfig, TrainConfig
 from tunevision.data import channel_stats
 from tunevision.models import body_stages, build_classifier, create_backbone
 from tunevision.runtime import compiled_for_training, resolve_runtime
@@ -67,6 +67,27 @@ def test_frozen_stages_do_not_change_during_an_epoch() -> None:
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert not any(k.startswith(("body.0.", "body.1.", "body.4.", "body.5.")) for k in changed)  # stages 1-2
     assert any(k.startswith("body.8.") for k in changed) and "head.weight" in changed
+
+
+@pytest.mark.parametrize("mode, train_bn, pretrained, moves", [
+    ("finetune", False, True, False), ("finetune", True, True, True), ("scratch", False, True, True),
+    ("finetune", False, False, True),  # no pretrained statistics to keep
+])
+def test_fine_tuning_keeps_the_pretrained_batchnorm_statistics(mode: str, train_bn: bool, pretrained: bool,
+                                                               moves: bool) -> None:
+    model = small_model()
+    bn = model.body[1]
+    before = (bn.running_mean.clone(), bn.weight.clone())
+    cfg = RunConfig(model=ModelConfig(pretrained=pretrained),
+                    train=TrainConfig(mode=mode, lr=1e-2, batch_size=8, **({"train_bn": True} if train_bn else {})))
+    opt = make_optimizer(model, cfg.train)
+    images = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    train_one_epoch(model, images, torch.tensor([0, 1] * 8), aug.make_pipeline("hflip", 32), opt,
+                    make_scheduler(opt, "cosine", 2), resolve_runtime("cpu", "fp32"), cfg,
+                    torch.Generator().manual_seed(0), lambda n: None)
+    assert (not torch.equal(bn.running_mean, before[0])) == moves   # statistics: only when asked, or from scratch
+    assert not torch.equal(bn.weight, before[1])                     # scale and shift learn either way
+    assert model.body[0].training and bn.training == moves
 
 
 def test_channel_stats_are_the_images_mean_and_std() -> None:

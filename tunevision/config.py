@@ -129,6 +129,9 @@ class TrainConfig:
                              check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=("finetune",))
     unfreeze: str = opt("all", "all | gradual (finetune): body stages unfreeze top-down, one share per epoch, all "
                                "trainable from the middle epoch on", choices=("all", "gradual"), modes=NETWORK_MODES)
+    train_bn: bool = opt(False, "finetune/partial: BatchNorm normalises with batch statistics and updates its running "
+                                "ones; off = the pretrained statistics stay (scale and shift still train); without "
+                                "pretrained weights (scratch) they always train", modes=("finetune", "partial"))
     optimizer: str = opt("adamw", "adamw | sgd (momentum 0.9)", choices=("adamw", "sgd"))
     schedule: str = opt("onecycle", "onecycle | cosine (with warmup)", choices=("onecycle", "cosine"))
     weight_decay: float = opt(0.01, "decoupled weight decay", check=lambda v: 0 <= v < 1, allowed="in [0, 1)")
@@ -227,6 +230,12 @@ class RunConfig:
         if "/" in self.name or self.name in (".", ".."):
             raise TunevisionError(f"name must be a plain folder name (no '/'), got {self.name!r}; use --out for "
                                   "the parent folder")
+
+    @property
+    def batchnorm_trains(self) -> bool:
+        """Whether training normalises with batch statistics: asked for, or there are no pretrained ones to keep."""
+        return (self.train.train_bn or self.train.mode == "scratch"
+                or not (self.model.pretrained or self.model.weights))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

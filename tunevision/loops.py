@@ -23,7 +23,7 @@ from .distributed import Dist
 from .errors import TunevisionError
 from .features import FEATURE_BATCH, cached_features, extract_features
 from .inference import predict_probs
-from .models import Classifier, body_stages
+from .models import Classifier, body_stages, training_mode
 from .optim import epoch_order, loss_weights, make_optimizer, make_scheduler, train_step
 from .prepare import Data, cache_dir
 from .rundir import EpochRecord
@@ -125,7 +125,7 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
 
 def fit_cached(net: nn.Module, model: Classifier, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, data: Data,
                t: TrainConfig, rt: Runtime, opt: torch.optim.Optimizer, on_epoch: OnEpoch, *, batch: int,
-               min_batch: int) -> list[EpochRecord]:
+               min_batch: int, train_bn: bool = False) -> list[EpochRecord]:
     """Epochs over cached inputs: the head on features, or the top stages and head on activations. `net` maps a
     cached input to logits; batches smaller than `min_batch` are skipped (BatchNorm needs 2)."""
     epochs = t.resolved_epochs()
@@ -135,7 +135,7 @@ def fit_cached(net: nn.Module, model: Classifier, x: torch.Tensor, y: torch.Tens
     history: list[EpochRecord] = []
     for epoch in range(1, epochs + 1):
         start, total, correct = time.perf_counter(), 0.0, 0
-        net.train()
+        training_mode(net, train_bn)
         for step, idx in enumerate(epoch_order(y.cpu(), t.balance, gen).split(batch)):
             if len(idx) < min_batch:
                 continue
@@ -200,7 +200,7 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: torch.Tensor, 
     """One pass in global batches of batch_size drawn from `gen` (the same order on every rank); each rank trains on
     its share of each batch, augmented with `aug_gen` (its own stream; `gen` in a single process)."""
     aug_gen = aug_gen or gen
-    model.train()
+    training_mode(model, cfg.batchnorm_trains)
     for m in frozen:  # frozen stages keep their BatchNorm statistics too
         m.eval()
     total_loss, correct, seen = 0.0, 0, 0

