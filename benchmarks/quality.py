@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["hymenoptera", "flowers5", "caltech101-25"]
+NOTES = "<!-- notes: kept when the table is rewritten -->"
 
 
 def one_run(name: str, budget: int, seed: int) -> dict:
@@ -69,7 +70,11 @@ def main() -> None:
               f"{pct(r['head'])} | {pct(r['adapted'])} | {pct(r['kept'])} | {r['seed']} |" for r in runs]
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    old = out.read_text() if out.is_file() else ""
+    if NOTES in old:  # what was written by hand about the table (and the stage ablations) stays
+        text += "\n" + old[old.index(NOTES):]
+    out.write_text(text)
 
 
 if __name__ == "__main__":

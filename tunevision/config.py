@@ -156,8 +156,8 @@ class TrainConfig:
                              "3 = the last two block stages and the head convolution)", check=lambda v: v >= 1,
                           allowed=">= 1", modes=("partial",))
     time_budget: str = opt("", "auto: seconds for the whole run (or 90s, 2m, 1h): measures this machine, prints a plan "
-                               "(augmented views, partial fine-tuning of the top stages) that fits, keeps the best "
-                               "stage; empty = the fixed recipe", check=_budget_ok,
+                               "(augmented views, then whole-network or partial fine-tuning) that fits, keeps the "
+                               "best stage; empty = the fixed recipe", check=_budget_ok,
                            allowed="seconds or a duration like 90s, 2m, 1h", modes=("auto",))
     early_stopping: int = opt(0, "stop after this many epochs without a better validation accuracy; 0 = off",
                               check=lambda v: v >= 0, allowed=">= 0 (0 = off)")
