@@ -75,5 +75,7 @@ def test_a_budgeted_run_prints_and_records_its_plan(tmp_path: Path) -> None:
     assert plan["finetune_epochs"] >= 8 and plan["stages"][-2]["measured_s"] is not None
     epochs = (tmp_path / "runs" / "b" / "metrics.csv").read_text().strip().splitlines()[1:]
     assert len(epochs) >= plan["finetune_epochs"] + 1  # the head's epochs, then the fine-tuning's, numbered on
+    report = (tmp_path / "runs" / "b" / "report.html").read_text()
+    assert "Time budget" in report and "whole-network fine-tuning" in report
     r = CliRunner().invoke(main, ["train", str(data), "--mode", "finetune", "--time-budget", "60"])
     assert r.exit_code == 2 and "time_budget is used by --mode auto only" in r.output

@@ -220,7 +220,7 @@ def fit_within_budget(model, data, cfg, rt, log, on_epoch, d, started: float) ->
             "finetune", epochs=plan.finetune_epochs, lr=0.0, freeze_epochs=0, early_stopping=0,
             sizes=str(finetune_size(data.image_size))))
         model.body.requires_grad_(True)
-        # no checkpoint: a resumed run replans from the start (the features are cached), it does not resume a stage
+        # no checkpoint, as in the other stages: a budgeted run is not resumable; a new one finds the features cached
         history = continued(fit_network(model, data, whole, rt_train, log,
                                         lambda h, m, c: on_epoch(continued(h), m, None), None, d))
         plan.stages[-2].measured_s = round(time.perf_counter() - start, 1)

@@ -121,6 +121,13 @@ def write_report(run_dir: str | Path) -> Path:
                          f"epochs in {summary['seconds']:.1f} s; best validation accuracy "
                          f"{summary['best_val_acc']:.2%} at epoch {summary['best_epoch']}.</p>" +
                          _img(out / "curves.png", "loss, accuracy, learning rate and time per epoch")))
+    if "plan" in summary:  # --time-budget: what was planned, and what each stage took
+        plan = summary["plan"]
+        rows = [[st["name"], f"{st['planned_s']:.1f}", "" if st["measured_s"] is None else f"{st['measured_s']:.1f}",
+                 st["detail"]] for st in plan["stages"]]
+        sections.append(("Time budget", f"<p>Plan for a {plan['budget_s']:.0f} s budget ({plan['used_s']:.0f} s spent "
+                         "decoding first); the best stage by validation accuracy is the one kept.</p>" +
+                         _table(["stage", "planned s", "took s", "what"], rows)))
 
     # --- results
     preds = _rows(run_dir / "eval" / "predictions.csv")

@@ -108,7 +108,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
     result = FitResult(run_dir, folder.best["acc"], folder.best["epoch"], time.perf_counter() - started, history,
                        evaluation, model, meta)
-    summary = finish_run(result, cfg, data, folder, ece, log)
+    summary = finish_run(result, cfg, data, folder, ece, log, {"plan": plan.to_dict()} if plan else None)
     if plan is not None:  # the finish is measured once the report exists; summary.json gets the whole plan
         plan.stages[-1].measured_s = round(time.perf_counter() - trained_at, 1)
         folder.write_summary({**summary, "plan": plan.to_dict(), "wall_seconds": round(time.perf_counter() - started, 1)})
@@ -275,9 +275,9 @@ def calibrate_and_evaluate(model: Classifier, meta: BundleMeta, data: Data, cfg:
 
 
 def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder, ece: tuple[float, float],
-               log: RunLog) -> dict:
-    """summary.json, the per-class table, the report, the closing lines; the checkpoint goes unless kept. Returns
-    the summary."""
+               log: RunLog, extra: dict | None = None) -> dict:
+    """summary.json (with `extra`), the per-class table, the report, the closing lines; the checkpoint goes unless
+    kept. Returns the summary."""
     ds, meta, evaluation, run_dir = data.dataset, result.meta, result.evaluation, result.run_dir
     summary = {
         "best_val_acc": result.best_acc, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
@@ -285,7 +285,7 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
         "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
         "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": meta.architecture,
         "command": " ".join(sys.argv), "temperature": round(meta.temperature, 4), "ece_before": round(ece[0], 4),
-        "ece_after": round(ece[1], 4)}
+        "ece_after": round(ece[1], 4), **(extra or {})}
     folder.write_summary(summary)
     m = per_class_metrics(evaluation.confusion)
     for i, c in enumerate(ds.classes):
