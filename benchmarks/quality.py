@@ -62,7 +62,8 @@ def main() -> None:
                 print(runs[-1], flush=True)
     pct = lambda v: "" if v is None else f"{v:.1%}"  # noqa: E731
     lines = ["# auto --time-budget: accuracy against wall time", "",
-             f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; cold cache, start to finish, Lite0. Command: "
+             f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; cold cache, start to finish, Lite0 (fine-tuning keeps "
+             "the pretrained BatchNorm statistics). Command: "
              f"`python benchmarks/quality.py --budgets {args.budgets} --seeds {args.seeds} --decide {args.decide}`.", "",
              "| data | budget s | wall s | views | fine-tuning | head (best val) | fine-tuned (best val) | kept | seed |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
