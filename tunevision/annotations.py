@@ -75,8 +75,9 @@ def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
     root = Path(root).expanduser()
     if not root.exists():
         raise TunevisionError(f"{root}: not found")
-    if split_folders(root):
-        return _read_split(split_folders(root))
+    folders = split_folders(root)
+    if folders:
+        return _read_split(folders)
     fmt = fmt or sniff_format(root) or ""
     if not fmt:
         raise TunevisionError(f"{root}: no annotations found; detection/segmentation data is a VOC folder "

@@ -12,6 +12,7 @@ The best stage by validation accuracy is what the bundle keeps, so planning more
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -137,25 +138,39 @@ def finetune_size(image_size: int) -> int:
     return max(32, int(round(image_size * 7 / 8 / 32)) * 32)
 
 
+def _sample(data, batch: int, device: torch.device) -> torch.Tensor:
+    """The first `batch` training images, preprocessed as the eval view, on `device`."""
+    images = torch.from_numpy(np.array(data.train_images[:batch]))
+    return data.prep.batch(images).to(device).contiguous(memory_format=torch.channels_last)
+
+
+def _training_rate(model, net: torch.nn.Module, x: torch.Tensor, loss_fn, optimizer, autocast=contextlib.nullcontext,
+                   repeats: int = 2) -> float:
+    """Images/s of training steps of `net` (a part of `model`, or all of it) on `x`, at learning rate 0; the
+    model's state is put back afterwards, since BatchNorm statistics move during the timing."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = optimizer(net.parameters(), lr=0.0)
+
+    def step() -> None:
+        with autocast():
+            loss = loss_fn(net(x))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rate = _rate(step, len(x), repeats)
+    model.load_state_dict(state)
+    return rate
+
+
 def network_rate(model, data, rt_train, batch: int = 32) -> float:
     """Images/s of whole-network training steps (forward, backward, AdamW update) at the fine-tuning size, in
     the training's own batch size: 16-image SGD steps planned hymenoptera's epochs 34 % short."""
     size = finetune_size(data.image_size)
-    images = torch.from_numpy(np.array(data.train_images[:batch]))
-    x = data.prep.batch(images)[..., :size, :size].to(rt_train.device).contiguous(memory_format=torch.channels_last)
+    x = _sample(data, batch, rt_train.device)[..., :size, :size]
     y = torch.zeros(len(x), dtype=torch.long, device=rt_train.device)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train().requires_grad_(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.0)
-
-    def step() -> None:
-        with rt_train.autocast():
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    rate = _rate(step, len(x), repeats=1)
-    model.load_state_dict(state)  # BatchNorm statistics moved: put them back
+    rate = _training_rate(model, model, x, lambda logits: torch.nn.functional.cross_entropy(logits, y),
+                          torch.optim.AdamW, rt_train.autocast, repeats=1)
     model.eval().body.requires_grad_(False)
     return rate
 
@@ -163,8 +178,7 @@ def network_rate(model, data, rt_train, batch: int = 32) -> float:
 def measure_rates(model, data, rt, top_stages: int, batch: int = 32) -> Rates:
     """A couple of batches of each kind of work on the run's own images (a few seconds); whole-network training
     is measured apart (`network_rate`), only when the budget could pay for it."""
-    images = torch.from_numpy(np.array(data.train_images[:batch]))
-    x = data.prep.batch(images).to(rt.device).contiguous(memory_format=torch.channels_last)
+    x = _sample(data, batch, rt.device)
     model.eval()
     with torch.no_grad(), rt.autocast():
         features = _rate(lambda: model.forward_features(x), len(x))
@@ -176,17 +190,8 @@ def measure_rates(model, data, rt, top_stages: int, batch: int = 32) -> Rates:
     with torch.no_grad(), rt.autocast():
         trunk_rate = _rate(lambda: trunk(normalize), len(x))
         acts = trunk(normalize).float()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    net = TopClassifier(top, model).train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.0)
-
-    def step() -> None:
-        loss = net(acts).logsumexp(1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    top_rate = _rate(step, len(acts))
-    model.load_state_dict(state)  # BatchNorm statistics moved during the timing: put them back
+    top_rate = _training_rate(model, TopClassifier(top, model).train(), acts,
+                              lambda logits: logits.logsumexp(1).mean(), torch.optim.SGD)
     model.eval()
     return Rates(features, trunk_rate, top_rate)
 
