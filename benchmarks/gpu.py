@@ -26,14 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def finetune_ips(device: str, precision: str, compile_: bool, steps: int, batch: int, size: int) -> float:
-    from tunevision import augment as aug
-    from tunevision.config import TrainConfig
-    from tunevision.distributed import init_from_env
-    from tunevision.loops import train_one_epoch
-    from tunevision.models import build_classifier, create_backbone
-    from tunevision.optim import make_optimizer, make_scheduler
-    from tunevision.runtime import compiled_for_training, resolve_runtime
-    from tunevision.ui import RunLog
+    from tunevision.data import augment as aug
+    from tunevision.core.config import TrainConfig
+    from tunevision.core.distributed import init_from_env
+    from tunevision.classify.loops import train_one_epoch
+    from tunevision.models.backbones import build_classifier, create_backbone
+    from tunevision.engine.optim import make_optimizer, make_scheduler
+    from tunevision.core.runtime import compiled_for_training, resolve_runtime
+    from tunevision.core.ui import RunLog
     d = init_from_env(device)
     rt = resolve_runtime(device, precision, training=True)
     model = build_classifier(create_backbone("efficientnet_lite0"), 10).to(rt.device).to(
@@ -65,10 +65,10 @@ def finetune_ips(device: str, precision: str, compile_: bool, steps: int, batch:
 
 
 def feature_ips(device: str, n: int, size: int) -> float:
-    from tunevision.features import extract_features
-    from tunevision.models import build_classifier, create_backbone
-    from tunevision.preprocess import Preprocessing
-    from tunevision.runtime import resolve_runtime
+    from tunevision.classify.features import extract_features
+    from tunevision.models.backbones import build_classifier, create_backbone
+    from tunevision.data.preprocess import Preprocessing
+    from tunevision.core.runtime import resolve_runtime
     rt = resolve_runtime(device)
     model = build_classifier(create_backbone("efficientnet_lite0"), 2).to(rt.device).to(
         memory_format=torch.channels_last)

@@ -33,13 +33,13 @@ def rate(run, x: np.ndarray, reps: int = 5) -> float:
 
 def measure(name: str, data: Path, tmp: Path) -> str:
     import tunevision as tv
-    from tunevision.export import onnx_session
-    from tunevision.quantize import quantize_bundle
+    from tunevision.engine.export import onnx_session
+    from tunevision.classify.quantize import quantize_bundle
     model = tv.fit(str(data), cache_dir=str(tmp / "cache"), out=str(tmp / "runs"), quiet=True)
     report = quantize_bundle(model.run_dir)  # also writes the fp32 export beside it
     export = model.run_dir / "model" / "export"
     ev = model.evaluation
-    from tunevision.data import Sample, load_images
+    from tunevision.data.sources import Sample, load_images
     images, _ = load_images([Sample(p, 0) for p in ev.paths], model.meta.resize_size, cache_dir=None)
     x = model.preprocess.batch(torch.from_numpy(np.array(images))).contiguous().numpy()
     accs, speeds = {}, {}

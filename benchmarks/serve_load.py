@@ -42,8 +42,8 @@ def start_server(model: str | None, tmp: Path, *args: str) -> tuple[subprocess.P
     """`tunevision serve` on a free loopback port, ready (its /health answers): (process, base url, port). Without a
     model, the offline Lite0 ImageNet classifier saved as a bundle in `tmp`."""
     if not model:
-        from tunevision.bundle import save_bundle
-        from tunevision.predict import imagenet_model
+        from tunevision.models.bundle import save_bundle
+        from tunevision.classify.predict import imagenet_model
         net, meta = imagenet_model()
         model = str(save_bundle(net, meta, Path(tmp) / "lite0-imagenet"))
     port = free_port()

@@ -20,17 +20,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tunevision import augment as aug
-from tunevision.config import DataConfig, RunConfig, TrainConfig
-from tunevision.data import discover, load_images
-from tunevision.features import extract_features
-from tunevision.models import build_classifier, create_backbone
-from tunevision.runtime import resolve_runtime
-from tunevision.loops import train_one_epoch
-from tunevision.optim import make_optimizer, make_scheduler
-from tunevision.prepare import prepare_data
-from tunevision.train import fit
-from tunevision.ui import RunLog
+from tunevision.data import augment as aug
+from tunevision.core.config import DataConfig, RunConfig, TrainConfig
+from tunevision.data.sources import load_images
+from tunevision.classify.features import extract_features
+from tunevision.models.backbones import build_classifier, create_backbone
+from tunevision.core.runtime import resolve_runtime
+from tunevision.classify.loops import train_one_epoch
+from tunevision.engine.optim import make_optimizer, make_scheduler
+from tunevision.classify.prepare import prepare_data
+from tunevision.classify.train import fit
+from tunevision.core.ui import RunLog
+from tunevision.data.discover import discover
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -175,8 +176,9 @@ def inference_ips(batch: int = 32, reps: int = 3) -> tuple[float, float, float]:
     try:
         import onnxruntime  # noqa: F401
 
-        from tunevision.bundle import BundleMeta, save_bundle
-        from tunevision.export import export_bundle, onnx_session
+        from tunevision.models.bundle import BundleMeta, save_bundle
+        from tunevision.classify.export import export_bundle
+        from tunevision.engine.export import onnx_session
         with tempfile.TemporaryDirectory() as d:
             meta = BundleMeta("efficientnet_lite0", ["a", "b"], 224, 256, list(b.mean), list(b.std))
             save_bundle(model.to(memory_format=torch.contiguous_format), meta, Path(d) / "m")

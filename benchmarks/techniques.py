@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.config import DataConfig, RunConfig, TrainConfig
-from tunevision.data import discover
-from tunevision.evaluate import load_eval_set
-from tunevision.inference import TTA
+from tunevision.core.config import DataConfig, RunConfig, TrainConfig
+from tunevision.data.discover import discover
+from tunevision.classify.evaluate import load_eval_set
+from tunevision.classify.inference import TTA
 from tunevision.api import load
-from tunevision.models import create_backbone
-from tunevision.prepare import prepare_data
-from tunevision.train import fit
-from tunevision.ui import RunLog
+from tunevision.models.backbones import create_backbone
+from tunevision.classify.prepare import prepare_data
+from tunevision.classify.train import fit
+from tunevision.core.ui import RunLog
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

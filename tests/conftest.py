@@ -47,8 +47,8 @@ def tiny_bundle(tmp_path: Path) -> Path:
     """A saved tiny_cnn bundle (random weights, two classes) without any training."""
     import torch
 
-    from tunevision.bundle import BundleMeta, save_bundle
-    from tunevision.models import build_classifier, create_backbone
+    from tunevision.models.bundle import BundleMeta, save_bundle
+    from tunevision.models.backbones import build_classifier, create_backbone
     torch.manual_seed(0)
     b = create_backbone("tiny_cnn", pretrained=False)
     model = build_classifier(b, 2).eval()

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from tests.scenes import write_coco, write_masks, write_voc, write_yolo
-from tunevision.annotations import check_boxes, mask_boxes, read_scene_data, seeded_split, sniff_format
-from tunevision.errors import TunevisionError
-from tunevision.scene_data import decode_scene, detection_example, resize_shorter, segmentation_example
-from tunevision.scene_eval import confusion_matrix, detection_scores, segmentation_scores
+from tunevision.data.annotations import check_boxes, mask_boxes, read_scene_data, seeded_split, sniff_format
+from tunevision.core.errors import TunevisionError
+from tunevision.data.scenes import decode_scene, detection_example, resize_shorter, segmentation_example
+from tunevision.scene.evaluate import confusion_matrix, detection_scores, segmentation_scores
 
 WRITERS = {"voc": write_voc, "coco": write_coco, "yolo": write_yolo, "masks": write_masks}
 
@@ -141,7 +141,7 @@ def test_miou_from_the_confusion_matrix_ignores_padding() -> None:
 
 
 def test_train_and_valid_folders_are_the_split_and_share_the_training_classes(tmp_path: Path) -> None:
-    from tunevision.annotations import split_indices
+    from tunevision.data.annotations import split_indices
     write_coco(tmp_path / "set" / "train", n=6)
     write_coco(tmp_path / "set" / "valid", n=3, seed=1)
     assert sniff_format(tmp_path / "set") == "coco"

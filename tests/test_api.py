@@ -13,7 +13,7 @@ from PIL import Image
 
 import tunevision as tv
 from tests.conftest import make_class_folders
-from tunevision.cli import main
+from tunevision.cli.main import main
 
 PNG_MAGIC = b"\x89PNG"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunevision import augment as aug
-from tunevision.errors import TunevisionError
+from tunevision.data import augment as aug
+from tunevision.core.errors import TunevisionError
 
 
 def test_parse_spec_and_presets() -> None:
@@ -109,7 +109,7 @@ def test_preview_writes_grids(tmp_path, colour_folders) -> None:
     from click.testing import CliRunner
     from PIL import Image
 
-    from tunevision.cli import main
+    from tunevision.cli.main import main
     img = next((colour_folders / "red").glob("*.png"))
     r = CliRunner().invoke(main, ["preview", str(img), "--size", "32", "--out", str(tmp_path / "a.png")])
     assert r.exit_code == 0 and Image.open(tmp_path / "a.png").size == (880, 480)  # 2 x 4 grid

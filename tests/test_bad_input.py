@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.conftest import make_class_folders, tiny_args
-from tunevision.cli import main
-from tunevision.errors import TunevisionError
+from tunevision.cli.main import main
+from tunevision.core.errors import TunevisionError
 
 
 def invoke(*args: str):
@@ -110,7 +110,7 @@ def test_evaluate_refuses_classes_the_model_does_not_know(tmp_path: Path, tiny_b
     "\ufeff\"path\",\"label\"\r\n\"{a}\",blue\r\n{b},\"red\"\r\n",  # both
 ])
 def test_csv_with_bom_crlf_and_quotes(tmp_path: Path, text: str) -> None:
-    from tunevision.data import discover
+    from tunevision.data.discover import discover
     data = make_class_folders(tmp_path / "d", n=4)
     rows = []
     for c in ("blue", "red"):
@@ -177,12 +177,12 @@ def test_predict_keeps_input_order_and_classify_exits_1(tiny_bundle: Path, data:
 
 
 def test_nan_loss_stops_naming_epoch_and_step() -> None:
-    from tunevision import augment as aug
-    from tunevision.config import RunConfig, TrainConfig
-    from tunevision.loops import train_one_epoch
-    from tunevision.models import build_classifier, create_backbone
-    from tunevision.optim import make_optimizer, make_scheduler
-    from tunevision.runtime import resolve_runtime
+    from tunevision.data import augment as aug
+    from tunevision.core.config import RunConfig, TrainConfig
+    from tunevision.classify.loops import train_one_epoch
+    from tunevision.models.backbones import build_classifier, create_backbone
+    from tunevision.engine.optim import make_optimizer, make_scheduler
+    from tunevision.core.runtime import resolve_runtime
     model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 2)
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
@@ -202,7 +202,7 @@ def test_nan_loss_stops_naming_epoch_and_step() -> None:
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from tunevision.rundir import atomic_write
+    from tunevision.core.atomic import atomic_write
     target = tmp_path / "checkpoint.pt"
     torch.save({"epoch": 1}, target)
 
@@ -237,10 +237,10 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
 
 
 def test_small_images_are_cached_at_their_own_size(tmp_path: Path) -> None:
-    from tunevision.config import RunConfig
-    from tunevision.prepare import ResizedImages, prepare_data
-    from tunevision.models import create_backbone
-    from tunevision.ui import RunLog
+    from tunevision.core.config import RunConfig
+    from tunevision.classify.prepare import ResizedImages, prepare_data
+    from tunevision.models.backbones import create_backbone
+    from tunevision.core.ui import RunLog
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "digits.npz", images=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8),
              labels=np.array(["a", "b"] * 20))
@@ -265,7 +265,7 @@ def test_any_negative_count_is_refused_in_one_line(tmp_path: Path, flag: str, va
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet="rcflipjtesa(),=-.0123456789 ", max_size=30))
 def test_augmentation_specs_either_compile_or_fail_with_a_user_error(spec: str) -> None:
-    from tunevision.augment import make_pipeline
+    from tunevision.data.augment import make_pipeline
     try:
         pipeline = make_pipeline(spec, 16)
     except TunevisionError:

@@ -6,8 +6,8 @@ import torch
 from click.testing import CliRunner
 
 from tests.conftest import make_class_folders, tiny_args
-from tunevision.cli import main
-from tunevision.optim import class_weights, epoch_order, train_step
+from tunevision.cli.main import main
+from tunevision.engine.optim import class_weights, epoch_order, train_step
 
 
 def test_sampler_draws_classes_equally_from_imbalanced_labels() -> None:
@@ -41,7 +41,7 @@ def test_both_balance_modes_train_and_tensorboard_logs(tmp_path: Path) -> None:
 
 def test_weighted_loss_is_the_class_weighted_cross_entropy() -> None:
     """The loss train_step minimises with balance='weights': sum_i w[y_i] * CE_i / sum_i w[y_i]."""
-    from tunevision.config import TrainConfig
+    from tunevision.core.config import TrainConfig
     logits = torch.nn.Parameter(torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, -1.0]]))
     y = torch.tensor([0, 1, 1, 0])
     w = class_weights(torch.tensor([0] * 90 + [1] * 10), 2)

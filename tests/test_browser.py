@@ -36,7 +36,7 @@ def free_port() -> int:
 @pytest.fixture
 def server(tiny_bundle: Path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tunevision.cli", "serve", str(tiny_bundle), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "tunevision.cli.main", "serve", str(tiny_bundle), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -79,7 +79,7 @@ def test_report_opens_in_a_browser_with_every_section_and_image(colour_folders: 
     from click.testing import CliRunner
 
     from tests.conftest import tiny_args
-    from tunevision.cli import main
+    from tunevision.cli.main import main
     r = CliRunner().invoke(main, ["train", str(colour_folders), *tiny_args(str(tmp_path / "c"), tmp_path / "runs",
                                   "--mode", "finetune", "--epochs", "2", "--name", "r")], catch_exceptions=False)
     assert r.exit_code == 0, r.output

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from tunevision.calibrate import expected_calibration_error, fit_temperature, reliability
+from tunevision.engine.calibrate import expected_calibration_error, fit_temperature, reliability
 
 
 def test_overconfident_logits_get_temperature_above_one_and_lower_ece() -> None:

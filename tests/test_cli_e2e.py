@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from tests.conftest import tiny_args
-from tunevision.cli import main
+from tunevision.cli.main import main
 
 
 def run(*args: str) -> "CliRunner.Result":
@@ -65,7 +65,7 @@ def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp
 def test_freeze_mode_trains_only_the_head(colour_folders: Path, cache: str, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from tunevision.models import create_backbone
+    from tunevision.models.backbones import create_backbone
     r = run("train", str(colour_folders), *tiny_args(cache, tmp_path / "runs", "--mode", "freeze", "--name", "f",
                                                       "--epochs", "30", "--views", "2"))
     assert r.exit_code == 0, r.output
@@ -115,7 +115,7 @@ def test_weights_from_an_earlier_run_continue_it(colour_folders: Path, cache: st
 
 
 def test_progressive_resizing_schedule_and_run(colour_folders: Path, cache: str, tmp_path: Path) -> None:
-    from tunevision.loops import size_for_epoch
+    from tunevision.classify.loops import size_for_epoch
     assert [size_for_epoch(e, 6, [128, 160, 224], 224) for e in range(1, 7)] == [128, 128, 160, 160, 224, 224]
     assert [size_for_epoch(e, 4, [], 224) for e in range(1, 5)] == [224] * 4
     assert [size_for_epoch(e, 2, [16, 24, 32], 32) for e in (1, 2)] == [16, 24]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_class_folders
-from tunevision.data import discover, load_images
-from tunevision.errors import TunevisionError
+from tunevision.data.sources import load_images
+from tunevision.core.errors import TunevisionError
+from tunevision.data.discover import discover
 
 
 def test_split_folders_are_used_as_given(tmp_path: Path) -> None:
@@ -38,10 +39,10 @@ def test_csv_labels(tmp_path: Path) -> None:
 
 
 def test_single_class_and_missing_folder_are_clear_errors(tmp_path: Path) -> None:
-    from tunevision.config import DataConfig, RunConfig, TrainConfig
-    from tunevision.models import create_backbone
-    from tunevision.prepare import prepare_data
-    from tunevision.ui import RunLog
+    from tunevision.core.config import DataConfig, RunConfig, TrainConfig
+    from tunevision.models.backbones import create_backbone
+    from tunevision.classify.prepare import prepare_data
+    from tunevision.core.ui import RunLog
     root = make_class_folders(tmp_path / "one", n=5, classes=("red",))
     cfg = RunConfig(data=DataConfig(data=str(root), cache_dir=""), train=TrainConfig())
     with pytest.raises(TunevisionError, match="at least 2"):
@@ -51,10 +52,10 @@ def test_single_class_and_missing_folder_are_clear_errors(tmp_path: Path) -> Non
 
 
 def test_empty_validation_split_is_a_clear_error(tmp_path: Path) -> None:
-    from tunevision.config import DataConfig, RunConfig
-    from tunevision.models import create_backbone
-    from tunevision.prepare import prepare_data
-    from tunevision.ui import RunLog
+    from tunevision.core.config import DataConfig, RunConfig
+    from tunevision.models.backbones import create_backbone
+    from tunevision.classify.prepare import prepare_data
+    from tunevision.core.ui import RunLog
     root = make_class_folders(tmp_path / "d", n=6, split=True)
     for p in (root / "val").rglob("*.*"):
         p.unlink()

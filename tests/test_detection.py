@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 import tunevision as tv
 from tests.scenes import write_masks, write_voc
-from tunevision.cli import main
-from tunevision.config import RunConfig
-from tunevision.scene_train import resolve_task
+from tunevision.cli.main import main
+from tunevision.core.config import RunConfig
+from tunevision.tasks import task_name_for_data as resolve_task
 
 FAST = dict(epochs=2, image_size=64, pretrained=False, val_fraction=0.25, device="cpu")
 
@@ -88,7 +88,7 @@ def test_cli_predict_draws_boxes_and_writes_json(detector, tmp_path: Path) -> No
 def test_serve_returns_boxes(detector) -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
-    from tunevision.serve import create_app
+    from tunevision.serve.app import create_app
     data, model = detector
     expected = model.predict(str(data / "images" / "im0.jpg"), threshold=0.0).to_dict()["detections"]
     with TestClient(create_app(str(model.run_dir), threshold=0.0)) as client:
@@ -130,7 +130,7 @@ def test_cli_train_lists_bad_annotations_and_trains_on_the_rest(tmp_path: Path) 
 def test_a_hub_detector_takes_a_local_coco_state_dict_and_gets_a_head_for_our_classes(tmp_path: Path) -> None:
     import torch
     import torchvision
-    from tunevision.detectors import SceneSpec, create_scene_model
+    from tunevision.models.detectors import SceneSpec, create_scene_model
     coco = torchvision.models.get_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights=None, weights_backbone=None,
                                         num_classes=91)
     torch.save(coco.state_dict(), tmp_path / "coco.pth")
@@ -152,8 +152,8 @@ def test_cli_evaluate_prints_map_for_a_detector(detector) -> None:
 
 
 def test_a_killed_detection_run_resumes_from_its_last_epoch(tmp_path: Path, monkeypatch) -> None:
-    import tunevision.scene_train as st
-    from tunevision.train import fit
+    import tunevision.scene.train as st
+    from tunevision.tasks import fit
     data = write_voc(tmp_path / "v", n=6)
     real, calls = st.train_scene_epoch, []
 
@@ -188,7 +188,7 @@ def test_mask_rcnn_on_a_masks_folder_predicts_boxes_and_an_instance_mask(tmp_pat
 @pytest.mark.parametrize("arch", ["fpn", "lraspp"])
 def test_segmenters_give_full_size_logits_and_train_only_past_the_early_stages(arch: str) -> None:
     import torch
-    from tunevision.detectors import SceneSpec, create_scene_model
+    from tunevision.models.detectors import SceneSpec, create_scene_model
     model = create_scene_model("segment", SceneSpec(arch, "efficientnet_lite0", 2, 64, 106), pretrained=False)
     assert model(torch.rand(2, 3, 64, 80)).shape == (2, 3, 64, 80)
     trunk = model.trunk if arch == "lraspp" else model.pyramid.trunk

@@ -29,7 +29,7 @@ def test_pennfudan_masks_train_a_detector_that_predicts_boxes_on_a_photo(tmp_pat
 
 
 def test_raccoon_voc_is_found_and_read_whole() -> None:
-    from tunevision.annotations import read_scene_data
+    from tunevision.data.annotations import read_scene_data
     data = read_scene_data(SHARED / "raccoon")
     assert data.format == "voc" and data.classes == ["raccoon"] and len(data.items) == 200
     assert sum(len(it.boxes) for it in data.items) == 217 and data.problems == []

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tunevision.cli import main
-from tunevision.export import check_parity, export_bundle
+from tunevision.cli.main import main
+from tunevision.classify.export import check_parity, export_bundle
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

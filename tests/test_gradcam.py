@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunevision.gradcam import gradcam, overlay_heatmap
-from tunevision.models import Classifier
+from tunevision.classify.gradcam import gradcam, overlay_heatmap
+from tunevision.models.backbones import Classifier
 
 
 def test_gradcam_peaks_on_the_patch_that_decides_the_class() -> None:
@@ -29,8 +29,8 @@ def test_gradcam_works_on_a_frozen_network() -> None:
     """After auto/freeze training the body's parameters do not require grad; Grad-CAM must still explain it."""
     import torch
 
-    from tunevision.gradcam import gradcam
-    from tunevision.models import build_classifier, create_backbone
+    from tunevision.classify.gradcam import gradcam
+    from tunevision.models.backbones import build_classifier, create_backbone
     torch.manual_seed(0)
     model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 2).requires_grad_(False)
     heat, c = gradcam(model, torch.rand(1, 3, 32, 32))

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tunevision.data import Sample, discover, load_images
-from tunevision.images import ImageError, decode_square, to_rgb
+from tunevision.data.sources import Sample, load_images
+from tunevision.data.images import ImageError, decode_square, to_rgb
+from tunevision.data.discover import discover
 
 
 def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
@@ -50,7 +51,7 @@ def test_exif_rotation_is_applied(tmp_path: Path) -> None:
     exif = im.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     im.save(tmp_path / "r.jpg", exif=exif, quality=95)
-    from tunevision.images import open_image
+    from tunevision.data.images import open_image
     up = open_image(tmp_path / "r.jpg")
     assert up.size == (20, 40)  # width and height swapped
     assert np.asarray(up.convert("L"))[:15].mean() > 200  # white half now on top

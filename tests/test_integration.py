@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import SHARED
-from tunevision.config import DataConfig, RunConfig
-from tunevision.train import fit
-from tunevision.ui import RunLog
+from tunevision.core.config import DataConfig, RunConfig
+from tunevision.classify.train import fit
+from tunevision.core.ui import RunLog
 
 pytestmark = pytest.mark.integration
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets not present")
@@ -29,8 +29,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_classify_names_imagenet_classes(photos: dict[str, Path]) -> None:
-    from tunevision.predict import imagenet_model, predict_paths
-    from tunevision.runtime import resolve_runtime
+    from tunevision.classify.predict import imagenet_model, predict_paths
+    from tunevision.core.runtime import resolve_runtime
     model, meta = imagenet_model()
     preds = predict_paths(model, meta, [str(photos["chelsea"]), str(photos["coffee"])], resolve_runtime("cpu"),
                           top_k=3)
@@ -48,12 +48,12 @@ def test_hymenoptera_defaults(tmp_path: Path) -> None:
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["train_images"] == 245 and summary["val_images"] == 153  # the GIF placeholder is converted
     # predict reads only the bundle and agrees with the evaluation done at the end of training
-    from tunevision.evaluate import evaluate_bundle
+    from tunevision.classify.evaluate import evaluate_bundle
     ev = evaluate_bundle(result.run_dir, str(SHARED / "hymenoptera"), device="cpu")
     assert abs(ev.accuracy - result.evaluation.accuracy) < 1e-9
     assert (result.run_dir / "report.html").is_file() and summary["ece_after"] <= summary["ece_before"]
     # the real run's bundle exported: parity on real validation photos, and ONNX predictions agree
-    from tunevision.export import export_bundle
+    from tunevision.classify.export import export_bundle
     val_photos = sorted(str(p) for p in (SHARED / "hymenoptera" / "val" / "bees").glob("*.jpg"))[:16]
     for fmt in ("onnx", "torchscript"):
         _, parity = export_bundle(result.run_dir, fmt, tmp_path / "export", samples=val_photos)

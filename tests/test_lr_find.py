@@ -7,8 +7,8 @@ import yaml
 from click.testing import CliRunner
 
 from tests.conftest import tiny_args
-from tunevision.cli import main
-from tunevision.lr_range import suggest_lr
+from tunevision.cli.main import main
+from tunevision.classify.lr_range import suggest_lr
 
 
 def test_suggestion_lies_on_the_descending_part() -> None:

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from tests.conftest import make_class_folders, tiny_args
-from tunevision.cli import main
-from tunevision.errors import TunevisionError
-from tunevision.models import build_classifier, create_backbone
-from tunevision.partial import TopClassifier, split_body
+from tunevision.cli.main import main
+from tunevision.core.errors import TunevisionError
+from tunevision.models.backbones import build_classifier, create_backbone
+from tunevision.classify.partial import TopClassifier, split_body
 
 
 def small_model():
@@ -79,13 +79,13 @@ def test_partial_after_the_head_stage_still_trains_the_top(tmp_path: Path) -> No
     the top stages again (it once trained only the head there)."""
     import dataclasses
 
-    from tunevision.config import RunConfig
-    from tunevision.distributed import Dist
-    from tunevision.loops import fit_head
-    from tunevision.partial import fit_partial
-    from tunevision.prepare import prepare_data
-    from tunevision.runtime import resolve_runtime
-    from tunevision.ui import RunLog
+    from tunevision.core.config import RunConfig
+    from tunevision.core.distributed import Dist
+    from tunevision.classify.loops import fit_head
+    from tunevision.classify.partial import fit_partial
+    from tunevision.classify.prepare import prepare_data
+    from tunevision.core.runtime import resolve_runtime
+    from tunevision.core.ui import RunLog
     data_dir = make_class_folders(tmp_path / "d", n=10)
     cfg = RunConfig.from_options(str(data_dir), backbone="tiny_cnn", pretrained=False, device="cpu",
                                  precision="fp32", cache_dir=str(tmp_path / "c"), epochs=3)

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import make_class_folders, tiny_args
-from tunevision.cli import main
-from tunevision.errors import TunevisionError
-from tunevision.plan import FINISH_SECONDS, Rates, make_plan, parse_budget
+from tunevision.cli.main import main
+from tunevision.core.errors import TunevisionError
+from tunevision.classify.plan import FINISH_SECONDS, Rates, make_plan, parse_budget
 
 # hymenoptera-sized run on a 2-core CPU: features 100 img/s, trunk 150 img/s, top training 60 img/s
 RATES = Rates(features=100.0, trunk=150.0, top_train=60.0)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.conftest import make_class_folders, tiny_args
-from tunevision.cli import main
+from tunevision.cli.main import main
 
 pytest.importorskip("onnxruntime")
 

@@ -10,14 +10,14 @@ import torch
 from click.testing import CliRunner
 
 from tests.conftest import make_class_folders, tiny_args
-from tunevision import augment as aug
-from tunevision.cli import main
-from tunevision.config import ModelConfig, RunConfig, TrainConfig
-from tunevision.data import channel_stats
-from tunevision.models import body_stages, build_classifier, create_backbone
-from tunevision.runtime import compiled_for_training, resolve_runtime
-from tunevision.loops import freeze_stages, train_one_epoch, trainable_stages
-from tunevision.optim import make_optimizer, make_scheduler
+from tunevision.data import augment as aug
+from tunevision.cli.main import main
+from tunevision.core.config import ModelConfig, RunConfig, TrainConfig
+from tunevision.data.sources import channel_stats
+from tunevision.models.backbones import body_stages, build_classifier, create_backbone
+from tunevision.core.runtime import compiled_for_training, resolve_runtime
+from tunevision.classify.loops import freeze_stages, train_one_epoch, trainable_stages
+from tunevision.engine.optim import make_optimizer, make_scheduler
 
 
 def small_model():

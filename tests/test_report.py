@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.conftest import tiny_args
-from tunevision import plots
-from tunevision.cli import main
+from tunevision.report import plots
+from tunevision.cli.main import main
 
 
 def test_plot_functions_write_pngs(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from tunevision.cli import main
-from tunevision.scene import (DETECTORS, SEGMENTERS, Detection, class_map_image, detect, draw_detections,
+from tunevision.cli.main import main
+from tunevision.models.hub import (DETECTORS, SEGMENTERS, Detection, class_map_image, detect, draw_detections,
                               load_scene_model, overlay, palette, pixel_fractions, segment)
 
 

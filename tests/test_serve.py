@@ -10,7 +10,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tunevision.serve import create_app  # noqa: E402
+from tunevision.serve.app import create_app  # noqa: E402
 
 
 def png(colour=(220, 40, 30), size=(40, 48)) -> bytes:
@@ -60,8 +60,8 @@ def test_predict_matches_predict_command_preprocessing(client: TestClient, tiny_
     preds = r.json()["predictions"]
     assert [p["filename"] for p in preds] == ["a.png", "b.png"]
     assert abs(sum(t["prob"] for t in preds[0]["top"]) - 1) < 1e-4
-    from tunevision.predict import load_predictor, predict_paths
-    from tunevision.runtime import resolve_runtime
+    from tunevision.classify.predict import load_predictor, predict_paths
+    from tunevision.core.runtime import resolve_runtime
     (tmp_path / "a.png").write_bytes(png())
     model, meta = load_predictor(str(tiny_bundle))
     ref = predict_paths(model, meta, [str(tmp_path / "a.png")], resolve_runtime("auto"), top_k=2)[0]

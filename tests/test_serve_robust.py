@@ -25,9 +25,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tunevision.cli import main  # noqa: E402
-from tunevision.errors import TunevisionError  # noqa: E402
-from tunevision.serve import ServeOptions, create_app  # noqa: E402
+from tunevision.cli.main import main  # noqa: E402
+from tunevision.core.errors import TunevisionError  # noqa: E402
+from tunevision.serve.app import ServeOptions, create_app  # noqa: E402
 
 
 def png(colour=(220, 40, 30), size=(40, 48)) -> bytes:

@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from tests.conftest import make_class_folders, tiny_args
-from tunevision.cli import main
-from tunevision.inference import TTA, predict_probs
-from tunevision.models import build_classifier, create_backbone
-from tunevision.runtime import resolve_runtime
+from tunevision.cli.main import main
+from tunevision.classify.inference import TTA, predict_probs
+from tunevision.models.backbones import build_classifier, create_backbone
+from tunevision.core.runtime import resolve_runtime
 
 
 class Recorder(torch.nn.Module):

@@ -15,9 +15,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "fit": "api", "load": "api", "preview": "api", "show_batch": "api", "lr_find": "api", "Model": "api", "LRFind": "api",
-    "Exported": "api", "Prediction": "predict", "Evaluation": "evaluate", "TTA": "inference",
-    "RunConfig": "config", "DataConfig": "config", "ModelConfig": "config", "TrainConfig": "config",
-    "TunevisionError": "errors",
+    "Exported": "engine.export", "Prediction": "classify.predict", "Evaluation": "classify.evaluate", "TTA": "classify.inference",
+    "RunConfig": "core.config", "DataConfig": "core.config", "ModelConfig": "core.config", "TrainConfig": "core.config",
+    "TunevisionError": "core.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -13,23 +13,22 @@ import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .bundle import BundleMeta, save_bundle
-from .config import RunConfig, SECTIONS, TOP_LEVEL
-from .errors import TunevisionError
-from .evaluate import Evaluation, load_eval_set
-from .inference import TTA, predict_probs
-from .predict import IMAGENET, Prediction, decode_inputs, load_predictor, model_source, predict_decoded
-from .rundir import EpochRecord, read_metrics
-from .runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
-from .ui import RunLog
+from tunevision.core.config import RunConfig, SECTIONS, TOP_LEVEL
+from tunevision.core.errors import TunevisionError
+from tunevision.classify.predict import model_source
+from tunevision.core.ui import RunLog
+from tunevision.classify.model import Model, show_batch, to_uint8
+from tunevision import tasks
 
 if TYPE_CHECKING:
-    from .scene_api import SceneModel
+    from tunevision.scene.api import SceneModel
+
+__all__ = ["fit", "load", "preview", "show_batch", "lr_find", "LRFind", "Model"]
 
 Image = Any  # a path, folder or glob (str/Path), a PIL image, an HxWxC array or a CxHxW tensor
 
@@ -46,26 +45,18 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
 
     Options (each also a `tunevision train --flag` and a key of config.yaml):
     """
-    from .train import fit as run_fit
     if isinstance(data, RunConfig):  # tv.fit(config)
         data, config = None, data
     base = RunConfig.load(config) if isinstance(config, (str, Path)) else config
     if data is not None and not isinstance(data, (str, Path)):
         cache = (base or RunConfig()).data.cache_dir or "~/.cache/tunevision"
-        from .archives import in_memory_source
+        from tunevision.data.archives import in_memory_source
         data = in_memory_source(data, Path(options.get("cache_dir", cache)).expanduser())
     cfg = RunConfig.from_options(str(data or ""), base, **options)
     if not cfg.data.data:
         raise TunevisionError("no data: tunevision.fit('photos/') with one subfolder per class")
-    result = run_fit(cfg, log=RunLog(quiet=quiet))
-    if getattr(result, "task", "classify") != "classify":
-        from .scene_api import SceneModel
-        return SceneModel(result.model, result.meta, run_dir=result.run_dir, scores=result.scores,
-                          history=result.history)
-    if result.model is None:  # under torchrun, ranks other than 0 hold no calibrated model
-        return None
-    return Model(result.model, result.meta, run_dir=result.run_dir, history=result.history,
-                 evaluation=result.evaluation, device=cfg.train.device)
+    task = tasks.for_data(cfg)
+    return task.wrap(task.fit(cfg, RunLog(quiet=quiet)), cfg)
 
 
 def _options_doc() -> str:
@@ -85,187 +76,16 @@ def load(path: str | Path, *, device: str = "auto") -> "Model | SceneModel":
     """A model from a run folder, a bundle folder, an exported .onnx file, or 'imagenet' (the pretrained
     backbone's 1000 ImageNet classes). A detector's or segmenter's bundle gives a SceneModel."""
     source = model_source(str(path))
-    if source != IMAGENET and not source.endswith(".onnx"):
-        scene = _scene_model(source, device)
-        if scene is not None:
-            return scene
-    onnx = source.endswith(".onnx")
-    rt = resolve_runtime("cpu" if onnx else device, INFERENCE_PRECISION)
-    network, meta = load_predictor(source, rt.device)
-    run_dir = Path(source).parent if (Path(source).name == "model" and (Path(source).parent / "config.yaml")
-                                      .is_file()) else None
-    return Model(network, meta, run_dir=run_dir, history=read_metrics(run_dir) if run_dir else [],
-                 runtime=rt, bundle=None if onnx or source == IMAGENET else Path(source))
-
-
-def _scene_model(source: str, device: str):
-    """A SceneModel when the bundle holds a detector or segmenter, else None."""
-    from .bundle import read_meta
-    if read_meta(source).task == "classify":
-        return None
-    from .scene_api import SceneModel
-    from .scene_predict import load_scene_bundle
-    from .scene_train import read_scene_metrics
-    network, meta = load_scene_bundle(source, resolve_runtime(device, INFERENCE_PRECISION).device)
-    run_dir = Path(source).parent if (Path(source).parent / "config.yaml").is_file() else None
-    return SceneModel(network, meta, run_dir=run_dir, history=read_scene_metrics(run_dir) if run_dir else [],
-                      bundle=Path(source))
-
-
-@dataclass
-class Exported:
-    path: Path
-    parity: Any  # export.Parity: max |p - p_torch| and top-1 agreement on sample images
-
-
-class Model:
-    """A trained classifier with everything needed to use it: `classes`, `preprocess` (input size, resize,
-    mean/std), `temperature`, `history` (one EpochRecord per epoch), `run_dir` and `evaluation` (validation)."""
-
-    def __init__(self, network: torch.nn.Module, meta: BundleMeta, *, run_dir: Path | None = None,
-                 history: Sequence[EpochRecord] = (), evaluation: Evaluation | None = None,
-                 runtime: Runtime | None = None, device: str = "auto", bundle: Path | None = None) -> None:
-        self.network, self.meta = network.eval(), meta
-        self.run_dir = Path(run_dir) if run_dir else None
-        self.bundle = bundle or (self.run_dir / "model" if self.run_dir else None)
-        self.history = list(history)
-        self.runtime = runtime or resolve_runtime(device, INFERENCE_PRECISION)
-        self._evaluation = evaluation
-
-    classes = property(lambda self: list(self.meta.classes))
-    preprocess = property(lambda self: self.meta.preprocess)
-    temperature = property(lambda self: self.meta.temperature)
-
-    def __repr__(self) -> str:
-        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
-        acc = f", val_acc={self._evaluation.accuracy:.4f}" if self._evaluation is not None else ""
-        return (f"Model({self.meta.architecture}, {len(self.classes)} classes, {self.meta.image_size}px, "
-                f"mode={self.meta.mode!r}{acc}{where})")
-
-    # --- prediction -------------------------------------------------------------------------------------------
-    def _probs(self, squares: list[np.ndarray], tta: bool | TTA) -> np.ndarray:
-        if not squares:
-            return np.zeros((0, len(self.classes)), np.float32)
-        return predict_probs(self.network, np.stack(squares), self.runtime, self.meta.image_size,
-                             temperature=self.meta.temperature, tta=_tta(tta))
-
-    def predict_proba(self, inputs: Image | Sequence[Image], *, tta: bool | TTA = False) -> np.ndarray:
-        """Calibrated probabilities, one row per image the inputs stand for (unreadable files: a row of NaN)."""
-        _, items = decode_inputs(_as_list(inputs), self.preprocess)
-        ok = [i for i, it in enumerate(items) if not isinstance(it, str)]
-        probs = np.full((len(items), len(self.classes)), np.nan, np.float32)
-        if ok:
-            probs[ok] = self._probs([items[i] for i in ok], tta)
-        return probs
-
-    def predict(self, inputs: Image | Sequence[Image], *, top_k: int = 3, tta: bool | TTA = False
-                ) -> Prediction | list[Prediction]:
-        """One Prediction (label, prob, top) for one image; a list for a list, a folder or a glob."""
-        names, items = decode_inputs(_as_list(inputs), self.preprocess)
-        preds = predict_decoded(self.network, self.meta, names, items, self.runtime, top_k=top_k, tta=_tta(tta))
-        return preds[0] if _is_single(inputs) and len(preds) == 1 else preds
-
-    # --- evaluation and interpretation -------------------------------------------------------------------------
-    def evaluate(self, data: str | Path, *, tta: bool | TTA = False, unknown_classes: str = "error",
-                 quiet: bool = True) -> Evaluation:
-        """Accuracy, per-class metrics and confusion on `data` (class folders, CSV, ...); it becomes `evaluation`.
-        The model's own training folder is scored on its validation split only."""
-        eval_set = load_eval_set(self.network, self.meta, str(data), self.runtime, unknown_classes=unknown_classes,
-                                 log=None if quiet else RunLog())
-        self._evaluation = eval_set.score(_tta(tta))
-        self._evaluation.note = eval_set.note
-        return self._evaluation
-
-    @property
-    def evaluation(self) -> Evaluation | None:
-        """The latest evaluation: `evaluate`'s, else the run's own validation scores."""
-        if self._evaluation is None and self.run_dir is not None:
-            self._evaluation = Evaluation.read(self.run_dir / "eval", self.classes, self.temperature)
-        return self._evaluation
-
-    def _require_evaluation(self) -> Evaluation:
-        if self.evaluation is None:
-            raise TunevisionError("no evaluation yet: call model.evaluate(data) first")
-        return self.evaluation
-
-    def plot_confusion(self):
-        """Confusion matrix heat maps (counts and row-normalised) of the latest evaluation."""
-        from .plots import confusion_heatmaps
-        ev = self._require_evaluation()
-        return confusion_heatmaps(ev.confusion, ev.classes)
-
-    def plot_top_losses(self, k: int = 8):
-        """The k images the model got most wrong (actual / predicted / probability), with Grad-CAM."""
-        from .report import top_losses_grid
-        rows = [(p, a, pr, prob) for p, a, pr, prob, _ in self._require_evaluation().top_losses(k)]
-        return top_losses_grid(self._torch_network(), self.meta, rows)
-
-    def gradcam(self, image: Image, class_name: str | None = None):
-        """Where the network looked for `class_name` (default: its prediction) in one image."""
-        from .gradcam import gradcam
-        from .plots import gradcam_figure
-        if class_name is not None and class_name not in self.classes:
-            raise TunevisionError(f"class {class_name!r} is not one of {', '.join(self.classes)}")
-        names, items = decode_inputs([image], self.preprocess)
-        if isinstance(items[0], str):
-            raise TunevisionError(f"{names[0]}: {items[0]}")
-        network = self._torch_network()
-        heat, c = gradcam(network, self.preprocess.batch(torch.from_numpy(items[0][None])),
-                          self.classes.index(class_name) if class_name else None)
-        prob = self._probs([items[0]], False)[0, c]
-        return gradcam_figure(self.preprocess.crop(items[0]), heat, f"{self.classes[c]}  p = {prob:.2f}")
-
-    def plot_history(self):
-        """Loss, accuracy, learning rate and seconds per epoch of the training run."""
-        from .plots import training_curves
-        if not self.history:
-            raise TunevisionError("this model has no training history (it was not trained in this run folder)")
-        series = {k: np.array([getattr(r, k) for r in self.history]) for k in EpochRecord.__dataclass_fields__}
-        return training_curves(series.pop("epoch"), series)
-
-    def show_batch(self, data: str | Path | None = None, *, n: int = 8, augment: str | None = None, seed: int = 0):
-        """A training batch as the network sees it: augmented views, titled with their class. Without `data`,
-        the run's own training images and augmentation."""
-        import csv
-
-        from .data import Sample
-        if data is not None:
-            return show_batch(data, augment=augment or "default", size=self.meta.image_size, n=n, seed=seed)
-        if self.run_dir is None:
-            raise TunevisionError("show_batch needs data=... for a model without its run folder")
-        rows = [r for r in csv.DictReader(open(self.run_dir / "split.csv")) if r["split"] == "train"]
-        samples = [Sample(r["path"], self.classes.index(r["label"])) for r in rows]
-        augment = augment or RunConfig.load(self.run_dir / "config.yaml").train.augment
-        return _batch_grid(samples, self.classes, None, self.preprocess, augment, n, seed)
-
-    # --- saving and export -------------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the bundle (model.safetensors + model.json) to a folder; `tunevision.load` reads it back."""
-        return save_bundle(self._torch_network(), self.meta, Path(path).expanduser())
-
-    def export(self, fmt: str = "onnx", out: str | Path | None = None, samples: list[str] | None = None) -> Exported:
-        """ONNX or TorchScript, checked against PyTorch on sample images (raises if they disagree)."""
-        from .export import export_bundle
-        if self.bundle is None:
-            self.bundle = self.save(Path(out or ".") / "bundle")
-        path, parity = export_bundle(self.bundle, fmt, out, samples)
-        return Exported(path, parity)
-
-    def _torch_network(self) -> torch.nn.Module:
-        from .models import Classifier
-        if not isinstance(self.network, Classifier):
-            raise TunevisionError("this is an exported ONNX model: it predicts, but Grad-CAM, saving and export need "
-                                  "the bundle it came from (tunevision.load(RUN_DIR))")
-        return self.network
+    return tasks.for_bundle(source).load(source, device)
 
 
 def preview(image: Image, augment: str = "default", *, size: int = 224, n: int = 8, columns: int = 4,
             seed: int = 0):
     """What an augmentation does to one image: n seeded random draws of the pipeline, as a grid."""
-    from .augment import make_pipeline
-    from .images import ImageError
-    from .plots import image_grid
-    from .preprocess import Preprocessing
+    from tunevision.data.augment import make_pipeline
+    from tunevision.data.images import ImageError
+    from tunevision.report.plots import image_grid
+    from tunevision.data.preprocess import Preprocessing
     prep = Preprocessing.for_size(size, 0.875)
     try:
         square = prep.decode(image) if isinstance(image, (str, Path)) else prep.square(image)
@@ -273,27 +93,7 @@ def preview(image: Image, augment: str = "default", *, size: int = 224, n: int =
         raise TunevisionError(f"{image if isinstance(image, (str, Path)) else 'image'}: {e}") from None
     views = make_pipeline(augment, size)(torch.from_numpy(np.repeat(square[None], n, 0)),
                                          torch.Generator().manual_seed(seed))
-    return image_grid(list(_to_uint8(views)), [f"draw {i + 1}" for i in range(n)], columns=columns)
-
-
-def show_batch(data: str | Path, *, augment: str = "default", size: int = 224, n: int = 8, seed: int = 0):
-    """n training images of `data` under the augmentation pipeline, titled with their class."""
-    from .data import discover
-    from .preprocess import Preprocessing
-    ds = discover(str(data), seed=seed)
-    return _batch_grid(ds.train, ds.classes, ds.arrays, Preprocessing.for_size(size, 0.875), augment, n, seed)
-
-
-def _batch_grid(samples, classes: list[str], arrays, prep, augment: str, n: int, seed: int):
-    from .augment import make_pipeline
-    from .data import load_images
-    from .plots import image_grid
-    g = torch.Generator().manual_seed(seed)
-    pick = [samples[i] for i in torch.randperm(len(samples), generator=g)[:n].tolist()]
-    images, bad = load_images(pick, prep.resize_size, cache_dir=None, arrays=arrays)
-    titles = [classes[s.label] for s in pick if s.path not in {b.path for b in bad}]
-    views = make_pipeline(augment, prep.image_size)(torch.from_numpy(np.array(images)), g)
-    return image_grid(list(_to_uint8(views)), titles)
+    return image_grid(list(to_uint8(views)), [f"draw {i + 1}" for i in range(n)], columns=columns)
 
 
 @dataclass
@@ -303,7 +103,7 @@ class LRFind:
     losses: np.ndarray
 
     def plot(self):
-        from .lr_range import plot_lr_find
+        from tunevision.classify.lr_range import plot_lr_find
         return plot_lr_find(self.lrs, self.losses, self.suggestion)
 
     def _repr_png_(self) -> bytes:
@@ -314,24 +114,8 @@ class LRFind:
 
 def lr_find(data: Any, *, steps: int = 100, quiet: bool = False, **options: Any) -> LRFind:
     """The LR range test (whole network, mode finetune unless told): loss against learning rate, a suggestion."""
-    from .lr_range import find_lr
+    from tunevision.classify.lr_range import find_lr
     options.setdefault("mode", "finetune")
     cfg = RunConfig.from_options(str(data), **options)
     return LRFind(*find_lr(cfg, steps=steps, log=RunLog(quiet=quiet)))
 
-
-def _as_list(inputs: Any) -> list:
-    return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-
-
-def _is_single(inputs: Any) -> bool:
-    return not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and (
-        Path(inputs).expanduser().is_dir() or any(ch in str(inputs) for ch in "*?[")))
-
-
-def _tta(tta: bool | TTA) -> TTA | None:
-    return tta if isinstance(tta, TTA) else (TTA() if tta else None)
-
-
-def _to_uint8(views: torch.Tensor) -> np.ndarray:
-    return (views.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)

@@ -1,0 +1,1 @@
+"""The classification task: prepare, train, evaluate, predict, export and report a classifier."""

@@ -1,0 +1,158 @@
+"""Predict with a bundle, an exported .onnx, or (asked for by name) the pretrained ImageNet classifier.
+
+Inputs are files, folders and globs (the CLI), or also PIL images, arrays and tensors (the Python API); all of
+them become the bundle's decoded squares through its `Preprocessing`, then `predict_probs`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle
+from tunevision.data.sources import Sample, load_images
+from tunevision.core.errors import TunevisionError
+from tunevision.data.images import DEFAULT_MAX_PIXELS
+from tunevision.classify.inference import TTA, predict_probs
+from tunevision.models.backbones import Classifier, create_backbone, imagenet_classifier
+from tunevision.data.preprocess import Preprocessing
+from tunevision.core.runtime import Runtime
+from tunevision.data.inputs import NOT_FOUND, expand_inputs
+
+IMAGENET = "imagenet"  # the model argument that names the pretrained backbone's own 1000-class head
+
+
+@dataclass
+class Prediction:
+    path: str                                                    # the input's name (a path, or e.g. "image 0")
+    top: list[tuple[str, float]] = field(default_factory=list)  # (label, probability), best first
+    error: str = ""
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.top else None
+
+    @property
+    def prob(self) -> float | None:
+        return self.top[0][1] if self.top else None
+
+    def __repr__(self) -> str:
+        if self.error:
+            return f"Prediction(path={self.path!r}, error={self.error!r})"
+        top = ", ".join(f"({label!r}, {prob:.3f})" for label, prob in self.top)
+        return f"Prediction(label={self.label!r}, prob={self.prob:.3f}, top=[{top}], path={self.path!r})"
+
+
+def imagenet_labels() -> list[str]:
+    return resources.files("tunevision").joinpath("imagenet_classes.txt").read_text().splitlines()
+
+
+def imagenet_model(backbone: str = "efficientnet_lite0", weights: str | None = None) -> tuple[Classifier, BundleMeta]:
+    """The pretrained backbone with its own ImageNet head, described like a bundle."""
+    b = create_backbone(backbone, pretrained=True, weights=weights)
+    prep = Preprocessing.for_size(b.input_size, b.crop_pct, b.mean, b.std)
+    return imagenet_classifier(b), BundleMeta(backbone, imagenet_labels(), prep.image_size, prep.resize_size,
+                                              list(b.mean), list(b.std), mode=IMAGENET)
+
+
+def model_source(arg: str) -> str:
+    """A model argument checked, never guessed: a bundle or run folder, an exported .onnx file, or 'imagenet'."""
+    if arg == IMAGENET:
+        return arg
+    if arg.endswith(".onnx"):
+        if not Path(arg).expanduser().is_file():
+            raise TunevisionError(f"{arg}: no such ONNX file")
+        return str(Path(arg).expanduser())
+    try:
+        return str(bundle_dir(arg))
+    except TunevisionError:
+        raise TunevisionError(f"{arg}: not a model: expected a run folder, a bundle folder (model.json + "
+                              f"model.safetensors), an exported .onnx file, or '{IMAGENET}' for the pretrained "
+                              "ImageNet classes (as in: tunevision classify IMAGE)") from None
+
+
+def bundle_onnx(bundle: str) -> str:
+    """The bundle's ONNX export in BUNDLE/export/, made (and parity-checked) on first use or when stale."""
+    from tunevision.classify.export import export_bundle
+    folder = bundle_dir(bundle)
+    path = folder / "export" / "model.onnx"
+    if not path.is_file() or path.stat().st_mtime < (folder / "model.safetensors").stat().st_mtime:
+        path, _ = export_bundle(folder, "onnx")
+    return str(path)
+
+
+def load_predictor(source: str, device: str = "cpu", runtime: str = "torch") -> tuple[Classifier, BundleMeta]:
+    """The network and its description for a checked model argument (see `model_source`).
+    `runtime="onnx"` runs a bundle through its ONNX export, `"onnx-int8"` through its gated int8 export (both
+    made on first use): on CPUs the fastest paths measured here."""
+    source = model_source(source)
+    if runtime != "torch" and source == IMAGENET:
+        raise TunevisionError(f"--runtime {runtime} needs a bundle or run folder: predict RUN_DIR IMAGES")
+    if runtime == "onnx" and not source.endswith(".onnx"):
+        source = bundle_onnx(source)
+    elif runtime == "onnx-int8" and not source.endswith(".onnx"):
+        from tunevision.classify.quantize import bundle_int8
+        source = bundle_int8(source)
+    if source.endswith(".onnx"):
+        from tunevision.classify.export import OnnxClassifier
+        model = OnnxClassifier(source)
+        return model, model.meta
+    if source == IMAGENET:
+        model, meta = imagenet_model()
+        return model.to(device), meta
+    return load_bundle(source, device)
+
+
+def top_k_predictions(probs: np.ndarray, classes: list[str], names: list[str], top_k: int) -> list[Prediction]:
+    k = max(1, min(top_k, len(classes)))
+    return [Prediction(name, [(classes[i], float(row[i])) for i in np.argsort(-row)[:k]])
+            for name, row in zip(names, probs)]
+
+
+def decode_inputs(inputs: Sequence[Any], prep: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> tuple[list[str], list[np.ndarray | str]]:
+    """(names, decoded square or the reason there is none) for every image the inputs stand for, in input order:
+    files, folders and globs (all their files decoded together, in threads), PIL images, arrays and tensors."""
+    found = {i: expand_inputs([str(item)])[0][1] for i, item in enumerate(inputs) if isinstance(item, (str, Path))}
+    paths = [p for ps in found.values() for p in ps]
+    squares, bad = load_images([Sample(p, -1) for p in paths], prep.resize_size, cache_dir=None, max_pixels=max_pixels)
+    errors, decoded = {b.path: b.reason for b in bad}, iter(squares)
+    names: list[str] = []
+    items: list[np.ndarray | str] = []
+    for i, item in enumerate(inputs):
+        if i not in found:
+            names.append(f"image {i}")
+            try:
+                items.append(prep.square(item))
+            except (TypeError, ValueError) as e:
+                raise TunevisionError(f"predict: input {i}: {e}") from None
+        elif not found[i]:
+            names.append(str(item))
+            items.append(NOT_FOUND)
+        for p in found.get(i, []):
+            names.append(p)
+            items.append(errors[p] if p in errors else next(decoded))
+    return names, items
+
+
+def predict_decoded(model: Classifier, meta: BundleMeta, names: list[str], items: list[np.ndarray | str],
+                    runtime: Runtime, *, top_k: int = 3, tta: TTA | None = None,
+                    progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """One Prediction per decoded square, in order; an item that is a reason becomes a Prediction with `error`."""
+    good = [(n, it) for n, it in zip(names, items) if not isinstance(it, str)]
+    probs = predict_probs(model, np.stack([it for _, it in good]), runtime, meta.image_size,
+                          temperature=meta.temperature, tta=tta, progress=progress) if good else np.zeros((0, 0))
+    rows = iter(top_k_predictions(probs, meta.classes, [n for n, _ in good], top_k))
+    return [Prediction(n, error=it) if isinstance(it, str) else next(rows) for n, it in zip(names, items)]
+
+
+def predict_paths(model: Classifier, meta: BundleMeta, items: list[str], runtime: Runtime, *, top_k: int = 3,
+                  tta: TTA | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """One Prediction per image, in input order; an unreadable file, or an input that matched nothing, carries
+    `error` instead of `top`."""
+    names, decoded = decode_inputs(items, meta.preprocess, max_pixels=max_pixels)
+    return predict_decoded(model, meta, names, decoded, runtime, top_k=top_k, tta=tta, progress=progress)

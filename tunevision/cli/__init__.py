@@ -1,0 +1,1 @@
+"""The `tunevision` command: parse, call the API, print."""

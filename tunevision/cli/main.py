@@ -1,0 +1,341 @@
+"""The `tunevision` command: parse options, call the Python API (`tunevision.api`), print.
+
+Train options are generated from the config dataclasses, so each is declared (and validated) once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from tunevision.cli import serve as cli_serve
+
+from tunevision.cli import tools as cli_tools
+from tunevision.cli.common import make_tta, print_predictions, run, tta_options
+from tunevision.core.config import SECTIONS, RunConfig
+from tunevision.core.errors import TunevisionError
+
+RESUMABLE_OVERRIDES = ("train__device", "train__precision", "data__workers")  # change nothing in the result
+
+
+class FloatOrAuto(click.ParamType):
+    name = "FLOAT|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
+CLI_TYPES = {"float_or_auto": FloatOrAuto()}
+
+
+def config_options(fn: Callable) -> Callable:
+    """Add one --flag per config field (help text from the field); unset flags stay None."""
+    for section, cls in reversed(SECTIONS.items()):
+        for f in reversed(dataclasses.fields(cls)):
+            if not f.metadata.get("cli", True):
+                continue
+            flag = f.name.replace("_", "-")
+            if isinstance(f.default, bool):
+                decl, kind = (f"--{flag}/--no-{flag}",), None
+            else:
+                decl, kind = (f"--{flag}",), CLI_TYPES.get(f.metadata.get("cli_type"), type(f.default))
+            fn = click.option(*decl, f"{section}__{f.name}", type=kind, default=None,
+                              help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
+    for name in ("name", "out"):
+        f = RunConfig.__dataclass_fields__[name]
+        fn = click.option(f"--{name}", name, default=None, help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
+    return fn
+
+
+def build_config(data: str | None, config_file: str | None, overrides: dict[str, Any]) -> RunConfig:
+    base = RunConfig.load(config_file) if config_file else None
+    flat = {key.partition("__")[2] or key: value for key, value in overrides.items() if value is not None}
+    cfg = RunConfig.from_options(data or "", base, **flat)
+    if not cfg.data.data:
+        raise TunevisionError("no data: give a folder of class subfolders, e.g. tunevision train photos/")
+    return cfg
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="tunevision")
+def main() -> None:
+    """Transfer learning on images: train, evaluate and predict from a folder of photos."""
+
+
+@main.command()
+@click.argument("data", required=False)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config (keys as in a run's config.yaml); flags override it")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), help="continue a killed run from its folder")
+@click.option("--nproc", type=int, default=None,
+              help="train in N processes on this machine (DistributedDataParallel): runs torchrun for you")
+@config_options
+def train(data: str | None, config_file: str | None, resume: str | None, nproc: int | None, **overrides: Any) -> None:
+    """Train a classifier on DATA (class folders, optional train/ val/, CSV, mnist:DIR, cifar10:DIR).
+
+    Under torchrun (`torchrun --nproc_per_node N -m tunevision train ...`) it trains with DDP; see docs/scale.md."""
+    from tunevision.api import fit
+    from tunevision.tasks import fit as resume_run
+
+    def go() -> None:
+        if nproc is not None:
+            launch_torchrun(nproc)
+        if not resume:
+            fit(build_config(data, config_file, overrides))
+            return
+        ignored = [k.partition("__")[2] or k for k, v in overrides.items() if v is not None and
+                   k not in RESUMABLE_OVERRIDES] + (["--config"] if config_file else [])
+        if ignored:
+            raise TunevisionError(f"--resume continues a run with its own config.yaml; it cannot change "
+                                  f"{', '.join(ignored)} (only --device, --precision, --workers). Drop them, or "
+                                  f"start a new run with --weights {resume}")
+        cfg = RunConfig.load(Path(resume) / "config.yaml")
+        changes = {k.partition("__")[2]: v for k, v in overrides.items() if v is not None}
+        cfg = RunConfig.from_options(data or "", cfg, **changes)
+        resume_run(cfg, resume_dir=Path(resume))
+    run(go)
+
+
+def launch_torchrun(nproc: int) -> None:
+    """`train ... --nproc N`: the same command under `torchrun --standalone --nproc_per_node N` (this process is
+    replaced by torchrun's; its exit code is the run's)."""
+    import os
+    import sys
+    if not 1 <= nproc <= 1024:
+        raise TunevisionError(f"nproc must be in 1..1024, got {nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise TunevisionError("--nproc inside torchrun: drop --nproc (torchrun already started the processes)")
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip or a == "--nproc" or a.startswith("--nproc="):
+            skip = a == "--nproc"
+            continue
+        args.append(a)
+    os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={nproc}", "-m", "tunevision", *args])
+
+
+@main.command()
+@click.argument("data")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--modes", default="finetune,scratch", show_default=True,
+              help="comma-separated modes to train one after the other")
+@config_options
+def compare(data: str, config_file: str | None, modes: str, **overrides: Any) -> None:
+    """Train the same architecture on DATA once per mode and print their accuracies side by side: by default
+    pretrained fine-tuning vs training from scratch, with the same epochs and each mode's own LR."""
+    from tunevision.classify.train import compare_modes
+
+    def go() -> None:
+        cfg = build_config(data, config_file, overrides)
+        rows = compare_modes(cfg, [m.strip() for m in modes.split(",") if m.strip()])
+        from rich.console import Console
+        from rich.table import Table
+        table = Table(title=f"{cfg.model.backbone} on {data}")
+        for col in ("mode", "epochs", "best val acc", "final val acc", "seconds", "run folder"):
+            table.add_column(col, overflow="fold")  # run folders are long; fold them rather than cut them
+        for mode, epochs, r in rows:
+            table.add_row(mode, str(epochs), f"{r.best_acc:.2%}", f"{r.evaluation.accuracy:.2%}",
+                          f"{r.seconds:.0f}", str(r.run_dir))
+        Console().print(table)
+    run(go)
+
+
+@main.command("lr-find")
+@click.argument("data")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(5, 10_000),
+              help="optimizer steps in the sweep")
+@config_options
+def lr_find(data: str, config_file: str | None, steps: int, **overrides: Any) -> None:
+    """Sweep the learning rate on DATA (whole network; --mode finetune unless told), plot loss vs LR, suggest one.
+    The plot goes to OUT/NAME.png (default ./lr_find.png)."""
+    from tunevision.classify.lr_range import find_lr
+
+    def go() -> None:
+        overrides["train__mode"] = overrides.get("train__mode") or "finetune"
+        out, name = overrides.pop("out", None), overrides.pop("name", None)
+        cfg = build_config(data, config_file, overrides)
+        from tunevision.core.output import writable_file
+        plot = writable_file(Path(out or ".") / f"{name or 'lr_find'}.png", "LR plot")
+        suggestion, _, _ = find_lr(cfg, steps=steps, plot_path=plot)
+        click.echo(f"suggested learning rate {suggestion:.2e} (body; head x {cfg.train.head_lr_mult:g}); "
+                   f"plot {plot}\nuse it: tunevision train {data} --mode {cfg.train.mode} --lr {suggestion:.2e}"
+                   " (or --lr auto)")
+    run(go)
+
+
+@main.command()
+@click.argument("bundle")
+@click.argument("data")
+@tta_options
+@click.option("--out", default=None, help="also write confusion_matrix.csv, per_class.csv, predictions.csv here")
+@click.option("--top-losses", default=0, type=click.IntRange(0, 200),
+              help="write a grid of the N highest-loss images with Grad-CAM")
+@click.option("--confusion", is_flag=True, help="write the confusion matrix heat map PNG")
+@click.option("--unknown-classes", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="classes in DATA that the model does not know: refuse, or leave them out (and say so)")
+@click.option("--device", default="auto")
+def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str, out: str | None, top_losses: int,
+             confusion: bool, unknown_classes: str, device: str) -> None:
+    """Score BUNDLE (a run folder or model folder) on DATA: accuracy, per-class metrics, confusion matrix.
+
+    On the unsplit folder the model was trained on, only its validation images are scored. With --tta, the
+    plain score is computed too and both are printed with their inference time."""
+    from tunevision.api import load
+    from tunevision.classify.evaluate import load_eval_set
+    from tunevision.core.output import writable_dir
+    from tunevision.core.ui import RunLog
+
+    def go() -> None:
+        folder = writable_dir(out, "evaluation folder (--out)") if out else Path(".")
+        log, model = RunLog(), load(bundle, device=device)
+        if model.meta.task != "classify":  # a detector or segmenter: COCO mAP or mIoU on annotated DATA
+            from tunevision.cli.scene import evaluate_scene
+            return evaluate_scene(model, data, folder if out else None)
+        eval_set = load_eval_set(model.network, model.meta, data, model.runtime, unknown_classes=unknown_classes,
+                                 log=log)
+        augmented = make_tta(tta, tta_crops, tta_reduce)
+        ev = eval_set.score(augmented)
+        if augmented:
+            plain = eval_set.score()
+            log.info(f"without TTA: accuracy {plain.accuracy:.2%} in {plain.seconds:.2f}s; with TTA "
+                     f"({len(augmented.views(8))} views, {tta_reduce}): {ev.accuracy:.2%} in {ev.seconds:.2f}s "
+                     f"({(ev.accuracy - plain.accuracy) * 100:+.2f} points for {ev.seconds / plain.seconds:.1f}x "
+                     "the inference time)")
+        if out:
+            ev.write(folder)
+        model._evaluation = ev
+        if confusion:
+            model.plot_confusion().savefig(folder / "confusion.png")
+            log.info(f"wrote {folder / 'confusion.png'}")
+        if top_losses:
+            fig = model.plot_top_losses(top_losses)
+            if fig is not None:
+                fig.savefig(folder / "top_losses.png")
+                log.info(f"wrote {folder / 'top_losses.png'}")
+        click.echo(f"{ev!r}".replace("Evaluation: ", "", 1) + ("\n(TTA)" if tta else ""))
+    run(go)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--csv", "csv_path", default=None, help="also write predictions to this CSV")
+@tta_options
+@click.option("--device", default="auto")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
+              help="bf16 is ~2x faster on AMX CPUs but may flip borderline predictions vs exported models")
+@click.option("--runtime", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True,
+              help="onnx: the bundle's ONNX export on onnxruntime (made and parity-checked on first use); onnx-int8: "
+                   "its int8 export (made on first use, kept only within 1 point of fp32 accuracy)")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="detectors: the lowest score drawn and listed")
+@click.option("--out", default="predictions", show_default=True,
+              help="detectors/segmenters: folder for the annotated PNGs and predictions.json")
+def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool,
+            tta_crops: int, tta_reduce: str, device: str, precision: str, runtime: str, threshold: float,
+            out: str) -> None:
+    """Predict classes for images, folders or globs with MODEL: a run folder, a bundle, an exported .onnx, or
+    `imagenet` for the pretrained backbone's ImageNet classes (`tunevision classify` does that too). A detector
+    or segmenter draws its boxes or masks into --out and lists them (JSON with --json)."""
+    from tunevision.classify.predict import load_predictor, predict_paths
+    from tunevision.core.runtime import resolve_runtime
+
+    def go() -> None:
+        from tunevision.cli.scene import predict_scene
+        if predict_scene(model, inputs, threshold, out, as_json, device):
+            return
+        onnx = runtime == "onnx" or model.endswith(".onnx")
+        rt = resolve_runtime("cpu" if onnx else device, "fp32" if onnx else precision)
+        network, meta = load_predictor(model, rt.device, runtime)
+        preds = predict_paths(network.to(rt.device), meta, list(inputs), rt, top_k=top_k,
+                              tta=make_tta(tta, tta_crops, tta_reduce))
+        print_predictions(preds, as_json, csv_path, top_k)
+    run(go)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_name", default="efficientnet_lite0", show_default=True,
+              help="any timm or torchvision classifier; hub weights when online")
+@click.option("--weights", default=None, help="local state dict for --model (offline)")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+def classify(images: tuple[str, ...], model_name: str, weights: str | None, top_k: int, as_json: bool) -> None:
+    """Name what is in IMAGES with the 1000 ImageNet classes of a pretrained network."""
+    from tunevision.classify.predict import imagenet_model, predict_paths
+    from tunevision.core.runtime import INFERENCE_PRECISION, resolve_runtime
+
+    def go() -> None:
+        rt = resolve_runtime(precision=INFERENCE_PRECISION)
+        network, meta = imagenet_model(model_name, weights)
+        print_predictions(predict_paths(network.to(rt.device), meta, list(images), rt, top_k=top_k), as_json,
+                          None, top_k)
+    run(go)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+def report(run_dir: str) -> None:
+    """(Re)write RUN_DIR/report.html: data, augmentation, curves, results, top losses, calibration, model."""
+    from tunevision import tasks
+
+    def go() -> None:
+        click.echo(f"wrote {tasks.for_bundle(run_dir).report(Path(run_dir))}")
+    run(go)
+
+
+@main.command()
+@click.argument("bundle")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--out", default=None, help="output folder [default: BUNDLE/export]")
+@click.option("--samples", multiple=True, help="images for the parity check [default: scikit-image photos]")
+@click.option("--int8", is_flag=True, help="also write model.int8.onnx: static quantisation calibrated on the "
+                                          "bundle's training images, kept only within --max-drop of fp32 accuracy")
+@click.option("--calibration", default=None, help="int8 calibration data [default: the bundle's training data]")
+@click.option("--max-drop", default=1.0, show_default=True, help="largest int8 accuracy loss accepted, in points")
+def export(bundle: str, fmt: str, out: str | None, samples: tuple[str, ...], int8: bool, calibration: str | None,
+           max_drop: float) -> None:
+    """Export BUNDLE to ONNX or TorchScript and check parity with PyTorch on sample images."""
+    from tunevision.api import load
+    from tunevision.core.output import writable_dir
+
+    def go() -> None:
+        target = writable_dir(out, "export folder (--out)") if out else None
+        if int8 and fmt != "onnx":
+            raise TunevisionError("--int8 is an ONNX Runtime quantisation: use --format onnx")
+        done = load(bundle, device="cpu").export(fmt, target, list(samples) or None)
+        p = done.parity
+        click.echo(f"wrote {done.path} (+ model.json)\nparity on {p.images} images: {p.describe()}")
+        if int8:
+            from tunevision.classify.quantize import quantize_bundle
+            r = quantize_bundle(bundle, out=target, calibration=calibration, max_drop=max_drop / 100)
+            click.echo(f"wrote {r.path}: validation accuracy {r.int8_acc:.2%} (fp32 {r.fp32_acc:.2%}) on "
+                       f"{r.val_images} images, top-1 agreement {r.top1_agreement:.1%}; calibrated on "
+                       f"{r.calibration_images} training images")
+    run(go)
+
+
+@main.command()
+@click.option("--out", default="tunevision-demo", show_default=True, help="folder for the demo data and run")
+def demo(out: str) -> None:
+    """Train on real photos that ship with scikit-image (faces vs. non-faces), end to end, in seconds."""
+    from tunevision.cli.demo import run_demo
+    run(lambda: run_demo(Path(out)))
+
+
+for _command in (cli_serve.serve, cli_tools.detect, cli_tools.segment, cli_tools.preview, cli_tools.gradcam):
+    main.add_command(_command)
+
+if __name__ == "__main__":
+    main()

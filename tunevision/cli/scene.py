@@ -1,0 +1,46 @@
+"""The detection/segmentation side of `predict` and `evaluate`: boxes and masks instead of class tops."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def predict_scene(model: str, inputs: tuple[str, ...], threshold: float, out: str, as_json: bool, device: str
+                  ) -> bool:
+    """Predict with a detection/segmentation bundle; False when MODEL is a classifier."""
+    from tunevision.api import load
+    from tunevision.models.bundle import read_meta
+    from tunevision.core.output import writable_dir
+    from tunevision.classify.predict import IMAGENET, model_source
+    from tunevision.scene.predict import write_scene_predictions
+    source = model_source(model)
+    if source == IMAGENET or source.endswith(".onnx") or read_meta(source).task == "classify":
+        return False
+    loaded = load(source, device=device)
+    rows = write_scene_predictions(loaded.predict(list(inputs), threshold=threshold), writable_dir(out, "--out"))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return True
+    for r in rows:
+        found = r.get("detections", r.get("pixel_fractions", {}))
+        click.echo(f"{r['source']}: " + (r["error"] if "error" in r else f"{len(found)} found -> {r['output']}"))
+        for d in r.get("detections", []):
+            click.echo(f"  {d['label']:>16s} {d['score']:.2f}  box {[round(v) for v in d['box']]}")
+        for name, share in r.get("pixel_fractions", {}).items():
+            click.echo(f"  {name:>16s} {share:.1%} of the pixels")
+    return True
+
+
+def evaluate_scene(model, data: str, out: Path | None) -> None:
+    """COCO mAP (or mIoU) of a SceneModel on annotated DATA, per class; with `out`, metrics.json and PR curves."""
+    scores = model.evaluate(data)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(scores.to_dict(), indent=2))
+        if getattr(scores, "pr_curves", None):
+            from tunevision.report.plots import pr_curves
+            pr_curves(scores.pr_curves, out / "pr_curves.png")
+    per_class = getattr(scores, "per_class_ap50", None) or getattr(scores, "per_class_iou", {})
+    click.echo(scores.headline() + "".join(f"\n  {c:>16s} {v:.3f}" for c, v in per_class.items()))

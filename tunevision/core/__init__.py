@@ -1,0 +1,1 @@
+"""Foundations every layer uses: errors, registry, config, atomic files, runtime, processes, console."""

@@ -1,0 +1,1 @@
+"""Images and labels from disk: sources, decoding, preprocessing, augmentation, annotations."""

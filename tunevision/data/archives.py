@@ -1,0 +1,125 @@
+"""Data sources that are archives rather than folders: MNIST's idx files, CIFAR-10's pickles, and .npz arrays
+(what `tunevision.fit((images, labels))` writes). Each registers a `prefix:` in `data.SOURCES`."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from tunevision.data.sources import SOURCES, Dataset, Sample, stratified_split
+from tunevision.core.errors import TunevisionError
+
+
+def _archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes: list[str],
+                     train_idx: Iterable[int], val_idx: Iterable[int], layout: str) -> Dataset:
+    train = [Sample(f"{name}#{i}", int(labels[i])) for i in train_idx]
+    val = [Sample(f"{name}#{i}", int(labels[i])) for i in val_idx]
+    return Dataset(classes, train, val, layout, arrays=arrays, explicit_split="official" in layout)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """MNIST's idx format: magic (dtype, ndim), big-endian dims, then the data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@SOURCES.register("mnist")
+def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    root = Path(spec).expanduser()
+
+    def find(kind: str, part: str) -> Path | None:
+        hits = sorted(root.glob(f"{part}*-{kind}-idx*-ubyte*"))
+        return hits[0] if hits else None
+
+    pairs = [(find("images", p), find("labels", p)) for p in ("train", "t10k")]
+    pairs = [(i, l) for i, l in pairs if i and l]
+    if not pairs:
+        raise TunevisionError(f"{root}: no MNIST files (*-images-idx3-ubyte[.gz] and *-labels-idx1-ubyte[.gz])")
+    images = np.concatenate([_read_idx(i) for i, _ in pairs])
+    labels = np.concatenate([_read_idx(l) for _, l in pairs]).astype(np.int64)
+    classes = [str(d) for d in range(10)]
+    if len(pairs) == 2:  # both official files: use the official split
+        n_train = len(_read_idx(pairs[0][1]))
+        return _archive_dataset("mnist", images, labels, classes, range(n_train),
+                                range(n_train, len(labels)), "MNIST official train/test split")
+    tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
+    return _archive_dataset("mnist", images, labels, classes, [int(s.path) for s in tr],
+                            [int(s.path) for s in va], f"MNIST {pairs[0][0].name}, seeded split")
+
+
+@SOURCES.register("npz")
+def npz_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    """An .npz with `images` (N x H x W [x 3] uint8) and `labels` (N class names): `tunevision.fit((x, y))`."""
+    path = Path(spec).expanduser()
+    try:
+        with np.load(path) as f:
+            images, names = f["images"], [str(v) for v in f["labels"]]
+    except (OSError, KeyError, ValueError) as e:
+        raise TunevisionError(f"{path}: not an .npz with arrays 'images' and 'labels' ({e})") from None
+    classes = sorted(set(names))
+    labels = np.array([classes.index(n) for n in names])
+    tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
+    return _archive_dataset("npz", images, labels, classes, [int(s.path) for s in tr], [int(s.path) for s in va],
+                            f"arrays ({len(images)} images), seeded {val_fraction:.0%} validation split")
+
+
+@SOURCES.register("cifar10")
+def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    root = Path(spec).expanduser()
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    meta_path = root / "batches.meta"
+    if not meta_path.is_file():
+        raise TunevisionError(f"{root}: no CIFAR-10 files (batches.meta, data_batch_*, test_batch)")
+
+    def load(p: Path) -> dict:
+        with open(p, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+
+    classes = [c.decode() for c in load(meta_path)[b"label_names"]]
+    parts = [load(p) for p in sorted(root.glob("data_batch_*"))]
+    test = load(root / "test_batch") if (root / "test_batch").is_file() else None
+    batches = parts + ([test] if test else [])
+    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches]).astype(np.int64)
+    n_train = sum(len(b[b"labels"]) for b in parts)
+    if test and parts:
+        return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),
+                                range(n_train, len(labels)), "CIFAR-10 official train/test split")
+    tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
+    return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
+                            [int(s.path) for s in tr], [int(s.path) for s in va], "CIFAR-10, seeded split")
+
+
+def in_memory_source(data: Any, cache_dir: Path) -> str:
+    """(path, label) pairs -> a CSV; (images, labels) arrays -> an .npz; both under the cache folder, named by
+    their content, so that the same data gives the same cache keys and run after run the same split."""
+    folder = cache_dir / "sources"
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
+        images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
+        labels = [str(v) for v in data[1]]
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
+            raise TunevisionError("fit((images, labels)): images must be an N x H x W [x 3] uint8 array and labels "
+                                  f"N class names; got {images.dtype} {images.shape} and {len(labels)} labels")
+        key = hashlib.sha1(images.tobytes() + "\n".join(labels).encode()).hexdigest()[:16]
+        path = folder / f"{key}.npz"
+        if not path.is_file():
+            np.savez(path, images=images, labels=np.array(labels))
+        return f"npz:{path}"
+    pairs = [(str(Path(p).expanduser().resolve()), str(label)) for p, label in data]
+    if not pairs:
+        raise TunevisionError("fit([]): no (path, label) pairs")
+    text = "path,label\n" + "".join(f'"{p}","{label}"\n' for p, label in pairs)
+    path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
+    path.write_text(text)
+    return str(path)

@@ -1,0 +1,36 @@
+"""What a user may pass to predict: files, folders, globs, or a list of them, expanded to image files."""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+from tunevision.data.images import is_image_name
+
+NOT_FOUND = "no such file, or no images in that folder/pattern"
+
+
+def expand_inputs(items: list[str]) -> list[tuple[str, list[str]]]:
+    """Each input with the image files it stands for (a file, a folder's images recursively, a glob's matches),
+    in input order; an empty list means nothing was found for it."""
+    out = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(str(Path(d) / f) for d, _, fs in os.walk(p) for f in fs if is_image_name(f))
+        elif p.is_file():
+            found = [str(p)]
+        else:
+            found = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+        out.append((item, found))
+    return out
+
+
+def as_list(inputs: Any) -> list:
+    return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+def is_single(inputs: Any) -> bool:
+    return not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and (
+        Path(inputs).expanduser().is_dir() or any(ch in str(inputs) for ch in "*?[")))

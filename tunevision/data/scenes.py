@@ -1,0 +1,110 @@
+"""Annotated images decoded once into memory, and the augmentations that move boxes and masks with the pixels.
+
+Images are decoded once per run at the largest training scale (uint8, shorter side = `size`); every epoch
+then augments those tensors with torchvision's transforms v2, whose `tv_tensors` carry boxes and masks
+through flips, crops and resizes together with the image.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tunevision.data.annotations import Annotated
+
+IGNORE = 255  # mask value that the segmentation loss and metric skip (padding)
+
+
+@dataclass
+class SceneSample:
+    image: torch.Tensor           # uint8 (3, H, W)
+    boxes: torch.Tensor           # float32 (N, 4), pixels of `image`
+    labels: torch.Tensor          # int64 (N,), 1-based: 0 is background in torchvision's detectors
+    masks: torch.Tensor | None    # uint8 (N, H, W) one binary mask per box, when the data has masks
+    source: str
+
+    def semantic(self) -> torch.Tensor:
+        """(H, W) int64 class map: each instance's pixels take its label, the rest is background (0)."""
+        out = torch.zeros(self.image.shape[1:], dtype=torch.int64)
+        for mask, label in zip(self.masks if self.masks is not None else [], self.labels):
+            out[mask.bool()] = label
+        return out
+
+
+def resize_shorter(image: Image.Image, size: int, resample: int = Image.BILINEAR) -> tuple[Image.Image, float]:
+    """The image with its shorter side at `size` (PIL's antialiased resampling), and the scale applied. Training,
+    prediction, export and serving all give the models images made by this function, so they agree exactly
+    (torchvision's in-graph resize, which would otherwise run, differs between PyTorch and ONNX)."""
+    scale = size / min(image.size)
+    new = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+    return (image if new == image.size else image.resize(new, resample)), scale
+
+
+def decode_scene(item: Annotated, size: int) -> SceneSample:
+    """One image resized so its shorter side is `size`, with its boxes and masks scaled along."""
+    from torchvision.transforms.v2.functional import pil_to_tensor
+    with Image.open(item.image) as im:
+        resized, scale = resize_shorter(im.convert("RGB"), size)
+        image = pil_to_tensor(resized)
+    masks = None
+    if item.mask is not None:
+        ids = np.asarray(resize_shorter(Image.open(item.mask), size, Image.NEAREST)[0])
+        present = np.unique(ids)
+        masks = torch.from_numpy(np.stack([ids == k for k in present[present != 0]]).astype(np.uint8)
+                                 if (present != 0).any() else np.zeros((0, *ids.shape), np.uint8))
+    return SceneSample(image, torch.from_numpy(item.boxes * scale).float(), torch.from_numpy(item.labels + 1),
+                       masks, str(item.image))
+
+
+def decode_scenes(items: list[Annotated], size: int, workers: int = 0, progress=None) -> list[SceneSample]:
+    """All images decoded in threads (PIL releases the GIL while decoding)."""
+    import os
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        out = []
+        for sample in pool.map(lambda it: decode_scene(it, size), items):
+            out.append(sample)
+            if progress:
+                progress()
+    return out
+
+
+def detection_transform():
+    """Train-time augmentation for detectors: flip and photometric jitter; the model's own transform then
+    rescales each image to a random shorter side (multi-scale training)."""
+    from torchvision.transforms import v2
+    return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomPhotometricDistort(p=0.5),
+                       v2.SanitizeBoundingBoxes()])
+
+
+def segmentation_transform(crop: int):
+    """Train-time augmentation for segmenters: scale jitter, a fixed-size crop (padding marked IGNORE), flip."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+    return v2.Compose([v2.RandomResize(int(crop * 0.75), int(crop * 1.5)),
+                       v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
+                       v2.RandomHorizontalFlip(), v2.RandomPhotometricDistort(p=0.5)])
+
+
+def detection_example(sample: SceneSample, transform) -> tuple[torch.Tensor, dict]:
+    """(float image in [0, 1], target) for a torchvision detector, augmented by `transform` (None = as is)."""
+    from torchvision import tv_tensors
+    image = tv_tensors.Image(sample.image)
+    target = {"boxes": tv_tensors.BoundingBoxes(sample.boxes, format="XYXY", canvas_size=image.shape[-2:]),
+              "labels": sample.labels}
+    if sample.masks is not None:
+        target["masks"] = tv_tensors.Mask(sample.masks)
+    if transform is not None:
+        image, target = transform(image, target)
+    return image.as_subclass(torch.Tensor).float() / 255, {k: v.as_subclass(torch.Tensor) for k, v in target.items()}
+
+
+def segmentation_example(sample: SceneSample, transform) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float image in [0, 1], (H, W) int64 class map) for a semantic segmenter."""
+    from torchvision import tv_tensors
+    image, mask = tv_tensors.Image(sample.image), tv_tensors.Mask(sample.semantic())
+    if transform is not None:
+        image, mask = transform(image, mask)
+    return image.as_subclass(torch.Tensor).float() / 255, mask.as_subclass(torch.Tensor).long()

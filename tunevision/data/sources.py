@@ -1,0 +1,289 @@
+"""Find the images and labels a user points at, split them, and decode each one once into a uint8 cache.
+
+Layouts (decided by `discover`):
+  PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders
+  PATH/<class>/*                                     stratified seeded split (`val_fraction`)
+  FILE.csv with columns path,label[,split]          paths relative to the CSV
+  mnist:DIR, cifar10:DIR                             the standard distribution files
+Every file that cannot be used is listed in `skipped` with its reason before training starts.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from tunevision.core.errors import TunevisionError
+from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_square, is_image_name, square
+from tunevision.core.registry import Registry
+
+VAL_DIR_NAMES = ("val", "valid", "validation", "test")
+CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # a file path, or "SOURCE#index" for images that live inside an archive
+    label: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    """Classes plus train/val samples; `arrays` holds in-memory images for archive sources."""
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    layout: str
+    skipped: list[Skipped] = field(default_factory=list)
+    arrays: np.ndarray | None = None  # (N, H, W[, 3]) uint8 for mnist/cifar; samples index into it
+    explicit_split: bool = False      # the data named its own validation set (folders, CSV column, archive)
+
+    def evaluation_samples(self) -> list[Sample]:
+        """What `evaluate` scores: the named validation split, or every image when there is none."""
+        return self.val if self.explicit_split else sorted(self.train + self.val, key=lambda s: s.path)
+
+
+SOURCES: Registry[Callable[[str, float, int], Dataset]] = Registry("data source")
+
+
+def stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: int
+                      ) -> tuple[list[Sample], list[Sample]]:
+    """Per-class seeded shuffle, at least one validation image per class with >= 2 images."""
+    rng = random.Random(seed)
+    train, val = [], []
+    by_class: dict[int, list[str]] = {}
+    for path, label in sorted(items):
+        by_class.setdefault(label, []).append(path)
+    for label, paths in sorted(by_class.items()):
+        rng.shuffle(paths)
+        n_val = max(1, round(len(paths) * val_fraction)) if len(paths) >= 2 else 0
+        val += [Sample(p, label) for p in paths[:n_val]]
+        train += [Sample(p, label) for p in paths[n_val:]]
+    return train, val
+
+
+def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]]:
+    """{class name: image paths} for root/<class>/**; non-images and empty classes are reported."""
+    classes: dict[str, list[str]] = {}
+    skipped: list[Skipped] = []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir():
+            skipped.append(Skipped(str(entry), "not inside a class folder"))
+            continue
+        files = []
+        for dirpath, dirnames, filenames in os.walk(entry):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = os.path.join(dirpath, name)
+                if is_image_name(name):
+                    files.append(p)
+                else:
+                    skipped.append(Skipped(p, "not an image file (by extension)"))
+        if files:
+            classes[entry.name] = files
+        else:
+            skipped.append(Skipped(str(entry), "empty class folder: no images, class ignored"))
+    return classes, skipped
+
+
+@SOURCES.register("folder")
+def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    root = Path(spec).expanduser()
+    if not root.is_dir():
+        raise TunevisionError(f"{root}: no such folder; point at a folder with one subfolder per class")
+    train_dir = root / "train"
+    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
+    if train_dir.is_dir() and val_dir is not None:
+        train_map, skipped = _scan_class_folders(train_dir)
+        val_map, val_skipped = _scan_class_folders(val_dir)
+        classes = sorted(train_map)
+        for name in sorted(set(val_map) - set(train_map)):
+            val_skipped += [Skipped(p, f"class {name!r} has no training folder") for p in val_map.pop(name)]
+        index = {c: i for i, c in enumerate(classes)}
+        train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
+        val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
+        return Dataset(classes, train, val, f"train/{val_dir.name} folders", skipped + val_skipped,
+                       explicit_split=True)
+    class_map, skipped = _scan_class_folders(root)
+    classes = sorted(class_map)
+    index = {c: i for i, c in enumerate(classes)}
+    train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
+    return Dataset(classes, train, val, f"class folders, seeded {val_fraction:.0%} validation split", skipped)
+
+
+@SOURCES.register("csv")
+def csv_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise TunevisionError(f"{path}: no such CSV file")
+    try:  # utf-8-sig: Excel starts its CSVs with a byte-order mark, which must not become part of the header
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise TunevisionError(f"{path}: not a readable UTF-8 CSV ({e}); save it as CSV UTF-8") from None
+    has_header = rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image")
+    header = [h.strip().lower() for h in rows[0]] if has_header else ["path", "label"]
+    rows = rows[1:] if has_header else rows
+    if "label" not in header or len(header) < 2:
+        raise TunevisionError(f"{path}: expected columns path,label[,split]; got {','.join(header)}")
+    col = {h: i for i, h in enumerate(header)}
+    base = path.parent
+    entries = []
+    for n, r in enumerate(rows, start=2 if has_header else 1):
+        if len(r) < len(header):
+            raise TunevisionError(f"{path}:{n}: expected {len(header)} columns, got {len(r)}")
+        p = Path(r[col[header[0]]].strip())
+        entries.append((str(p if p.is_absolute() else base / p), r[col["label"]].strip(),
+                        r[col["split"]].strip().lower() if "split" in col else ""))
+    classes = sorted({label for _, label, _ in entries})
+    index = {c: i for i, c in enumerate(classes)}
+    if any(split for *_, split in entries):
+        train = [Sample(p, index[c]) for p, c, s in entries if s == "train"]
+        val = [Sample(p, index[c]) for p, c, s in entries if s in VAL_DIR_NAMES]
+        return Dataset(classes, train, val, "CSV with split column", explicit_split=True)
+    train, val = stratified_split([(p, index[c]) for p, c, _ in entries], val_fraction, seed)
+    return Dataset(classes, train, val, f"CSV, seeded {val_fraction:.0%} validation split")
+
+
+def _read_archive(arrays: np.ndarray, key: str, size: int) -> np.ndarray:
+    return square(Image.fromarray(arrays[int(key.rsplit("#", 1)[1])]), size)
+
+
+def cache_key(samples: list[Sample], size: int, arrays: np.ndarray | None) -> str:
+    h = hashlib.sha1(f"v{CACHE_FORMAT}:{size}".encode())
+    if arrays is not None:
+        h.update(hashlib.sha1(np.ascontiguousarray(arrays).data).digest())
+    for s in samples:
+        h.update(s.path.encode())
+        if arrays is None:
+            try:
+                st = os.stat(s.path)
+                h.update(f":{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(b":missing")
+    return h.hexdigest()[:20]
+
+
+def read_cached_images(npy: Path, meta: Path, n: int, size: int, log) -> tuple[np.ndarray, list[Skipped]] | None:
+    """The cached array and its failures, if both files are whole and match what this run expects; else the
+    damaged pair is deleted (and reported) so that it is rebuilt."""
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        images = np.load(npy, mmap_mode="r")
+        bad = [Skipped(**d) for d in info["skipped"]]
+        expected = (n - len(bad), size, size, 3)
+        if images.shape != expected or images.dtype != np.uint8 or npy.stat().st_size != info["bytes"]:
+            raise ValueError(f"shape {images.shape}, {npy.stat().st_size} bytes; expected {expected}, "
+                             f"{info['bytes']} bytes")
+        return images, bad
+    except Exception as e:  # truncated npy ("mmap length is greater than file size"), bad JSON, old format
+        npy.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        if log:
+            log.info(f"[yellow]damaged image cache {npy} ({type(e).__name__}: {str(e)[:80]}): deleted, rebuilding[/]")
+        return None
+
+
+def write_cached_images(npy: Path, meta: Path, images: np.ndarray, bad: list[Skipped], n: int, log) -> bool:
+    """Store the array, then its description (whose byte count marks the array as whole); False if not written."""
+    tmp = npy.with_name(npy.name + f".tmp{os.getpid()}")
+    try:
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+        os.replace(tmp, npy)
+        tmp = meta.with_name(meta.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"skipped": [b.__dict__ for b in bad], "n": n, "bytes": npy.stat().st_size}))
+        os.replace(tmp, meta)
+        return True
+    except OSError as e:  # a full or read-only cache folder costs speed next time, not this run
+        tmp.unlink(missing_ok=True)
+        npy.unlink(missing_ok=True)
+        if log:
+            log.info(f"[yellow]image cache not written ({npy.parent}: {e.strerror or e}); continuing[/]")
+        return False
+
+
+def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arrays: np.ndarray | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None,
+                progress: Callable[[int], None] | None = None, log=None) -> tuple[np.ndarray, list[Skipped]]:
+    """Decode every sample once to (N, size, size, 3) uint8; return the images that worked and the failures.
+
+    With a cache folder, the array is stored as `<cache>/images/<key>.npy` (key: paths, sizes, mtimes
+    and `size`) and memory-mapped on later runs, so epochs and re-runs never decode again.
+    Returned rows follow `samples` order with the failures removed.
+    """
+    key = cache_key(samples, size, arrays)
+    if cache_dir is not None:
+        npy, meta = Path(cache_dir) / "images" / f"{key}.npy", Path(cache_dir) / "images" / f"{key}.json"
+        cached = read_cached_images(npy, meta, len(samples), size, log)
+        if cached is not None:
+            if progress:
+                progress(len(samples))
+            return cached
+
+    out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    ok = np.ones(len(samples), dtype=bool)
+    bad: list[Skipped] = []
+
+    def work(i: int) -> None:
+        s = samples[i]
+        try:
+            out[i] = (_read_archive(arrays, s.path, size) if arrays is not None
+                      else decode_square(s.path, size, max_pixels=max_pixels))
+        except (ImageError, OSError) as e:
+            ok[i] = False
+            bad.append(Skipped(s.path, str(e)))
+
+    # Pillow releases the GIL while decoding, so threads use every core without pickling images.
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for _ in pool.map(work, range(len(samples))):
+            if progress:
+                progress(1)
+    images = out if ok.all() else out[ok]
+    bad.sort(key=lambda b: b.path)
+    if cache_dir is not None and write_cached_images(npy, meta, images, bad, len(samples), log):
+        return np.load(npy, mmap_mode="r"), bad
+    return images, bad
+
+
+def relabel(samples: list[Sample], classes: list[str], known: list[str]) -> list[Sample]:
+    """Samples labelled by index into `classes`, relabelled by index into `known` (a model's classes); samples of
+    classes `known` lacks are left out."""
+    index = {c: i for i, c in enumerate(known)}
+    return [Sample(s.path, index[classes[s.label]]) for s in samples if classes[s.label] in index]
+
+
+def drop_skipped(samples: list[Sample], skipped: list[Skipped]) -> list[Sample]:
+    gone = {s.path for s in skipped}
+    return [s for s in samples if s.path not in gone]
+
+
+def channel_stats(images: np.ndarray, n: int = 2000, seed: int = 0
+                  ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean and std, in [0, 1] units, of up to `n` uint8 images (N, H, W, 3), sampled evenly."""
+    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    for chunk in np.array_split(idx, max(1, len(idx) // 64)):  # chunks: 2,000 float images would not fit
+        x = np.asarray(images[chunk], dtype=np.float64).reshape(-1, 3) / 255.0
+        total, squares, count = total + x.sum(0), squares + (x * x).sum(0), count + len(x)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 1e-6))
+    return tuple(round(float(v), 5) for v in mean), tuple(round(float(v), 5) for v in std)

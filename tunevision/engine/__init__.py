@@ -1,0 +1,1 @@
+"""What every task's training shares: the run folder, checkpoints, optimisers, calibration, export."""

@@ -1,0 +1,1 @@
+"""Networks and the bundle that saves them: backbones, classifier, detectors, hub models."""

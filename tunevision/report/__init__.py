@@ -1,0 +1,1 @@
+"""Figures and the HTML page every task's report is built from."""

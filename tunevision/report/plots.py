@@ -1,0 +1,141 @@
+"""Matplotlib figures for the report, as functions of plain arrays: each saves a PNG and returns the figure."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def new_figure(width: float, height: float):
+    """A matplotlib Figure outside pyplot (no backend, no display needed, nothing global), which a notebook
+    still shows inline: it renders itself as PNG for IPython."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    class InlineFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png")
+            return buf.getvalue()
+
+    return InlineFigure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def save_figure(fig, path: Path | None):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    return fig
+
+
+def class_counts(counts: dict[str, dict[str, int]], path: Path | None = None):
+    """Grouped bars: images per class for each split."""
+    splits = list(counts)
+    classes = list(next(iter(counts.values())))
+    fig = new_figure(max(5, 0.6 * len(classes) + 2), 3.2)
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(splits), 1)
+    x = np.arange(len(classes))
+    for i, split in enumerate(splits):
+        ax.bar(x + i * width, [counts[split][c] for c in classes], width, label=split)
+    ax.set_xticks(x + width * (len(splits) - 1) / 2, classes, rotation=30 if len(classes) > 6 else 0, ha="right"
+                  if len(classes) > 6 else "center")
+    ax.set_ylabel("images")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path | None = None, columns: int = 4):
+    rows = max(1, -(-len(images) // columns))
+    fig = new_figure(2.2 * columns, 2.4 * rows)
+    for i, (im, title) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(im)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    return save_figure(fig, path)
+
+
+def training_curves(epochs: np.ndarray, series: dict[str, np.ndarray], path: Path | None = None):
+    """Loss, accuracy, learning rate and seconds per epoch, in four panels."""
+    fig = new_figure(10, 6)
+    panels = [("loss", ["train_loss", "val_loss"]), ("accuracy", ["train_acc", "val_acc"]),
+              ("learning rate (head)", ["lr"]), ("seconds per epoch", ["seconds"])]
+    for i, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(2, 2, i + 1)
+        for k in keys:
+            ax.plot(epochs, series[k], marker="." if len(epochs) < 30 else None, label=k)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if len(keys) > 1:
+            ax.legend()
+    return save_figure(fig, path)
+
+
+def confusion_heatmaps(cm: np.ndarray, classes: Sequence[str], path: Path | None = None):
+    """Counts (left) and row-normalised recall (right); the first image's data is the matrix itself."""
+    n = len(classes)
+    # past ~30 classes every tick label is unreadable and slow to draw: label every k-th class, keep the size sane
+    step = 1 if n <= 30 else -(-n // 20)
+    fig = new_figure(min(max(8, 1.1 * n * 2), 20), min(max(3.5, 0.55 * n + 1.5), 10))
+    with np.errstate(invalid="ignore"):
+        norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
+    for i, (data, title, fmt) in enumerate([(cm, "counts", "d"), (norm, "row-normalised", ".2f")]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        im = ax.imshow(data, cmap="Blues")
+        ax.set_xticks(range(0, n, step), classes[::step], rotation=45, ha="right", fontsize=8 if step > 1 else None)
+        ax.set_yticks(range(0, n, step), classes[::step], fontsize=8 if step > 1 else None)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        ax.set_title(title)
+        if n <= 20:
+            for (r, c), v in np.ndenumerate(data):
+                ax.text(c, r, format(v, fmt), ha="center", va="center", fontsize=8,
+                        color="white" if v > data.max() / 2 else "black")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    return save_figure(fig, path)
+
+
+def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]], path: Path | None = None):
+    """curves: name -> (mean confidence, accuracy, count per bin, ECE)."""
+    fig = new_figure(4.5 * len(curves), 4)
+    for i, (name, (conf, acc, count, ece)) in enumerate(curves.items()):
+        ax = fig.add_subplot(1, len(curves), i + 1)
+        bins = len(conf)
+        centres = (np.arange(bins) + 0.5) / bins
+        ax.bar(centres, np.where(count > 0, acc, 0), width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name}: ECE {ece:.3f}")
+        ax.legend(loc="upper left")
+    return save_figure(fig, path)
+
+
+def gradcam_figure(image: np.ndarray, heat: np.ndarray, title: str, path: Path | None = None):
+    """The image under its Grad-CAM heat map, titled (class and probability), with the colour scale."""
+    fig = new_figure(5, 4.4)
+    ax = fig.add_subplot()
+    ax.imshow(image)
+    shown = ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="relative importance")
+    return save_figure(fig, path)
+
+
+def pr_curves(curves: dict[str, list[float]], path: Path | None = None):
+    """Precision against recall at IoU 0.5, one line per class (COCO's 101 recall points)."""
+    fig = new_figure(5, 3.6)
+    ax = fig.add_subplot()
+    recall = np.linspace(0, 1, 101)
+    for name, precision in curves.items():
+        ax.plot(recall, precision, label=f"{name} (AP50 {np.mean(precision):.3f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall, IoU 0.5")
+    ax.legend(loc="lower left", fontsize=8)
+    return save_figure(fig, path)

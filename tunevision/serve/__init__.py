@@ -1,0 +1,1 @@
+"""The HTTP service: a web page, POST /predict and /metrics for any bundle."""

@@ -1,0 +1,306 @@
+"""HTTP service for a model (bundle, run folder, .onnx, int8 ONNX): the same preprocessing and weights as `predict`.
+
+Bounded by design:
+  * memory: an upload is read in full under `max_upload_mb` (413 past it), then decoded inside the pool of
+    `workers` threads, with the pixel count checked before any pixel is allocated (400 past `max_pixels`). At
+    most `workers` images are decoded at once, so peak memory is about
+        the loaded model + workers x (8 bytes x max_pixels + the upload) + a constant
+    (README: the measured bound, and benchmarks/serve_soak.py);
+  * time: uploads slower than `timeout_s` get 408, requests not answered within it 503;
+  * queue: past `queue` requests waiting or running, new ones get 503 with Retry-After at once.
+Requests that arrive while the model is busy ride in one batch (`batch=True`). With `api_key` set, every
+route except /health and the static page needs `Authorization: Bearer KEY` (compared in constant time).
+`/metrics` speaks Prometheus; each request is one JSON access-log line with its id (also X-Request-ID).
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import hmac
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Callable
+
+import numpy as np
+
+from tunevision.core.config import opt, validate_fields
+from tunevision.core.errors import TunevisionError
+from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, square, to_rgb
+from tunevision.classify.inference import predict_probs
+from tunevision.classify.predict import load_predictor, model_source, top_k_predictions
+from tunevision.core.runtime import INFERENCE_PRECISION, resolve_runtime
+from tunevision.serve.inputs import HTTPError, parse_top_k, read_images
+
+ACCESS_LOG = logging.getLogger("tunevision.access")
+PUBLIC_PATHS = ("/health", "/")  # the page is static HTML; everything that touches the model needs the key
+
+
+@dataclass
+class ServeOptions:
+    max_upload_mb: float = opt(10.0, "largest accepted image upload, in MB", check=lambda v: 0 < v <= 1024,
+                               allowed="in (0, 1024]")
+    workers: int = opt(1, "inference threads (decode + forward); each may hold one decoded image",
+                       check=lambda v: 1 <= v <= 64, allowed="in 1..64")
+    batch: bool = opt(True, "run requests that queue up while the model is busy as one batch")
+    max_pixels: int = opt(40_000_000, "largest image in pixels (checked before decoding)",
+                          check=lambda v: 0 < v <= DEFAULT_MAX_PIXELS, allowed=f"in 1..{DEFAULT_MAX_PIXELS}")
+    max_images: int = opt(16, "images per request", check=lambda v: 1 <= v <= 256, allowed="in 1..256")
+    max_batch: int = opt(32, "images per forward pass (memory: about 17 MB each for Lite0 at 224 px)",
+                         check=lambda v: 1 <= v <= 256, allowed="in 1..256")
+    queue: int = opt(64, "requests waiting or running before new ones get 503", check=lambda v: 1 <= v <= 10_000,
+                     allowed="in 1..10000")
+    timeout_s: float = opt(30.0, "seconds to receive an upload, and to answer a request",
+                           check=lambda v: 0 < v <= 3600, allowed="in (0, 3600]")
+    api_key: str = opt("", "require Authorization: Bearer KEY (also $TUNEVISION_API_KEY)")
+    runtime: str = opt("torch", "torch | onnx | onnx-int8", choices=("torch", "onnx", "onnx-int8"))
+    threshold: float = opt(0.5, "detectors: the lowest score returned", check=lambda v: 0 <= v <= 1,
+                           allowed="in [0, 1]")
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+
+def draining_server(config):
+    """uvicorn's Server that drains on SIGTERM/SIGINT (no new connections, in-flight requests finish within the
+    graceful timeout) and then returns, so the process exits 0; uvicorn's own handler re-raises the signal."""
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+    return Server(config)
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS only ever grows)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class MicroBatcher:
+    """One queue, `workers` consumers; each consumer takes everything queued (up to `max_batch` images)."""
+
+    def __init__(self, infer: Callable[[list[np.ndarray], int], list], run, workers: int, max_batch: int = 32):
+        self.infer, self.run, self.workers, self.max_batch = infer, run, workers, max_batch
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.tasks: list[asyncio.Task] = []
+
+    async def submit(self, images: list[np.ndarray], top_k: int) -> list:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((images, top_k, future))
+        return await future
+
+    async def _consume(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and sum(len(b[0]) for b in batch) < self.max_batch:
+                batch.append(self.queue.get_nowait())
+            batch = [b for b in batch if not b[2].done()]  # requests that timed out meanwhile
+            images = [im for b in batch for im in b[0]]
+            try:
+                tops = await self.run(self.infer, images, max((b[1] for b in batch), default=1))
+            except Exception as e:  # one bad batch must not kill the consumer
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            start = 0
+            for ims, k, fut in batch:
+                if not fut.done():
+                    fut.set_result([t[:k] for t in tops[start:start + len(ims)]])
+                start += len(ims)
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._consume()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _metrics(registry):
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from tunevision.core.runtime import rss_bytes
+    m = {"requests": Counter("tunevision_requests", "HTTP requests by route and status", ["path", "status"],
+                             registry=registry),
+         "latency": Histogram("tunevision_request_seconds", "time to answer /predict", registry=registry,
+                              buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)),
+         "batch": Histogram("tunevision_batch_images", "images per forward pass", registry=registry,
+                            buckets=(1, 2, 4, 8, 16, 32, 64)),
+         "errors": Counter("tunevision_errors", "refused or failed requests by kind", ["kind"], registry=registry),
+         "inflight": Gauge("tunevision_requests_in_flight", "requests waiting or running", registry=registry)}
+    Gauge("tunevision_rss_bytes", "resident memory of the server", registry=registry).set_function(rss_bytes)
+    return m
+
+
+def scene_task(source: str) -> bool:
+    """True when the model argument is a detector's or segmenter's bundle."""
+    if source.endswith(".onnx") or source == "imagenet":
+        return False
+    from tunevision.models.bundle import read_meta
+    return read_meta(source).task != "classify"
+
+
+def create_app(model_path: str, options: ServeOptions | None = None, **kw):
+    """The FastAPI app for a checked model argument (see predict.model_source); kw: ServeOptions fields."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    o = options or ServeOptions(**kw)
+    source = model_source(model_path)  # a typo is an error, never a silent ImageNet model
+    onnx = o.runtime != "torch" or source.endswith(".onnx")
+    rt = resolve_runtime("cpu" if onnx else "auto", INFERENCE_PRECISION)
+    scene = scene_task(source)
+    if scene and o.runtime != "torch":
+        raise TunevisionError(f"{model_path}: detectors and segmenters are served by PyTorch; drop --runtime")
+    if scene:
+        from tunevision.scene.predict import load_scene_bundle
+        model, meta = load_scene_bundle(source, rt.device)
+    else:
+        model, meta = load_predictor(source, rt.device, o.runtime)
+    prep = meta.preprocess
+    pool: list[ThreadPoolExecutor] = []  # made on first use (and again after a lifespan restart)
+    registry = CollectorRegistry()
+    metrics = _metrics(registry)
+    admitted = 0
+
+    def infer(images: list[np.ndarray], top_k: int) -> list[list[dict]] | list[dict]:
+        metrics["batch"].observe(len(images))
+        if scene:  # top_k means nothing to a detector; its threshold is fixed by the server's options
+            from tunevision.scene.predict import predict_scenes
+            return [{k: v for k, v in r.to_dict().items() if k != "source"}
+                    for r in predict_scenes(model, meta, images, threshold=o.threshold)]
+        probs = predict_probs(model, np.stack(images), rt, meta.image_size, temperature=meta.temperature)
+        return [[{"label": label, "prob": round(prob, 6)} for label, prob in pred.top]
+                for pred in top_k_predictions(probs, meta.classes, [""] * len(probs), top_k)]
+
+    def decode(data: bytes) -> np.ndarray | str:
+        try:
+            # a detector's boxes are in the photo's own pixels: no DCT-domain downscaling for it
+            im = open_image(data, max_pixels=o.max_pixels, draft_size=None if scene else prep.resize_size)
+        except ImageError as e:
+            return str(e)
+        if scene:  # detectors see the whole photo at its own aspect ratio
+            return np.asarray(to_rgb(im))
+        large = im.size[0] * im.size[1] > 4_000_000
+        out = square(im, prep.resize_size)  # what prep.decode does, with the pixel count kept
+        del im
+        if large:  # give a big decode's memory back now, not when the server next goes idle
+            release_memory()
+        return out
+
+    async def on_pool(fn, *args):
+        if not pool:
+            pool.append(ThreadPoolExecutor(o.workers, thread_name_prefix="tunevision-infer"))
+        return await asyncio.get_running_loop().run_in_executor(pool[0], fn, *args)
+
+    batcher = MicroBatcher(infer, on_pool, o.workers, o.max_batch) if o.batch and not scene else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if batcher:
+            batcher.start()
+        yield
+        if batcher:
+            await batcher.stop()
+        while pool:
+            pool.pop().shutdown(wait=True)
+
+    app = FastAPI(title="tunevision", version=meta.tunevision_version or "0", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def guard_and_log(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        start = time.perf_counter()
+        header = request.headers.get("authorization", "")
+        if o.api_key and request.url.path not in PUBLIC_PATHS and not hmac.compare_digest(
+                header.encode(), f"Bearer {o.api_key}".encode()):
+            metrics["errors"].labels("unauthorized").inc()
+            response = JSONResponse({"detail": "missing or wrong API key: send Authorization: Bearer KEY"}, 401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        else:
+            response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        metrics["requests"].labels(request.url.path, str(response.status_code)).inc()
+        ACCESS_LOG.info(json.dumps({"id": rid, "method": request.method, "path": request.url.path,
+                                    "status": response.status_code, "ms": round((time.perf_counter() - start) * 1e3, 1),
+                                    "client": request.client.host if request.client else None}))
+        return response
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        nonlocal admitted
+        if admitted >= o.queue:
+            metrics["errors"].labels("overloaded").inc()
+            return JSONResponse({"detail": f"busy: {admitted} requests queued; retry shortly"}, 503,
+                                headers={"Retry-After": "1"})
+        admitted += 1
+        metrics["inflight"].set(admitted)
+        start = time.perf_counter()
+        try:  # the upload has its own deadline (408); answering it has timeout_s more (503)
+            top_k = parse_top_k(request.query_params.get("top_k"))
+            uploads = await read_images(request, max_image_bytes=int(o.max_upload_mb * 2**20),
+                                        max_images=o.max_images, deadline_s=o.timeout_s)
+            return await asyncio.wait_for(_predict(uploads, top_k), o.timeout_s)
+        except HTTPError as e:
+            metrics["errors"].labels(e.kind).inc()
+            return JSONResponse({"detail": e.reason}, e.status)
+        except asyncio.TimeoutError:
+            metrics["errors"].labels("timeout").inc()
+            return JSONResponse({"detail": f"not answered within {o.timeout_s:g} s; retry"}, 503,
+                                headers={"Retry-After": "1"})
+        finally:
+            admitted -= 1
+            metrics["inflight"].set(admitted)
+            metrics["latency"].observe(time.perf_counter() - start)
+            if admitted == 0:
+                release_memory()
+
+    async def _predict(uploads: list[tuple[str, bytes]], top_k: int) -> dict:
+        names, images = [name for name, _ in uploads], []
+        for name, data in uploads:
+            decoded = await on_pool(decode, data)
+            if isinstance(decoded, str):
+                raise HTTPError(400, f"{name}: {decoded}", "bad_image")
+            images.append(decoded)
+        del uploads  # the encoded bytes are not needed past here
+        tops = await batcher.submit(images, top_k) if batcher else await on_pool(infer, images, top_k)
+        return {"predictions": [{"filename": n, **t} if scene else {"filename": n, "top": t}
+                                for n, t in zip(names, tops)]}
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "task": meta.task, "model": meta.architecture, "classes": len(meta.classes),
+                "image_size": meta.image_size, "runtime": o.runtime, "key_required": bool(o.api_key)}
+
+    @app.get("/labels")
+    def labels() -> list[str]:
+        return meta.classes
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    page = resources.files("tunevision").joinpath("static/index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    return app

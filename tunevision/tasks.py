@@ -1,0 +1,85 @@
+"""The task table (Ultralytics' idea): which task a dataset or a bundle is, and what each task brings.
+
+Every caller that has to tell a classifier from a detector (the CLI, the Python API, serve, report, export)
+asks here, so a new task is one more row and its own package, never another `if task == ...` elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tunevision.classify.export import export_bundle
+from tunevision.classify.model import load_model, model_from_result
+from tunevision.classify.predict import IMAGENET
+from tunevision.classify.report import write_report
+from tunevision.classify.train import fit as fit_classifier
+from tunevision.core.config import RunConfig
+from tunevision.core.errors import TunevisionError
+from tunevision.core.registry import Registry
+from tunevision.core.ui import RunLog
+from tunevision.data.annotations import sniff_format
+from tunevision.models.bundle import read_meta
+from tunevision.scene.api import load_scene_model, scene_model_from_result
+from tunevision.scene.export import export_scene_bundle
+from tunevision.scene.train import rewrite_scene_report
+from tunevision.scene.train import run_scene
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    fit: Callable[[RunConfig, RunLog, Path | None], Any]  # train in a run folder; returns the task's result
+    wrap: Callable[[Any, RunConfig], Any]                  # that result as the Python API's model object
+    load: Callable[[str, str], Any]                        # (bundle, device) -> the same model object
+    report: Callable[[Path], Path]                         # (re)write a finished run's report.html
+    export: Callable[..., Any]                             # (bundle, fmt, out_dir, samples) -> (path, parity)
+
+
+TASKS: Registry = Registry("task")
+
+
+def _fit_classifier(cfg: RunConfig, log: RunLog, resume_dir: Path | None = None):
+    return fit_classifier(cfg, log=log, resume_dir=resume_dir)
+
+
+def _scene(name: str) -> Task:
+    return Task(name, lambda cfg, log, resume_dir=None: run_scene(cfg, name, log, resume_dir),
+                scene_model_from_result, load_scene_model, rewrite_scene_report, export_scene_bundle)
+
+
+TASKS.register("classify")(Task("classify", _fit_classifier, model_from_result, load_model, write_report,
+                                export_bundle))
+TASKS.register("detect")(_scene("detect"))
+TASKS.register("segment")(_scene("segment"))
+
+
+def task_name_for_data(cfg: RunConfig) -> str:
+    """The configured task, or for 'auto': found from the data's content (annotation files: detect)."""
+    if cfg.data.task != "auto":
+        return cfg.data.task
+    source = cfg.data.data
+    if ":" in source.split("/")[0] or source.endswith(".csv"):
+        return "classify"
+    return "detect" if sniff_format(Path(source).expanduser()) else "classify"
+
+
+def for_data(cfg: RunConfig) -> Task:
+    return TASKS.get(task_name_for_data(cfg))
+
+
+def for_bundle(source: str | Path) -> Task:
+    """The task of a bundle (or run folder); exported .onnx files and `imagenet` are classifiers."""
+    source = str(source)
+    if source == IMAGENET or source.endswith(".onnx"):
+        return TASKS.get("classify")
+    task = read_meta(source).task
+    if task not in TASKS:
+        raise TunevisionError(f"{source}: model.json names task {task!r}; this version knows "
+                              f"{', '.join(TASKS)}")
+    return TASKS.get(task)
+
+
+def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None):
+    """Train the task the data (or --task) asks for, in its run folder."""
+    return for_data(cfg).fit(cfg, log or RunLog(), resume_dir)
