@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from tests.scenes import write_coco, write_masks, write_voc, write_yolo
-from tunevision.data.annotations import check_boxes, mask_boxes, read_scene_data, seeded_split, sniff_format
+from tunevision.data.annotated import check_boxes, mask_boxes, seeded_split
+from tunevision.data.annotations import read_scene_data, sniff_format
 from tunevision.core.errors import TunevisionError
 from tunevision.data.scenes import decode_scene, detection_example, resize_shorter, segmentation_example
 from tunevision.scene.evaluate import confusion_matrix, detection_scores, segmentation_scores
@@ -141,7 +142,7 @@ def test_miou_from_the_confusion_matrix_ignores_padding() -> None:
 
 
 def test_train_and_valid_folders_are_the_split_and_share_the_training_classes(tmp_path: Path) -> None:
-    from tunevision.data.annotations import split_indices
+    from tunevision.data.annotated import split_indices
     write_coco(tmp_path / "set" / "train", n=6)
     write_coco(tmp_path / "set" / "valid", n=3, seed=1)
     assert sniff_format(tmp_path / "set") == "coco"

@@ -71,6 +71,7 @@ def find_lr(cfg: RunConfig, *, steps: int = 100, log=None, plot_path: Path | Non
     from tunevision.core.runtime import resolve_runtime
     from tunevision.classify.initial import initial_model
     from tunevision.core.ui import RunLog
+    cfg = cfg.for_task("classify")
     check_run_outputs(None, cfg.data.cache_dir)
     log = log or RunLog()
     torch.manual_seed(cfg.train.seed)

@@ -55,7 +55,7 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
     try:
         if not d.main:
             log = RunLog(quiet=True)
-        cfg, run_dir, resume = d.broadcast(open_run(cfg, resume_dir) if d.main else None)
+        cfg, run_dir, resume = d.broadcast(open_run(cfg, resume_dir, cfg.train.mode) if d.main else None)
         created = d.main and not run_dir.exists()
         if d.main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,7 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
 
 
 def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, started: float, d: Dist) -> FitResult:
+    cfg = cfg.for_task("classify")
     torch.manual_seed(cfg.train.seed)
     # head modes run the backbone only for inference (feature extraction); the others train it
     rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=cfg.train.mode not in HEAD_MODES)
@@ -99,7 +100,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     trained_at = time.perf_counter()
     model.load_state_dict(folder.best["state"])
     evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
-    result = FitResult(run_dir, folder.best["acc"], folder.best["epoch"], time.perf_counter() - started, history,
+    result = FitResult(run_dir, folder.best["score"], folder.best["epoch"], time.perf_counter() - started, history,
                        evaluation, model, meta)
     summary = finish_run(result, cfg, data, folder, ece, log, {"plan": plan.to_dict()} if plan else None)
     if plan is not None:  # the finish is measured once the report exists; summary.json gets the whole plan

@@ -23,11 +23,31 @@ CACHED_MODES = ("auto", "freeze", "partial")  # the backbone (or its trunk) runs
 NETWORK_MODES = ("finetune", "scratch")    # the whole network trains
 
 
+CLASSIFY = ("classify",)                   # the classification tasks (multi-label joins here)
+SCENE = ("detect", "segment")              # boxes and masks
+
+
 def opt(default: Any, help: str, *, check: Callable[[Any], bool] | None = None, allowed: str = "",
-        choices: tuple | None = None, modes: tuple[str, ...] | None = None, **kw: Any) -> Any:
-    """A config field: `check`/`allowed` or `choices` bound its value; `modes` are the modes that use it."""
+        choices: tuple | None = None, modes: tuple[str, ...] | None = None, tasks: tuple[str, ...] | None = None,
+        by_task: dict[str, Any] | None = None, **kw: Any) -> Any:
+    """A config field: `check`/`allowed` or `choices` bound its value; `modes` and `tasks` are the modes and tasks
+    that use it (None: all); `by_task` gives each task's value for the placeholder default (0, 'auto')."""
     return field(default=default, metadata={"help": help, "check": check, "allowed": allowed, "choices": choices,
-                                            "modes": modes, **kw})
+                                            "modes": modes, "tasks": tasks, "by_task": by_task, **kw})
+
+
+def for_task(obj: Any, task: str) -> Any:
+    """A config section for one task: a field the task does not use, set away from its default, is refused with one
+    line; placeholders take the task's own value (`by_task`), so an explicit value always means what it says."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value, meta = getattr(obj, f.name), f.metadata
+        if meta.get("tasks") and task not in meta["tasks"] and value != f.default:
+            raise TunevisionError(f"{f.name} is used by {' and '.join(meta['tasks'])} only, and this run's task is "
+                                  f"{task}; drop it")
+        if meta.get("by_task") and value == f.default:
+            changes[f.name] = meta["by_task"][task]
+    return dataclasses.replace(obj, **changes)
 
 
 def _type_error(name: str, f: dataclasses.Field, value: Any) -> str | None:
@@ -69,7 +89,7 @@ class DataConfig:
     image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own (8/7 of it for "
                              "frozen features in auto/freeze mode)",
                           check=lambda v: v == 0 or 16 <= v <= 4096, allowed="0 (backbone default) or 16..4096")
-    cache_dir: str = opt("~/.cache/tunevision", "folder for decoded images and features (safe to delete)")
+    cache_dir: str = opt("~/.cache/tunevision", "folder for decoded images and features (safe to delete)", tasks=CLASSIFY)
     max_pixels: int = opt(89_478_485, "skip images with more pixels than this (decompression-bomb guard)",
                           check=lambda v: v > 0, allowed="> 0")
     workers: int = opt(0, "decoding threads; 0 = one per CPU core", check=lambda v: v >= 0, allowed=">= 0")
@@ -83,13 +103,13 @@ class ModelConfig:
     backbone: str = opt("efficientnet_lite0", "registered backbone, torchvision model or timm model name")
     arch: str = opt("", "detect/segment: the architecture on the backbone (detect: fasterrcnn, fcos, maskrcnn, or a "
                         "COCO-trained torchvision detector such as fasterrcnn_resnet50_fpn; segment: fpn, lraspp); "
-                        "empty = the task's default (fasterrcnn, fpn)")
+                        "empty = the task's default (fasterrcnn, fpn)", tasks=SCENE)
     weights: str = opt("", "local weights: a state dict file or a tunevision bundle/run folder")
     pretrained: bool = opt(True, "start from pretrained weights (ignored by --mode scratch)")
-    dropout: float = opt(0.0, "dropout before the new head", check=lambda v: 0 <= v < 1, allowed="in [0, 1)")
+    dropout: float = opt(0.0, "dropout before the new head", check=lambda v: 0 <= v < 1, allowed="in [0, 1)", tasks=CLASSIFY)
     normalize: str = opt("backbone", "backbone (its pretraining mean/std) | data (mean/std of up to 2,000 training "
                                      "images; for scratch); stored in the bundle either way",
-                         choices=("backbone", "data"))
+                         choices=("backbone", "data"), tasks=CLASSIFY)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -111,63 +131,69 @@ def _device_ok(text: str) -> bool:
 
 @dataclass
 class TrainConfig:
-    mode: str = opt("auto", "auto | freeze | finetune | scratch | partial (see README: what each trains)", choices=MODES)
+    mode: str = opt("auto", "auto | freeze | finetune | scratch | partial (see README: what each trains)", choices=MODES, tasks=CLASSIFY)
     epochs: int = opt(0, "passes over the training set; 0 = the mode's default", check=lambda v: v >= 0,
                       allowed=">= 0 (0 = the mode's default)")
-    batch_size: int = opt(32, "images per step", check=lambda v: v >= 2,
-                          allowed=">= 2 (BatchNorm needs two images per step)")
+    batch_size: int = opt(0, "images per step; 0 = the task's default (classify 32, detect 4, segment 8)",
+                          check=lambda v: v == 0 or v >= 2, allowed=">= 2 (BatchNorm needs two images per step)",
+                          by_task={"classify": 32, "detect": 4, "segment": 8})
     lr: float | str = opt(0.0, "body learning rate (head gets lr x head_lr_mult); 0 = the mode's default; "
                                "'auto' = the LR range test's suggestion (finetune/scratch)", cli_type="float_or_auto",
                           check=lambda v: v == "auto" or 0 <= v < 10, allowed="in [0, 10) or 'auto'")
     head_lr_mult: float = opt(10.0, "head learning rate as a multiple of the body's", check=lambda v: v > 0,
-                              allowed="> 0")
+                              allowed="> 0", tasks=CLASSIFY)
     layer_decay: float = opt(0.0, "layer-wise LR decay through the body (finetune/scratch): the k-th stage below "
                                   "the top trains at lr x decay^k, e.g. 0.7; 0 = off (one body LR)",
-                             check=lambda v: 0 <= v <= 1, allowed="in [0, 1] (0 = off)", modes=NETWORK_MODES)
+                             check=lambda v: 0 <= v <= 1, allowed="in [0, 1] (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
     freeze_epochs: int = opt(40, "fine_tune recipe (finetune): first train the head alone on the frozen body's "
                                  "cached features for this many epochs, then the whole network; 0 = off",
-                             check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=("finetune",))
+                             check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=("finetune",), tasks=CLASSIFY)
     unfreeze: str = opt("all", "all | gradual (finetune): body stages unfreeze top-down, one share per epoch, all "
-                               "trainable from the middle epoch on", choices=("all", "gradual"), modes=NETWORK_MODES)
+                               "trainable from the middle epoch on", choices=("all", "gradual"), modes=NETWORK_MODES, tasks=CLASSIFY)
     train_bn: bool = opt(False, "finetune/partial: BatchNorm normalises with batch statistics and updates its running "
                                 "ones; off = the pretrained statistics stay (scale and shift still train); without "
-                                "pretrained weights (scratch) they always train", modes=("finetune", "partial"))
-    optimizer: str = opt("adamw", "adamw | sgd (momentum 0.9)", choices=("adamw", "sgd"))
-    schedule: str = opt("onecycle", "onecycle | cosine (with warmup)", choices=("onecycle", "cosine"))
-    weight_decay: float = opt(0.01, "decoupled weight decay", check=lambda v: 0 <= v < 1, allowed="in [0, 1)")
-    label_smoothing: float = opt(0.1, "label smoothing epsilon", check=lambda v: 0 <= v < 1, allowed="in [0, 1)")
-    augment: str = opt("default", "preset (none, light, default, strong) or ops, e.g. 'rrc(scale=0.1-1),hflip'")
+                                "pretrained weights (scratch) they always train", modes=("finetune", "partial"), tasks=CLASSIFY)
+    optimizer: str = opt("auto", "adamw | sgd (momentum 0.9) | auto (classify: adamw; detect, segment: sgd, as "
+                                 "torchvision's detection reference)", choices=("auto", "adamw", "sgd"),
+                         by_task={"classify": "adamw", "detect": "sgd", "segment": "sgd"})
+    schedule: str = opt("onecycle", "onecycle | cosine (with warmup)", choices=("onecycle", "cosine"), tasks=CLASSIFY)
+    weight_decay: float | str = opt("auto", "weight decay (decoupled with adamw); auto = classify 0.01, detect and "
+                                            "segment 1e-4 (torchvision's detection reference)", cli_type="float_or_auto",
+                                    check=lambda v: v == "auto" or 0 <= v < 1, allowed="in [0, 1) or 'auto'",
+                                    by_task={"classify": 0.01, "detect": 1e-4, "segment": 1e-4})
+    label_smoothing: float = opt(0.1, "label smoothing epsilon", check=lambda v: 0 <= v < 1, allowed="in [0, 1)", tasks=CLASSIFY)
+    augment: str = opt("default", "preset (none, light, default, strong) or ops, e.g. 'rrc(scale=0.1-1),hflip'", tasks=CLASSIFY)
     mixup: float = opt(0.0, "mixup alpha (0 = off): blend image pairs and their targets (finetune/scratch)",
-                       check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=NETWORK_MODES)
+                       check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
     cutmix: float = opt(0.0, "cutmix alpha (0 = off): paste boxes between images (finetune/scratch)",
-                        check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=NETWORK_MODES)
+                        check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
     sizes: str = opt("", "progressive resizing for finetune/scratch, e.g. '128,160,224': the epochs split into "
                          "equal stages at these training sizes (evaluation stays at image_size)",
-                     check=_sizes_ok, allowed="comma-separated integers >= 16, e.g. 128,160,224", modes=NETWORK_MODES)
+                     check=_sizes_ok, allowed="comma-separated integers >= 16, e.g. 128,160,224", modes=NETWORK_MODES, tasks=CLASSIFY)
     ema: float = opt(0.0, "weight EMA decay for finetune/scratch, e.g. 0.998 (0 = off); evaluated beside the raw "
                           "weights every epoch, and kept when better", check=lambda v: 0 <= v < 1,
-                     allowed="in [0, 1) (0 = off)", modes=NETWORK_MODES)
+                     allowed="in [0, 1) (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
     balance: str = opt("none", "none | sampler (class-balanced sampling) | weights (class-weighted loss)",
-                       choices=("none", "sampler", "weights"))
+                       choices=("none", "sampler", "weights"), tasks=CLASSIFY)
     tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard")
     views: int = opt(3, "augmented views of each training image cached as features (freeze/auto) or activations "
-                        "(partial)", check=lambda v: 0 <= v <= 100, allowed="in 0..100", modes=CACHED_MODES)
+                        "(partial)", check=lambda v: 0 <= v <= 100, allowed="in 0..100", modes=CACHED_MODES, tasks=CLASSIFY)
     top_stages: int = opt(3, "partial: how many top stages of the body train on cached activations (Lite0 has 9; "
                              "3 = the last two block stages and the head convolution)", check=lambda v: v >= 1,
-                          allowed=">= 1", modes=("partial",))
+                          allowed=">= 1", modes=("partial",), tasks=CLASSIFY)
     time_budget: str = opt("", "auto: seconds for the whole run (or 90s, 2m, 1h): measures this machine, prints a plan "
                                "(augmented views, then whole-network or partial fine-tuning) that fits, keeps the "
                                "best stage; empty = the fixed recipe", check=_budget_ok,
-                           allowed="seconds or a duration like 90s, 2m, 1h", modes=("auto",))
+                           allowed="seconds or a duration like 90s, 2m, 1h", modes=("auto",), tasks=CLASSIFY)
     early_stopping: int = opt(0, "stop after this many epochs without a better validation accuracy; 0 = off",
                               check=lambda v: v >= 0, allowed=">= 0 (0 = off)")
     seed: int = opt(0, "seed for the split, augmentation and initialisation", check=lambda v: 0 <= v < 2**32,
                     allowed="in 0..2^32-1")
     compile: bool = opt(False, "torch.compile the network for finetune/scratch training (checked on one batch "
                                "first; falls back to eager with a warning). Lite0 on 2 CPU cores: 54 s to compile, "
-                               "then 25.0 vs 23.5 img/s, so off by default", modes=NETWORK_MODES)
+                               "then 25.0 vs 23.5 img/s, so off by default", modes=NETWORK_MODES, tasks=CLASSIFY)
     sync_bn: bool = opt(False, "under torchrun (finetune/scratch): synchronise BatchNorm statistics across processes "
-                               "(GPUs only; PyTorch's SyncBatchNorm does not run on CPUs)", modes=NETWORK_MODES)
+                               "(GPUs only; PyTorch's SyncBatchNorm does not run on CPUs)", modes=NETWORK_MODES, tasks=CLASSIFY)
     keep_checkpoint: bool = opt(False, "keep RUN/checkpoint.pt (optimizer state, for --resume) after a finished run")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps", check=_device_ok,
                       allowed="auto, cpu, cuda, cuda:N or mps")
@@ -236,6 +262,11 @@ class RunConfig:
         """Whether training normalises with batch statistics: asked for, or there are no pretrained ones to keep."""
         return (self.train.train_bn or self.train.mode == "scratch"
                 or not (self.model.pretrained or self.model.weights))
+
+    def for_task(self, task: str) -> "RunConfig":
+        """This config as `task` runs it (see `for_task`): placeholders resolved, unused options refused."""
+        return dataclasses.replace(self, data=dataclasses.replace(for_task(self.data, task), task=task),
+                                   model=for_task(self.model, task), train=for_task(self.train, task))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Callable
@@ -17,27 +16,9 @@ import numpy as np
 from PIL import Image
 
 from tunevision.core.errors import TunevisionError
+from tunevision.data.annotated import IMAGE_SUFFIXES, SceneData, add_item, class_index, images_under, mask_boxes, read_names
 from tunevision.core.registry import Registry
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SLACK = 2.0  # pixels a box may pass the image border by (VOC's 1-based corners, rounding) before it counts as bad
-
-
-@dataclass
-class Annotated:
-    image: Path
-    boxes: np.ndarray            # (N, 4) float32, x1 y1 x2 y2 in pixels
-    labels: np.ndarray           # (N,) int64, index into the class names
-    mask: Path | None = None     # instance ids: pixel value k = object k (k-th box), 0 = background
-    split: str = ""              # "train" / "val" when the data comes split, else "" (a seeded split is drawn)
-
-
-@dataclass
-class SceneData:
-    items: list[Annotated]
-    classes: list[str]
-    format: str
-    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 FORMATS: Registry[Callable[[Path], SceneData]] = Registry("annotation format")
@@ -115,82 +96,38 @@ def _subdir(root: Path, *names: str) -> Path | None:
     return next((lower[n] for n in names if n in lower), None)
 
 
-def _images(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
-
-
-def check_boxes(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """Boxes clipped to the image when they pass it by at most SLACK pixels; else a reason the image is bad."""
-    w, h = size
-    if len(boxes) == 0:
-        return boxes.reshape(0, 4).astype(np.float32), ""
-    if not np.isfinite(boxes).all():
-        return boxes, "a box coordinate is not a number"
-    outside = (boxes[:, 0] < -SLACK) | (boxes[:, 1] < -SLACK) | (boxes[:, 2] > w + SLACK) | (boxes[:, 3] > h + SLACK)
-    if outside.any():
-        return boxes, f"box {boxes[outside][0].round(1).tolist()} lies outside the {w}x{h} image"
-    boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
-    flat = (boxes[:, 2] - boxes[:, 0] < 1) | (boxes[:, 3] - boxes[:, 1] < 1)
-    if flat.any():
-        return boxes, f"box {boxes[flat][0].round(1).tolist()} has zero area"
-    return boxes, ""
-
-
-def _add(items: list[Annotated], problems: list, image: Path, boxes: list, labels: list, source: Path,
-         size: tuple[int, int] | None = None, mask: Path | None = None) -> None:
-    """One annotated image, checked: appended to `items`, or its reason to `problems`."""
-    if not image.is_file():
-        problems.append((str(source), f"image {image.name} not found in {image.parent}"))
-        return
-    try:
-        size = size if size and min(size) > 0 else Image.open(image).size  # header only
-    except Exception as e:
-        problems.append((str(image), f"unreadable image ({type(e).__name__})"))
-        return
-    checked, reason = check_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), size)
-    if reason:
-        problems.append((str(source), reason))
-        return
-    items.append(Annotated(image, checked, np.asarray(labels, dtype=np.int64), mask))
-
-
-def _class_index(classes: list[str], name: str, fixed: bool) -> int | None:
-    if name not in classes:
-        if fixed:
-            return None
-        classes.append(name)
-    return classes.index(name)
-
-
-def _read_names(root: Path) -> list[str]:
-    """classes.txt (one per line), or the `names` of a YOLO data.yaml; empty when there is neither."""
-    for p in (root / "classes.txt", root / "labels" / "classes.txt", root / "obj.names"):
-        if p.is_file():
-            return [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    for p in (root / "data.yaml", root / "dataset.yaml"):
-        if p.is_file():
-            import yaml
-            names = (yaml.safe_load(p.read_text()) or {}).get("names", [])
-            return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    return []
-
-
 # --- Pascal VOC: one XML per image --------------------------------------------------------------------------
 
-def _voc_dirs(root: Path) -> tuple[Path, Path] | None:
-    ann = _subdir(root, "annotations", "annotation", "xml")
-    img = _subdir(root, "images", "jpegimages", "img")
-    if ann and img and any(ann.glob("*.xml")):
-        return ann, img
-    return (root, root) if root.is_dir() and any(root.glob("*.xml")) else None
+def _is_voc(path: Path) -> bool:
+    """A Pascal VOC file by its content (an <annotation> root), whatever its folder is called."""
+    try:
+        with open(path, "rb") as f:
+            return b"<annotation" in f.read(4096)
+    except OSError:
+        return False
 
 
-@_format("voc", lambda root: _voc_dirs(root) is not None)
+def _voc_files(root: Path, enough: int = 0) -> list[Path]:
+    """The VOC XML files anywhere under `root` (annotations/, annots/, Annotations/, beside the images...);
+    with `enough`, stop once that many are found (sniffing)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*.xml")):
+        if _is_voc(path):
+            found.append(path)
+            if len(found) == enough:
+                break
+    return found
+
+
+@_format("voc", lambda root: bool(_voc_files(root, enough=1)))
 def read_voc(root: Path) -> SceneData:
-    ann_dir, img_dir = _voc_dirs(root)
-    images, fixed = _images(img_dir), _read_names(root)
+    """VOC XML paired with images by the <filename> it names, else by file stem: the image beside the XML first,
+    then one anywhere under `root`."""
+    images, fixed = images_under(root), read_names(root)
     classes, items, problems = list(fixed), [], []
-    for xml in sorted(ann_dir.glob("*.xml")):
+    for xml in _voc_files(root):
         try:
             tree = ET.parse(xml).getroot()
             boxes, labels, unknown = [], [], ""
@@ -198,7 +135,7 @@ def read_voc(root: Path) -> SceneData:
                 name = (obj.findtext("name") or "").strip()
                 bb = obj.find("bndbox")
                 boxes.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
-                index = _class_index(classes, name, bool(fixed))
+                index = class_index(classes, name, bool(fixed))
                 unknown = unknown or ("" if index is not None else name)
                 labels.append(index)
             size = (int(float(tree.findtext("size/width") or 0)), int(float(tree.findtext("size/height") or 0)))
@@ -208,9 +145,11 @@ def read_voc(root: Path) -> SceneData:
         if unknown:
             problems.append((str(xml), f"unknown class {unknown!r} (not in classes.txt)"))
             continue
-        filename = Path(tree.findtext("filename") or xml.stem)
-        image = images.get(filename.stem) or images.get(xml.stem) or img_dir / filename.name
-        _add(items, problems, image, boxes, labels, xml, size)
+        filename = Path((tree.findtext("filename") or xml.stem).strip())
+        beside = [xml.parent / filename.name] + [xml.with_suffix(s) for s in IMAGE_SUFFIXES]
+        image = (next((p for p in beside if p.is_file()), None) or images.get(filename.stem) or images.get(xml.stem)
+                 or xml.parent / filename.name)
+        add_item(items, problems, image, boxes, labels, xml, size)
     return SceneData(items, classes, "voc", problems)
 
 
@@ -254,7 +193,7 @@ def read_coco(root: Path) -> SceneData:
             problems.append((f"{path}: {record['file_name']}", f"unknown category id {bad.get('category_id')}"))
             continue
         boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]  # COCO boxes are x, y, w, h
-        _add(items, problems, folder / record["file_name"], boxes, [index[int(a["category_id"])] for a in anns],
+        add_item(items, problems, folder / record["file_name"], boxes, [index[int(a["category_id"])] for a in anns],
              Path(f"{path}: {record['file_name']}"), (int(record.get("width", 0)), int(record.get("height", 0))))
     return SceneData(items, classes, "coco", problems)
 
@@ -269,12 +208,12 @@ def _yolo_dirs(root: Path) -> tuple[Path, Path] | None:
 @_format("yolo", lambda root: _yolo_dirs(root) is not None)
 def read_yolo(root: Path) -> SceneData:
     img_dir, lab_dir = _yolo_dirs(root)
-    classes = _read_names(root)
+    classes = read_names(root)
     if not classes:
         raise TunevisionError(f"{root}: YOLO labels need class names; add classes.txt (one name per line) or a "
                               "data.yaml with 'names'")
     items, problems = [], []
-    for image in sorted(_images(img_dir).values()):
+    for image in sorted(images_under(img_dir).values()):
         label_file = lab_dir / image.relative_to(img_dir).with_suffix(".txt")
         try:
             rows = [line.split() for line in label_file.read_text().splitlines() if line.strip()] \
@@ -291,7 +230,7 @@ def read_yolo(root: Path) -> SceneData:
             continue
         w, h = Image.open(image).size
         cx, cy, bw, bh = values[:, 1] * w, values[:, 2] * h, values[:, 3] * w, values[:, 4] * h
-        _add(items, problems, image, np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1), cls,
+        add_item(items, problems, image, np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1), cls,
              label_file, (w, h))
     return SceneData(items, classes, "yolo", problems)
 
@@ -307,24 +246,13 @@ def _mask_dirs(root: Path) -> tuple[Path, Path] | None:
     return (images, masks) if masks and images else None
 
 
-def mask_boxes(mask: np.ndarray) -> np.ndarray:
-    """One box per instance id in an instance mask (ids in increasing order, 0 = background)."""
-    ids = np.unique(mask)
-    ids = ids[ids != 0]
-    boxes = []
-    for k in ids:
-        ys, xs = np.nonzero(mask == k)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-
-
 @_format("masks", lambda root: _mask_dirs(root) is not None)
 def read_masks(root: Path) -> SceneData:
     img_dir, mask_dir = _mask_dirs(root)
-    masks = {p.stem.removesuffix("_mask").removesuffix("_masks"): p for p in _images(mask_dir).values()}
-    classes = _read_names(root)[:1] or ["object"]
+    masks = {p.stem.removesuffix("_mask").removesuffix("_masks"): p for p in images_under(mask_dir).values()}
+    classes = read_names(root)[:1] or ["object"]
     items, problems = [], []
-    for stem, image in _images(img_dir).items():
+    for stem, image in images_under(img_dir).items():
         mask = masks.get(stem)
         if mask is None:
             problems.append((str(image), f"no mask in {mask_dir.name}/ (expected {stem}_mask.png or {stem}.png)"))
@@ -338,21 +266,8 @@ def read_masks(root: Path) -> SceneData:
             problems.append((str(mask), "a mask must be single-channel (pixel value k = object k)"))
             continue
         boxes = mask_boxes(m)
-        _add(items, problems, image, boxes, np.zeros(len(boxes), dtype=np.int64), mask, (m.shape[1], m.shape[0]),
+        add_item(items, problems, image, boxes, np.zeros(len(boxes), dtype=np.int64), mask, (m.shape[1], m.shape[0]),
              mask=mask)
     return SceneData(items, classes, "masks", problems)
 
 
-def split_indices(items: list[Annotated], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, val) item indices: the data's own split when it has one, else a seeded one."""
-    if any(it.split for it in items):
-        return ([i for i, it in enumerate(items) if it.split == "train"],
-                [i for i, it in enumerate(items) if it.split == "val"])
-    return seeded_split(len(items), val_fraction, seed)
-
-
-def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A fixed, seeded hold-out split of item indices."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, round(n * val_fraction))
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())

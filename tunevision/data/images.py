@@ -42,8 +42,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               draft_size: int | None = None) -> Image.Image:
-    """Open, size-check, decode (downscaled in the DCT domain for JPEG) and upright an image."""
+               draft_size: int | None = None, upright: bool = True) -> Image.Image:
+    """Open, size-check, decode (downscaled in the DCT domain for JPEG) and upright (EXIF orientation) an image."""
     if isinstance(source, (str, Path)) and Path(source).stat().st_size == 0:
         raise ImageError("empty file (0 bytes)")
     if isinstance(source, bytes):
@@ -68,7 +68,8 @@ def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAU
             # EXIF rotation swaps axes later, so ask for the size on both axes.
             im.draft(None, (draft_size, draft_size))
         im.load()
-        im = ImageOps.exif_transpose(im)
+        if upright:
+            im = ImageOps.exif_transpose(im)
     except Exception as e:  # Pillow raises many types for damaged data; all mean "unusable file".
         raise ImageError(f"corrupt or truncated image data ({e})") from None
     return im

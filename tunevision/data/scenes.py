@@ -6,14 +6,16 @@ through flips, crops and resizes together with the image.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-from tunevision.data.annotations import Annotated
+from tunevision.data.annotated import Annotated
+from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 
 IGNORE = 255  # mask value that the segmentation loss and metric skip (padding)
 
@@ -43,15 +45,22 @@ def resize_shorter(image: Image.Image, size: int, resample: int = Image.BILINEAR
     return (image if new == image.size else image.resize(new, resample)), scale
 
 
-def decode_scene(item: Annotated, size: int) -> SceneSample:
-    """One image resized so its shorter side is `size`, with its boxes and masks scaled along."""
+def decode_scene(item: Annotated, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> SceneSample:
+    """One image resized so its shorter side is `size`, with its boxes and masks scaled along; ImageError when the
+    image or its mask is unusable (the same checks as classification's: empty, not an image, truncated, bomb)."""
     from torchvision.transforms.v2.functional import pil_to_tensor
-    with Image.open(item.image) as im:
-        resized, scale = resize_shorter(im.convert("RGB"), size)
-        image = pil_to_tensor(resized)
+    im = open_image(item.image, max_pixels=max_pixels, upright=False)
+    turned = ImageOps.exif_transpose(im)
+    # Boxes refer to the stored pixels, as most annotation tools and COCO read them, unless the annotation
+    # records the upright size (then the tool applied the EXIF orientation first).
+    if turned.size != im.size and item.size == turned.size:
+        im = turned
+    resized, scale = resize_shorter(to_rgb(im), size)
+    image = pil_to_tensor(resized)
     masks = None
     if item.mask is not None:
-        ids = np.asarray(resize_shorter(Image.open(item.mask), size, Image.NEAREST)[0])
+        mask = open_image(item.mask, max_pixels=max_pixels, upright=False)
+        ids = np.asarray(resize_shorter(mask, size, Image.NEAREST)[0])
         present = np.unique(ids)
         masks = torch.from_numpy(np.stack([ids == k for k in present[present != 0]]).astype(np.uint8)
                                  if (present != 0).any() else np.zeros((0, *ids.shape), np.uint8))
@@ -59,16 +68,22 @@ def decode_scene(item: Annotated, size: int) -> SceneSample:
                        masks, str(item.image))
 
 
-def decode_scenes(items: list[Annotated], size: int, workers: int = 0, progress=None) -> list[SceneSample]:
-    """All images decoded in threads (PIL releases the GIL while decoding)."""
-    import os
+def decode_scenes(items: list[Annotated], size: int, workers: int = 0, progress=None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[SceneSample], list[tuple[str, str]]]:
+    """All images decoded in threads (PIL releases the GIL while decoding): (samples, problems), an unusable image
+    left out with its boxes and its reason."""
+    def one(item: Annotated) -> SceneSample | tuple[str, str]:
+        try:
+            return decode_scene(item, size, max_pixels)
+        except ImageError as e:
+            return str(item.image), str(e)
+    samples, problems = [], []
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        out = []
-        for sample in pool.map(lambda it: decode_scene(it, size), items):
-            out.append(sample)
+        for out in pool.map(one, items):
+            (problems if isinstance(out, tuple) else samples).append(out)
             if progress:
                 progress()
-    return out
+    return samples, problems
 
 
 def detection_transform():

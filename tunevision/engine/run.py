@@ -15,13 +15,14 @@ from tunevision.data.augment import make_pipeline
 from tunevision.engine.rundir import load_checkpoint, new_run_dir, remove_failed_run
 
 
-def open_run(cfg: RunConfig, resume_dir: Path | None) -> tuple[RunConfig, Path, dict | None]:
+def open_run(cfg: RunConfig, resume_dir: Path | None, kind: str) -> tuple[RunConfig, Path, dict | None]:
     """(config, run folder, checkpoint) for a new run, or for `--resume RUN` from that run's own files (`cfg`,
-    when it names the data, is that run's config with only device/precision/workers changed)."""
+    when it names the data, is that run's config with only device/precision/workers changed). `kind` names new
+    run folders: DATA-KIND-N."""
     if resume_dir is None:
         make_pipeline(cfg.train.augment, 32)  # a bad spec fails now: before decoding, and before any run folder
         check_run_outputs(cfg.out, cfg.data.cache_dir)
-        return cfg, new_run_dir(cfg), None
+        return cfg, new_run_dir(cfg, kind), None
     run_dir = Path(resume_dir)
     if not (run_dir / "config.yaml").is_file():
         raise TunevisionError(f"{run_dir}: not a run folder (no config.yaml); --resume takes a folder made by "

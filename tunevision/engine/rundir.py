@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import math
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -26,6 +27,7 @@ from tunevision.core.atomic import atomic_write, write_csv
 
 @dataclass
 class EpochRecord:
+    """One classification epoch; the best epoch has the highest accuracy, then the lowest loss."""
     epoch: int
     train_loss: float
     train_acc: float
@@ -36,13 +38,29 @@ class EpochRecord:
     ema_val_acc: float = math.nan  # the EMA weights' accuracy, when --ema is on
     size: int = 0                  # the training input size of this epoch (progressive resizing)
 
+    def key(self) -> tuple[float, ...]:
+        return (self.val_acc, -self.val_loss)
 
-def new_run_dir(cfg: RunConfig) -> Path:
+    def line(self) -> str:
+        return (f"epoch {self.epoch:3d}  train loss {self.train_loss:.4f} acc {self.train_acc:.3f}  val loss "
+                f"{self.val_loss:.4f} acc {self.val_acc:.4f}")
+
+
+class Record(Protocol):
+    """What the run engine needs of a task's epoch record (a dataclass): its epoch, its ranking and its log line."""
+    epoch: int
+
+    def key(self) -> tuple[float, ...]: ...
+
+    def line(self) -> str: ...
+
+
+def new_run_dir(cfg: RunConfig, kind: str) -> Path:
+    """OUT/NAME, or OUT/DATA-KIND-N with the first free N (KIND: the task, or classification's mode)."""
     root = Path(cfg.out).expanduser()
     if cfg.name:
         return root / cfg.name
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(cfg.data.data.rstrip("/").split(":")[-1]).name or "data")
-    kind = cfg.data.task if cfg.data.task in ("detect", "segment") else cfg.train.mode
     n = 1
     while (root / f"{stem}-{kind}-{n}").exists():
         n += 1
@@ -63,31 +81,34 @@ def write_dataset_files(run_dir: Path, data) -> None:
                for s in ss])
 
 
-def write_metrics(run_dir: Path, history: list[EpochRecord]) -> None:
-    write_csv(run_dir / "metrics.csv", list(EpochRecord.__dataclass_fields__),
-              [[r.epoch, f"{r.train_loss:.5f}", f"{r.train_acc:.5f}", f"{r.val_loss:.5f}", f"{r.val_acc:.5f}",
-                f"{r.lr:.3g}", f"{r.seconds:.2f}", f"{r.ema_val_acc:.5f}", r.size] for r in history])
+def write_metrics(run_dir: Path, history: list) -> None:
+    """metrics.csv: one row per epoch record (any task's dataclass), floats to 6 significant digits."""
+    if history:
+        fields = [f.name for f in dataclasses.fields(history[0])]
+        write_csv(run_dir / "metrics.csv", fields, [[f"{v:.6g}" if isinstance(v, float) else v
+                                                    for v in dataclasses.astuple(r)] for r in history])
 
 
-def read_metrics(run_dir: Path) -> list[EpochRecord]:
+def read_metrics(run_dir: Path, record: type = EpochRecord) -> list:
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
         return []
-    types = {k: f.type for k, f in EpochRecord.__dataclass_fields__.items()}
-    return [EpochRecord(**{k: (int(float(v)) if types[k] == "int" else float(v)) for k, v in row.items()
-                           if k in types and v != ""}) for row in csv.DictReader(open(path))]
+    types = {f.name: f.type for f in dataclasses.fields(record)}
+    return [record(**{k: (int(float(v)) if types[k] == "int" else float(v)) for k, v in row.items()
+                      if k in types and v != ""}) for row in csv.DictReader(open(path))]
 
 
 class RunFolder:
-    """The folder of one run and what it keeps across epochs: the best weights (by accuracy, then loss), the
-    metrics table, the latest checkpoint, TensorBoard events. `on_epoch` is all a training loop calls."""
+    """The folder of one run, for every task, and what it keeps across epochs: the best weights (by the records'
+    `key`), the metrics table, the latest checkpoint and bundle, TensorBoard events, early stopping. `on_epoch` is
+    all a training loop calls."""
 
     def __init__(self, path: Path, cfg: RunConfig, meta: BundleMeta, log: RunLog, resume: dict | None = None):
         self.path, self.cfg, self.meta, self.log = path, cfg, meta, log
-        self.best = {"acc": -1.0, "loss": math.inf, "epoch": 0, "state": None}
+        self.best = {"key": (-math.inf,), "score": -1.0, "epoch": 0, "state": None}
         if resume:
-            self.best.update(acc=resume["best_acc"], loss=resume.get("best_loss", math.inf),
-                             epoch=resume["best_epoch"], state=resume.get("best_state"))
+            key = tuple(resume["best_key"])
+            self.best.update(key=key, score=key[0], epoch=resume["best_epoch"], state=resume.get("best_state"))
         self.writer = None
         if cfg.train.tensorboard:
             try:
@@ -96,21 +117,22 @@ class RunFolder:
                 raise TunevisionError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
             self.writer = SummaryWriter(str(path / "tensorboard"))
 
-    def on_epoch(self, history: list[EpochRecord], model: torch.nn.Module, checkpoint: Callable[[], dict] | None
-                 ) -> bool:
-        """Log, keep the best weights, write metrics (and bundle + checkpoint when given); True = stop early."""
+    def on_epoch(self, history: list[Record], model: torch.nn.Module, checkpoint: Callable[[], dict] | None,
+                 line: str = "") -> bool:
+        """Log, keep the best weights, write metrics (and bundle + checkpoint when given); True = stop early.
+        `line`: the epoch's log line when the task says more than its record's own."""
         r, best = history[-1], self.best
-        improved = r.val_acc > best["acc"] or (r.val_acc == best["acc"] and r.val_loss < best["loss"])
+        improved = r.key() > best["key"]
         if improved:
-            best.update(acc=r.val_acc, loss=r.val_loss, epoch=r.epoch,
+            best.update(key=r.key(), score=r.key()[0], epoch=r.epoch,
                         state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}))
         if checkpoint is not None or improved or r.epoch == self.cfg.train.resolved_epochs():
-            self.log.info(f"epoch {r.epoch:3d}  train loss {r.train_loss:.4f} acc {r.train_acc:.3f}  val loss "
-                          f"{r.val_loss:.4f} acc {r.val_acc:.4f}{'  *' if improved else ''}  {r.seconds:.1f}s")
+            self.log.info(f"{line or r.line()}{'  *' if improved else ''}  {r.seconds:.1f}s")
         write_metrics(self.path, history)
         if self.writer is not None:
-            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-                self.writer.add_scalar(key, getattr(r, key), r.epoch)
+            for key, value in dataclasses.asdict(r).items():
+                if key != "epoch" and isinstance(value, float) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, r.epoch)
             self.writer.flush()
         if checkpoint is not None:
             if improved:
@@ -121,7 +143,7 @@ class RunFolder:
 
     def save_checkpoint(self, state: dict) -> None:
         b = self.best
-        state.update(best_acc=b["acc"], best_loss=b["loss"], best_epoch=b["epoch"], best_state=b["state"])
+        state.update(best_key=list(b["key"]), best_epoch=b["epoch"], best_state=b["state"])
         atomic_write(self.path / "checkpoint.pt", lambda p: torch.save(state, p))
 
     def close(self) -> None:
@@ -132,15 +154,24 @@ class RunFolder:
         atomic_write(self.path / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "history", "best_key", "best_epoch")
+
+
 def load_checkpoint(run_dir: Path) -> dict | None:
     path = run_dir / "checkpoint.pt"
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a checkpoint cut short by a full disk or a crash outside atomic_write
-        raise TunevisionError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to restart the run "
-                              "from its last saved bundle, or start a new run") from None
+        # weights_only: tensors, numbers, strings and containers only; a checkpoint that holds anything else
+        # (code, objects) is refused instead of run
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # cut short by a full disk or a crash outside atomic_write, or crafted
+        raise TunevisionError(f"{path}: unreadable or unsafe checkpoint ({type(e).__name__}); delete it to restart "
+                              "the run from its last saved bundle, or start a new run") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise TunevisionError(f"{path}: not a tunevision checkpoint (no {missing[0]!r}); delete it, or start a new run")
+    return state
 
 
 def remove_failed_run(run_dir: Path, created: bool) -> None:

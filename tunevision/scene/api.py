@@ -16,7 +16,8 @@ from tunevision.models.bundle import BundleMeta, save_bundle
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, resolve_runtime
 from tunevision.scene.predict import load_scene_bundle
-from tunevision.scene.train import read_scene_metrics
+from tunevision.engine.rundir import read_metrics
+from tunevision.scene.train import SceneRecord
 
 
 class SceneModel:
@@ -48,10 +49,10 @@ class SceneModel:
         """mAP (detection) or mIoU (segmentation) on annotated data; the model's own training folder is scored on
         its held-out split only."""
         from tunevision.scene.evaluate import score_scenes
-        from tunevision.scene.train import evaluation_items
+        from tunevision.scene.evaluate import evaluation_items
         from tunevision.data.scenes import decode_scenes
         items, classes = evaluation_items(self.meta, str(data))
-        samples = decode_scenes(items, self.meta.image_size)
+        samples, _ = decode_scenes(items, self.meta.image_size)
         self.scores, _ = score_scenes(self.network, self.task, samples, classes)
         return self.scores
 
@@ -73,7 +74,7 @@ def load_scene_model(source: str, device: str = "auto") -> SceneModel:
     """A SceneModel from a detection or segmentation bundle or its run folder."""
     network, meta = load_scene_bundle(source, resolve_runtime(device, INFERENCE_PRECISION).device)
     run_dir = Path(source).parent if (Path(source).parent / "config.yaml").is_file() else None
-    return SceneModel(network, meta, run_dir=run_dir, history=read_scene_metrics(run_dir) if run_dir else [],
+    return SceneModel(network, meta, run_dir=run_dir, history=read_metrics(run_dir, SceneRecord) if run_dir else [],
                       bundle=Path(source))
 
 

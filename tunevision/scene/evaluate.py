@@ -3,11 +3,16 @@ boxes, per-class IoU from a confusion matrix for semantic masks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from tunevision.core.errors import TunevisionError
+from tunevision.data.annotated import split_indices
+from tunevision.data.annotations import read_scene_data
 from tunevision.engine.export import require
+from tunevision.models.bundle import BundleMeta
 from tunevision.data.scenes import IGNORE, SceneSample, segmentation_example
 
 
@@ -124,3 +129,22 @@ def score_scenes(model: nn.Module, task: str, samples: list[SceneSample], classe
 def primary(scores) -> float:
     """The number best-checkpoint selection maximises: COCO's mAP@0.5:0.95, or mIoU."""
     return scores.map if isinstance(scores, DetectionScores) else scores.miou
+
+
+def evaluation_items(meta: BundleMeta, data: str) -> tuple[list, list[str]]:
+    """The annotated images to score a bundle on, labelled in the bundle's classes: the held-out split when
+    `data` is the folder it was trained on, else all of them."""
+    scene = read_scene_data(data)
+    unknown = sorted(set(scene.classes) - set(meta.classes))
+    if unknown and scene.format != "masks":
+        raise TunevisionError(f"{data}: classes {unknown[:5]} are not among the model's ({', '.join(meta.classes)})")
+    items = scene.items
+    if str(Path(data).expanduser().resolve()) == meta.extra.get("data"):
+        _, val = split_indices(items, meta.extra["val_fraction"], meta.extra["seed"])
+        items = [items[i] for i in val]
+    remap = {i: meta.classes.index(c) if c in meta.classes else 0 for i, c in enumerate(scene.classes)}
+    for it in items:
+        it.labels = it.labels.copy()
+        for i, j in remap.items():
+            it.labels[it.labels == i] = j
+    return items, meta.classes

@@ -77,7 +77,7 @@ def parity_images(meta: BundleMeta, count: int = 4) -> list[torch.Tensor]:
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor
     from tunevision.data.scenes import resize_shorter
-    from tunevision.scene.train import evaluation_items
+    from tunevision.scene.evaluate import evaluation_items
     try:
         photos = [Image.open(it.image).convert("RGB") for it in evaluation_items(meta, meta.extra["data"])[0][:count]]
     except (KeyError, TunevisionError, OSError):

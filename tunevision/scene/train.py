@@ -1,13 +1,13 @@
-"""Fine-tuning a detector or a segmenter on the user's boxes and masks: `fit_scene`, with its run folder.
+"""Fine-tuning a detector or a segmenter on the user's boxes and masks: `fit_scene`, on the shared run engine.
 
 The recipe (torchvision's detection reference, scaled to a CPU): SGD with momentum, a one-cycle schedule,
 horizontal flips and photometric jitter, multi-scale training; the best epoch by mAP@0.5:0.95 (mIoU for
-masks) is kept. The backbone's stem and early stages and all its BatchNorm statistics stay frozen.
+masks) is kept. The backbone's stem and early stages and all its BatchNorm statistics stay frozen. The run
+folder, best-state selection, checkpoints, resume, Ctrl-C/SIGTERM and failed-run cleanup are the engine's
+(`engine.rundir.RunFolder`, `engine.run`), the same as classification's.
 """
 from __future__ import annotations
 
-import copy
-import csv
 import dataclasses
 import json
 import sys
@@ -17,18 +17,21 @@ from pathlib import Path
 
 import torch
 
-from tunevision.data.annotations import SceneData, read_scene_data, split_indices
-from tunevision.models.bundle import BundleMeta, save_bundle
-from tunevision.core.config import RunConfig, TrainConfig
-from tunevision.models.detectors import HUB_DETECTORS, SceneSpec, create_scene_model
-from tunevision.core.errors import TunevisionError
 from tunevision.core.atomic import atomic_write, write_csv
-from tunevision.data.scenes import (IGNORE, SceneSample, decode_scenes, detection_example, detection_transform, segmentation_example,
-                         segmentation_transform)
-from tunevision.scene.evaluate import primary, score_scenes
+from tunevision.core.config import RunConfig, TrainConfig
+from tunevision.core.errors import TunevisionError
 from tunevision.core.ui import RunLog
-from tunevision.scene.report import write_scene_report
+from tunevision.data.annotated import SceneData, split_indices
+from tunevision.data.annotations import read_scene_data
+from tunevision.data.scenes import (IGNORE, SceneSample, decode_scenes, detection_example, detection_transform,
+                                    segmentation_example, segmentation_transform)
+from tunevision.engine.run import guarded_run, open_run
+from tunevision.engine.rundir import RunFolder, read_metrics
+from tunevision.models.bundle import BundleMeta
+from tunevision.models.detectors import HUB_DETECTORS, SceneSpec, create_scene_model
+from tunevision.scene.evaluate import evaluation_items, primary, score_scenes
 from tunevision.scene.predict import load_scene_bundle
+from tunevision.scene.report import write_scene_report
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,11 @@ class TaskRecipe:
     image_size: int    # shorter side at evaluation; training samples sizes from 0.7x to 1x of it
     epochs: int
     lr: float
-    batch_size: int
 
 
-RECIPES = {"detect": TaskRecipe("fasterrcnn", 448, 10, 0.02, 4),
-           "segment": TaskRecipe("fpn", 384, 12, 0.02, 8)}
+# the batch size, optimizer and weight decay defaults are the config's own (`by_task`), declared with the option
+RECIPES = {"detect": TaskRecipe("fasterrcnn", 448, 10, 0.02),
+           "segment": TaskRecipe("fpn", 384, 12, 0.02)}
 
 
 @dataclass
@@ -52,6 +55,12 @@ class SceneRecord:
     score_50: float    # mAP@0.5 (detection) or pixel accuracy (segmentation)
     lr: float
     seconds: float
+
+    def key(self) -> tuple[float, ...]:
+        return (self.score,)
+
+    def line(self) -> str:
+        return f"epoch {self.epoch:3d}  loss {self.train_loss:.4f}  val score {self.score:.4f}"
 
 
 @dataclass
@@ -72,12 +81,13 @@ def scene_spec(cfg: RunConfig, task: str, data: SceneData) -> SceneSpec:
     return SceneSpec(arch, backbone, len(data.classes), size, round(size * 5 / 3))
 
 
-def resolved_train(t: TrainConfig, task: str) -> TrainConfig:
-    """The task's defaults where the config holds the classification defaults or 0."""
-    r = RECIPES[task]
-    return dataclasses.replace(t, epochs=t.epochs or r.epochs, lr=float(t.lr) or r.lr,
-                               batch_size=r.batch_size if t.batch_size == TrainConfig.batch_size else t.batch_size,
-                               optimizer="sgd" if t.optimizer == TrainConfig.optimizer else t.optimizer)
+def resolved_config(cfg: RunConfig, task: str, spec: SceneSpec) -> RunConfig:
+    """The values this run really uses (the recipe's epochs and LR for the 0 placeholders, the architecture and
+    the size), as config.yaml records them."""
+    r, t = RECIPES[task], cfg.train
+    train = dataclasses.replace(t, epochs=t.epochs or r.epochs, lr=float(t.lr) or r.lr)
+    return dataclasses.replace(cfg, train=train, data=dataclasses.replace(cfg.data, image_size=spec.min_size),
+                               model=dataclasses.replace(cfg.model, arch=spec.arch))
 
 
 def split_scene(data: SceneData, cfg: RunConfig) -> tuple[list, list]:
@@ -119,7 +129,7 @@ def train_scene_epoch(model: torch.nn.Module, task: str, samples: list[SceneSamp
 def make_scene_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=1e-4)
+        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
@@ -141,83 +151,102 @@ def _model_stats(model: torch.nn.Module) -> tuple[list[float], list[float]]:
 
 def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dict | None = None) -> SceneResult:
     started = time.perf_counter()
+    cfg = cfg.for_task(task)
     torch.manual_seed(cfg.train.seed)
     data = read_scene_data(cfg.data.data)
-    train_items, val_items = split_scene(data, cfg)
-    describe_scene_data(data, cfg, task, run_dir, train_items, val_items, log)
     spec = scene_spec(cfg, task, data)
     if (task == "segment" or spec.arch.startswith("maskrcnn")) and any(it.mask is None for it in data.items):
         raise TunevisionError(f"{cfg.data.data}: {'--task segment' if task == 'segment' else '--arch ' + spec.arch} "
                               f"needs masks ({data.format} data has boxes only); use --task detect with a box "
                               "architecture, or an images + masks folder")
-    t = resolved_train(cfg.train, task)
-    cfg = dataclasses.replace(cfg, train=t, data=dataclasses.replace(cfg.data, task=task, image_size=spec.min_size),
-                              model=dataclasses.replace(cfg.model, arch=spec.arch))
+    cfg = resolved_config(cfg, task, spec)
     cfg.save(run_dir / "config.yaml")
-    with log.progress(len(data.items), "decoding images") as advance:
-        train = decode_scenes(train_items, spec.min_size, cfg.data.workers, lambda: advance(1))
-        val = decode_scenes(val_items, spec.min_size, cfg.data.workers, lambda: advance(1))
+    train, val = decode_split(data, cfg, task, spec, run_dir, log)
     model = create_scene_model(task, spec, cfg.model.pretrained and not resume, cfg.model.weights or None)
     if task == "detect":  # multi-scale training: in train mode torchvision's transform draws one shorter side per
         # image from min_size; in eval mode it takes the last, the bundle's own
         model.transform.min_size = tuple(range(round(spec.min_size * 0.7) // 32 * 32, spec.min_size, 32)) + (
             spec.min_size,)
     meta = scene_meta(cfg, task, spec, data, model)
+    folder = RunFolder(run_dir, cfg, meta, log, resume)
+    history, evaluated = train_scene(model, task, train, val, spec, data.classes, cfg, folder, resume, log)
+    model.load_state_dict(folder.best["state"])
+    folder.close()
+    return finish_scene_run(cfg, task, model, meta, data, val, folder, history, log, started, evaluated)
+
+
+def decode_split(data: SceneData, cfg: RunConfig, task: str, spec: SceneSpec, run_dir: Path, log: RunLog
+                 ) -> tuple[list[SceneSample], list[SceneSample]]:
+    """Both splits decoded once; an image whose file is unusable is left out with its boxes and listed."""
+    train_items, val_items = split_scene(data, cfg)
+    with log.progress(len(data.items), "decoding images") as advance:
+        train, bad_train = decode_scenes(train_items, spec.min_size, cfg.data.workers, lambda: advance(1),
+                                         cfg.data.max_pixels)
+        val, bad_val = decode_scenes(val_items, spec.min_size, cfg.data.workers, lambda: advance(1),
+                                     cfg.data.max_pixels)
+    data.problems.extend(bad_train + bad_val)
+    if not train or not val:
+        raise TunevisionError(f"{cfg.data.data}: {len(train)} training and {len(val)} validation images decode; "
+                              f"both splits need one (left out: {data.problems[0][0]}: {data.problems[0][1]})")
+    describe_scene_data(data, cfg, task, run_dir, train, val, log)
+    return train, val
+
+
+def train_scene(model: torch.nn.Module, task: str, train: list[SceneSample], val: list[SceneSample],
+                spec: SceneSpec, classes: list[str], cfg: RunConfig, folder: RunFolder, resume: dict | None,
+                log: RunLog) -> tuple[list[SceneRecord], tuple | None]:
+    """The epochs: train, score on validation, hand the record to the run folder. Returns the history and the best
+    epoch's (scores, outputs) when this process computed them, so the report needs no second pass."""
+    t = cfg.train
     opt = make_scene_optimizer(model, t)
     steps = t.epochs * max(1, len(train) // t.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, t.lr, total_steps=steps, pct_start=0.1)
-    history, best, gen = [], {"score": -1.0, "epoch": 0, "state": None}, torch.Generator().manual_seed(t.seed)
-    evaluated = None
+    history, gen, evaluated = [], torch.Generator().manual_seed(t.seed), None
     if resume:
         model.load_state_dict(resume["model"]), opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"]), gen.set_state(resume["generator"])
-        history, best = [SceneRecord(**r) for r in resume["history"]], resume["best"]
+        history = [SceneRecord(**r) for r in resume["history"]]
     size = sum(p.numel() for p in model.parameters()) / 1e6
     log.info(f"[bold]model[/] {' on '.join(filter(None, [spec.arch, spec.backbone]))} ({size:.1f} M parameters), "
              f"{task}, shorter side {spec.min_size}px, {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr "
-             f"{t.lr:g}")
+             f"{t.lr:g} weight decay {t.weight_decay:g}")
     with log.progress(t.epochs, "training") as advance:
         advance(len(history))
         for epoch in range(len(history) + 1, t.epochs + 1):
             tick = time.perf_counter()
             loss = train_scene_epoch(model, task, train, spec, opt, sched, t.batch_size, gen)
-            scores, outputs = score_scenes(model, task, val, data.classes)
+            scores, outputs = score_scenes(model, task, val, classes)
             history.append(SceneRecord(epoch, loss, primary(scores), getattr(scores, "map_50", None) or
                                        getattr(scores, "pixel_acc", 0.0), sched.get_last_lr()[0],
                                        time.perf_counter() - tick))
-            improved = primary(scores) > best["score"]
-            if improved:
-                best = {"score": primary(scores), "epoch": epoch,
-                        "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})}
-                evaluated = scores, outputs  # the final scores and the report's pictures: no second pass
-                save_bundle(model, meta, run_dir / "model")
-            log.info(f"epoch {epoch:3d}  loss {loss:.4f}  val {scores.headline()}{'  *' if improved else ''}  "
-                     f"{history[-1].seconds:.1f}s")
-            write_scene_metrics(run_dir, history)
-            atomic_write(run_dir / "checkpoint.pt", lambda p: torch.save({
+            stop = folder.on_epoch(history, model, lambda: {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "generator": gen.get_state(), "history": [dataclasses.asdict(r) for r in history], "best": best}, p))
+                "generator": gen.get_state(), "history": [dataclasses.asdict(r) for r in history]},
+                line=f"epoch {epoch:3d}  loss {loss:.4f}  val {scores.headline()}")
+            if folder.best["epoch"] == epoch:
+                evaluated = scores, outputs
             advance(1)
-    model.load_state_dict(best["state"])
-    return finish_scene_run(cfg, task, model, meta, data, val, best, history, run_dir, log, started, evaluated)
+            if stop:
+                break
+    return history, evaluated
 
 
 def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: SceneData, val: list[SceneSample],
-                     best: dict, history: list[SceneRecord], run_dir: Path, log: RunLog, started: float,
+                     folder: RunFolder, history: list[SceneRecord], log: RunLog, started: float,
                      evaluated: tuple | None = None) -> SceneResult:
     """Final scores with curves (eval/), summary.json, the report; the bundle of the best epoch is on disk already
     (written when that epoch improved). `evaluated`: the best epoch's (scores, outputs) when this process computed
     them (not after a resume past the best epoch)."""
     scores, preds = evaluated or score_scenes(model, task, val, data.classes)
+    run_dir, best = folder.path, folder.best
     (run_dir / "eval").mkdir(exist_ok=True)
     atomic_write(run_dir / "eval" / "metrics.json", lambda p: p.write_text(json.dumps(scores.to_dict(), indent=2)))
     seconds = time.perf_counter() - started
     summary = {"task": task, **{k: v for k, v in scores.to_dict().items() if not isinstance(v, dict)},
                "best_epoch": best["epoch"], "epochs_run": len(history), "seconds": round(seconds, 1),
-               "arch": meta.architecture, "classes": data.classes, "train_images": len(data.items) - len(val),
-               "val_images": len(val), "skipped": len(data.problems), "bundle": str(run_dir / "model"),
-               "command": " ".join(sys.argv)}
-    atomic_write(run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+               "arch": meta.architecture, "classes": data.classes, "val_images": len(val),
+               "skipped": len(data.problems), "bundle": str(run_dir / "model"), "command": " ".join(sys.argv)}
+    folder.write_summary(summary)
     try:
         log.info(f"report {write_scene_report(run_dir, model, task, val, preds, scores, meta, history)}")
     except Exception as e:  # the bundle and metrics are saved already; a plotting problem must not lose them
@@ -229,8 +258,8 @@ def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: S
     return SceneResult(run_dir, task, scores, seconds, history, model, meta)
 
 
-def describe_scene_data(data: SceneData, cfg: RunConfig, task: str, run_dir: Path, train: list, val: list,
-                        log: RunLog) -> None:
+def describe_scene_data(data: SceneData, cfg: RunConfig, task: str, run_dir: Path, train: list[SceneSample],
+                        val: list[SceneSample], log: RunLog) -> None:
     boxes = sum(len(it.boxes) for it in data.items)
     log.info(f"[bold]data[/] {cfg.data.data}: {data.format} annotations, task {task}; {len(data.classes)} "
              f"class{'es' if len(data.classes) > 1 else ''} ({', '.join(data.classes[:8])}), {len(train)} train / "
@@ -241,21 +270,14 @@ def describe_scene_data(data: SceneData, cfg: RunConfig, task: str, run_dir: Pat
         log.info(f"  ... and {len(data.problems) - 20} more, all listed in {run_dir / 'skipped.csv'}")
     write_csv(run_dir / "skipped.csv", ["path", "reason"], data.problems)
     write_csv(run_dir / "split.csv", ["path", "boxes", "split"],
-              [(it.image, len(it.boxes), split) for split, items in (("train", train), ("val", val)) for it in items])
-
-
-def write_scene_metrics(run_dir: Path, history: list[SceneRecord]) -> None:
-    write_csv(run_dir / "metrics.csv", list(SceneRecord.__dataclass_fields__),
-              [[r.epoch, f"{r.train_loss:.5f}", f"{r.score:.5f}", f"{r.score_50:.5f}", f"{r.lr:.3g}",
-                f"{r.seconds:.2f}"] for r in history])
+              [(s.source, len(s.boxes), split) for split, samples in (("train", train), ("val", val)) for s in samples])
 
 
 def run_scene(cfg: RunConfig, task: str, log: RunLog, resume_dir: Path | None = None) -> SceneResult:
     """`fit_scene` in its run folder: made here, removed if the run fails before its first epoch; Ctrl-C or
     SIGTERM leave the checkpoint of the last finished epoch for `tunevision train --resume`."""
-    from tunevision.engine.run import guarded_run, open_run
     cfg, run_dir, resume = open_run(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, task=task)),
-                                    resume_dir)
+                                    resume_dir, task)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     log.log_file = run_dir / "train.log"
@@ -263,37 +285,10 @@ def run_scene(cfg: RunConfig, task: str, log: RunLog, resume_dir: Path | None = 
         return fit_scene(cfg, task, run_dir, log, resume)
 
 
-def evaluation_items(meta: BundleMeta, data: str) -> tuple[list, list[str]]:
-    """The annotated images to score a bundle on, labelled in the bundle's classes: the held-out split when
-    `data` is the folder it was trained on, else all of them."""
-    scene = read_scene_data(data)
-    unknown = sorted(set(scene.classes) - set(meta.classes))
-    if unknown and scene.format != "masks":
-        raise TunevisionError(f"{data}: classes {unknown[:5]} are not among the model's ({', '.join(meta.classes)})")
-    items = scene.items
-    if str(Path(data).expanduser().resolve()) == meta.extra.get("data"):
-        _, val = split_indices(items, meta.extra["val_fraction"], meta.extra["seed"])
-        items = [items[i] for i in val]
-    remap = {i: meta.classes.index(c) if c in meta.classes else 0 for i, c in enumerate(scene.classes)}
-    for it in items:
-        it.labels = it.labels.copy()
-        for i, j in remap.items():
-            it.labels[it.labels == i] = j
-    return items, meta.classes
-
-
-def read_scene_metrics(run_dir: Path) -> list[SceneRecord]:
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        return []
-    return [SceneRecord(int(r["epoch"]), *(float(r[k]) for k in ("train_loss", "score", "score_50", "lr", "seconds")))
-            for r in csv.DictReader(open(path))]
-
-
 def rewrite_scene_report(run_dir: Path) -> Path:
     """report.html again for a finished detection/segmentation run, from its bundle and its held-out split."""
     model, meta = load_scene_bundle(run_dir)
     items, classes = evaluation_items(meta, meta.extra["data"])
-    val = decode_scenes(items, meta.image_size)
+    val, _ = decode_scenes(items, meta.image_size)
     scores, outputs = score_scenes(model, meta.task, val, classes)
-    return write_scene_report(run_dir, model, meta.task, val, outputs, scores, meta, read_scene_metrics(run_dir))
+    return write_scene_report(run_dir, model, meta.task, val, outputs, scores, meta, read_metrics(run_dir, SceneRecord))

@@ -1,0 +1,118 @@
+"""Annotated images, whatever the file format: `Annotated` items (an image, its boxes in pixels, their class
+indices, optionally an instance-mask file) checked on the way in, and the train/val split of them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SLACK = 2.0  # pixels a box may pass the image border by (VOC's 1-based corners, rounding) before it counts as bad
+
+
+@dataclass
+class Annotated:
+    image: Path
+    boxes: np.ndarray            # (N, 4) float32, x1 y1 x2 y2 in pixels
+    labels: np.ndarray           # (N,) int64, index into the class names
+    mask: Path | None = None     # instance ids: pixel value k = object k (k-th box), 0 = background
+    split: str = ""              # "train" / "val" when the data comes split, else "" (a seeded split is drawn)
+    size: tuple[int, int] | None = None  # (width, height) the boxes were checked against
+
+
+@dataclass
+class SceneData:
+    items: list[Annotated]
+    classes: list[str]
+    format: str
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def images_under(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def check_boxes(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """Boxes clipped to the image when they pass it by at most SLACK pixels; else a reason the image is bad."""
+    w, h = size
+    if len(boxes) == 0:
+        return boxes.reshape(0, 4).astype(np.float32), ""
+    if not np.isfinite(boxes).all():
+        return boxes, "a box coordinate is not a number"
+    outside = (boxes[:, 0] < -SLACK) | (boxes[:, 1] < -SLACK) | (boxes[:, 2] > w + SLACK) | (boxes[:, 3] > h + SLACK)
+    if outside.any():
+        return boxes, f"box {boxes[outside][0].round(1).tolist()} lies outside the {w}x{h} image"
+    boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+    flat = (boxes[:, 2] - boxes[:, 0] < 1) | (boxes[:, 3] - boxes[:, 1] < 1)
+    if flat.any():
+        return boxes, f"box {boxes[flat][0].round(1).tolist()} has zero area"
+    return boxes, ""
+
+
+def add_item(items: list[Annotated], problems: list, image: Path, boxes: list, labels: list, source: Path,
+         size: tuple[int, int] | None = None, mask: Path | None = None) -> None:
+    """One annotated image, checked: appended to `items`, or its reason to `problems`."""
+    if not image.is_file():
+        problems.append((str(source), f"image {image.name} not found in {image.parent}"))
+        return
+    try:
+        if not (size and min(size) > 0):
+            with Image.open(image) as im:  # the header only; decoding checks the pixels later
+                size = im.size
+    except Exception as e:
+        problems.append((str(image), f"unreadable image ({type(e).__name__})"))
+        return
+    checked, reason = check_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), size)
+    if reason:
+        problems.append((str(source), reason))
+        return
+    items.append(Annotated(image, checked, np.asarray(labels, dtype=np.int64), mask, size=tuple(size)))
+
+
+def class_index(classes: list[str], name: str, fixed: bool) -> int | None:
+    if name not in classes:
+        if fixed:
+            return None
+        classes.append(name)
+    return classes.index(name)
+
+
+def read_names(root: Path) -> list[str]:
+    """classes.txt (one per line), or the `names` of a YOLO data.yaml; empty when there is neither."""
+    for p in (root / "classes.txt", root / "labels" / "classes.txt", root / "obj.names"):
+        if p.is_file():
+            return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    for p in (root / "data.yaml", root / "dataset.yaml"):
+        if p.is_file():
+            import yaml
+            names = (yaml.safe_load(p.read_text()) or {}).get("names", [])
+            return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    return []
+
+
+def mask_boxes(mask: np.ndarray) -> np.ndarray:
+    """One box per instance id in an instance mask (ids in increasing order, 0 = background)."""
+    ids = np.unique(mask)
+    ids = ids[ids != 0]
+    boxes = []
+    for k in ids:
+        ys, xs = np.nonzero(mask == k)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+
+def split_indices(items: list[Annotated], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) item indices: the data's own split when it has one, else a seeded one."""
+    if any(it.split for it in items):
+        return ([i for i, it in enumerate(items) if it.split == "train"],
+                [i for i, it in enumerate(items) if it.split == "val"])
+    return seeded_split(len(items), val_fraction, seed)
+
+
+def seeded_split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed, seeded hold-out split of item indices."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * val_fraction))
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
