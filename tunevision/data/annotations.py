@@ -98,30 +98,37 @@ def _subdir(root: Path, *names: str) -> Path | None:
 
 # --- Pascal VOC: one XML per image --------------------------------------------------------------------------
 
-def _is_voc(path: Path) -> bool:
-    """A Pascal VOC file by its content (an <annotation> root), whatever its folder is called."""
+def _voc_kind(path: Path) -> str:
+    """'voc' for a Pascal VOC file by its content (an <annotation> root), whatever its folder is called; 'broken'
+    for an XML that does not parse (reported, not skipped silently); '' for any other XML document."""
     try:
         with open(path, "rb") as f:
-            return b"<annotation" in f.read(4096)
-    except OSError:
-        return False
+            head = f.read(4096)
+        if b"<annotation" in head:
+            return "voc"
+        ET.parse(path)
+        return ""
+    except (OSError, ET.ParseError):
+        return "broken"
 
 
-def _voc_files(root: Path, enough: int = 0) -> list[Path]:
-    """The VOC XML files anywhere under `root` (annotations/, annots/, Annotations/, beside the images...);
-    with `enough`, stop once that many are found (sniffing)."""
+def _voc_files(root: Path, sniff: bool = False) -> list[Path]:
+    """The VOC XML files (and broken XML beside them) anywhere under `root`: annotations/, annots/, Annotations/,
+    beside the images. `sniff`: stop at the first genuine one."""
     if not root.is_dir():
         return []
-    found = []
+    found, genuine = [], False
     for path in sorted(root.rglob("*.xml")):
-        if _is_voc(path):
+        kind = _voc_kind(path)
+        genuine = genuine or kind == "voc"
+        if kind == "voc" and sniff:
+            return [path]
+        if kind and not sniff:
             found.append(path)
-            if len(found) == enough:
-                break
-    return found
+    return found if genuine else []
 
 
-@_format("voc", lambda root: bool(_voc_files(root, enough=1)))
+@_format("voc", lambda root: bool(_voc_files(root, sniff=True)))
 def read_voc(root: Path) -> SceneData:
     """VOC XML paired with images by the <filename> it names, else by file stem: the image beside the XML first,
     then one anywhere under `root`."""
