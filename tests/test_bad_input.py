@@ -43,7 +43,7 @@ def data(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("flag, value, fragment", [
     ("--epochs", "-1", "epochs must be >= 0 (0 = the mode's default), got -1"),
-    ("--batch-size", "0", "batch_size must be >= 2 (BatchNorm needs two images per step), got 0"),
+    ("--batch-size", "1", "batch_size must be >= 2 (BatchNorm needs two images per step), got 1"),
     ("--dropout", "1.5", "dropout must be in [0, 1), got 1.5"),
     ("--workers", "-1", "workers must be >= 0, got -1"),
     ("--head-lr-mult", "-1", "head_lr_mult must be > 0, got -1.0"),
@@ -186,7 +186,7 @@ def test_nan_loss_stops_naming_epoch_and_step() -> None:
     model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 2)
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
-    cfg = RunConfig(train=TrainConfig(mode="finetune", batch_size=4))
+    cfg = RunConfig(train=TrainConfig(mode="finetune", batch_size=4)).for_task("classify")
     opt = make_optimizer(model, cfg.train)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)

@@ -23,13 +23,40 @@ def _archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """MNIST's idx format: magic (dtype, ndim), big-endian dims, then the data."""
+    """MNIST's idx format: magic (0, 0, dtype 0x08 = uint8, ndim), big-endian dims, then the data; anything else
+    (cut short, another dtype, a stray file) is one line naming the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise TunevisionError(f"{path}: unreadable ({e}); re-download the MNIST files") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
+        raise TunevisionError(f"{path}: not an idx file of uint8 (its first 4 bytes are {raw[:4].hex() or 'missing'},"
+                              " expected 0000 08 01..04); re-download the MNIST files")
     ndim = raw[3]
+    header = 4 + 4 * ndim
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected:
+        raise TunevisionError(f"{path}: {len(raw):,} bytes, but its header ({' x '.join(map(str, dims))}) needs "
+                              f"{expected:,}: the file is {'cut short' if len(raw) < expected else 'too long'}; "
+                              "re-download it")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _read_idx(images_path), _read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise TunevisionError(f"{images_path}: expected N x H x W images and N labels, got {images.shape} and "
+                              f"{labels.shape}")
+    if len(images) != len(labels):
+        raise TunevisionError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels; "
+                              "they must pair one to one")
+    if labels.size and labels.max() > 9:
+        raise TunevisionError(f"{labels_path}: label {int(labels.max())} at item {int(labels.argmax())}; MNIST labels "
+                              "are 0..9")
+    return images, labels.astype(np.int64)
 
 
 @SOURCES.register("mnist")
@@ -44,11 +71,15 @@ def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     pairs = [(i, l) for i, l in pairs if i and l]
     if not pairs:
         raise TunevisionError(f"{root}: no MNIST files (*-images-idx3-ubyte[.gz] and *-labels-idx1-ubyte[.gz])")
-    images = np.concatenate([_read_idx(i) for i, _ in pairs])
-    labels = np.concatenate([_read_idx(l) for _, l in pairs]).astype(np.int64)
+    arrays = [_mnist_pair(i, l) for i, l in pairs]
+    if len({a.shape[1:] for a, _ in arrays}) > 1:
+        raise TunevisionError(f"{root}: the train and test images differ in size ({arrays[0][0].shape[1:]} vs "
+                              f"{arrays[1][0].shape[1:]})")
+    images = np.concatenate([a for a, _ in arrays])
+    labels = np.concatenate([l for _, l in arrays])
     classes = [str(d) for d in range(10)]
     if len(pairs) == 2:  # both official files: use the official split
-        n_train = len(_read_idx(pairs[0][1]))
+        n_train = len(arrays[0][1])
         return _archive_dataset("mnist", images, labels, classes, range(n_train),
                                 range(n_train, len(labels)), "MNIST official train/test split")
     tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
@@ -72,6 +103,18 @@ def npz_source(spec: str, val_fraction: float, seed: int) -> Dataset:
                             f"arrays ({len(images)} images), seeded {val_fraction:.0%} validation split")
 
 
+class ArraysOnly(pickle.Unpickler):
+    """Unpickles CIFAR's batches (dicts of bytes, lists and numpy arrays) and nothing else: a pickle that names any
+    other callable (os.system, say) is refused instead of run."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch holds only arrays")
+        return super().find_class(module, name)
+
+
 @SOURCES.register("cifar10")
 def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     root = Path(spec).expanduser()
@@ -82,15 +125,28 @@ def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         raise TunevisionError(f"{root}: no CIFAR-10 files (batches.meta, data_batch_*, test_batch)")
 
     def load(p: Path) -> dict:
-        with open(p, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+        try:
+            with open(p, "rb") as f:
+                batch = ArraysOnly(f, encoding="bytes").load()
+            if not isinstance(batch, dict):
+                raise ValueError(f"a {type(batch).__name__}, not a dict")
+            return batch
+        except (pickle.UnpicklingError, ValueError, EOFError, OSError, TypeError) as e:
+            raise TunevisionError(f"{p}: not a CIFAR-10 batch ({str(e)[:100]}); re-download cifar-10-python.tar.gz"
+                                  ) from None
 
-    classes = [c.decode() for c in load(meta_path)[b"label_names"]]
     parts = [load(p) for p in sorted(root.glob("data_batch_*"))]
     test = load(root / "test_batch") if (root / "test_batch").is_file() else None
     batches = parts + ([test] if test else [])
-    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches]).astype(np.int64)
+    try:
+        classes = [c.decode() for c in load(meta_path)[b"label_names"]]
+        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches]).astype(np.int64)
+        if images.dtype != np.uint8 or len(images) != len(labels) or labels.min() < 0 or labels.max() >= len(classes):
+            raise ValueError("uint8 images, one label each, labels in 0..classes-1")
+    except (KeyError, ValueError, AttributeError, TypeError) as e:
+        raise TunevisionError(f"{root}: not CIFAR-10 batches ({type(e).__name__}: {str(e)[:80]}); re-download "
+                              "cifar-10-python.tar.gz") from None
     n_train = sum(len(b[b"labels"]) for b in parts)
     if test and parts:
         return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tunevision.data import augment as aug
-from tunevision.core.config import TrainConfig
+from tunevision.core.config import TrainConfig, for_task
 from tunevision.models.backbones import Classifier, body_stages
 
 
@@ -17,6 +17,7 @@ def make_optimizer(model: Classifier, t: TrainConfig, lr: float | None = None) -
     """Discriminative LRs: the new head at lr x head_lr_mult, the body at lr, or with layer_decay one group per
     stage, the k-th below the top at lr x decay^k. Frozen parameters are included (they get no gradient, so
     the optimizer skips them) because gradual unfreezing thaws them later."""
+    t = for_task(t, "classify")  # a config made by hand may still hold the 'auto' placeholders
     lr = t.resolved_lr() if lr is None else lr
     stages = body_stages(model.body) if t.layer_decay else []
     staged = {id(p) for stage in stages for m in stage for p in m.parameters()}

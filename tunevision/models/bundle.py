@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
+from tunevision.core.atomic import atomic_write
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier, build_classifier, create_backbone
 from tunevision.data.preprocess import Preprocessing
@@ -51,12 +53,8 @@ def save_bundle(model: Classifier, meta: BundleMeta, folder: Path) -> Path:
     meta.tunevision_version = meta.tunevision_version or _version()
     state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
              for k, v in model.state_dict().items()}
-    tmp = folder / f".model.safetensors.tmp{os.getpid()}"
-    save_file(state, str(tmp), metadata={"format": "tunevision"})
-    os.replace(tmp, folder / "model.safetensors")
-    tmp = folder / f".model.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(asdict(meta), indent=2))
-    os.replace(tmp, folder / "model.json")
+    atomic_write(folder / "model.safetensors", lambda p: save_file(state, str(p), metadata={"format": "tunevision"}))
+    atomic_write(folder / "model.json", lambda p: p.write_text(json.dumps(asdict(meta), indent=2)))
     return folder
 
 
@@ -70,21 +68,80 @@ def bundle_dir(path: str | Path) -> Path:
                           "or a run folder with model/)")
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# (key, check, what it must be): model.json is input like any other file, and a crafted one must not reach
+# a constructor or an allocation (a 40,000 px input is 4.5 GiB), nor give NaN or flipped probabilities
+SCHEMA: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("architecture", lambda v: isinstance(v, str) and 0 < len(v) < 200, "a model name"),
+    ("classes", lambda v: isinstance(v, list) and 0 < len(v) <= 100_000 and all(isinstance(c, str) and c for c in v)
+     and len(set(v)) == len(v), "a list of distinct class names"),
+    ("image_size", lambda v: isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 4096, "an integer in 16..4096"),
+    ("resize_size", lambda v: isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 8192, "an integer in 16..8192"),
+    ("mean", lambda v: isinstance(v, list) and len(v) == 3 and all(map(_number, v)), "three numbers"),
+    ("std", lambda v: isinstance(v, list) and len(v) == 3 and all(_number(x) and x > 0 for x in v),
+     "three positive numbers"),
+    ("temperature", lambda v: _number(v) and 0.01 <= v <= 100, "a number in 0.01..100"),
+    ("dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("task", lambda v: isinstance(v, str) and v.isidentifier(), "a task name"),
+    ("extra", lambda v: isinstance(v, dict), "a mapping"),
+    ("format", lambda v: isinstance(v, int) and 1 <= v <= BUNDLE_FORMAT, f"at most {BUNDLE_FORMAT} (this version's)"),
+]
+REQUIRED = ("architecture", "classes", "image_size", "resize_size", "mean", "std")
+
+
 def read_meta(path: str | Path) -> BundleMeta:
     folder = bundle_dir(path)
+    where = folder / "model.json"
     try:
-        raw = json.loads((folder / "model.json").read_text())
-    except (OSError, ValueError) as e:
-        raise TunevisionError(f"{folder / 'model.json'}: unreadable bundle description ({e})") from None
+        raw = json.loads(where.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise TunevisionError(f"{where}: unreadable bundle description ({str(e)[:100]})") from None
+    if not isinstance(raw, dict):
+        raise TunevisionError(f"{where}: must hold a JSON object, not a {type(raw).__name__}; re-save the bundle")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise TunevisionError(f"{where}: no {missing[0]!r}; not a complete tunevision bundle")
+    for key, ok, wanted in SCHEMA:
+        if key in raw and not ok(raw[key]):
+            raise TunevisionError(f"{where}: {key} must be {wanted}, got {str(raw[key])[:60]!r}")
     known = BundleMeta.__dataclass_fields__
     return BundleMeta(**{k: v for k, v in raw.items() if k in known})
 
 
-def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, BundleMeta]:
+def load_weights(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    """The bundle's tensors into `model`, checked first: the file readable, every tensor present with the shape and
+    dtype the architecture expects, every float finite. Any mismatch is one line naming the bundle."""
     from safetensors.torch import load_file
+    path = folder / "model.safetensors"
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # SafetensorError (garbage, empty, a header past its size), OSError
+        raise TunevisionError(f"{path}: unreadable weights ({type(e).__name__}: {str(e)[:80]}); re-save the "
+                              "bundle") from None
+    expected = model.state_dict()
+    problem = next((f"no tensor {k!r}" for k in expected if k not in state), None) or next(
+        (f"an unexpected tensor {k!r}" for k in state if k not in expected), None) or next(
+        (f"{k!r} is {tuple(state[k].shape)} {state[k].dtype}, the architecture wants {tuple(v.shape)} {v.dtype}"
+         for k, v in expected.items() if state[k].shape != v.shape or state[k].dtype != v.dtype), None) or next(
+        (f"{k!r} holds NaN or infinite values" for k, v in state.items()
+         if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if problem:
+        raise TunevisionError(f"{path}: {problem}; the weights do not fit the architecture in model.json")
+    model.load_state_dict(state)
+    return model
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, BundleMeta]:
     folder = bundle_dir(path)
     meta = read_meta(folder)
-    backbone = create_backbone(meta.architecture, pretrained=False)  # weights come from the bundle: no download
+    if meta.task not in ("classify",):
+        raise TunevisionError(f"{folder}: a {meta.task} bundle, not a classifier")
+    try:  # weights come from the bundle: no download
+        backbone = create_backbone(meta.architecture, pretrained=False)
+    except TunevisionError as e:
+        raise TunevisionError(f"{folder / 'model.json'}: {e}") from None
     model = build_classifier(backbone, len(meta.classes), meta.dropout)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return model.to(device).eval(), meta
+    return load_weights(model, folder).to(device).eval(), meta

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tunevision.models.bundle import BundleMeta, bundle_dir, read_meta
+from tunevision.models.bundle import BundleMeta, bundle_dir, load_weights, read_meta
 from tunevision.models.detectors import SceneSpec, create_scene_model
 from tunevision.core.errors import TunevisionError
 from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
@@ -21,14 +21,20 @@ from tunevision.scene.evaluate import detect_batch, segment_batch
 
 def load_scene_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BundleMeta]:
     """A detector/segmenter rebuilt from its bundle alone (no pretrained weights are read)."""
-    from safetensors.torch import load_file
     folder = bundle_dir(path)
     meta = read_meta(folder)
     if meta.task not in ("detect", "segment"):
         raise TunevisionError(f"{folder}: a {meta.task} bundle, not a detector or segmenter")
-    model = create_scene_model(meta.task, SceneSpec(**meta.extra["spec"]), pretrained=False)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return model.to(device).eval(), meta
+    try:
+        spec = SceneSpec(**meta.extra["spec"])
+        sizes_ok = all(isinstance(v, int) and 16 <= v <= 8192 for v in (spec.min_size, spec.max_size))
+        if not (isinstance(spec.arch, str) and spec.num_classes == len(meta.classes) and sizes_ok):
+            raise ValueError("arch, num_classes (= len(classes)), min_size and max_size in 16..8192")
+        model = create_scene_model(meta.task, spec, pretrained=False)
+    except (KeyError, TypeError, ValueError, TunevisionError) as e:
+        raise TunevisionError(f"{folder / 'model.json'}: no usable extra.spec for a {meta.task} bundle "
+                              f"({type(e).__name__}: {str(e)[:60]}); re-save the bundle") from None
+    return load_weights(model, folder).to(device).eval(), meta
 
 
 @dataclass
