@@ -217,3 +217,38 @@ def test_memory_stays_bounded_under_large_images(tiny_bundle: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_hostile_bodies_are_a_4xx_never_a_500(client: TestClient) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = client.post("/predict", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "malformed JSON" in r.json()["detail"]
+    r = client.post("/predict?top_k=\u00b2", files={"file": ("a.png", png(), "image/png")})
+    assert r.status_code == 422 and "top_k" in r.json()["detail"]
+
+
+def test_random_paths_do_not_grow_the_metrics(tiny_bundle: Path) -> None:
+    with TestClient(create_app(str(tiny_bundle), api_key="k")) as c:
+        before = len(c.get("/metrics", headers={"Authorization": "Bearer k"}).text)
+        for i in range(300):
+            assert c.get(f"/random-{i}").status_code == 401
+        after = len(c.get("/metrics", headers={"Authorization": "Bearer k"}).text)
+    assert after - before < 2_000, after - before
+
+
+def test_a_request_body_past_the_request_limit_is_413_and_uploads_share_a_memory_budget(tiny_bundle: Path) -> None:
+    from tunevision.serve.inputs import ByteBudget, HTTPError
+    with TestClient(create_app(str(tiny_bundle), max_upload_mb=1, max_images=16, max_request_mb=0.1)) as c:
+        big = b"\xff" * 200_000
+        r = c.post("/predict", content=big, headers={"content-type": "image/png"})
+        assert r.status_code == 413
+        assert top_label(c.post("/predict", files={"file": ("a.png", png(), "image/png")}))
+    budget = ByteBudget(1000)
+    first, second = budget.reserve(), budget.reserve()
+    first.take(800)
+    with pytest.raises(HTTPError) as refused:
+        second.take(300)
+    assert refused.value.status == 503 and budget.used == 800
+    first.close()
+    second.take(300)
+    assert budget.used == 300

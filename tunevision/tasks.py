@@ -13,6 +13,7 @@ from tunevision.classify.export import export_bundle
 from tunevision.classify.model import load_model, model_from_result
 from tunevision.classify.predict import IMAGENET
 from tunevision.classify.report import write_report
+from tunevision.classify.serving import classifier_service
 from tunevision.classify.train import fit as fit_classifier
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
@@ -22,6 +23,7 @@ from tunevision.data.annotations import sniff_format
 from tunevision.models.bundle import read_meta
 from tunevision.scene.api import load_scene_model, scene_model_from_result
 from tunevision.scene.export import export_scene_bundle
+from tunevision.scene.serving import scene_service
 from tunevision.scene.train import rewrite_scene_report
 from tunevision.scene.train import run_scene
 
@@ -34,6 +36,7 @@ class Task:
     load: Callable[[str, str], Any]                        # (bundle, device) -> the same model object
     report: Callable[[Path], Path]                         # (re)write a finished run's report.html
     export: Callable[..., Any]                             # (bundle, fmt, out_dir, samples) -> (path, parity)
+    serve: Callable[[str, str, float], Any]                # (bundle, runtime, threshold) -> the server's service
 
 
 TASKS: Registry = Registry("task")
@@ -45,11 +48,11 @@ def _fit_classifier(cfg: RunConfig, log: RunLog, resume_dir: Path | None = None)
 
 def _scene(name: str) -> Task:
     return Task(name, lambda cfg, log, resume_dir=None: run_scene(cfg, name, log, resume_dir),
-                scene_model_from_result, load_scene_model, rewrite_scene_report, export_scene_bundle)
+                scene_model_from_result, load_scene_model, rewrite_scene_report, export_scene_bundle, scene_service)
 
 
 TASKS.register("classify")(Task("classify", _fit_classifier, model_from_result, load_model, write_report,
-                                export_bundle))
+                                export_bundle, classifier_service))
 TASKS.register("detect")(_scene("detect"))
 TASKS.register("segment")(_scene("segment"))
 

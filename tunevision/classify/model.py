@@ -84,6 +84,10 @@ class Model:
         self._evaluation.note = eval_set.note
         return self._evaluation
 
+    def use_evaluation(self, evaluation: Evaluation) -> None:
+        """Make `evaluation` (scored elsewhere, e.g. with TTA by the CLI) the one the plots below read."""
+        self._evaluation = evaluation
+
     @property
     def evaluation(self) -> Evaluation | None:
         """The latest evaluation: `evaluate`'s, else the run's own validation scores."""

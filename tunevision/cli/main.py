@@ -13,7 +13,7 @@ import click
 from tunevision.cli import serve as cli_serve
 
 from tunevision.cli import tools as cli_tools
-from tunevision.cli.common import make_tta, print_predictions, run, tta_options
+from tunevision.cli.common import print_predictions, run, tta_options
 from tunevision.core.config import SECTIONS, RunConfig
 from tunevision.core.errors import TunevisionError
 
@@ -189,39 +189,19 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
 
     On the unsplit folder the model was trained on, only its validation images are scored. With --tta, the
     plain score is computed too and both are printed with their inference time."""
-    from tunevision.api import load
-    from tunevision.classify.evaluate import load_eval_set
-    from tunevision.core.output import writable_dir
-    from tunevision.core.ui import RunLog
+    ctx = click.get_current_context()
 
     def go() -> None:
-        folder = writable_dir(out, "evaluation folder (--out)") if out else Path(".")
-        log, model = RunLog(), load(bundle, device=device)
-        if model.meta.task != "classify":  # a detector or segmenter: COCO mAP or mIoU on annotated DATA
-            from tunevision.cli.scene import evaluate_scene
-            return evaluate_scene(model, data, folder if out else None)
-        eval_set = load_eval_set(model.network, model.meta, data, model.runtime, unknown_classes=unknown_classes,
-                                 log=log)
-        augmented = make_tta(tta, tta_crops, tta_reduce)
-        ev = eval_set.score(augmented)
-        if augmented:
-            plain = eval_set.score()
-            log.info(f"without TTA: accuracy {plain.accuracy:.2%} in {plain.seconds:.2f}s; with TTA "
-                     f"({len(augmented.views(8))} views, {tta_reduce}): {ev.accuracy:.2%} in {ev.seconds:.2f}s "
-                     f"({(ev.accuracy - plain.accuracy) * 100:+.2f} points for {ev.seconds / plain.seconds:.1f}x "
-                     "the inference time)")
-        if out:
-            ev.write(folder)
-        model._evaluation = ev
-        if confusion:
-            model.plot_confusion().savefig(folder / "confusion.png")
-            log.info(f"wrote {folder / 'confusion.png'}")
-        if top_losses:
-            fig = model.plot_top_losses(top_losses)
-            if fig is not None:
-                fig.savefig(folder / "top_losses.png")
-                log.info(f"wrote {folder / 'top_losses.png'}")
-        click.echo(f"{ev!r}".replace("Evaluation: ", "", 1) + ("\n(TTA)" if tta else ""))
+        from tunevision.api import load
+        from tunevision.classify.predict import model_source
+        from tunevision.cli.tasks import commands_for, refuse_unused
+        from tunevision.core.output import writable_dir
+        source = model_source(bundle)
+        task, commands = commands_for(source)
+        refuse_unused(ctx, commands.evaluate_flags, task)
+        folder = writable_dir(out, "evaluation folder (--out)") if out else None
+        commands.evaluate(load(source, device=device), data, out=folder, tta=tta, tta_crops=tta_crops, tta_reduce=tta_reduce,
+                          top_losses=top_losses, confusion=confusion, unknown_classes=unknown_classes)
     run(go)
 
 
@@ -248,19 +228,17 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_
     """Predict classes for images, folders or globs with MODEL: a run folder, a bundle, an exported .onnx, or
     `imagenet` for the pretrained backbone's ImageNet classes (`tunevision classify` does that too). A detector
     or segmenter draws its boxes or masks into --out and lists them (JSON with --json)."""
-    from tunevision.classify.predict import load_predictor, predict_paths
-    from tunevision.core.runtime import resolve_runtime
+    ctx = click.get_current_context()
 
     def go() -> None:
-        from tunevision.cli.scene import predict_scene
-        if predict_scene(model, inputs, threshold, out, as_json, device):
-            return
-        onnx = runtime == "onnx" or model.endswith(".onnx")
-        rt = resolve_runtime("cpu" if onnx else device, "fp32" if onnx else precision)
-        network, meta = load_predictor(model, rt.device, runtime)
-        preds = predict_paths(network.to(rt.device), meta, list(inputs), rt, top_k=top_k,
-                              tta=make_tta(tta, tta_crops, tta_reduce))
-        print_predictions(preds, as_json, csv_path, top_k)
+        from tunevision.classify.predict import model_source
+        from tunevision.cli.tasks import commands_for, refuse_unused
+        source = model_source(model)
+        task, commands = commands_for(source)
+        refuse_unused(ctx, commands.predict_flags, task)
+        commands.predict(source, inputs, top_k=top_k, as_json=as_json, csv_path=csv_path, tta=tta,
+                         tta_crops=tta_crops, tta_reduce=tta_reduce, device=device, precision=precision,
+                         runtime=runtime, threshold=threshold, out=out)
     run(go)
 
 

@@ -7,22 +7,17 @@ from pathlib import Path
 import click
 
 
-def predict_scene(model: str, inputs: tuple[str, ...], threshold: float, out: str, as_json: bool, device: str
-                  ) -> bool:
-    """Predict with a detection/segmentation bundle; False when MODEL is a classifier."""
+def predict_scene(model: str, inputs: tuple[str, ...], *, threshold: float, out: str, as_json: bool, device: str,
+                  **unused) -> None:
+    """Draw what a detection/segmentation bundle finds into --out and list it (JSON with --json)."""
     from tunevision.api import load
-    from tunevision.models.bundle import read_meta
     from tunevision.core.output import writable_dir
-    from tunevision.classify.predict import IMAGENET, model_source
     from tunevision.scene.predict import write_scene_predictions
-    source = model_source(model)
-    if source == IMAGENET or source.endswith(".onnx") or read_meta(source).task == "classify":
-        return False
-    loaded = load(source, device=device)
+    loaded = load(model, device=device)
     rows = write_scene_predictions(loaded.predict(list(inputs), threshold=threshold), writable_dir(out, "--out"))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return True
+        return
     for r in rows:
         found = r.get("detections", r.get("pixel_fractions", {}))
         click.echo(f"{r['source']}: " + (r["error"] if "error" in r else f"{len(found)} found -> {r['output']}"))
@@ -30,10 +25,9 @@ def predict_scene(model: str, inputs: tuple[str, ...], threshold: float, out: st
             click.echo(f"  {d['label']:>16s} {d['score']:.2f}  box {[round(v) for v in d['box']]}")
         for name, share in r.get("pixel_fractions", {}).items():
             click.echo(f"  {name:>16s} {share:.1%} of the pixels")
-    return True
 
 
-def evaluate_scene(model, data: str, out: Path | None) -> None:
+def evaluate_scene(model, data: str, *, out: Path | None, **unused) -> None:
     """COCO mAP (or mIoU) of a SceneModel on annotated DATA, per class; with `out`, metrics.json and PR curves."""
     scores = model.evaluate(data)
     if out is not None:

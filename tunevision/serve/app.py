@@ -1,7 +1,8 @@
 """HTTP service for a model (bundle, run folder, .onnx, int8 ONNX): the same preprocessing and weights as `predict`.
 
 Bounded by design:
-  * memory: an upload is read in full under `max_upload_mb` (413 past it), then decoded inside the pool of
+  * memory: an upload is read in full under `max_upload_mb` per image and `max_request_mb` per request (413 past
+    them), all uploads in flight together under `max_inflight_mb` (503 past it), then decoded inside the pool of
     `workers` threads, with the pixel count checked before any pixel is allocated (400 past `max_pixels`). At
     most `workers` images are decoded at once, so peak memory is about
         the loaded model + workers x (8 bytes x max_pixels + the upload) + a constant
@@ -28,13 +29,11 @@ from typing import Callable
 
 import numpy as np
 
+from tunevision import tasks
+from tunevision.classify.predict import model_source
 from tunevision.core.config import opt, validate_fields
-from tunevision.core.errors import TunevisionError
-from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, square, to_rgb
-from tunevision.classify.inference import predict_probs
-from tunevision.classify.predict import load_predictor, model_source, top_k_predictions
-from tunevision.core.runtime import INFERENCE_PRECISION, resolve_runtime
-from tunevision.serve.inputs import HTTPError, parse_top_k, read_images
+from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image
+from tunevision.serve.inputs import ByteBudget, HTTPError, parse_top_k, read_images
 
 ACCESS_LOG = logging.getLogger("tunevision.access")
 PUBLIC_PATHS = ("/health", "/")  # the page is static HTML; everything that touches the model needs the key
@@ -50,6 +49,11 @@ class ServeOptions:
     max_pixels: int = opt(40_000_000, "largest image in pixels (checked before decoding)",
                           check=lambda v: 0 < v <= DEFAULT_MAX_PIXELS, allowed=f"in 1..{DEFAULT_MAX_PIXELS}")
     max_images: int = opt(16, "images per request", check=lambda v: 1 <= v <= 256, allowed="in 1..256")
+    max_request_mb: float = opt(32.0, "largest request body, all its images together, in MB",
+                                check=lambda v: 0 < v <= 4096, allowed="in (0, 4096]")
+    max_inflight_mb: float = opt(256.0, "request bodies held in memory at once, all requests together, in MB; past "
+                                        "it new uploads get 503", check=lambda v: 0 < v <= 65536,
+                                 allowed="in (0, 65536]")
     max_batch: int = opt(32, "images per forward pass (memory: about 17 MB each for Lite0 at 224 px)",
                          check=lambda v: 1 <= v <= 256, allowed="in 1..256")
     queue: int = opt(64, "requests waiting or running before new ones get 503", check=lambda v: 1 <= v <= 10_000,
@@ -91,10 +95,12 @@ def release_memory() -> None:
 
 
 class MicroBatcher:
-    """One queue, `workers` consumers; each consumer takes everything queued (up to `max_batch` images)."""
+    """One queue, `workers` consumers; each consumer takes everything queued (up to `max_batch` images), runs it as
+    one forward pass at the batch's largest top_k, and gives each request its own share (`limit`)."""
 
-    def __init__(self, infer: Callable[[list[np.ndarray], int], list], run, workers: int, max_batch: int = 32):
-        self.infer, self.run, self.workers, self.max_batch = infer, run, workers, max_batch
+    def __init__(self, infer: Callable[[list[np.ndarray], int], list], run, workers: int, max_batch: int = 32,
+                 limit: Callable[[dict, int], dict] = lambda answer, k: answer):
+        self.infer, self.run, self.workers, self.max_batch, self.limit = infer, run, workers, max_batch, limit
         self.queue: asyncio.Queue = asyncio.Queue()
         self.tasks: list[asyncio.Task] = []
 
@@ -111,7 +117,7 @@ class MicroBatcher:
             batch = [b for b in batch if not b[2].done()]  # requests that timed out meanwhile
             images = [im for b in batch for im in b[0]]
             try:
-                tops = await self.run(self.infer, images, max((b[1] for b in batch), default=1))
+                answers = await self.run(self.infer, images, max((b[1] for b in batch), default=1))
             except Exception as e:  # one bad batch must not kill the consumer
                 for *_, fut in batch:
                     if not fut.done():
@@ -120,7 +126,7 @@ class MicroBatcher:
             start = 0
             for ims, k, fut in batch:
                 if not fut.done():
-                    fut.set_result([t[:k] for t in tops[start:start + len(ims)]])
+                    fut.set_result([self.limit(a, k) for a in answers[start:start + len(ims)]])
                 start += len(ims)
 
     def start(self) -> None:
@@ -148,85 +154,119 @@ def _metrics(registry):
     return m
 
 
-def scene_task(source: str) -> bool:
-    """True when the model argument is a detector's or segmenter's bundle."""
-    if source.endswith(".onnx") or source == "imagenet":
-        return False
-    from tunevision.models.bundle import read_meta
-    return read_meta(source).task != "classify"
+class Server:
+    """One served model and what its requests share: the task's service (model, input preparation, answers), the
+    inference pool, the micro-batcher, the upload memory budget, the metrics and the admission count."""
 
+    def __init__(self, service, o: ServeOptions):
+        from prometheus_client import CollectorRegistry
+        self.service, self.o, self.meta = service, o, service.meta
+        self.pool: list[ThreadPoolExecutor] = []  # made on first use (and again after a lifespan restart)
+        self.registry = CollectorRegistry()
+        self.metrics = _metrics(self.registry)
+        self.budget = ByteBudget(int(o.max_inflight_mb * 2**20))
+        self.admitted = 0
+        self.batcher = MicroBatcher(self.infer, self.on_pool, o.workers, o.max_batch, service.limit) \
+            if o.batch and service.batchable else None
 
-def create_app(model_path: str, options: ServeOptions | None = None, **kw):
-    """The FastAPI app for a checked model argument (see predict.model_source); kw: ServeOptions fields."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from prometheus_client import CollectorRegistry, generate_latest
+    def infer(self, images: list[np.ndarray], top_k: int) -> list[dict]:
+        self.metrics["batch"].observe(len(images))
+        return self.service.infer(images, top_k)
 
-    o = options or ServeOptions(**kw)
-    source = model_source(model_path)  # a typo is an error, never a silent ImageNet model
-    onnx = o.runtime != "torch" or source.endswith(".onnx")
-    rt = resolve_runtime("cpu" if onnx else "auto", INFERENCE_PRECISION)
-    scene = scene_task(source)
-    if scene and o.runtime != "torch":
-        raise TunevisionError(f"{model_path}: detectors and segmenters are served by PyTorch; drop --runtime")
-    if scene:
-        from tunevision.scene.predict import load_scene_bundle
-        model, meta = load_scene_bundle(source, rt.device)
-    else:
-        model, meta = load_predictor(source, rt.device, o.runtime)
-    prep = meta.preprocess
-    pool: list[ThreadPoolExecutor] = []  # made on first use (and again after a lifespan restart)
-    registry = CollectorRegistry()
-    metrics = _metrics(registry)
-    admitted = 0
-
-    def infer(images: list[np.ndarray], top_k: int) -> list[list[dict]] | list[dict]:
-        metrics["batch"].observe(len(images))
-        if scene:  # top_k means nothing to a detector; its threshold is fixed by the server's options
-            from tunevision.scene.predict import predict_scenes
-            return [{k: v for k, v in r.to_dict().items() if k != "source"}
-                    for r in predict_scenes(model, meta, images, threshold=o.threshold)]
-        probs = predict_probs(model, np.stack(images), rt, meta.image_size, temperature=meta.temperature)
-        return [[{"label": label, "prob": round(prob, 6)} for label, prob in pred.top]
-                for pred in top_k_predictions(probs, meta.classes, [""] * len(probs), top_k)]
-
-    def decode(data: bytes) -> np.ndarray | str:
+    def decode(self, data: bytes) -> np.ndarray | str:
         try:
-            # a detector's boxes are in the photo's own pixels: no DCT-domain downscaling for it
-            im = open_image(data, max_pixels=o.max_pixels, draft_size=None if scene else prep.resize_size)
+            im = open_image(data, max_pixels=self.o.max_pixels, draft_size=self.service.draft_size)
         except ImageError as e:
             return str(e)
-        if scene:  # detectors see the whole photo at its own aspect ratio
-            return np.asarray(to_rgb(im))
         large = im.size[0] * im.size[1] > 4_000_000
-        out = square(im, prep.resize_size)  # what prep.decode does, with the pixel count kept
+        out = self.service.prepare(im)
         del im
         if large:  # give a big decode's memory back now, not when the server next goes idle
             release_memory()
         return out
 
-    async def on_pool(fn, *args):
-        if not pool:
-            pool.append(ThreadPoolExecutor(o.workers, thread_name_prefix="tunevision-infer"))
-        return await asyncio.get_running_loop().run_in_executor(pool[0], fn, *args)
-
-    batcher = MicroBatcher(infer, on_pool, o.workers, o.max_batch) if o.batch and not scene else None
+    async def on_pool(self, fn, *args):
+        if not self.pool:
+            self.pool.append(ThreadPoolExecutor(self.o.workers, thread_name_prefix="tunevision-infer"))
+        return await asyncio.get_running_loop().run_in_executor(self.pool[0], fn, *args)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        if batcher:
-            batcher.start()
+    async def lifespan(self, app):
+        if self.batcher:
+            self.batcher.start()
         yield
-        if batcher:
-            await batcher.stop()
-        while pool:
-            pool.pop().shutdown(wait=True)
+        if self.batcher:
+            await self.batcher.stop()
+        while self.pool:
+            self.pool.pop().shutdown(wait=True)
 
-    app = FastAPI(title="tunevision", version=meta.tunevision_version or "0", lifespan=lifespan)
+    async def answer(self, uploads: list[tuple[str, bytes]], top_k: int) -> dict:
+        names, images = [name for name, _ in uploads], []
+        for name, data in uploads:
+            decoded = await self.on_pool(self.decode, data)
+            if isinstance(decoded, str):
+                raise HTTPError(400, f"{name}: {decoded}", "bad_image")
+            images.append(decoded)
+        del uploads  # the encoded bytes are not needed past here
+        answers = await self.batcher.submit(images, top_k) if self.batcher else await self.on_pool(
+            self.infer, images, top_k)
+        return {"predictions": [{"filename": n, **a} for n, a in zip(names, answers)]}
+
+    async def predict(self, request):
+        from fastapi.responses import JSONResponse
+        o, metrics = self.o, self.metrics
+        if self.admitted >= o.queue:
+            metrics["errors"].labels("overloaded").inc()
+            return JSONResponse({"detail": f"busy: {self.admitted} requests queued; retry shortly"}, 503,
+                                headers={"Retry-After": "1"})
+        self.admitted += 1
+        metrics["inflight"].set(self.admitted)
+        start, reservation = time.perf_counter(), self.budget.reserve()
+        try:  # the upload has its own deadline (408); answering it has timeout_s more (503)
+            top_k = parse_top_k(request.query_params.get("top_k"))
+            uploads = await read_images(request, max_image_bytes=int(o.max_upload_mb * 2**20), max_images=o.max_images,
+                                        max_request_bytes=int(o.max_request_mb * 2**20), deadline_s=o.timeout_s,
+                                        reservation=reservation)
+            return await asyncio.wait_for(self.answer(uploads, top_k), o.timeout_s)
+        except HTTPError as e:
+            metrics["errors"].labels(e.kind).inc()
+            return JSONResponse({"detail": e.reason}, e.status, headers={"Retry-After": "1"} if e.status == 503 else None)
+        except asyncio.TimeoutError:
+            metrics["errors"].labels("timeout").inc()
+            return JSONResponse({"detail": f"not answered within {o.timeout_s:g} s; retry"}, 503,
+                                headers={"Retry-After": "1"})
+        finally:
+            reservation.close()
+            self.admitted -= 1
+            metrics["inflight"].set(self.admitted)
+            metrics["latency"].observe(time.perf_counter() - start)
+            if self.admitted == 0:
+                release_memory()
+
+
+def create_app(model_path: str, options: ServeOptions | None = None, **kw):
+    """The FastAPI app for a model argument (see predict.model_source); kw: ServeOptions fields. The task table
+    gives the model's service; everything else here is the same for every task."""
+    from fastapi import FastAPI
+    o = options or ServeOptions(**kw)
+    source = model_source(model_path)  # a typo is an error, never a silent ImageNet model
+    server = Server(tasks.for_bundle(source).serve(source, o.runtime, o.threshold), o)
+    app = FastAPI(title="tunevision", version=server.meta.tunevision_version or "0", lifespan=server.lifespan)
+    add_guard(app, server)
+    add_routes(app, server)
+    return app
+
+
+def add_guard(app, server: Server) -> None:
+    """The API key check, the request id, the access log line and the request counter, on every route."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    o, metrics = server.o, server.metrics
+    known = {"/predict", "/health", "/labels", "/metrics", "/"}
 
     @app.middleware("http")
     async def guard_and_log(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:12]
         start = time.perf_counter()
         header = request.headers.get("authorization", "")
         if o.api_key and request.url.path not in PUBLIC_PATHS and not hmac.compare_digest(
@@ -237,52 +277,24 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
         else:
             response = await call_next(request)
         response.headers["X-Request-ID"] = rid
-        metrics["requests"].labels(request.url.path, str(response.status_code)).inc()
-        ACCESS_LOG.info(json.dumps({"id": rid, "method": request.method, "path": request.url.path,
+        # one label per route, "other" for every unknown path: random paths must not grow /metrics without bound
+        route = request.url.path if request.url.path in known else "other"
+        metrics["requests"].labels(route, str(response.status_code)).inc()
+        ACCESS_LOG.info(json.dumps({"id": rid, "method": request.method, "path": request.url.path[:200],
                                     "status": response.status_code, "ms": round((time.perf_counter() - start) * 1e3, 1),
                                     "client": request.client.host if request.client else None}))
         return response
 
+
+def add_routes(app, server: Server) -> None:
+    from fastapi import Request
+    from fastapi.responses import HTMLResponse, Response
+    from prometheus_client import generate_latest
+    meta, o = server.meta, server.o
+
     @app.post("/predict")
     async def predict(request: Request):
-        nonlocal admitted
-        if admitted >= o.queue:
-            metrics["errors"].labels("overloaded").inc()
-            return JSONResponse({"detail": f"busy: {admitted} requests queued; retry shortly"}, 503,
-                                headers={"Retry-After": "1"})
-        admitted += 1
-        metrics["inflight"].set(admitted)
-        start = time.perf_counter()
-        try:  # the upload has its own deadline (408); answering it has timeout_s more (503)
-            top_k = parse_top_k(request.query_params.get("top_k"))
-            uploads = await read_images(request, max_image_bytes=int(o.max_upload_mb * 2**20),
-                                        max_images=o.max_images, deadline_s=o.timeout_s)
-            return await asyncio.wait_for(_predict(uploads, top_k), o.timeout_s)
-        except HTTPError as e:
-            metrics["errors"].labels(e.kind).inc()
-            return JSONResponse({"detail": e.reason}, e.status)
-        except asyncio.TimeoutError:
-            metrics["errors"].labels("timeout").inc()
-            return JSONResponse({"detail": f"not answered within {o.timeout_s:g} s; retry"}, 503,
-                                headers={"Retry-After": "1"})
-        finally:
-            admitted -= 1
-            metrics["inflight"].set(admitted)
-            metrics["latency"].observe(time.perf_counter() - start)
-            if admitted == 0:
-                release_memory()
-
-    async def _predict(uploads: list[tuple[str, bytes]], top_k: int) -> dict:
-        names, images = [name for name, _ in uploads], []
-        for name, data in uploads:
-            decoded = await on_pool(decode, data)
-            if isinstance(decoded, str):
-                raise HTTPError(400, f"{name}: {decoded}", "bad_image")
-            images.append(decoded)
-        del uploads  # the encoded bytes are not needed past here
-        tops = await batcher.submit(images, top_k) if batcher else await on_pool(infer, images, top_k)
-        return {"predictions": [{"filename": n, **t} if scene else {"filename": n, "top": t}
-                                for n, t in zip(names, tops)]}
+        return await server.predict(request)
 
     @app.get("/health")
     def health() -> dict:
@@ -295,12 +307,10 @@ def create_app(model_path: str, options: ServeOptions | None = None, **kw):
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        return Response(generate_latest(server.registry), media_type="text/plain; version=0.0.4")
 
     page = resources.files("tunevision").joinpath("static/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return page
-
-    return app

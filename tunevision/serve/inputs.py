@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 
 
 class HTTPError(Exception):
@@ -22,8 +23,38 @@ class HTTPError(Exception):
         self.status, self.reason, self.kind = status, reason, kind
 
 
-async def read_body(request, limit: int, deadline_s: float) -> bytes:
-    """The whole body, refused past `limit` bytes (413) or `deadline_s` seconds (408)."""
+class ByteBudget:
+    """Bytes of request bodies held in memory at once, all requests together: a burst of large uploads gets 503s
+    instead of taking the server's memory. One event loop reads every body, so no lock is needed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def reserve(self) -> "Reservation":
+        return Reservation(self)
+
+
+class Reservation:
+    """One request's share of the budget; `close` (in a finally) gives it back."""
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self.budget, self.held = budget, 0
+
+    def take(self, n: int) -> None:
+        if self.budget.used + n > self.budget.limit:
+            raise HTTPError(503, f"busy: {self.budget.used / 2**20:.0f} MB of uploads in memory; retry shortly",
+                            "overloaded")
+        self.budget.used += n
+        self.held += n
+
+    def close(self) -> None:
+        self.budget.used -= self.held
+        self.held = 0
+
+
+async def read_body(request, limit: int, deadline_s: float, reservation: Reservation | None = None) -> bytes:
+    """The whole body, refused past `limit` bytes (413), `deadline_s` seconds (408) or the server's memory budget
+    for uploads (503)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, f"request of {int(declared) / 2**20:.1f} MB is over the {limit / 2**20:.1f} MB limit",
@@ -36,6 +67,8 @@ async def read_body(request, limit: int, deadline_s: float) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise HTTPError(413, f"request over the {limit / 2**20:.1f} MB limit", "too_large")
+            if reservation is not None:
+                reservation.take(len(chunk))
             chunks.append(chunk)
     try:
         await asyncio.wait_for(consume(), deadline_s)
@@ -55,14 +88,14 @@ def _b64(text: object, where: str) -> bytes:
         raise HTTPError(400, f"{where} is not valid base64", "bad_request") from None
 
 
-async def read_images(request, *, max_image_bytes: int, max_images: int, deadline_s: float
-                      ) -> list[tuple[str, bytes]]:
+async def read_images(request, *, max_image_bytes: int, max_images: int, max_request_bytes: int, deadline_s: float,
+                      reservation: Reservation | None = None) -> list[tuple[str, bytes]]:
     """(name, encoded bytes) for each image in the request, whatever its dialect."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    limit = max_image_bytes * max_images + 65536  # the images plus multipart/JSON framing
+    limit = min(max_image_bytes * max_images, max_request_bytes) + 65536  # the images plus multipart/JSON framing
     if ctype == "application/json":
         limit = limit * 4 // 3 + 1024            # base64 is 4/3 of the bytes
-    body = await read_body(request, limit, deadline_s)
+    body = await read_body(request, limit, deadline_s, reservation)
     if not body:
         raise HTTPError(400, "empty request: send an image as multipart field 'file', as the raw body "
                              "(Content-Type image/*), or as JSON {\"image\": BASE64}", "bad_request")
@@ -86,7 +119,7 @@ async def read_images(request, *, max_image_bytes: int, max_images: int, deadlin
     elif ctype == "application/json":
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: brackets nested thousands deep
             raise HTTPError(400, "malformed JSON body", "bad_request") from None
         if not isinstance(obj, dict) or not ({"image", "images"} & set(obj)):
             raise HTTPError(400, "JSON body must be {\"image\": BASE64} or {\"images\": [BASE64, ...]}",
@@ -111,6 +144,6 @@ async def read_images(request, *, max_image_bytes: int, max_images: int, deadlin
 def parse_top_k(raw: str | None, default: int = 3) -> int:
     if raw is None:
         return default
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= 1000:
+    if not re.fullmatch(r"[0-9]{1,4}", raw.strip()) or not 1 <= int(raw) <= 1000:  # ASCII digits: '²'.isdigit()
         raise HTTPError(422, f"top_k must be an integer from 1 to 1000, got {raw!r}", "bad_request")
     return int(raw)
