@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,64 +52,92 @@ def top_losses_grid(model, meta, rows: list[tuple[str, str, str, float]], path: 
     return plots.image_grid(grid, labels, path) if grid else None
 
 
+@dataclass
+class RunFiles:
+    """What a finished run wrote, read once for every section of its report."""
+    run_dir: Path
+    out: Path
+    model: object
+    meta: object
+    cfg: dict
+    dataset: dict
+    summary: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Build `run_dir/report.html` and its PNGs (in `run_dir/report/`) from what the run wrote."""
     run_dir = Path(run_dir)
-    out = run_dir / "report"
     model, meta = load_bundle(bundle_dir(run_dir))
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    dataset = json.loads((run_dir / "dataset.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    classes = meta.classes
-    sections = []
+    run = RunFiles(run_dir, run_dir / "report", model, meta, yaml.safe_load((run_dir / "config.yaml").read_text()),
+                   json.loads((run_dir / "dataset.json").read_text()),
+                   json.loads((run_dir / "summary.json").read_text()))
+    samples = sample_images(run)
+    sections = [dataset_section(run, samples), *augmentation_section(run, samples), *training_sections(run)]
+    y, p, preds = validation_predictions(run)
+    sections += [results_section(run, y, p), *top_losses_section(run, preds), *calibration_section(run, y),
+                 model_section(run)]
+    return write_page(run_dir, sections)
 
-    # --- data
-    counts = dataset["counts"]
+
+def sample_images(run: RunFiles) -> tuple[list[np.ndarray], list[str], int]:
+    """A few training images per class (the first MAX_SAMPLES classes), their titles and the per-class count."""
+    split, classes = _rows(run.run_dir / "split.csv"), run.classes
+    samples, titles = [], []
+    per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // len(classes)))
+    for c in classes[:MAX_SAMPLES]:
+        for r in [r for r in split if r["split"] == "train" and r["label"] == c][:per_class]:
+            im = _decode(r["path"], run.meta.resize_size)
+            if im is not None:
+                samples.append(im)
+                titles.append(c)
+    return samples, titles, per_class
+
+
+def dataset_section(run: RunFiles, samples: tuple) -> tuple[str, str]:
+    images, titles, per_class = samples
+    counts, classes, out = run.dataset["counts"], run.classes, run.out
     plots.class_counts(counts, out / "class_counts.png")
     train_counts = [n for n in counts["train"].values() if n]
     warn = ""
     if train_counts and max(train_counts) > 3 * min(train_counts):
         warn = (f'<p class="warn">Class imbalance: the largest class has {max(train_counts)} training images, '
                 f'the smallest {min(train_counts)}. Consider <code>--balance</code> or more data.</p>')
-    split = _rows(run_dir / "split.csv")
-    samples, titles = [], []
-    per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // len(classes)))
-    for c in classes[:MAX_SAMPLES]:
-        for r in [r for r in split if r["split"] == "train" and r["label"] == c][:per_class]:
-            im = _decode(r["path"], meta.resize_size)
-            if im is not None:
-                samples.append(im)
-                titles.append(c)
-    plots.image_grid(samples, titles, out / "samples.png", columns=per_class if per_class > 1 else 8)
-    skipped = _rows(run_dir / "skipped.csv")
-    sections.append(("Dataset", f"<p>{html.escape(dataset['source'])}: {len(classes)} classes, "
-                     f"{summary['train_images']} training and {summary['val_images']} validation images, "
-                     f"{len(skipped)} skipped.</p>{warn}" + img_html(out / "class_counts.png", "images per class") +
-                     img_html(out / "samples.png", "training samples per class" +
-                                                           (f" (the first {MAX_SAMPLES} classes)" if len(classes) > MAX_SAMPLES else "")) +
-                     ("<h3>Skipped files</h3>" + table_html(["file", "reason"], [[r["path"], r["reason"]] for r in
-                                                                            skipped[:200]]) if skipped else "")))
+    plots.image_grid(images, titles, out / "samples.png", columns=per_class if per_class > 1 else 8)
+    skipped = _rows(run.run_dir / "skipped.csv")
+    more = f" (the first {MAX_SAMPLES} classes)" if len(classes) > MAX_SAMPLES else ""
+    return ("Dataset", f"<p>{html.escape(run.dataset['source'])}: {len(classes)} classes, "
+            f"{run.summary['train_images']} training and {run.summary['val_images']} validation images, "
+            f"{len(skipped)} skipped.</p>{warn}" + img_html(out / "class_counts.png", "images per class") +
+            img_html(out / "samples.png", "training samples per class" + more) +
+            ("<h3>Skipped files</h3>" + table_html(["file", "reason"], [[r["path"], r["reason"]]
+                                                                        for r in skipped[:200]]) if skipped else ""))
 
-    # --- augmentation
-    if samples:
-        pipeline = make_pipeline(cfg["train"]["augment"], meta.image_size)
-        g = torch.Generator().manual_seed(0)
-        batch = torch.from_numpy(np.repeat(samples[0][None], 8, 0))
-        views = (pipeline(batch, g).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
-        plots.image_grid(list(views), [f"draw {i + 1}" for i in range(8)], out / "augmentation.png")
-        sections.append(("Augmentation", f"<p>Pipeline <code>{html.escape(cfg['train']['augment'])}</code>, "
-                         "eight random draws of one training image:</p>" +
-                         img_html(out / "augmentation.png", "augmentation preview")))
 
-    # --- training
-    metrics = _rows(run_dir / "metrics.csv")
+def augmentation_section(run: RunFiles, samples: tuple) -> list[tuple[str, str]]:
+    if not samples[0]:
+        return []
+    spec = run.cfg["train"]["augment"]
+    pipeline = make_pipeline(spec, run.meta.image_size)
+    batch = torch.from_numpy(np.repeat(samples[0][0][None], 8, 0))
+    views = (pipeline(batch, torch.Generator().manual_seed(0)).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    plots.image_grid(list(views), [f"draw {i + 1}" for i in range(8)], run.out / "augmentation.png")
+    return [("Augmentation", f"<p>Pipeline <code>{html.escape(spec)}</code>, eight random draws of one training "
+             "image:</p>" + img_html(run.out / "augmentation.png", "augmentation preview"))]
+
+
+def training_sections(run: RunFiles) -> list[tuple[str, str]]:
+    metrics, summary, sections = _rows(run.run_dir / "metrics.csv"), run.summary, []
     if metrics:
         series = {k: np.array([float(r[k]) for r in metrics]) for k in metrics[0] if k != "epoch"}
-        plots.training_curves(np.array([int(r["epoch"]) for r in metrics]), series, out / "curves.png")
+        plots.training_curves(np.array([int(r["epoch"]) for r in metrics]), series, run.out / "curves.png")
         sections.append(("Training", f"<p>Mode <b>{html.escape(summary['mode'])}</b>, {summary['epochs_run']} "
                          f"epochs in {summary['seconds']:.1f} s; best validation accuracy "
                          f"{summary['best_val_acc']:.2%} at epoch {summary['best_epoch']}.</p>" +
-                         img_html(out / "curves.png", "loss, accuracy, learning rate and time per epoch")))
+                         img_html(run.out / "curves.png", "loss, accuracy, learning rate and time per epoch")))
     if "plan" in summary:  # --time-budget: what was planned, and what each stage took
         plan = summary["plan"]
         rows = [[st["name"], f"{st['planned_s']:.1f}", "" if st["measured_s"] is None else f"{st['measured_s']:.1f}",
@@ -116,56 +145,63 @@ def write_report(run_dir: str | Path) -> Path:
         sections.append(("Time budget", f"<p>Plan for a {plan['budget_s']:.0f} s budget ({plan['used_s']:.0f} s spent "
                          "decoding first); the best stage by validation accuracy is the one kept.</p>" +
                          table_html(["stage", "planned s", "took s", "what"], rows)))
+    return sections
 
-    # --- results
-    preds = _rows(run_dir / "eval" / "predictions.csv")
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[r["actual"]] for r in preds])
-    p = np.array([index[r["predicted"]] for r in preds])
+
+def validation_predictions(run: RunFiles) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    preds = _rows(run.run_dir / "eval" / "predictions.csv")
+    index = {c: i for i, c in enumerate(run.classes)}
+    return (np.array([index[r["actual"]] for r in preds]), np.array([index[r["predicted"]] for r in preds]), preds)
+
+
+def results_section(run: RunFiles, y: np.ndarray, p: np.ndarray) -> tuple[str, str]:
+    classes = run.classes
     cm = confusion_matrix(y, p, len(classes))
     m = per_class_metrics(cm)
-    plots.confusion_heatmaps(cm, classes, out / "confusion.png")
+    plots.confusion_heatmaps(cm, classes, run.out / "confusion.png")
     pairs = sorted(((cm[i, j], classes[i], classes[j]) for i in range(len(classes)) for j in range(len(classes))
                     if i != j and cm[i, j]), reverse=True)[:5]
-    sections.append(("Results", f"<p>Validation accuracy <b>{(y == p).mean():.2%}</b> "
-                     f"({len(y)} images).</p>" +
-                     table_html(["class", "precision", "recall", "F1", "support"],
-                            [[c, f"{m['precision'][i]:.3f}", f"{m['recall'][i]:.3f}", f"{m['f1'][i]:.3f}",
-                              int(m["support"][i])] for i, c in enumerate(classes)]) +
-                     img_html(out / "confusion.png", "confusion matrix") +
-                     ("<h3>Most confused</h3>" + table_html(["actual", "predicted as", "images"],
-                                                        [[a, b, n] for n, a, b in pairs]) if pairs else "")))
+    table = table_html(["class", "precision", "recall", "F1", "support"],
+                       [[c, f"{m['precision'][i]:.3f}", f"{m['recall'][i]:.3f}", f"{m['f1'][i]:.3f}",
+                         int(m["support"][i])] for i, c in enumerate(classes)])
+    confused = ("<h3>Most confused</h3>" + table_html(["actual", "predicted as", "images"],
+                                                      [[a, b, n] for n, a, b in pairs]) if pairs else "")
+    return ("Results", f"<p>Validation accuracy <b>{(y == p).mean():.2%}</b> ({len(y)} images).</p>" + table +
+            img_html(run.out / "confusion.png", "confusion matrix") + confused)
 
-    # --- top losses with Grad-CAM
+
+def top_losses_section(run: RunFiles, preds: list[dict]) -> list[tuple[str, str]]:
     worst = sorted(preds, key=lambda r: -float(r["loss"]))[:TOP_LOSSES]
-    if top_losses_grid(model, meta, [(r["path"], r["actual"], r["predicted"], float(r["confidence"]))
-                                     for r in worst], out / "top_losses.png"):
-        sections.append(("Top losses", "<p>The validation images with the highest loss, labelled "
-                         "actual / predicted / probability, with Grad-CAM for the predicted class:</p>" +
-                         img_html(out / "top_losses.png", "top losses with Grad-CAM")))
+    if not top_losses_grid(run.model, run.meta, [(r["path"], r["actual"], r["predicted"], float(r["confidence"]))
+                                                 for r in worst], run.out / "top_losses.png"):
+        return []
+    return [("Top losses", "<p>The validation images with the highest loss, labelled actual / predicted / "
+             "probability, with Grad-CAM for the predicted class:</p>" +
+             img_html(run.out / "top_losses.png", "top losses with Grad-CAM"))]
 
-    # --- calibration
-    logits_path = run_dir / "eval" / "val_logits.npy"
-    if logits_path.is_file():
-        logits = torch.from_numpy(np.load(logits_path))
-        raw = torch.softmax(logits, 1).numpy()
-        cal = torch.softmax(logits / meta.temperature, 1).numpy()
-        curves = {name: (*reliability(pr, y), expected_calibration_error(pr, y))
-                  for name, pr in (("before", raw), (f"after (T = {meta.temperature:.2f})", cal))}
-        plots.reliability_diagram(curves, out / "reliability.png")
-        sections.append(("Calibration", f"<p>Temperature scaling fitted on the validation logits: T = "
-                         f"{meta.temperature:.3f}; expected calibration error {summary.get('ece_before', 0):.4f} "
-                         f"before, {summary.get('ece_after', 0):.4f} after. <code>predict</code> and "
-                         "<code>serve</code> use the calibrated probabilities.</p>" +
-                         img_html(out / "reliability.png", "reliability diagrams")))
 
-    # --- model
-    total, _ = count_parameters(model)
-    sections.append(("Model", table_html(["", ""], [
+def calibration_section(run: RunFiles, y: np.ndarray) -> list[tuple[str, str]]:
+    logits_path, meta, summary = run.run_dir / "eval" / "val_logits.npy", run.meta, run.summary
+    if not logits_path.is_file():
+        return []
+    logits = torch.from_numpy(np.load(logits_path))
+    raw = torch.softmax(logits, 1).numpy()
+    cal = torch.softmax(logits / meta.temperature, 1).numpy()
+    curves = {name: (*reliability(pr, y), expected_calibration_error(pr, y))
+              for name, pr in (("before", raw), (f"after (T = {meta.temperature:.2f})", cal))}
+    plots.reliability_diagram(curves, run.out / "reliability.png")
+    return [("Calibration", f"<p>Temperature scaling fitted on the validation logits: T = {meta.temperature:.3f}; "
+             f"expected calibration error {summary.get('ece_before', 0):.4f} before, "
+             f"{summary.get('ece_after', 0):.4f} after. <code>predict</code> and <code>serve</code> use the "
+             "calibrated probabilities.</p>" + img_html(run.out / "reliability.png", "reliability diagrams"))]
+
+
+def model_section(run: RunFiles) -> tuple[str, str]:
+    meta, total = run.meta, count_parameters(run.model)[0]
+    return ("Model", table_html(["", ""], [
         ["architecture", meta.architecture], ["parameters", f"{total:,}"], ["mode", meta.mode],
         ["input", f"{meta.image_size} px (resize {meta.resize_size}, centre crop)"],
         ["mean / std", f"{[round(v, 4) for v in meta.mean]} / {[round(v, 4) for v in meta.std]}"],
-        ["command", summary.get("command", "")], ["classes", ", ".join(classes)],
-        ["bundle", str(bundle_dir(run_dir))]]) + f"<h3>Config</h3><pre>{html.escape(yaml.safe_dump(cfg))}</pre>"))
-
-    return write_page(run_dir, sections)
+        ["command", run.summary.get("command", "")], ["classes", ", ".join(meta.classes)],
+        ["bundle", str(bundle_dir(run.run_dir))]]) +
+        f"<h3>Config</h3><pre>{html.escape(yaml.safe_dump(run.cfg))}</pre>")
