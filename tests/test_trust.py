@@ -175,3 +175,35 @@ def test_a_crafted_bundle_is_one_line_never_a_wrong_answer(bundle: Path, tmp_pat
 def test_the_untouched_bundle_loads(bundle: Path) -> None:
     model = tv.load(str(bundle), device="cpu")
     assert model.classes == ["a", "b"]
+
+
+def test_evaluate_on_the_training_folder_never_scores_a_training_image_after_files_change(
+        tmp_path: Path, colour_folders: Path) -> None:
+    import csv
+    model = tv.fit(str(colour_folders), backbone="tiny_cnn", pretrained=False, epochs=1, device="cpu",
+                   cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "runs"), quiet=True)
+    split = list(csv.DictReader(open(model.run_dir / "split.csv")))
+    train = {Path(r["path"]).name for r in split if r["split"] == "train"}
+    val = [r["path"] for r in split if r["split"] == "val"]
+    Path(val[0]).unlink()  # the folder changes after training: a re-drawn split would now differ
+    Path(val[1]).unlink()
+    from tests.conftest import make_image
+    make_image((0, 0, 255), np.random.default_rng(5)).save(colour_folders / "blue" / "new_blue.png")
+    ev = tv.load(str(model.run_dir), device="cpu").evaluate(str(colour_folders))
+    scored = {Path(p).name for p in ev.paths}
+    assert scored and not scored & train
+    assert scored == {Path(p).name for p in val[2:]} | {"new_blue.png"}
+
+
+def test_evaluate_on_a_detectors_training_folder_scores_only_images_that_did_not_train_it(tmp_path: Path) -> None:
+    import csv
+    from tests.scenes import write_voc
+    data = write_voc(tmp_path / "v", n=8)
+    model = tv.fit(str(data), epochs=1, image_size=64, pretrained=False, val_fraction=0.25, device="cpu",
+                   out=str(tmp_path / "runs"), quiet=True)
+    split = list(csv.DictReader(open(model.run_dir / "split.csv")))
+    val = [r["path"] for r in split if r["split"] == "val"]
+    from tunevision.scene.evaluate import evaluation_items
+    (data / "annotations" / f"{Path(val[0]).stem}.xml").unlink()
+    items, _ = evaluation_items(model.meta, str(data))
+    assert [str(it.image) for it in items] == val[1:]

@@ -24,6 +24,12 @@ from tunevision.classify.predict import model_source
 from tunevision.core.ui import RunLog
 from tunevision.classify.model import Model, show_batch, to_uint8
 from tunevision import tasks
+from tunevision.classify.lr_range import find_lr
+from tunevision.classify.lr_range import plot_lr_find
+from tunevision.data.augment import make_pipeline
+from tunevision.data.images import ImageError
+from tunevision.data.preprocess import Preprocessing
+from tunevision.report.plots import image_grid
 
 if TYPE_CHECKING:
     from tunevision.scene.api import SceneModel
@@ -82,10 +88,6 @@ def load(path: str | Path, *, device: str = "auto") -> "Model | SceneModel":
 def preview(image: Image, augment: str = "default", *, size: int = 224, n: int = 8, columns: int = 4,
             seed: int = 0):
     """What an augmentation does to one image: n seeded random draws of the pipeline, as a grid."""
-    from tunevision.data.augment import make_pipeline
-    from tunevision.data.images import ImageError
-    from tunevision.report.plots import image_grid
-    from tunevision.data.preprocess import Preprocessing
     prep = Preprocessing.for_size(size, 0.875)
     try:
         square = prep.decode(image) if isinstance(image, (str, Path)) else prep.square(image)
@@ -103,7 +105,6 @@ class LRFind:
     losses: np.ndarray
 
     def plot(self):
-        from tunevision.classify.lr_range import plot_lr_find
         return plot_lr_find(self.lrs, self.losses, self.suggestion)
 
     def _repr_png_(self) -> bytes:
@@ -114,7 +115,6 @@ class LRFind:
 
 def lr_find(data: Any, *, steps: int = 100, quiet: bool = False, **options: Any) -> LRFind:
     """The LR range test (whole network, mode finetune unless told): loss against learning rate, a suggestion."""
-    from tunevision.classify.lr_range import find_lr
     options.setdefault("mode", "finetune")
     cfg = RunConfig.from_options(str(data), **options)
     return LRFind(*find_lr(cfg, steps=steps, log=RunLog(quiet=quiet)))

@@ -15,6 +15,7 @@ from tunevision.data.sources import Dataset, Sample, drop_skipped, load_images, 
 from tunevision.core.errors import TunevisionError
 from tunevision.classify.inference import TTA, predict_probs
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
+from tunevision.data.inputs import relative_names
 from tunevision.data.discover import discover
 
 
@@ -145,7 +146,16 @@ def _scored_samples(meta: BundleMeta, data: str) -> tuple[Dataset, list[Sample],
     split when `data` is the unsplit folder it was trained on (its other images trained it); else all images."""
     trained_on = meta.extra.get("data", "")
     same = bool(trained_on) and Path(data).expanduser().resolve() == Path(trained_on).resolve()
-    if same and meta.extra.get("split") == "seeded":
+    if same and isinstance(meta.extra.get("train_files"), list):
+        ds = discover(data)
+        every = sorted(ds.train + ds.val, key=lambda s: s.path)
+        trained = set(meta.extra["train_files"])
+        held_out = [s for s, name in zip(every, relative_names([s.path for s in every], data)) if name not in trained]
+        if not held_out:
+            raise TunevisionError(f"{data}: every image in it trained this model; evaluate on images it has not seen")
+        return ds, held_out, (f"{data} trained this model: scoring only the {len(held_out)} images that did not "
+                              f"train it (the bundle lists its {len(trained)} training images)")
+    if same and meta.extra.get("split") == "seeded":  # a bundle from before train_files: the split re-drawn
         ds = discover(data, val_fraction=meta.extra["val_fraction"], seed=meta.extra["seed"])
         return ds, ds.val, (f"{data} trained this model: scoring only its validation split ({len(ds.val)} images, "
                             f"seed {meta.extra['seed']}); the other images were training images")

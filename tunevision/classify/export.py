@@ -20,6 +20,7 @@ from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier
 from tunevision.engine.export import finish_onnx, onnx_session, require, save_torchscript
+from tunevision.data.images import ImageError
 
 PARITY_ATOL = 1e-4  # max |p_exported - p_torch| allowed; fp32 runtimes agree to ~1e-6 in practice
 
@@ -53,7 +54,6 @@ class Parity:
 
 def sample_inputs(meta: BundleMeta, images: list[str] | None = None) -> torch.Tensor:
     """Preprocessed sample images for the parity check: given files, else scikit-image's real photos."""
-    from tunevision.data.images import ImageError
     prep, arrays = meta.preprocess, []
     for p in images or []:
         try:

@@ -11,6 +11,7 @@ import torch
 
 from tunevision.models.backbones import Classifier
 from tunevision.core.runtime import Runtime
+from safetensors.torch import load_file, save_file
 
 
 FEATURE_BATCH = 64
@@ -54,7 +55,6 @@ def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Calla
     `compute=None`, only look: the cached features or None."""
     if cache_dir is None:
         return compute() if compute else None
-    from safetensors.torch import load_file, save_file
     key = hashlib.sha1("\n".join(key_parts).encode()).hexdigest()[:20]
     path = Path(cache_dir) / "features" / f"{key}.safetensors"
     if path.is_file():

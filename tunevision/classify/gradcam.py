@@ -8,6 +8,7 @@ from PIL import Image
 
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier
+import matplotlib
 
 
 def _last_spatial_output(model: Classifier, x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +46,5 @@ def gradcam(model: Classifier, x: torch.Tensor, class_index: int | None = None) 
 
 def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
     """Blend a jet-coloured heat map over an (H, W, 3) uint8 image."""
-    import matplotlib
     colours = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.float32)
     return Image.fromarray((image.astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8))

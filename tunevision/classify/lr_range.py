@@ -13,6 +13,14 @@ from tunevision.core.config import RunConfig
 from tunevision.models.backbones import Classifier, training_mode
 from tunevision.engine.optim import epoch_order, loss_weights, make_optimizer, train_step
 from tunevision.core.runtime import Runtime
+from tunevision.classify.initial import initial_model
+from tunevision.classify.prepare import prepare_data
+from tunevision.core.output import check_run_outputs
+from tunevision.core.runtime import resolve_runtime
+from tunevision.core.ui import RunLog
+from tunevision.data.augment import make_pipeline
+from tunevision.models.backbones import build_classifier
+from tunevision.report.plots import new_figure, save_figure
 
 
 def lr_range_test(model: Classifier, images: np.ndarray, labels: torch.Tensor, pipeline, rt: Runtime,
@@ -54,7 +62,6 @@ def lr_range_test(model: Classifier, images: np.ndarray, labels: torch.Tensor, p
 def run_lr_range_test(model: Classifier, data, cfg: RunConfig, rt: Runtime, plot_path: Path | None,
                       steps: int = 100) -> tuple[float, np.ndarray, np.ndarray]:
     """The range test on a run's prepared data, its plot saved to `plot_path`: (suggestion, lrs, losses)."""
-    from tunevision.data.augment import make_pipeline
     pipeline = make_pipeline(cfg.train.augment, data.image_size)
     lrs, losses = lr_range_test(model, data.train_images, data.train_labels, pipeline, rt, cfg, steps=steps)
     suggestion = suggest_lr(lrs, losses)
@@ -65,12 +72,6 @@ def run_lr_range_test(model: Classifier, data, cfg: RunConfig, rt: Runtime, plot
 
 def find_lr(cfg: RunConfig, *, steps: int = 100, log=None, plot_path: Path | None = None):
     """`tunevision lr-find` / `tunevision.lr_find`: the range test alone. Returns (suggestion, lrs, losses)."""
-    from tunevision.models.backbones import build_classifier
-    from tunevision.core.output import check_run_outputs
-    from tunevision.classify.prepare import prepare_data
-    from tunevision.core.runtime import resolve_runtime
-    from tunevision.classify.initial import initial_model
-    from tunevision.core.ui import RunLog
     cfg = cfg.for_task("classify")
     check_run_outputs(None, cfg.data.cache_dir)
     log = log or RunLog()
@@ -93,7 +94,6 @@ def suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> float:
 
 
 def plot_lr_find(lrs: np.ndarray, losses: np.ndarray, suggestion: float, path=None):
-    from tunevision.report.plots import new_figure, save_figure
     fig = new_figure(6, 4)
     ax = fig.add_subplot()
     ax.plot(lrs, losses)

@@ -21,6 +21,20 @@ from tunevision.data.inputs import as_list, is_single
 from tunevision.engine.export import Exported
 from tunevision.classify.predict import IMAGENET, load_predictor
 from tunevision.engine.rundir import read_metrics
+from tunevision.classify.export import export_bundle
+from tunevision.classify.gradcam import gradcam
+from tunevision.classify.report import top_losses_grid
+from tunevision.data.augment import make_pipeline
+from tunevision.data.discover import discover
+from tunevision.data.preprocess import Preprocessing
+from tunevision.data.sources import Sample
+from tunevision.data.sources import load_images
+from tunevision.models.backbones import Classifier
+from tunevision.report.plots import confusion_heatmaps
+from tunevision.report.plots import gradcam_figure
+from tunevision.report.plots import image_grid
+from tunevision.report.plots import training_curves
+import csv
 
 
 Image = Any  # a path, folder or glob (str/Path), a PIL image, an HxWxC array or a CxHxW tensor
@@ -102,20 +116,16 @@ class Model:
 
     def plot_confusion(self):
         """Confusion matrix heat maps (counts and row-normalised) of the latest evaluation."""
-        from tunevision.report.plots import confusion_heatmaps
         ev = self._require_evaluation()
         return confusion_heatmaps(ev.confusion, ev.classes)
 
     def plot_top_losses(self, k: int = 8):
         """The k images the model got most wrong (actual / predicted / probability), with Grad-CAM."""
-        from tunevision.classify.report import top_losses_grid
         rows = [(p, a, pr, prob) for p, a, pr, prob, _ in self._require_evaluation().top_losses(k)]
         return top_losses_grid(self._torch_network(), self.meta, rows)
 
     def gradcam(self, image: Image, class_name: str | None = None):
         """Where the network looked for `class_name` (default: its prediction) in one image."""
-        from tunevision.classify.gradcam import gradcam
-        from tunevision.report.plots import gradcam_figure
         if class_name is not None and class_name not in self.classes:
             raise TunevisionError(f"class {class_name!r} is not one of {', '.join(self.classes)}")
         names, items = decode_inputs([image], self.preprocess)
@@ -129,7 +139,6 @@ class Model:
 
     def plot_history(self):
         """Loss, accuracy, learning rate and seconds per epoch of the training run."""
-        from tunevision.report.plots import training_curves
         if not self.history:
             raise TunevisionError("this model has no training history (it was not trained in this run folder)")
         series = {k: np.array([getattr(r, k) for r in self.history]) for k in EpochRecord.__dataclass_fields__}
@@ -138,9 +147,7 @@ class Model:
     def show_batch(self, data: str | Path | None = None, *, n: int = 8, augment: str | None = None, seed: int = 0):
         """A training batch as the network sees it: augmented views, titled with their class. Without `data`,
         the run's own training images and augmentation."""
-        import csv
 
-        from tunevision.data.sources import Sample
         if data is not None:
             return show_batch(data, augment=augment or "default", size=self.meta.image_size, n=n, seed=seed)
         if self.run_dir is None:
@@ -157,14 +164,12 @@ class Model:
 
     def export(self, fmt: str = "onnx", out: str | Path | None = None, samples: list[str] | None = None) -> Exported:
         """ONNX or TorchScript, checked against PyTorch on sample images (raises if they disagree)."""
-        from tunevision.classify.export import export_bundle
         if self.bundle is None:
             self.bundle = self.save(Path(out or ".") / "bundle")
         path, parity = export_bundle(self.bundle, fmt, out, samples)
         return Exported(path, parity)
 
     def _torch_network(self) -> torch.nn.Module:
-        from tunevision.models.backbones import Classifier
         if not isinstance(self.network, Classifier):
             raise TunevisionError("this is an exported ONNX model: it predicts, but Grad-CAM, saving and export need "
                                   "the bundle it came from (tunevision.load(RUN_DIR))")
@@ -172,9 +177,6 @@ class Model:
 
 
 def batch_grid(samples, classes: list[str], arrays, prep, augment: str, n: int, seed: int):
-    from tunevision.data.augment import make_pipeline
-    from tunevision.data.sources import load_images
-    from tunevision.report.plots import image_grid
     g = torch.Generator().manual_seed(seed)
     pick = [samples[i] for i in torch.randperm(len(samples), generator=g)[:n].tolist()]
     images, bad = load_images(pick, prep.resize_size, cache_dir=None, arrays=arrays)
@@ -193,8 +195,6 @@ def to_uint8(views: torch.Tensor) -> np.ndarray:
 
 def show_batch(data: str | Path, *, augment: str = "default", size: int = 224, n: int = 8, seed: int = 0):
     """n training images of `data` under the augmentation pipeline, titled with their class."""
-    from tunevision.data.discover import discover
-    from tunevision.data.preprocess import Preprocessing
     ds = discover(str(data), seed=seed)
     return batch_grid(ds.train, ds.classes, ds.arrays, Preprocessing.for_size(size, 0.875), augment, n, seed)
 

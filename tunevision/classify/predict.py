@@ -21,6 +21,7 @@ from tunevision.models.backbones import Classifier, create_backbone, imagenet_cl
 from tunevision.data.preprocess import Preprocessing
 from tunevision.core.runtime import Runtime
 from tunevision.data.inputs import NOT_FOUND, expand_inputs
+from tunevision.classify.export import export_bundle
 
 IMAGENET = "imagenet"  # the model argument that names the pretrained backbone's own 1000-class head
 
@@ -76,7 +77,6 @@ def model_source(arg: str) -> str:
 
 def bundle_onnx(bundle: str) -> str:
     """The bundle's ONNX export in BUNDLE/export/, made (and parity-checked) on first use or when stale."""
-    from tunevision.classify.export import export_bundle
     folder = bundle_dir(bundle)
     path = folder / "export" / "model.onnx"
     if not path.is_file() or path.stat().st_mtime < (folder / "model.safetensors").stat().st_mtime:

@@ -18,6 +18,7 @@ import torch
 from tunevision.models.bundle import BundleMeta, save_bundle
 from tunevision.engine.calibrate import expected_calibration_error, fit_temperature
 from tunevision.core.config import CACHED_MODES, HEAD_MODES, RunConfig
+from tunevision.data.inputs import relative_names
 from tunevision.data.sources import channel_stats
 from tunevision.core.distributed import Dist, init_from_env, shutdown
 from tunevision.classify.evaluate import Evaluation, per_class_metrics
@@ -149,8 +150,11 @@ def training_data_record(cfg: RunConfig, data: Data) -> dict:
     validation images instead of the ones the model was trained on."""
     if ":" in cfg.data.data.split("/")[0]:  # mnist:DIR, cifar10:DIR name their own splits
         return {}
-    return {"data": str(Path(cfg.data.data).expanduser().resolve()), "seed": cfg.train.seed,
-            "val_fraction": cfg.data.val_fraction, "split": "given" if data.dataset.explicit_split else "seeded"}
+    record = {"data": str(Path(cfg.data.data).expanduser().resolve()), "seed": cfg.train.seed,
+              "val_fraction": cfg.data.val_fraction, "split": "given" if data.dataset.explicit_split else "seeded"}
+    if not data.dataset.explicit_split:  # which images trained it, by name: a re-drawn split would not know
+        record["train_files"] = sorted(relative_names([s.path for s in data.train], cfg.data.data))
+    return record
 
 
 def resolve_config(cfg: RunConfig, model: Classifier, data: Data, rt: Runtime, run_dir: Path, log: RunLog

@@ -9,11 +9,11 @@ import click
 
 from tunevision.cli.common import run
 from tunevision.core.errors import TunevisionError
+from tunevision.serve.options import ServeOptions
 
 
 def serve_options(fn: Callable) -> Callable:
     """One --flag per ServeOptions field, values checked by ServeOptions (one line, exit 2), not by click."""
-    from tunevision.serve.app import ServeOptions
     for f in reversed(dataclasses.fields(ServeOptions)):
         flag = f.name.replace("_", "-")
         decl = (f"--{flag}/--no-{flag}",) if isinstance(f.default, bool) else (f"--{flag}",)
@@ -38,7 +38,7 @@ def serve(model: str, host: str, port: int, **options: Any) -> None:
         from tunevision.engine.export import require
         for module in ("fastapi", "uvicorn", "prometheus_client"):
             require(module, "serve")
-        from tunevision.serve.app import ServeOptions, create_app
+        from tunevision.serve.app import create_app
         if not 0 <= port <= 65535:
             raise TunevisionError(f"port must be in 0..65535, got {port}")
         given = {k: v for k, v in options.items() if v is not None}

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import yaml
 
 from tunevision.core.errors import TunevisionError
+from tunevision.core.atomic import atomic_write
 
 MODES = ("auto", "freeze", "finetune", "scratch", "partial")
 HEAD_MODES = ("auto", "freeze")            # a linear head on frozen, cached features
@@ -310,7 +311,6 @@ class RunConfig:
         return cls.from_dict(raw)
 
     def save(self, path: Path) -> None:
-        from tunevision.core.atomic import atomic_write
         atomic_write(path, lambda p: p.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False)))
 
     @classmethod

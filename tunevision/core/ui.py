@@ -7,6 +7,7 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 
 class RunLog:
@@ -36,5 +37,4 @@ class RunLog:
 
 
 def _plain(message: str) -> str:
-    from rich.text import Text
     return Text.from_markup(message).plain

@@ -4,7 +4,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from tunevision.data.images import is_image_name
 
@@ -34,3 +34,15 @@ def as_list(inputs: Any) -> list:
 def is_single(inputs: Any) -> bool:
     return not isinstance(inputs, (list, tuple)) and not (isinstance(inputs, (str, Path)) and (
         Path(inputs).expanduser().is_dir() or any(ch in str(inputs) for ch in "*?[")))
+
+
+def relative_names(paths: Iterable[str | Path], data: str | Path) -> list[str]:
+    """Image paths relative to the data's folder (a CSV's own folder): how a bundle records which images trained
+    it, so that `evaluate` on that folder later scores only the others, whatever was added or deleted since."""
+    root = Path(data).expanduser().resolve()
+    root = root.parent if root.is_file() else root
+    names = []
+    for p in paths:
+        full = Path(p).expanduser().resolve()
+        names.append(full.relative_to(root).as_posix() if full.is_relative_to(root) else str(full))
+    return names

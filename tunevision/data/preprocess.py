@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from tunevision.data.images import DEFAULT_MAX_PIXELS, decode_square, square
+from PIL import Image
+from tunevision.data.augment import eval_view
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,6 @@ class Preprocessing:
 
     def square(self, image: Any) -> np.ndarray:
         """A PIL image, an HxW[xC] array (uint8, or float in [0, 1]) or a CxHxW / HxWxC tensor -> the square."""
-        from PIL import Image
         if isinstance(image, torch.Tensor):
             image = image.detach().cpu()
             if image.dim() == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
@@ -69,5 +70,4 @@ class Preprocessing:
 
     def batch(self, squares_u8: torch.Tensor) -> torch.Tensor:
         """(N, resize, resize, 3) uint8 -> (N, 3, image_size, image_size) float in [0, 1]."""
-        from tunevision.data.augment import eval_view
         return eval_view(squares_u8, self.image_size)

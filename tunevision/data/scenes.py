@@ -16,6 +16,9 @@ from PIL import Image, ImageOps
 
 from tunevision.data.annotated import Annotated
 from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 IGNORE = 255  # mask value that the segmentation loss and metric skip (padding)
 
@@ -48,7 +51,6 @@ def resize_shorter(image: Image.Image, size: int, resample: int = Image.BILINEAR
 def decode_scene(item: Annotated, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> SceneSample:
     """One image resized so its shorter side is `size`, with its boxes and masks scaled along; ImageError when the
     image or its mask is unusable (the same checks as classification's: empty, not an image, truncated, bomb)."""
-    from torchvision.transforms.v2.functional import pil_to_tensor
     im = open_image(item.image, max_pixels=max_pixels, upright=False)
     turned = ImageOps.exif_transpose(im)
     # Boxes refer to the stored pixels, as most annotation tools and COCO read them, unless the annotation
@@ -89,15 +91,12 @@ def decode_scenes(items: list[Annotated], size: int, workers: int = 0, progress=
 def detection_transform():
     """Train-time augmentation for detectors: flip and photometric jitter; the model's own transform then
     rescales each image to a random shorter side (multi-scale training)."""
-    from torchvision.transforms import v2
     return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomPhotometricDistort(p=0.5),
                        v2.SanitizeBoundingBoxes()])
 
 
 def segmentation_transform(crop: int):
     """Train-time augmentation for segmenters: scale jitter, a fixed-size crop (padding marked IGNORE), flip."""
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
     return v2.Compose([v2.RandomResize(int(crop * 0.75), int(crop * 1.5)),
                        v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
                        v2.RandomHorizontalFlip(), v2.RandomPhotometricDistort(p=0.5)])
@@ -105,7 +104,6 @@ def segmentation_transform(crop: int):
 
 def detection_example(sample: SceneSample, transform) -> tuple[torch.Tensor, dict]:
     """(float image in [0, 1], target) for a torchvision detector, augmented by `transform` (None = as is)."""
-    from torchvision import tv_tensors
     image = tv_tensors.Image(sample.image)
     target = {"boxes": tv_tensors.BoundingBoxes(sample.boxes, format="XYXY", canvas_size=image.shape[-2:]),
               "labels": sample.labels}
@@ -118,7 +116,6 @@ def detection_example(sample: SceneSample, transform) -> tuple[torch.Tensor, dic
 
 def segmentation_example(sample: SceneSample, transform) -> tuple[torch.Tensor, torch.Tensor]:
     """(float image in [0, 1], (H, W) int64 class map) for a semantic segmenter."""
-    from torchvision import tv_tensors
     image, mask = tv_tensors.Image(sample.image), tv_tensors.Mask(sample.semantic())
     if transform is not None:
         image, mask = transform(image, mask)

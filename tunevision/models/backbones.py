@@ -14,6 +14,8 @@ from torch import nn
 
 from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
+import timm
+import torchvision
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,7 +129,6 @@ def _cut_last_linear(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
 
 def _from_timm(name: str, pretrained: bool, weights: str | None, *, package_weights: Callable[[], str] | None = None,
                mean=None, std=None) -> Backbone:
-    import timm
     model = timm.create_model(name, pretrained=False)
     if weights or package_weights and pretrained:
         source = weights or package_weights()
@@ -215,7 +216,6 @@ def small_cnn(pretrained: bool = False, weights: str | None = None) -> Backbone:
 
 
 def _torchvision_backbone(name: str, pretrained: bool, weights: str | None) -> Backbone:
-    import torchvision
     if weights:
         model = torchvision.models.get_model(name, weights=None)
         _load_into(model, read_state_dict(weights), str(weights), "~no-classifier-prefix~")
@@ -239,10 +239,8 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | None =
         weights = str(Path(weights).expanduser() / "model.safetensors")
     if name in BACKBONES:
         return BACKBONES.get(name)(pretrained, weights)
-    import torchvision
     if name in torchvision.models.list_models(module=torchvision.models):
         return _torchvision_backbone(name, pretrained, weights)
-    import timm
     if timm.is_model(name):
         return _from_timm(name, pretrained, weights)
     raise TunevisionError(f"unknown backbone {name!r}: use {', '.join(BACKBONES)}, a torchvision classification "

@@ -13,6 +13,9 @@ from tunevision.core.atomic import atomic_write
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier, build_classifier, create_backbone
 from tunevision.data.preprocess import Preprocessing
+from safetensors.torch import load_file
+from safetensors.torch import save_file
+from tunevision import __version__
 
 BUNDLE_FORMAT = 1
 
@@ -42,13 +45,11 @@ class BundleMeta:
 
 
 def _version() -> str:
-    from tunevision import __version__
     return __version__
 
 
 def save_bundle(model: Classifier, meta: BundleMeta, folder: Path) -> Path:
     """Write weights and metadata; each file lands atomically (temp file, then rename)."""
-    from safetensors.torch import save_file
     folder.mkdir(parents=True, exist_ok=True)
     meta.tunevision_version = meta.tunevision_version or _version()
     state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
@@ -114,7 +115,6 @@ def read_meta(path: str | Path) -> BundleMeta:
 def load_weights(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
     """The bundle's tensors into `model`, checked first: the file readable, every tensor present with the shape and
     dtype the architecture expects, every float finite. Any mismatch is one line naming the bundle."""
-    from safetensors.torch import load_file
     path = folder / "model.safetensors"
     try:
         state = load_file(str(path))

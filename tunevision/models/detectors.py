@@ -17,6 +17,12 @@ from torch import nn
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import create_backbone
 from tunevision.core.registry import Registry
+from timm.layers import freeze_batch_norm_2d
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.segmentation.lraspp import LRASPPHead
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,6 @@ class StageTaps(nn.Module):
 
     def __init__(self, body: nn.Module, trainable_from: int = 2) -> None:
         super().__init__()
-        from timm.layers import freeze_batch_norm_2d
         self.info = [f for f in body.feature_info if f["reduction"] in (8, 16, 32)]
         self.taps = [int(f["module"].split(".")[1]) for f in self.info]
         self.stem = nn.Sequential(body.conv_stem, body.bn1)
@@ -69,8 +74,6 @@ class PyramidBody(nn.Module):
 
     def __init__(self, trunk: StageTaps, out_channels: int = 128, pool_level: bool = True) -> None:
         super().__init__()
-        from torchvision.ops import FeaturePyramidNetwork
-        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
         self.trunk = trunk
         self.fpn = FeaturePyramidNetwork([f["num_chs"] for f in trunk.info], out_channels,
                                          extra_blocks=LastLevelMaxPool() if pool_level else None)
@@ -105,7 +108,6 @@ ROI_SAMPLES, TEST_PROPOSALS = 256, 500
 
 
 def _anchors(levels: int = 4):
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
     return AnchorGenerator(tuple((32 * 2 ** i,) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels)
 
 
@@ -131,8 +133,6 @@ DETECTORS.register("maskrcnn")(_two_stage("MaskRCNN"))
 
 @DETECTORS.register("fcos")
 def fcos(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
-    from torchvision.models.detection import FCOS
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
     body, mean, std = _pyramid(spec.backbone, pretrained, weights)
     anchors = AnchorGenerator(tuple((32 * 2 ** i,) for i in range(4)), ((1.0,),) * 4)  # one point per location
     return FCOS(body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size, image_mean=list(mean),
@@ -145,7 +145,6 @@ class LiteASPP(Normalized):
 
     def __init__(self, trunk: StageTaps, num_classes: int, mean: tuple, std: tuple, inter_channels: int = 128) -> None:
         super().__init__(mean, std)
-        from torchvision.models.segmentation.lraspp import LRASPPHead
         self.trunk = trunk
         self.low, self.high = str(trunk.taps[0]), str(trunk.taps[-1])
         self.head = LRASPPHead(trunk.info[0]["num_chs"], trunk.info[-1]["num_chs"], num_classes + 1, inter_channels)

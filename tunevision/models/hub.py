@@ -14,6 +14,10 @@ from PIL import Image
 
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import read_state_dict
+from matplotlib import font_manager
+from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.utils import draw_bounding_boxes
+import torchvision
 
 DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn",
              "ssdlite320_mobilenet_v3_large")
@@ -24,7 +28,6 @@ SEGMENTERS = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_
 def load_scene_model(name: str, choices: tuple[str, ...], *, weights: str | None = None,
                      pretrained: bool = True) -> tuple[torch.nn.Module, list[str], object]:
     """(model in eval mode, category names, the weight enum entry whose transforms/meta we use)."""
-    import torchvision
     if name not in choices:
         raise TunevisionError(f"unknown model {name!r}; choose one of {', '.join(choices)}")
     entry = torchvision.models.get_model_weights(name).DEFAULT  # metadata only: nothing is downloaded here
@@ -57,7 +60,6 @@ class Detection:
 @torch.no_grad()
 def detect(model: torch.nn.Module, categories: list[str], image: Image.Image, threshold: float = 0.5
            ) -> list[Detection]:
-    from torchvision.transforms.v2.functional import pil_to_tensor
     x = pil_to_tensor(image.convert("RGB")).float() / 255  # detectors normalise and resize internally
     out = model([x])[0]
     keep = out["scores"] >= threshold
@@ -73,12 +75,10 @@ def draw_detections(image: Image.Image, detections: list[Detection], color: str 
 
 def draw_boxes(image: np.ndarray, boxes, captions: list[str], color: str = "red") -> np.ndarray:
     """(H, W, 3) uint8 with labelled boxes drawn; line width grows with the image."""
-    from torchvision.utils import draw_bounding_boxes
     if len(boxes) == 0:
         return image
     img = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a copy: PIL's arrays are read-only
     width = max(2, round(max(image.shape[:2]) / 250))
-    from matplotlib import font_manager  # matplotlib ships a TrueType font: readable labels at any image size
     font = font_manager.findfont("DejaVu Sans")
     out = draw_bounding_boxes(img, torch.as_tensor(np.asarray(boxes, dtype=np.float32)), captions, colors=color,
                               width=width, font=font, font_size=max(10, round(max(image.shape[:2]) / 45)),
@@ -103,7 +103,6 @@ def palette(n: int) -> np.ndarray:
 @torch.no_grad()
 def segment(model: torch.nn.Module, entry, image: Image.Image) -> np.ndarray:
     """(H, W) class index per pixel, at the photo's own size."""
-    from torchvision.transforms.v2.functional import pil_to_tensor
     rgb = image.convert("RGB")
     x = entry.transforms()(pil_to_tensor(rgb)).unsqueeze(0)
     logits = model(x)["out"]

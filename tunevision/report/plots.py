@@ -5,14 +5,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+import io
 
 
 def new_figure(width: float, height: float):
     """A matplotlib Figure outside pyplot (no backend, no display needed, nothing global), which a notebook
     still shows inline: it renders itself as PNG for IPython."""
-    import io
 
-    from matplotlib.figure import Figure
 
     class InlineFigure(Figure):
         def _repr_png_(self) -> bytes:

@@ -18,6 +18,13 @@ from tunevision.core.runtime import INFERENCE_PRECISION, resolve_runtime
 from tunevision.scene.predict import load_scene_bundle
 from tunevision.engine.rundir import read_metrics
 from tunevision.scene.train import SceneRecord
+from tunevision.data.inputs import as_list, is_single
+from tunevision.data.scenes import decode_scenes
+from tunevision.engine.export import Exported
+from tunevision.scene.evaluate import evaluation_items
+from tunevision.scene.evaluate import score_scenes
+from tunevision.scene.export import export_scene_bundle
+from tunevision.scene.predict import predict_scenes
 
 
 class SceneModel:
@@ -40,17 +47,12 @@ class SceneModel:
 
     def predict(self, inputs: Any, *, threshold: float = 0.5):
         """One ScenePrediction for one image (a path, PIL image or uint8 array); a list for a list, folder or glob."""
-        from tunevision.data.inputs import as_list, is_single
-        from tunevision.scene.predict import predict_scenes
         results = predict_scenes(self.network, self.meta, as_list(inputs), threshold=threshold)
         return results[0] if is_single(inputs) and len(results) == 1 else results
 
     def evaluate(self, data: str | Path):
         """mAP (detection) or mIoU (segmentation) on annotated data; the model's own training folder is scored on
         its held-out split only."""
-        from tunevision.scene.evaluate import score_scenes
-        from tunevision.scene.evaluate import evaluation_items
-        from tunevision.data.scenes import decode_scenes
         items, classes = evaluation_items(self.meta, str(data))
         samples, _ = decode_scenes(items, self.meta.image_size)
         self.scores, _ = score_scenes(self.network, self.task, samples, classes)
@@ -60,8 +62,6 @@ class SceneModel:
         return save_bundle(self.network, self.meta, Path(path).expanduser())
 
     def export(self, fmt: str = "onnx", out: str | Path | None = None, samples: list[str] | None = None):
-        from tunevision.engine.export import Exported
-        from tunevision.scene.export import export_scene_bundle
         if samples:
             raise TunevisionError("detectors and segmenters check parity on their own held-out photos; drop --samples")
         if self.bundle is None:

@@ -11,6 +11,7 @@ from torch import nn
 from tunevision.core.errors import TunevisionError
 from tunevision.data.annotated import split_indices
 from tunevision.data.annotations import read_scene_data
+from tunevision.data.inputs import relative_names
 from tunevision.engine.export import require
 from tunevision.models.bundle import BundleMeta
 from tunevision.data.scenes import IGNORE, SceneSample, segmentation_example
@@ -140,8 +141,15 @@ def evaluation_items(meta: BundleMeta, data: str) -> tuple[list, list[str]]:
         raise TunevisionError(f"{data}: classes {unknown[:5]} are not among the model's ({', '.join(meta.classes)})")
     items = scene.items
     if str(Path(data).expanduser().resolve()) == meta.extra.get("data"):
-        _, val = split_indices(items, meta.extra["val_fraction"], meta.extra["seed"])
-        items = [items[i] for i in val]
+        if isinstance(meta.extra.get("train_files"), list):  # the images that trained it, by name
+            trained = set(meta.extra["train_files"])
+            items = [it for it, name in zip(items, relative_names([it.image for it in items], data))
+                     if name not in trained]
+        else:  # a bundle from before train_files: the split re-drawn
+            _, val = split_indices(items, meta.extra["val_fraction"], meta.extra["seed"])
+            items = [items[i] for i in val]
+        if not items:
+            raise TunevisionError(f"{data}: every image in it trained this model; evaluate on images it has not seen")
     remap = {i: meta.classes.index(c) if c in meta.classes else 0 for i, c in enumerate(scene.classes)}
     for it in items:
         it.labels = it.labels.copy()

@@ -23,6 +23,13 @@ from torch import nn
 from tunevision.models.bundle import BundleMeta, bundle_dir
 from tunevision.core.errors import TunevisionError
 from tunevision.engine.export import finish_onnx, onnx_session, require, save_torchscript
+from PIL import Image
+from torchvision.ops import box_iou
+from torchvision.transforms.v2.functional import pil_to_tensor
+from tunevision.data.scenes import resize_shorter
+from tunevision.scene.evaluate import evaluation_items
+from tunevision.scene.predict import load_scene_bundle
+import skimage.data
 
 BOX_ATOL = 0.5      # pixels a matched box may move between PyTorch and the export
 SCORE_ATOL = 1e-3
@@ -73,11 +80,6 @@ def parity_images(meta: BundleMeta, count: int = 4) -> list[torch.Tensor]:
     """Photos as the exports take them (float (3, H, W), shorter side at the bundle's image_size): the first
     held-out images of the bundle's own data when it is at hand (where the model finds things), else
     scikit-image's photos."""
-    import skimage.data
-    from PIL import Image
-    from torchvision.transforms.v2.functional import pil_to_tensor
-    from tunevision.data.scenes import resize_shorter
-    from tunevision.scene.evaluate import evaluation_items
     try:
         photos = [Image.open(it.image).convert("RGB") for it in evaluation_items(meta, meta.extra["data"])[0][:count]]
     except (KeyError, TunevisionError, OSError):
@@ -88,7 +90,6 @@ def parity_images(meta: BundleMeta, count: int = 4) -> list[torch.Tensor]:
 
 def box_parity(reference: list[tuple], exported: list[tuple]) -> SceneParity:
     """reference/exported: per image (boxes, labels, scores) as tensors."""
-    from torchvision.ops import box_iou
     compared = matched = 0
     box_diff = score_diff = 0.0
     for (rb, rl, rs), (eb, el, es) in zip(reference, exported):
@@ -140,7 +141,6 @@ EXPORTERS = {"onnx": (".onnx", _export_onnx), "torchscript": (".pt", _export_tor
 def export_scene_bundle(bundle: str | Path, fmt: str, out_dir: str | Path | None = None) -> tuple[Path, SceneParity]:
     """Write `<out>/model.onnx|model.pt` + `model.json`, then compare with PyTorch on real photos; raise if they
     disagree."""
-    from tunevision.scene.predict import load_scene_bundle
     if fmt not in EXPORTERS:
         raise TunevisionError(f"unknown export format {fmt!r}; choose {', '.join(EXPORTERS)}")
     folder = bundle_dir(bundle)

@@ -17,6 +17,9 @@ from tunevision.data.inputs import NOT_FOUND, expand_inputs
 from tunevision.models.hub import Detection, draw_detections, overlay, pixel_fractions
 from tunevision.data.scenes import resize_shorter
 from tunevision.scene.evaluate import detect_batch, segment_batch
+from torchvision.transforms.v2.functional import pil_to_tensor
+from tunevision.models.hub import output_path
+import json
 
 
 def load_scene_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BundleMeta]:
@@ -94,7 +97,6 @@ def open_inputs(inputs: Sequence[Any], max_pixels: int) -> list[tuple[str, Image
 
 def predict_scenes(model: torch.nn.Module, meta: BundleMeta, inputs: Sequence[Any], *, threshold: float = 0.5,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> list[ScenePrediction]:
-    from torchvision.transforms.v2.functional import pil_to_tensor
     results = []
     device = next(model.parameters()).device
     for name, image in open_inputs(inputs, max_pixels):
@@ -132,8 +134,6 @@ def instance_class_map(out: dict, keep: torch.Tensor, size: tuple[int, int]) -> 
 
 def write_scene_predictions(results: list[ScenePrediction], out: Path) -> list[dict]:
     """One annotated PNG per image in `out` and predictions.json; returns the JSON rows (with their PNG)."""
-    import json
-    from tunevision.models.hub import output_path
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in results:

@@ -14,6 +14,7 @@ from tunevision.report import plots
 from tunevision.report.page import img_html, table_html, write_page
 from tunevision.models.hub import draw_boxes, overlay
 from tunevision.data.scenes import SceneSample
+from PIL import Image
 
 GRID = 12           # validation images shown
 SHOW_SCORE = 0.5    # predicted boxes drawn from this score up
@@ -33,7 +34,6 @@ def detection_views(samples: list[SceneSample], preds: list[dict], classes: list
 
 def mask_views(samples: list[SceneSample], maps: list[torch.Tensor], classes: list[str]) -> list[np.ndarray]:
     """Side by side: the true mask over the image, and the predicted one."""
-    from PIL import Image
     views = []
     for s, m in zip(samples, maps):
         image = Image.fromarray(s.image.permute(1, 2, 0).numpy())

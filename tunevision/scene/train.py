@@ -23,6 +23,7 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.ui import RunLog
 from tunevision.data.annotated import SceneData, split_indices
 from tunevision.data.annotations import read_scene_data
+from tunevision.data.inputs import relative_names
 from tunevision.data.scenes import (IGNORE, SceneSample, decode_scenes, detection_example, detection_transform,
                                     segmentation_example, segmentation_transform)
 from tunevision.engine.run import guarded_run, open_run
@@ -133,14 +134,16 @@ def make_scene_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def scene_meta(cfg: RunConfig, task: str, spec: SceneSpec, data: SceneData, model: torch.nn.Module) -> BundleMeta:
+def scene_meta(cfg: RunConfig, task: str, spec: SceneSpec, data: SceneData, model: torch.nn.Module,
+               train: list[SceneSample]) -> BundleMeta:
     mean, std = _model_stats(model)
     return BundleMeta(architecture=spec.arch, classes=data.classes, image_size=spec.min_size,
                       resize_size=spec.max_size, mean=mean, std=std, task=task,
                       preprocessing=f"resize the shorter side to {spec.min_size} (PIL bilinear; longer side at most "
                                     f"{spec.max_size} inside the detector), RGB /255; mean/std inside the model",
                       extra={"spec": dataclasses.asdict(spec), "data": str(Path(cfg.data.data).expanduser().resolve()),
-                             "seed": cfg.train.seed, "val_fraction": cfg.data.val_fraction, "format": data.format})
+                             "seed": cfg.train.seed, "val_fraction": cfg.data.val_fraction, "format": data.format,
+                             "train_files": sorted(relative_names([s.source for s in train], cfg.data.data))})
 
 
 def _model_stats(model: torch.nn.Module) -> tuple[list[float], list[float]]:
@@ -167,7 +170,7 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
         # image from min_size; in eval mode it takes the last, the bundle's own
         model.transform.min_size = tuple(range(round(spec.min_size * 0.7) // 32 * 32, spec.min_size, 32)) + (
             spec.min_size,)
-    meta = scene_meta(cfg, task, spec, data, model)
+    meta = scene_meta(cfg, task, spec, data, model, train)
     folder = RunFolder(run_dir, cfg, meta, log, resume)
     history, evaluated = train_scene(model, task, train, val, spec, data.classes, cfg, folder, resume, log)
     model.load_state_dict(folder.best["state"])

@@ -23,7 +23,6 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from typing import Callable
 
@@ -31,48 +30,19 @@ import numpy as np
 
 from tunevision import tasks
 from tunevision.classify.predict import model_source
-from tunevision.core.config import opt, validate_fields
-from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image
+from tunevision.data.images import ImageError, open_image
+from tunevision.serve.options import ServeOptions
 from tunevision.serve.inputs import ByteBudget, HTTPError, parse_top_k, read_images
+from tunevision.core.runtime import rss_bytes
+import signal
 
 ACCESS_LOG = logging.getLogger("tunevision.access")
 PUBLIC_PATHS = ("/health", "/")  # the page is static HTML; everything that touches the model needs the key
 
 
-@dataclass
-class ServeOptions:
-    max_upload_mb: float = opt(10.0, "largest accepted image upload, in MB", check=lambda v: 0 < v <= 1024,
-                               allowed="in (0, 1024]")
-    workers: int = opt(1, "inference threads (decode + forward); each may hold one decoded image",
-                       check=lambda v: 1 <= v <= 64, allowed="in 1..64")
-    batch: bool = opt(True, "run requests that queue up while the model is busy as one batch")
-    max_pixels: int = opt(40_000_000, "largest image in pixels (checked before decoding)",
-                          check=lambda v: 0 < v <= DEFAULT_MAX_PIXELS, allowed=f"in 1..{DEFAULT_MAX_PIXELS}")
-    max_images: int = opt(16, "images per request", check=lambda v: 1 <= v <= 256, allowed="in 1..256")
-    max_request_mb: float = opt(32.0, "largest request body, all its images together, in MB",
-                                check=lambda v: 0 < v <= 4096, allowed="in (0, 4096]")
-    max_inflight_mb: float = opt(256.0, "request bodies held in memory at once, all requests together, in MB; past "
-                                        "it new uploads get 503", check=lambda v: 0 < v <= 65536,
-                                 allowed="in (0, 65536]")
-    max_batch: int = opt(32, "images per forward pass (memory: about 17 MB each for Lite0 at 224 px)",
-                         check=lambda v: 1 <= v <= 256, allowed="in 1..256")
-    queue: int = opt(64, "requests waiting or running before new ones get 503", check=lambda v: 1 <= v <= 10_000,
-                     allowed="in 1..10000")
-    timeout_s: float = opt(30.0, "seconds to receive an upload, and to answer a request",
-                           check=lambda v: 0 < v <= 3600, allowed="in (0, 3600]")
-    api_key: str = opt("", "require Authorization: Bearer KEY (also $TUNEVISION_API_KEY)")
-    runtime: str = opt("torch", "torch | onnx | onnx-int8", choices=("torch", "onnx", "onnx-int8"))
-    threshold: float = opt(0.5, "detectors: the lowest score returned", check=lambda v: 0 <= v <= 1,
-                           allowed="in [0, 1]")
-
-    def __post_init__(self) -> None:
-        validate_fields(self)
-
-
 def draining_server(config):
     """uvicorn's Server that drains on SIGTERM/SIGINT (no new connections, in-flight requests finish within the
     graceful timeout) and then returns, so the process exits 0; uvicorn's own handler re-raises the signal."""
-    import signal
 
     import uvicorn
 
@@ -141,7 +111,6 @@ class MicroBatcher:
 def _metrics(registry):
     from prometheus_client import Counter, Gauge, Histogram
 
-    from tunevision.core.runtime import rss_bytes
     m = {"requests": Counter("tunevision_requests", "HTTP requests by route and status", ["path", "status"],
                              registry=registry),
          "latency": Histogram("tunevision_request_seconds", "time to answer /predict", registry=registry,
