@@ -207,3 +207,72 @@ def test_evaluate_on_a_detectors_training_folder_scores_only_images_that_did_not
     (data / "annotations" / f"{Path(val[0]).stem}.xml").unlink()
     items, _ = evaluation_items(model.meta, str(data))
     assert [str(it.image) for it in items] == val[1:]
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (["a.jpg", "b.jpg"], "list of \\(path, label\\) pairs"), ((1, 2, 3), "list of \\(path, label\\) pairs"),
+    (42, "list of \\(path, label\\) pairs"),
+    ((np.zeros((4, 3, 8, 8), np.uint8), ["a", "b", "a", "b"]), "channels first"),
+    ((np.zeros((0, 8, 8), np.uint8), []), "uint8 array"),
+])
+def test_fit_refuses_data_it_cannot_read_with_the_forms_it_takes(tmp_path: Path, data, fragment: str) -> None:
+    with pytest.raises(TunevisionError, match=fragment):
+        tv.fit(data, cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), quiet=True)
+
+
+def test_api_misuse_is_a_tunevision_error_that_says_the_fix(tmp_path: Path, tiny_bundle: Path) -> None:
+    (tmp_path / "fake.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(TunevisionError, match="not a readable ONNX model"):
+        tv.load(str(tmp_path / "fake.onnx"))
+    model = tv.load(str(tiny_bundle), device="cpu")
+    (tmp_path / "taken.jpg").write_bytes(b"x")
+    with pytest.raises(TunevisionError, match="a file, not a folder"):
+        model.save(tmp_path / "taken.jpg")
+    for bad, fragment in [(np.zeros((0, 0, 3), np.uint8), "empty image"), (np.full((8, 8, 3), np.nan), "NaN"),
+                          (torch.zeros(3, 8, 8, dtype=torch.complex64), "real numbers")]:
+        with pytest.raises(TunevisionError, match=fragment):
+            model.predict(bad)
+    with pytest.raises(TunevisionError, match="top_k must be an integer >= 1"):
+        model.predict(np.zeros((8, 8, 3), np.uint8), top_k=0)
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 20)
+    with pytest.raises(TunevisionError, match="cut.jpg.*predict\\(\\) flags"):
+        model.predict_proba([str(tmp_path / "cut.jpg")])
+    with pytest.raises(TunevisionError, match="unknown_classes must be"):
+        model.evaluate(str(tmp_path), unknown_classes="bogus")
+
+
+def test_a_class_with_one_image_is_warned_about_on_the_console_and_in_the_report(tmp_path: Path,
+                                                                               colour_folders: Path) -> None:
+    from click.testing import CliRunner
+    from tests.conftest import make_image, tiny_args
+    from tunevision.cli.main import main
+    (colour_folders / "green").mkdir()
+    make_image((0, 200, 0), np.random.default_rng(1)).save(colour_folders / "green" / "only.png")
+    r = CliRunner().invoke(main, ["train", str(colour_folders), "--epochs", "1",
+                                  *tiny_args(str(tmp_path / "c"), tmp_path / "runs")])
+    assert r.exit_code == 0, r.output
+    assert "warning: class 'green' has 1 image" in r.output
+    assert "Too thin to score: green" in next((tmp_path / "runs").glob("*/report.html")).read_text()
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path: Path) -> None:
+    from tunevision.core.config import RunConfig
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: [1, 2\n  mode: auto\n")
+    with pytest.raises(TunevisionError) as e:
+        RunConfig.load(tmp_path / "c.yaml")
+    assert "\n" not in str(e.value) and "not valid YAML at line" in str(e.value)
+
+
+def test_an_image_replaced_with_the_same_size_and_mtime_is_decoded_again(tmp_path: Path) -> None:
+    from tunevision.data.sources import Sample, cache_key
+    path = tmp_path / "a.bmp"
+    from PIL import Image
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
+    before = cache_key([Sample(str(path), 0)], 32, None)
+    st = path.stat()
+    replacement = tmp_path / "b.bmp"
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(replacement)
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert replacement.stat().st_size == st.st_size
+    os.replace(replacement, path)
+    assert cache_key([Sample(str(path), 0)], 32, None) != before

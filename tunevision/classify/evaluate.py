@@ -169,6 +169,8 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
                   unknown_classes: str = "error", log=None) -> EvalSet:
     """`data` decoded for `model`. Classes the model does not know are an error naming them, or with
     unknown_classes='skip' left out and reported."""
+    if unknown_classes not in ("error", "skip"):
+        raise TunevisionError(f"unknown_classes must be 'error' or 'skip', got {unknown_classes!r}")
     ds, scored, note = _scored_samples(meta, data)
     unknown = sorted({ds.classes[s.label] for s in scored} - set(meta.classes))
     if unknown and unknown_classes != "skip":

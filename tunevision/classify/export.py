@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle
+from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle, meta_from_dict
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier
 from tunevision.engine.export import finish_onnx, onnx_session, require, save_torchscript
@@ -127,10 +127,16 @@ class OnnxClassifier(nn.Module):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        self.session = onnx_session(path)
-        props = self.session.get_modelmeta().custom_metadata_map
-        known = BundleMeta.__dataclass_fields__
-        self.meta = BundleMeta(**{k: json.loads(v) for k, v in props.items() if k in known})
+        try:
+            self.session = onnx_session(path)
+            props = self.session.get_modelmeta().custom_metadata_map
+            raw = {k: json.loads(v) for k, v in props.items()}
+        except TunevisionError:
+            raise
+        except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ...; json's ValueError
+            raise TunevisionError(f"{path}: not a readable ONNX model ({type(e).__name__}: {str(e)[:80]}); export "
+                                  "it again with tunevision export") from None
+        self.meta = meta_from_dict(raw, f"{path} (its metadata)")
         self.temperature_in_graph = self.meta.temperature
         self.meta.temperature = 1.0  # already applied inside the graph
 

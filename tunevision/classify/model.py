@@ -72,8 +72,14 @@ class Model:
                              temperature=self.meta.temperature, tta=as_tta(tta))
 
     def predict_proba(self, inputs: Image | Sequence[Image], *, tta: bool | TTA = False) -> np.ndarray:
-        """Calibrated probabilities, one row per image the inputs stand for (unreadable files: a row of NaN)."""
-        _, items = decode_inputs(as_list(inputs), self.preprocess)
+        """Calibrated probabilities, one row per image the inputs stand for. An unreadable file raises
+        TunevisionError naming it (a row of NaN would pass unnoticed into sums and argmaxes); `predict` instead
+        flags such an image with its `error` and goes on."""
+        names, items = decode_inputs(as_list(inputs), self.preprocess)
+        bad = next(((n, it) for n, it in zip(names, items) if isinstance(it, str)), None)
+        if bad:
+            raise TunevisionError(f"{bad[0]}: {bad[1]}; predict_proba needs every image readable (predict() flags "
+                                  "unreadable ones and goes on)")
         ok = [i for i, it in enumerate(items) if not isinstance(it, str)]
         probs = np.full((len(items), len(self.classes)), np.nan, np.float32)
         if ok:

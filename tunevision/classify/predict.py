@@ -107,7 +107,9 @@ def load_predictor(source: str, device: str = "cpu", runtime: str = "torch") -> 
 
 
 def top_k_predictions(probs: np.ndarray, classes: list[str], names: list[str], top_k: int) -> list[Prediction]:
-    k = max(1, min(top_k, len(classes)))
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise TunevisionError(f"top_k must be an integer >= 1, got {top_k!r}")
+    k = min(int(top_k), len(classes))
     return [Prediction(name, [(classes[i], float(row[i])) for i in np.argsort(-row)[:k]])
             for name, row in zip(names, probs)]
 

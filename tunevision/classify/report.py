@@ -106,6 +106,10 @@ def dataset_section(run: RunFiles, samples: tuple) -> tuple[str, str]:
     if train_counts and max(train_counts) > 3 * min(train_counts):
         warn = (f'<p class="warn">Class imbalance: the largest class has {max(train_counts)} training images, '
                 f'the smallest {min(train_counts)}. Consider <code>--balance</code> or more data.</p>')
+    thin = [c for c in classes if counts["val"].get(c, 0) == 0 or counts["train"].get(c, 0) + counts["val"].get(c, 0) < 2]
+    if thin:
+        warn += (f'<p class="warn">Too thin to score: {html.escape(", ".join(thin[:20]))} (under 2 images, or none '
+                 "in validation); the validation scores say nothing about these classes.</p>")
     plots.image_grid(images, titles, out / "samples.png", columns=per_class if per_class > 1 else 8)
     skipped = _rows(run.run_dir / "skipped.csv")
     more = f" (the first {MAX_SAMPLES} classes)" if len(classes) > MAX_SAMPLES else ""

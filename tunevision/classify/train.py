@@ -120,6 +120,22 @@ def describe_data(data: Data, cfg: RunConfig, run_dir: Path, log: RunLog) -> Non
         log.info(f"  skipped {s.path}: {s.reason}")
     if len(ds.skipped) > 20:
         log.info(f"  ... and {len(ds.skipped) - 20} more, all listed in {run_dir / 'skipped.csv'}")
+    for warning in thin_classes(data):
+        log.info(f"[yellow]warning: {warning}[/]")
+
+
+def thin_classes(data: Data) -> list[str]:
+    """A line per class too thin to learn or to score: under 2 images, or none in validation (its accuracy there
+    would be undefined, and the overall accuracy says nothing about it)."""
+    warnings = []
+    for i, c in enumerate(data.dataset.classes):
+        n_train, n_val = sum(s.label == i for s in data.train), sum(s.label == i for s in data.val)
+        if n_train + n_val < 2:
+            warnings.append(f"class {c!r} has {n_train + n_val} image; it needs at least 2 (one to train, one to "
+                            "check), more for a model that generalises")
+        elif n_val == 0:
+            warnings.append(f"class {c!r} has no validation image; the validation scores say nothing about it")
+    return warnings
 
 
 def build_model(cfg: RunConfig, architecture: str, backbone: Backbone, data: Data, previous: Classifier | None,

@@ -317,6 +317,11 @@ class RunConfig:
     def load(cls, path: str | Path) -> "RunConfig":
         try:
             raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise TunevisionError(f"{path}: cannot read config ({e})") from None
+        except OSError as e:
+            raise TunevisionError(f"{path}: cannot read config ({e.strerror or e})") from None
+        except yaml.YAMLError as e:  # one line: the problem and where, not YAML's five-line excerpt
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise TunevisionError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e}); fix the "
+                                  "file or start from a run's config.yaml") from None
         return cls.from_dict(raw or {}, source=str(path))

@@ -161,17 +161,28 @@ def in_memory_source(data: Any, cache_dir: Path) -> str:
     their content, so that the same data gives the same cache keys and run after run the same split."""
     folder = cache_dir / "sources"
     folder.mkdir(parents=True, exist_ok=True)
+    forms = ("data is a folder or CSV path, a list of (path, label) pairs, or (images, labels): an N x H x W [x 3] "
+             "uint8 array and N class names")
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
         images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
-        labels = [str(v) for v in data[1]]
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
-            raise TunevisionError("fit((images, labels)): images must be an N x H x W [x 3] uint8 array and labels "
-                                  f"N class names; got {images.dtype} {images.shape} and {len(labels)} labels")
+        try:
+            labels = [str(v) for v in data[1]]
+        except TypeError:
+            raise TunevisionError(f"fit((images, labels)): labels must be a sequence of class names; {forms}") from None
+        channels_first = images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3)
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels) or not len(images) \
+                or images.ndim == 4 and images.shape[-1] not in (1, 3) or min(images.shape[1:3], default=0) < 1:
+            hint = " (channels first: pass images.transpose(0, 2, 3, 1))" if channels_first else ""
+            raise TunevisionError(f"fit((images, labels)): images must be an N x H x W [x 3] uint8 array and labels "
+                                  f"N class names; got {images.dtype} {images.shape} and {len(labels)} labels{hint}")
         key = hashlib.sha1(images.tobytes() + "\n".join(labels).encode()).hexdigest()[:16]
         path = folder / f"{key}.npz"
         if not path.is_file():
             np.savez(path, images=images, labels=np.array(labels))
         return f"npz:{path}"
+    if not isinstance(data, (list, tuple)) or not all(
+            isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], (str, Path)) for item in data):
+        raise TunevisionError(f"fit({str(data)[:40]}): {forms}")
     pairs = [(str(Path(p).expanduser().resolve()), str(label)) for p, label in data]
     if not pairs:
         raise TunevisionError("fit([]): no (path, label) pairs")

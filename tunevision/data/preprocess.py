@@ -51,6 +51,13 @@ class Preprocessing:
                 image = image.permute(1, 2, 0)  # CxHxW, as torchvision tensors are
             image = image.numpy()
         if isinstance(image, np.ndarray):
+            if image.size == 0 or min(image.shape[:2], default=0) < 1:
+                raise ValueError(f"an empty image array (shape {image.shape})")
+            if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+                    or image.dtype == np.bool_):
+                raise ValueError(f"an image array must hold real numbers, not {image.dtype}")
+            if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+                raise ValueError("the image array holds NaN or infinite values")
             if image.dtype != np.uint8:
                 scale = 255.0 if image.max(initial=0) <= 1.0 else 1.0
                 image = np.clip(image.astype(np.float64) * scale + 0.5, 0, 255).astype(np.uint8)

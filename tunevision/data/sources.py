@@ -173,7 +173,9 @@ def cache_key(samples: list[Sample], size: int, arrays: np.ndarray | None) -> st
         if arrays is None:
             try:
                 st = os.stat(s.path)
-                h.update(f":{st.st_size}:{st.st_mtime_ns}".encode())
+                # inode and ctime too: a file replaced by another of the same size and mtime (cp -p, touch -r)
+                # has a new inode or ctime, which no user tool can set back
+                h.update(f":{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}".encode())
             except OSError:
                 h.update(b":missing")
     return h.hexdigest()[:20]

@@ -13,8 +13,7 @@ from tunevision.core.atomic import atomic_write
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier, build_classifier, create_backbone
 from tunevision.data.preprocess import Preprocessing
-from safetensors.torch import load_file
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tunevision import __version__
 
 BUNDLE_FORMAT = 1
@@ -50,6 +49,9 @@ def _version() -> str:
 
 def save_bundle(model: Classifier, meta: BundleMeta, folder: Path) -> Path:
     """Write weights and metadata; each file lands atomically (temp file, then rename)."""
+    if folder.exists() and not folder.is_dir():
+        raise TunevisionError(f"{folder}: a file, not a folder; a bundle is a folder (model.safetensors + model.json): "
+                              "choose a new path")
     folder.mkdir(parents=True, exist_ok=True)
     meta.tunevision_version = meta.tunevision_version or _version()
     state = {k: v.detach().float().contiguous().cpu() if v.is_floating_point() else v.contiguous().cpu()
@@ -100,6 +102,12 @@ def read_meta(path: str | Path) -> BundleMeta:
         raw = json.loads(where.read_text())
     except (OSError, ValueError, RecursionError) as e:
         raise TunevisionError(f"{where}: unreadable bundle description ({str(e)[:100]})") from None
+    return meta_from_dict(raw, where)
+
+
+def meta_from_dict(raw: Any, where: str | Path) -> BundleMeta:
+    """A bundle description checked against SCHEMA (model.json, or an ONNX export's metadata); one line naming
+    the first bad field."""
     if not isinstance(raw, dict):
         raise TunevisionError(f"{where}: must hold a JSON object, not a {type(raw).__name__}; re-save the bundle")
     missing = [k for k in REQUIRED if k not in raw]

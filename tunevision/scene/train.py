@@ -175,7 +175,7 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     history, evaluated = train_scene(model, task, train, val, spec, data.classes, cfg, folder, resume, log)
     model.load_state_dict(folder.best["state"])
     folder.close()
-    return finish_scene_run(cfg, task, model, meta, data, val, folder, history, log, started, evaluated)
+    return finish_scene_run(cfg, task, model, meta, data, (train, val), folder, history, log, started, evaluated)
 
 
 def decode_split(data: SceneData, cfg: RunConfig, task: str, spec: SceneSpec, run_dir: Path, log: RunLog
@@ -234,20 +234,21 @@ def train_scene(model: torch.nn.Module, task: str, train: list[SceneSample], val
     return history, evaluated
 
 
-def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: SceneData, val: list[SceneSample],
-                     folder: RunFolder, history: list[SceneRecord], log: RunLog, started: float,
+def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: SceneData,
+                     splits: tuple[list[SceneSample], list[SceneSample]], folder: RunFolder, history: list[SceneRecord], log: RunLog, started: float,
                      evaluated: tuple | None = None) -> SceneResult:
     """Final scores with curves (eval/), summary.json, the report; the bundle of the best epoch is on disk already
     (written when that epoch improved). `evaluated`: the best epoch's (scores, outputs) when this process computed
     them (not after a resume past the best epoch)."""
+    (train, val), run_dir, best = splits, folder.path, folder.best
     scores, preds = evaluated or score_scenes(model, task, val, data.classes)
-    run_dir, best = folder.path, folder.best
     (run_dir / "eval").mkdir(exist_ok=True)
     atomic_write(run_dir / "eval" / "metrics.json", lambda p: p.write_text(json.dumps(scores.to_dict(), indent=2)))
     seconds = time.perf_counter() - started
     summary = {"task": task, **{k: v for k, v in scores.to_dict().items() if not isinstance(v, dict)},
                "best_epoch": best["epoch"], "epochs_run": len(history), "seconds": round(seconds, 1),
-               "arch": meta.architecture, "classes": data.classes, "val_images": len(val),
+               "arch": meta.architecture, "classes": data.classes, "train_images": len(train),
+               "val_images": len(val),
                "skipped": len(data.problems), "bundle": str(run_dir / "model"), "command": " ".join(sys.argv)}
     folder.write_summary(summary)
     try:
