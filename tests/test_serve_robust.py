@@ -252,3 +252,30 @@ def test_a_request_body_past_the_request_limit_is_413_and_uploads_share_a_memory
     first.close()
     second.take(300)
     assert budget.used == 300
+
+
+def test_slow_header_connections_are_closed_after_the_header_timeout(tiny_bundle: Path) -> None:
+    proc, url = start_server(tiny_bundle, "--header-timeout-s", "1")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        start = time.time()
+        closed = set()
+        while time.time() - start < 6 and len(closed) < 3:
+            for i, s in enumerate(sockets):
+                if i in closed:
+                    continue
+                try:
+                    s.sendall(b"G")  # one header byte at a time, never a whole request line
+                    s.settimeout(0.3)
+                    if s.recv(1) == b"":
+                        closed.add(i)
+                except (BrokenPipeError, ConnectionResetError):
+                    closed.add(i)
+                except socket.timeout:
+                    pass
+        assert len(closed) == 3 and time.time() - start < 5
+        assert urllib.request.urlopen(url + "/health", timeout=5).status == 200  # the server itself is fine
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -53,6 +53,7 @@ def serve(model: str, host: str, port: int, **options: Any) -> None:
     handler = logging.StreamHandler()
     logging.getLogger("tunevision.access").addHandler(handler)
     logging.getLogger("tunevision.access").setLevel(logging.INFO)
-    from tunevision.serve.app import draining_server
+    from tunevision.serve.app import draining_server, header_timeout_protocol
     draining_server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                                   http=header_timeout_protocol(o.header_timeout_s),
                                    timeout_graceful_shutdown=int(o.timeout_s) + 5, timeout_keep_alive=5)).run()

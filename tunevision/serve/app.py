@@ -20,6 +20,7 @@ import ctypes
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,49 @@ def draining_server(config):
                 for s, handler in previous.items():
                     signal.signal(s, handler)
     return Server(config)
+
+
+def header_timeout_protocol(seconds: float):
+    """uvicorn's h11 protocol with a deadline for each request's headers: a client that trickles header bytes (a
+    slowloris) is closed after `seconds`, where uvicorn alone would keep the socket open for good. The body has its
+    own deadline in the app (408), and idle keep-alive connections uvicorn's timeout_keep_alive."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        deadline = None
+
+        def waiting_for_headers(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def arm(self) -> None:
+            if self.deadline is None:
+                self.deadline = self.loop.call_later(seconds, self.too_slow)
+
+        def disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def too_slow(self) -> None:
+            self.deadline = None
+            if self.waiting_for_headers():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.waiting_for_headers():
+                self.arm()
+            super().data_received(data)
+            if not self.waiting_for_headers():
+                self.disarm()
+
+        def connection_lost(self, exc) -> None:
+            self.disarm()
+            super().connection_lost(exc)
+    return Protocol
 
 
 def release_memory() -> None:
@@ -235,7 +279,9 @@ def add_guard(app, server: Server) -> None:
 
     @app.middleware("http")
     async def guard_and_log(request: Request, call_next):
-        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:12]
+        rid = request.headers.get("x-request-id", "")
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", rid):  # echoed back: only a plain token, else our own
+            rid = uuid.uuid4().hex[:12]
         start = time.perf_counter()
         header = request.headers.get("authorization", "")
         if o.api_key and request.url.path not in PUBLIC_PATHS and not hmac.compare_digest(

@@ -29,6 +29,8 @@ class ServeOptions:
                      allowed="in 1..10000")
     timeout_s: float = opt(30.0, "seconds to receive an upload, and to answer a request",
                            check=lambda v: 0 < v <= 3600, allowed="in (0, 3600]")
+    header_timeout_s: float = opt(10.0, "seconds a connection may take to send a request's headers (slow-header "
+                                        "clients are closed)", check=lambda v: 0 < v <= 600, allowed="in (0, 600]")
     api_key: str = opt("", "require Authorization: Bearer KEY (also $TUNEVISION_API_KEY)")
     runtime: str = opt("torch", "torch | onnx | onnx-int8", choices=("torch", "onnx", "onnx-int8"))
     threshold: float = opt(0.5, "detectors: the lowest score returned", check=lambda v: 0 <= v <= 1,
