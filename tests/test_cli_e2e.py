@@ -45,7 +45,7 @@ def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp
     cm = list(csv.reader(open(tmp_path / "ev" / "confusion_matrix.csv")))
     # the unsplit folder trained this model: only its validation images (2 per class) are scored, and it says so
     assert cm[0][1:] == ["blue", "red"] and sum(int(v) for row in cm[1:] for v in row[1:]) == 4
-    assert "scoring only its validation split" in r.output
+    assert "scoring only the 4 images that did not train it" in r.output
 
     img = next((colour_folders / "red").glob("*.png"))
     (tmp_path / "bad.jpg").write_bytes(b"nope")

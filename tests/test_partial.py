@@ -88,7 +88,7 @@ def test_partial_after_the_head_stage_still_trains_the_top(tmp_path: Path) -> No
     from tunevision.core.ui import RunLog
     data_dir = make_class_folders(tmp_path / "d", n=10)
     cfg = RunConfig.from_options(str(data_dir), backbone="tiny_cnn", pretrained=False, device="cpu",
-                                 precision="fp32", cache_dir=str(tmp_path / "c"), epochs=3)
+                                 precision="fp32", cache_dir=str(tmp_path / "c"), epochs=3).for_task("classify")
     torch.manual_seed(0)
     backbone = create_backbone("tiny_cnn", pretrained=False)
     data = prepare_data(cfg, backbone, RunLog(quiet=True))

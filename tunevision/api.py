@@ -30,6 +30,7 @@ from tunevision.data.augment import make_pipeline
 from tunevision.data.images import ImageError
 from tunevision.data.preprocess import Preprocessing
 from tunevision.report.plots import image_grid
+from tunevision.data.archives import in_memory_source
 
 if TYPE_CHECKING:
     from tunevision.scene.api import SceneModel
@@ -56,7 +57,6 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
     base = RunConfig.load(config) if isinstance(config, (str, Path)) else config
     if data is not None and not isinstance(data, (str, Path)):
         cache = (base or RunConfig()).data.cache_dir or "~/.cache/tunevision"
-        from tunevision.data.archives import in_memory_source
         data = in_memory_source(data, Path(options.get("cache_dir", cache)).expanduser())
     cfg = RunConfig.from_options(str(data or ""), base, **options)
     if not cfg.data.data:

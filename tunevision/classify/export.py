@@ -21,6 +21,9 @@ from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier
 from tunevision.engine.export import finish_onnx, onnx_session, require, save_torchscript
 from tunevision.data.images import ImageError
+import io
+import skimage.data
+from PIL import Image
 
 PARITY_ATOL = 1e-4  # max |p_exported - p_torch| allowed; fp32 runtimes agree to ~1e-6 in practice
 
@@ -61,10 +64,6 @@ def sample_inputs(meta: BundleMeta, images: list[str] | None = None) -> torch.Te
         except (ImageError, OSError) as e:
             raise TunevisionError(f"{p}: cannot use as a parity sample ({e})") from None
     if not arrays:
-        import io
-
-        import skimage.data
-        from PIL import Image
         for name in ("chelsea", "coffee", "astronaut", "rocket", "camera"):
             buf = io.BytesIO()
             Image.fromarray(getattr(skimage.data, name)()).save(buf, "PNG")

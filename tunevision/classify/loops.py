@@ -29,6 +29,8 @@ from tunevision.classify.prepare import Data, cache_dir
 from tunevision.engine.rundir import EpochRecord
 from tunevision.core.runtime import Runtime, compiled_for_training
 from tunevision.core.ui import RunLog
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 OnEpoch = Callable[[list[EpochRecord], nn.Module, Callable[[], dict] | None], bool]
 HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch
@@ -253,7 +255,6 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
     history: list[EpochRecord] = []
     ema = None
     if t.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
     if resume:
         if ema is not None and resume.get("ema"):
@@ -270,7 +271,6 @@ def fit_network(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log:
         trained = compiled_for_training(model, example.to(rt.device).contiguous(memory_format=torch.channels_last),
                                         log)
     if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel
         trained = DistributedDataParallel(trained, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()

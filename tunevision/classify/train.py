@@ -33,6 +33,8 @@ from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtim
 from tunevision.core.ui import RunLog
 from tunevision.engine.run import guarded_run, open_run
 from tunevision.classify.initial import initial_model
+from tunevision.classify.lr_range import run_lr_range_test
+from tunevision.classify.report import write_report
 
 
 @dataclass
@@ -179,7 +181,6 @@ def resolve_config(cfg: RunConfig, model: Classifier, data: Data, rt: Runtime, r
     image size) replace the 0/'auto' placeholders, and are what config.yaml records."""
     lr = cfg.train.lr
     if lr == "auto":
-        from tunevision.classify.lr_range import run_lr_range_test
         lr, _, _ = run_lr_range_test(model, data, cfg, rt, run_dir / "lr_find.png")
         log.info(f"LR range test: body learning rate {lr:.2e} (plot {run_dir / 'lr_find.png'})")
     train = dataclasses.replace(cfg.train, lr=lr)
@@ -228,7 +229,6 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
         log.info(f"  {c:>20s}  precision {m['precision'][i]:.3f}  recall {m['recall'][i]:.3f}  "
                  f"f1 {m['f1'][i]:.3f}  n={int(m['support'][i])}")
     try:
-        from tunevision.classify.report import write_report
         log.info(f"report {write_report(run_dir)}")
     except Exception as e:  # the bundle and metrics are already saved; a plotting problem must not lose them
         log.info(f"[yellow]report not written ({type(e).__name__}: {e}); retry with tunevision report {run_dir}[/]")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+import yaml
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SLACK = 2.0  # pixels a box may pass the image border by (VOC's 1-based corners, rounding) before it counts as bad
@@ -86,7 +87,6 @@ def read_names(root: Path) -> list[str]:
             return [line.strip() for line in p.read_text().splitlines() if line.strip()]
     for p in (root / "data.yaml", root / "dataset.yaml"):
         if p.is_file():
-            import yaml
             names = (yaml.safe_load(p.read_text()) or {}).get("names", [])
             return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
     return []

@@ -16,6 +16,7 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
 import timm
 import torchvision
+from safetensors.torch import load_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,7 +96,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TunevisionError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         return load_file(str(path))
     sd = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):

@@ -23,6 +23,11 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.segmentation.lraspp import LRASPPHead
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+import torchvision
+import torchvision.models.detection as detection
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from tunevision.models.hub import load_scene_model
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,6 @@ SEGMENTERS: Registry[Callable[..., nn.Module]] = Registry("segmenter")
 def _two_stage(family: str) -> Callable[..., nn.Module]:
     """Faster R-CNN or Mask R-CNN (same region heads; Mask R-CNN adds a mask head) on the pyramid."""
     def build(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
-        import torchvision.models.detection as detection
         body, mean, std = _pyramid(spec.backbone, pretrained, weights)
         return getattr(detection, family)(
             body, spec.num_classes + 1, min_size=spec.min_size, max_size=spec.max_size, image_mean=list(mean),
@@ -199,10 +203,6 @@ HUB_DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "faste
 def _register_hub(name: str) -> None:
     @DETECTORS.register(name)
     def hub(spec: SceneSpec, pretrained: bool = True, weights: str | None = None) -> nn.Module:
-        import torchvision
-        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
-        from tunevision.models.hub import load_scene_model
         model, _, _ = load_scene_model(name, HUB_DETECTORS, weights=weights, pretrained=pretrained)
         heads = model.roi_heads
         heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, spec.num_classes + 1)
