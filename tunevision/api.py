@@ -18,19 +18,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tunevision.core.config import RunConfig, SECTIONS, TOP_LEVEL
-from tunevision.core.errors import TunevisionError
-from tunevision.classify.predict import model_source
-from tunevision.core.ui import RunLog
-from tunevision.classify.model import Model, show_batch, to_uint8
 from tunevision import tasks
-from tunevision.classify.lr_range import find_lr
-from tunevision.classify.lr_range import plot_lr_find
+from tunevision.classify.lr_range import find_lr, plot_lr_find
+from tunevision.classify.model import Model, show_batch, to_uint8
+from tunevision.classify.predict import model_source
+from tunevision.core.config import SECTIONS, TOP_LEVEL, RunConfig
+from tunevision.core.errors import TunevisionError
+from tunevision.core.ui import RunLog
+from tunevision.data.archives import in_memory_source
 from tunevision.data.augment import make_pipeline
 from tunevision.data.images import ImageError
 from tunevision.data.preprocess import Preprocessing
 from tunevision.report.plots import image_grid
-from tunevision.data.archives import in_memory_source
 
 if TYPE_CHECKING:
     from tunevision.scene.api import SceneModel

@@ -24,8 +24,7 @@ from tunevision.models.bundle import read_meta
 from tunevision.scene.api import load_scene_model, scene_model_from_result
 from tunevision.scene.export import export_scene_bundle
 from tunevision.scene.serving import scene_service
-from tunevision.scene.train import rewrite_scene_report
-from tunevision.scene.train import run_scene
+from tunevision.scene.train import rewrite_scene_report, run_scene
 
 
 @dataclass(frozen=True)

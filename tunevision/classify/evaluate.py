@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.models.bundle import BundleMeta, load_bundle
-from tunevision.data.sources import Dataset, Sample, drop_skipped, load_images, relabel
-from tunevision.core.errors import TunevisionError
 from tunevision.classify.inference import TTA, predict_probs
+from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
-from tunevision.data.inputs import relative_names
 from tunevision.data.discover import discover
+from tunevision.data.inputs import relative_names
+from tunevision.data.sources import Dataset, Sample, drop_skipped, load_images, relabel
+from tunevision.models.bundle import BundleMeta, load_bundle
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -6,6 +6,7 @@ normalisation and temperature are inside, and the rest of the preprocessing trav
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -13,17 +14,21 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import skimage.data
 import torch
+from PIL import Image
 from torch import nn
 
-from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle, meta_from_dict
 from tunevision.core.errors import TunevisionError
-from tunevision.models.backbones import Classifier
-from tunevision.engine.export import finish_onnx, onnx_session, require, save_torchscript
 from tunevision.data.images import ImageError
-import io
-import skimage.data
-from PIL import Image
+from tunevision.engine.export import (
+    finish_onnx,
+    onnx_session,
+    require,
+    save_torchscript,
+)
+from tunevision.models.backbones import Classifier
+from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle, meta_from_dict
 
 PARITY_ATOL = 1e-4  # max |p_exported - p_torch| allowed; fp32 runtimes agree to ~1e-6 in practice
 

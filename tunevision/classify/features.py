@@ -8,11 +8,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-
-from tunevision.models.backbones import Classifier
-from tunevision.core.runtime import Runtime
 from safetensors.torch import load_file, save_file
 
+from tunevision.core.runtime import Runtime
+from tunevision.models.backbones import Classifier
 
 FEATURE_BATCH = 64
 

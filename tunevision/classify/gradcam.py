@@ -1,6 +1,7 @@
 """Grad-CAM (Selvaraju et al. 2017) for any Classifier: where the network looked for a class."""
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -8,7 +9,6 @@ from PIL import Image
 
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier
-import matplotlib
 
 
 def _last_spatial_output(model: Classifier, x: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tunevision.data.augment import eval_view
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime
+from tunevision.data.augment import eval_view
 
 
 @dataclass(frozen=True)

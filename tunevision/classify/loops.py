@@ -16,21 +16,31 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from tunevision.data import augment as aug
+from tunevision.classify.features import (
+    FEATURE_BATCH,
+    cached_features,
+    extract_features,
+)
+from tunevision.classify.inference import predict_probs
+from tunevision.classify.prepare import Data, cache_dir
 from tunevision.core.config import RunConfig, TrainConfig
 from tunevision.core.distributed import Dist
 from tunevision.core.errors import TunevisionError
-from tunevision.classify.features import FEATURE_BATCH, cached_features, extract_features
-from tunevision.classify.inference import predict_probs
-from tunevision.models.backbones import Classifier, body_stages, training_mode
-from tunevision.engine.optim import epoch_order, loss_weights, make_optimizer, make_scheduler, train_step
-from tunevision.classify.prepare import Data, cache_dir
-from tunevision.engine.rundir import EpochRecord
 from tunevision.core.runtime import Runtime, compiled_for_training
 from tunevision.core.ui import RunLog
-from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tunevision.data import augment as aug
+from tunevision.engine.optim import (
+    epoch_order,
+    loss_weights,
+    make_optimizer,
+    make_scheduler,
+    train_step,
+)
+from tunevision.engine.rundir import EpochRecord
+from tunevision.models.backbones import Classifier, body_stages, training_mode
 
 OnEpoch = Callable[[list[EpochRecord], nn.Module, Callable[[], dict] | None], bool]
 HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch

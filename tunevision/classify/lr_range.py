@@ -9,17 +9,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.core.config import RunConfig
-from tunevision.models.backbones import Classifier, training_mode
-from tunevision.engine.optim import epoch_order, loss_weights, make_optimizer, train_step
-from tunevision.core.runtime import Runtime
 from tunevision.classify.initial import initial_model
 from tunevision.classify.prepare import prepare_data
+from tunevision.core.config import RunConfig
 from tunevision.core.output import check_run_outputs
-from tunevision.core.runtime import resolve_runtime
+from tunevision.core.runtime import Runtime, resolve_runtime
 from tunevision.core.ui import RunLog
 from tunevision.data.augment import make_pipeline
-from tunevision.models.backbones import build_classifier
+from tunevision.engine.optim import (
+    epoch_order,
+    loss_weights,
+    make_optimizer,
+    train_step,
+)
+from tunevision.models.backbones import Classifier, build_classifier, training_mode
 from tunevision.report.plots import new_figure, save_figure
 
 

@@ -2,40 +2,44 @@
 interpret, save and export, as natural in a notebook as fastai's Learner."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from tunevision.models.bundle import BundleMeta, save_bundle
-from tunevision.core.config import RunConfig
-from tunevision.core.errors import TunevisionError
 from tunevision.classify.evaluate import Evaluation, load_eval_set
-from tunevision.classify.inference import TTA, predict_probs
-from tunevision.classify.predict import Prediction, decode_inputs, predict_decoded
-from tunevision.engine.rundir import EpochRecord
-from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
-from tunevision.core.ui import RunLog
-from tunevision.data.inputs import as_list, is_single
-from tunevision.engine.export import Exported
-from tunevision.classify.predict import IMAGENET, load_predictor
-from tunevision.engine.rundir import read_metrics
 from tunevision.classify.export import export_bundle
 from tunevision.classify.gradcam import gradcam
+from tunevision.classify.inference import TTA, predict_probs
+from tunevision.classify.predict import (
+    IMAGENET,
+    Prediction,
+    decode_inputs,
+    load_predictor,
+    predict_decoded,
+)
 from tunevision.classify.report import top_losses_grid
+from tunevision.core.config import RunConfig
+from tunevision.core.errors import TunevisionError
+from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
+from tunevision.core.ui import RunLog
 from tunevision.data.augment import make_pipeline
 from tunevision.data.discover import discover
+from tunevision.data.inputs import as_list, is_single
 from tunevision.data.preprocess import Preprocessing
-from tunevision.data.sources import Sample
-from tunevision.data.sources import load_images
+from tunevision.data.sources import Sample, load_images
+from tunevision.engine.export import Exported
+from tunevision.engine.rundir import EpochRecord, read_metrics
 from tunevision.models.backbones import Classifier
-from tunevision.report.plots import confusion_heatmaps
-from tunevision.report.plots import gradcam_figure
-from tunevision.report.plots import image_grid
-from tunevision.report.plots import training_curves
-import csv
-
+from tunevision.models.bundle import BundleMeta, save_bundle
+from tunevision.report.plots import (
+    confusion_heatmaps,
+    gradcam_figure,
+    image_grid,
+    training_curves,
+)
 
 Image = Any  # a path, folder or glob (str/Path), a PIL image, an HxWxC array or a CxHxW tensor
 

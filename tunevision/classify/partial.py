@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunevision.core.errors import TunevisionError
 from tunevision.classify.features import extract
 from tunevision.classify.loops import feature_views, fit_cached
+from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier, body_stages
 
 

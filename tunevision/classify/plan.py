@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from tunevision.core.errors import TunevisionError
 from tunevision.classify.loops import fit_head, fit_network
 from tunevision.classify.partial import TopClassifier, fit_partial, split_body
+from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import resolve_runtime
 
 FINISH_SECONDS = 6.0   # calibration, the report and the bundle, measured 3-6 s on hymenoptera to caltech101-25

@@ -12,16 +12,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle
-from tunevision.data.sources import Sample, load_images
-from tunevision.core.errors import TunevisionError
-from tunevision.data.images import DEFAULT_MAX_PIXELS
-from tunevision.classify.inference import TTA, predict_probs
-from tunevision.models.backbones import Classifier, create_backbone, imagenet_classifier
-from tunevision.data.preprocess import Preprocessing
-from tunevision.core.runtime import Runtime
-from tunevision.data.inputs import NOT_FOUND, expand_inputs
 from tunevision.classify.export import export_bundle
+from tunevision.classify.inference import TTA, predict_probs
+from tunevision.core.errors import TunevisionError
+from tunevision.core.runtime import Runtime
+from tunevision.data.images import DEFAULT_MAX_PIXELS
+from tunevision.data.inputs import NOT_FOUND, expand_inputs
+from tunevision.data.preprocess import Preprocessing
+from tunevision.data.sources import Sample, load_images
+from tunevision.models.backbones import Classifier, create_backbone, imagenet_classifier
+from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle
 
 IMAGENET = "imagenet"  # the model argument that names the pretrained backbone's own 1000-class head
 

@@ -8,14 +8,21 @@ import numpy as np
 import torch
 
 from tunevision.core.config import CACHED_MODES, RunConfig
-from tunevision.data.sources import (Dataset, Sample, cache_key, drop_skipped, load_images, read_cached_images,
-                   write_cached_images)
 from tunevision.core.distributed import Dist
 from tunevision.core.errors import TunevisionError
-from tunevision.models.backbones import Backbone
-from tunevision.data.preprocess import Preprocessing
 from tunevision.core.ui import RunLog
 from tunevision.data.discover import discover
+from tunevision.data.preprocess import Preprocessing
+from tunevision.data.sources import (
+    Dataset,
+    Sample,
+    cache_key,
+    drop_skipped,
+    load_images,
+    read_cached_images,
+    write_cached_images,
+)
+from tunevision.models.backbones import Backbone
 
 
 def default_image_size(backbone: Backbone, mode: str) -> int:

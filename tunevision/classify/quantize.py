@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.models.bundle import BundleMeta, bundle_dir, read_meta
-from tunevision.data.sources import Sample, drop_skipped, load_images, relabel
-from tunevision.core.errors import TunevisionError
 from tunevision.classify.export import export_bundle
-from tunevision.engine.export import onnx_session, require
+from tunevision.core.errors import TunevisionError
 from tunevision.data.discover import discover
+from tunevision.data.sources import Sample, drop_skipped, load_images, relabel
+from tunevision.engine.export import onnx_session, require
+from tunevision.models.bundle import BundleMeta, bundle_dir, read_meta
 
 INT8_MAX_DROP = 0.01  # refuse int8 when it loses more than 1 point of validation accuracy
 INT8_NAME = "model.int8.onnx"
@@ -63,8 +63,14 @@ def quantize_bundle(bundle: str | Path, *, out: str | Path | None = None, calibr
                     n_calibration: int = 256, max_drop: float = INT8_MAX_DROP) -> Int8Report:
     """Write `<out>/model.int8.onnx` beside the fp32 export, or raise (keeping fp32) when the gate refuses it."""
     require("onnxruntime", "export")
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
     folder = bundle_dir(bundle)
     meta = read_meta(folder)
     fp32, _ = export_bundle(folder, "onnx", out)

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 import yaml
 
-from tunevision.report import plots
-from tunevision.data.augment import make_pipeline
-from tunevision.models.bundle import bundle_dir, load_bundle
-from tunevision.engine.calibrate import expected_calibration_error, reliability
 from tunevision.classify.evaluate import confusion_matrix, per_class_metrics
 from tunevision.classify.gradcam import gradcam, overlay_heatmap
+from tunevision.data.augment import make_pipeline
 from tunevision.data.images import ImageError, decode_square
+from tunevision.engine.calibrate import expected_calibration_error, reliability
 from tunevision.models.backbones import count_parameters
+from tunevision.models.bundle import bundle_dir, load_bundle
+from tunevision.report import plots
 from tunevision.report.page import img_html, table_html, write_page
 
 SAMPLES_PER_CLASS = 4

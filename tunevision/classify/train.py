@@ -15,26 +15,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.models.bundle import BundleMeta, save_bundle
-from tunevision.engine.calibrate import expected_calibration_error, fit_temperature
-from tunevision.core.config import CACHED_MODES, HEAD_MODES, RunConfig
-from tunevision.data.inputs import relative_names
-from tunevision.data.sources import channel_stats
-from tunevision.core.distributed import Dist, init_from_env, shutdown
 from tunevision.classify.evaluate import Evaluation, per_class_metrics
 from tunevision.classify.inference import predict_probs
+from tunevision.classify.initial import initial_model
 from tunevision.classify.loops import fit_head, fit_network, warm_head
-from tunevision.models.backbones import Backbone, Classifier, build_classifier, count_parameters
+from tunevision.classify.lr_range import run_lr_range_test
 from tunevision.classify.partial import fit_partial
 from tunevision.classify.plan import fit_within_budget
 from tunevision.classify.prepare import Data, prepare_data
-from tunevision.engine.rundir import EpochRecord, RunFolder, write_dataset_files
+from tunevision.classify.report import write_report
+from tunevision.core.config import CACHED_MODES, HEAD_MODES, RunConfig
+from tunevision.core.distributed import Dist, init_from_env, shutdown
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from tunevision.core.ui import RunLog
+from tunevision.data.inputs import relative_names
+from tunevision.data.sources import channel_stats
+from tunevision.engine.calibrate import expected_calibration_error, fit_temperature
 from tunevision.engine.run import guarded_run, open_run
-from tunevision.classify.initial import initial_model
-from tunevision.classify.lr_range import run_lr_range_test
-from tunevision.classify.report import write_report
+from tunevision.engine.rundir import EpochRecord, RunFolder, write_dataset_files
+from tunevision.models.backbones import (
+    Backbone,
+    Classifier,
+    build_classifier,
+    count_parameters,
+)
+from tunevision.models.bundle import BundleMeta, save_bundle
 
 
 @dataclass

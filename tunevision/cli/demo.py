@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tunevision.core.config import DataConfig, RunConfig
 from tunevision.classify.train import FitResult, fit
+from tunevision.core.config import DataConfig, RunConfig
 
 
 def write_lfw_subset(folder: Path) -> Path:

@@ -11,7 +11,6 @@ from typing import Any, Callable
 import click
 
 from tunevision.cli import serve as cli_serve
-
 from tunevision.cli import tools as cli_tools
 from tunevision.cli.common import print_predictions, run, tta_options
 from tunevision.core.config import SECTIONS, RunConfig

@@ -28,8 +28,8 @@ def _scene_inputs(images: tuple[str, ...], out: str) -> tuple[list[str], Path]:
 def _scene_run(images: tuple[str, ...], out: str, description: str, quiet: bool,
                work: Callable[[Any, str, Path], dict]) -> dict[str, dict]:
     """Open each image once and call work(image, path, out folder); unreadable files get an error entry."""
-    from tunevision.data.images import ImageError, open_image
     from tunevision.core.ui import RunLog
+    from tunevision.data.images import ImageError, open_image
     paths, folder = _scene_inputs(images, out)
     results: dict[str, dict] = {}
     with RunLog(quiet=quiet).progress(len(paths), description) as advance:
@@ -66,7 +66,13 @@ def _print_scene(results: dict[str, dict], as_json: bool, headline: str,
 def detect(images: tuple[str, ...], model_name: str, weights: str | None, threshold: float, out: str,
            as_json: bool) -> None:
     """Draw labelled boxes around COCO objects in IMAGES with a pretrained torchvision detector."""
-    from tunevision.models.hub import DETECTORS, detect as run_detect, draw_detections, load_scene_model, output_path
+    from tunevision.models.hub import (
+        DETECTORS,
+        draw_detections,
+        load_scene_model,
+        output_path,
+    )
+    from tunevision.models.hub import detect as run_detect
 
     def go() -> None:
         model, categories, _ = load_scene_model(model_name, DETECTORS, weights=weights)
@@ -92,7 +98,14 @@ def detect(images: tuple[str, ...], model_name: str, weights: str | None, thresh
 @click.option("--json", "as_json", is_flag=True)
 def segment(images: tuple[str, ...], model_name: str, weights: str | None, out: str, as_json: bool) -> None:
     """Colour every pixel of IMAGES by its PASCAL VOC class with a pretrained torchvision segmenter."""
-    from tunevision.models.hub import SEGMENTERS, class_map_image, load_scene_model, output_path, overlay, pixel_fractions
+    from tunevision.models.hub import (
+        SEGMENTERS,
+        class_map_image,
+        load_scene_model,
+        output_path,
+        overlay,
+        pixel_fractions,
+    )
     from tunevision.models.hub import segment as run_segment
 
     def go() -> None:
@@ -122,7 +135,8 @@ def segment(images: tuple[str, ...], model_name: str, weights: str | None, out: 
 def preview(source: str, augment: str, size: int, rows: int, cols: int, batch: bool, seed: int, out: str) -> None:
     """Show what augmentation does: one IMAGE under rows x cols random draws, or a real batch (--batch)."""
     def go() -> None:
-        from tunevision.api import preview as preview_image, show_batch
+        from tunevision.api import preview as preview_image
+        from tunevision.api import show_batch
         from tunevision.core.output import writable_file
         target = writable_file(out)
         if batch:

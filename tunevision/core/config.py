@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import yaml
 
-from tunevision.core.errors import TunevisionError
 from tunevision.core.atomic import atomic_write
+from tunevision.core.errors import TunevisionError
 
 MODES = ("auto", "freeze", "finetune", "scratch", "partial")
 HEAD_MODES = ("auto", "freeze")            # a linear head on frozen, cached features

@@ -16,10 +16,16 @@ import numpy as np
 from PIL import Image
 
 from tunevision.core.errors import TunevisionError
-from tunevision.data.annotated import IMAGE_SUFFIXES, SceneData, add_item, class_index, images_under, mask_boxes, read_names
 from tunevision.core.registry import Registry
-
-
+from tunevision.data.annotated import (
+    IMAGE_SUFFIXES,
+    SceneData,
+    add_item,
+    class_index,
+    images_under,
+    mask_boxes,
+    read_names,
+)
 
 FORMATS: Registry[Callable[[Path], SceneData]] = Registry("annotation format")
 SENSES: list[tuple[str, Callable[[Path], bool]]] = []  # (format, "does this folder look like it?") in order

@@ -11,8 +11,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from tunevision.data.sources import SOURCES, Dataset, Sample, stratified_split
 from tunevision.core.errors import TunevisionError
+from tunevision.data.sources import SOURCES, Dataset, Sample, stratified_split
 
 
 def _archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes: list[str],

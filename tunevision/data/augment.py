@@ -156,7 +156,9 @@ def _torchvision_op(name: str, make: Callable[..., Callable]) -> None:
     """Per-image torchvision.transforms.v2 policies (RandAugment & co.), applied on uint8 as they expect."""
     @OPS.register(name)
     def op(x: torch.Tensor, g: torch.Generator, size: int, **kw) -> torch.Tensor:
-        from torchvision.transforms import v2  # imported on first use, not when tunevision is imported
+        from torchvision.transforms import (
+            v2,  # imported on first use, not when tunevision is imported
+        )
         t = make(v2, **kw)
         u8 = (x * 255).round_().to(torch.uint8)
         return torch.stack([t(img) for img in u8]).float().div_(255)

@@ -16,10 +16,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-
-from tunevision.data.images import DEFAULT_MAX_PIXELS, decode_square, square
 from PIL import Image
+
 from tunevision.data.augment import eval_view
+from tunevision.data.images import DEFAULT_MAX_PIXELS, decode_square, square
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-
-from tunevision.data.annotated import Annotated
-from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
+
+from tunevision.data.annotated import Annotated
+from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 
 IGNORE = 255  # mask value that the segmentation loss and metric skip (padding)
 

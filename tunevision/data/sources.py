@@ -23,8 +23,14 @@ import numpy as np
 from PIL import Image
 
 from tunevision.core.errors import TunevisionError
-from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_square, is_image_name, square
 from tunevision.core.registry import Registry
+from tunevision.data.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    decode_square,
+    is_image_name,
+    square,
+)
 
 VAL_DIR_NAMES = ("val", "valid", "validation", "test")
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused

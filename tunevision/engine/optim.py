@@ -8,8 +8,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from tunevision.data import augment as aug
 from tunevision.core.config import TrainConfig, for_task
+from tunevision.data import augment as aug
 from tunevision.models.backbones import Classifier, body_stages
 
 

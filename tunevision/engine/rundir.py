@@ -18,11 +18,11 @@ from typing import Callable, Protocol
 
 import torch
 
-from tunevision.models.bundle import BundleMeta, save_bundle
+from tunevision.core.atomic import atomic_write, write_csv
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.core.ui import RunLog
-from tunevision.core.atomic import atomic_write, write_csv
+from tunevision.models.bundle import BundleMeta, save_bundle
 
 
 @dataclass

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import timm
 import torch
+import torchvision
+from safetensors.torch import load_file
 from torch import nn
 
 from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
-import timm
-import torchvision
-from safetensors.torch import load_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import load_file, save_file
 
+from tunevision import __version__
 from tunevision.core.atomic import atomic_write
 from tunevision.core.errors import TunevisionError
-from tunevision.models.backbones import Classifier, build_classifier, create_backbone
 from tunevision.data.preprocess import Preprocessing
-from safetensors.torch import load_file, save_file
-from tunevision import __version__
+from tunevision.models.backbones import Classifier, build_classifier, create_backbone
 
 BUNDLE_FORMAT = 1
 

@@ -12,21 +12,21 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import nn
-
-from tunevision.core.errors import TunevisionError
-from tunevision.models.backbones import create_backbone
-from tunevision.core.registry import Registry
+import torchvision
+import torchvision.models.detection as detection
 from timm.layers import freeze_batch_norm_2d
+from torch import nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.segmentation.lraspp import LRASPPHead
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-import torchvision
-import torchvision.models.detection as detection
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+from tunevision.core.errors import TunevisionError
+from tunevision.core.registry import Registry
+from tunevision.models.backbones import create_backbone
 from tunevision.models.hub import load_scene_model
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
+from matplotlib import font_manager
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.utils import draw_bounding_boxes
 
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import read_state_dict
-from matplotlib import font_manager
-from torchvision.transforms.v2.functional import pil_to_tensor
-from torchvision.utils import draw_bounding_boxes
-import torchvision
 
 DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn",
              "ssdlite320_mobilenet_v3_large")

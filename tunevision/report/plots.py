@@ -1,12 +1,12 @@
 """Matplotlib figures for the report, as functions of plain arrays: each saves a PNG and returns the figure."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-import io
 
 
 def new_figure(width: float, height: float):

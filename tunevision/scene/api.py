@@ -12,19 +12,17 @@ from typing import Any, Sequence
 
 import torch
 
-from tunevision.models.bundle import BundleMeta, save_bundle
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, resolve_runtime
-from tunevision.scene.predict import load_scene_bundle
-from tunevision.engine.rundir import read_metrics
-from tunevision.scene.train import SceneRecord
 from tunevision.data.inputs import as_list, is_single
 from tunevision.data.scenes import decode_scenes
 from tunevision.engine.export import Exported
-from tunevision.scene.evaluate import evaluation_items
-from tunevision.scene.evaluate import score_scenes
+from tunevision.engine.rundir import read_metrics
+from tunevision.models.bundle import BundleMeta, save_bundle
+from tunevision.scene.evaluate import evaluation_items, score_scenes
 from tunevision.scene.export import export_scene_bundle
-from tunevision.scene.predict import predict_scenes
+from tunevision.scene.predict import load_scene_bundle, predict_scenes
+from tunevision.scene.train import SceneRecord
 
 
 class SceneModel:

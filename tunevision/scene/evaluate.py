@@ -12,9 +12,9 @@ from tunevision.core.errors import TunevisionError
 from tunevision.data.annotated import split_indices
 from tunevision.data.annotations import read_scene_data
 from tunevision.data.inputs import relative_names
+from tunevision.data.scenes import IGNORE, SceneSample, segmentation_example
 from tunevision.engine.export import require
 from tunevision.models.bundle import BundleMeta
-from tunevision.data.scenes import IGNORE, SceneSample, segmentation_example
 
 
 @torch.no_grad()

@@ -17,19 +17,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import skimage.data
 import torch
-from torch import nn
-
-from tunevision.models.bundle import BundleMeta, bundle_dir
-from tunevision.core.errors import TunevisionError
-from tunevision.engine.export import finish_onnx, onnx_session, require, save_torchscript
 from PIL import Image
+from torch import nn
 from torchvision.ops import box_iou
 from torchvision.transforms.v2.functional import pil_to_tensor
+
+from tunevision.core.errors import TunevisionError
 from tunevision.data.scenes import resize_shorter
+from tunevision.engine.export import (
+    finish_onnx,
+    onnx_session,
+    require,
+    save_torchscript,
+)
+from tunevision.models.bundle import BundleMeta, bundle_dir
 from tunevision.scene.evaluate import evaluation_items
 from tunevision.scene.predict import load_scene_bundle
-import skimage.data
 
 BOX_ATOL = 0.5      # pixels a matched box may move between PyTorch and the export
 SCORE_ATOL = 1e-3

@@ -1,6 +1,7 @@
 """Predicting with a detection or segmentation bundle: boxes (and masks) per image, drawn, or as JSON."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -8,18 +9,22 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
-from tunevision.models.bundle import BundleMeta, bundle_dir, load_weights, read_meta
-from tunevision.models.detectors import SceneSpec, create_scene_model
 from tunevision.core.errors import TunevisionError
 from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 from tunevision.data.inputs import NOT_FOUND, expand_inputs
-from tunevision.models.hub import Detection, draw_detections, overlay, pixel_fractions
 from tunevision.data.scenes import resize_shorter
+from tunevision.models.bundle import BundleMeta, bundle_dir, load_weights, read_meta
+from tunevision.models.detectors import SceneSpec, create_scene_model
+from tunevision.models.hub import (
+    Detection,
+    draw_detections,
+    output_path,
+    overlay,
+    pixel_fractions,
+)
 from tunevision.scene.evaluate import detect_batch, segment_batch
-from torchvision.transforms.v2.functional import pil_to_tensor
-from tunevision.models.hub import output_path
-import json
 
 
 def load_scene_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BundleMeta]:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 
+from tunevision.data.scenes import SceneSample
+from tunevision.models.hub import draw_boxes, overlay
 from tunevision.report import plots
 from tunevision.report.page import img_html, table_html, write_page
-from tunevision.models.hub import draw_boxes, overlay
-from tunevision.data.scenes import SceneSample
-from PIL import Image
 
 GRID = 12           # validation images shown
 SHOW_SCORE = 0.5    # predicted boxes drawn from this score up

@@ -24,8 +24,15 @@ from tunevision.core.ui import RunLog
 from tunevision.data.annotated import SceneData, split_indices
 from tunevision.data.annotations import read_scene_data
 from tunevision.data.inputs import relative_names
-from tunevision.data.scenes import (IGNORE, SceneSample, decode_scenes, detection_example, detection_transform,
-                                    segmentation_example, segmentation_transform)
+from tunevision.data.scenes import (
+    IGNORE,
+    SceneSample,
+    decode_scenes,
+    detection_example,
+    detection_transform,
+    segmentation_example,
+    segmentation_transform,
+)
 from tunevision.engine.run import guarded_run, open_run
 from tunevision.engine.rundir import RunFolder, read_metrics
 from tunevision.models.bundle import BundleMeta

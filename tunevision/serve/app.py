@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import re
+import signal
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +32,10 @@ import numpy as np
 
 from tunevision import tasks
 from tunevision.classify.predict import model_source
-from tunevision.data.images import ImageError, open_image
-from tunevision.serve.options import ServeOptions
-from tunevision.serve.inputs import ByteBudget, HTTPError, parse_top_k, read_images
 from tunevision.core.runtime import rss_bytes
-import signal
+from tunevision.data.images import ImageError, open_image
+from tunevision.serve.inputs import ByteBudget, HTTPError, parse_top_k, read_images
+from tunevision.serve.options import ServeOptions
 
 ACCESS_LOG = logging.getLogger("tunevision.access")
 PUBLIC_PATHS = ("/health", "/")  # the page is static HTML; everything that touches the model needs the key
