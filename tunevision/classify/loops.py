@@ -102,7 +102,8 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:
         def features(images: np.ndarray, key: list[str], view) -> torch.Tensor:
             def compute() -> torch.Tensor:
-                return sharded_extract(model, images, view, rt, d, advance)
+                with log.stage(f"features {key[0]} {'eval' if key[1] == 'eval' else 'augmented'} view"):
+                    return sharded_extract(model, images, view, rt, d, advance)
             if not d.enabled:
                 return cached_features(cache_dir(cfg), base + key, compute, log=log)
             cached = d.broadcast(cached_features(cache_dir(cfg), base + key, None, log=log) if d.main else None)

@@ -95,7 +95,8 @@ def fit_partial(model: Classifier, data, cfg, rt, log, on_epoch, d) -> list:
     top.requires_grad_(True)  # after the head stage of a plan, the whole body is frozen: thaw the top
     normalize = lambda x: (x - model.mean) / model.std  # noqa: E731  (what Classifier.forward_features does first)
     views = feature_views(t, data, t.views)
-    with log.progress(len(data.val) + len(data.train) * len(views), "activations entering the top stages") as adv:
+    with log.stage("activations"), log.progress(len(data.val) + len(data.train) * len(views),
+                                                "activations entering the top stages") as adv:
         train = [trunk_activations(trunk, data.train_images, view, normalize, rt, progress=adv) for view in views]
         val = trunk_activations(trunk, data.val_images, views[0], normalize, rt, progress=adv)
     net = TopClassifier(top, model).to(rt.device)

@@ -125,13 +125,14 @@ def decode(samples: list[Sample], side: int, d: Dist, *, cache_dir: Path | None,
 
 def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist()) -> Data:
     """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets."""
-    ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed)
+    with log.stage("discovery"):
+        ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed)
     image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
     prep = Preprocessing.for_size(image_size, backbone.crop_pct, backbone.mean, backbone.std)
     kw = dict(cache_dir=cache_dir(cfg), arrays=ds.arrays, max_pixels=cfg.data.max_pixels,
               workers=cfg.data.workers or None, log=log)
     side = native_size(ds, prep.resize_size)
-    with log.progress(len(ds.train) + len(ds.val), "decoding images") as advance:
+    with log.stage("decode"), log.progress(len(ds.train) + len(ds.val), "decoding images") as advance:
         train_images, bad_train = decode(ds.train, side, d, progress=advance, **kw)
         val_images, bad_val = decode(ds.val, side, d, progress=advance, **kw)
     if side < prep.resize_size:

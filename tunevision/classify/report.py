@@ -149,6 +149,10 @@ def training_sections(run: RunFiles) -> list[tuple[str, str]]:
         sections.append(("Time budget", f"<p>Plan for a {plan['budget_s']:.0f} s budget ({plan['used_s']:.0f} s spent "
                          "decoding first); the best stage by validation accuracy is the one kept.</p>" +
                          table_html(["stage", "planned s", "took s", "what"], rows)))
+    if "stages" in summary:  # written before the report: the report's own time is in summary.json afterwards
+        rows = [[name, f"{seconds:.1f}"] for name, seconds in summary["stages"].items()]
+        sections.append(("Time", "<p>Seconds per stage of the run, up to this report.</p>" +
+                         table_html(["stage", "seconds"], rows)))
     return sections
 
 

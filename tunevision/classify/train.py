@@ -81,7 +81,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     torch.manual_seed(cfg.train.seed)
     # head modes run the backbone only for inference (feature extraction); the others train it
     rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=cfg.train.mode not in HEAD_MODES)
-    architecture, backbone, previous = initial_model(cfg)
+    with log.stage("backbone"):
+        architecture, backbone, previous = initial_model(cfg)
     data = prepare_data(cfg, backbone, log, d)
     if d.main:
         describe_data(data, cfg, run_dir, log)
@@ -91,6 +92,31 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     cfg = d.broadcast(resolve_config(cfg, model, data, rt, run_dir, log) if d.main else None)
     folder = RunFolder(run_dir, cfg, meta, log, resume) if d.main else None
     on_epoch = folder.on_epoch if folder else None
+    with log.stage("training"):
+        history, plan = train_by_mode(model, data, cfg, rt, log, on_epoch, resume, d, started)
+    if folder is None:  # ranks other than 0 are done: rank 0 calibrates, evaluates and writes
+        return FitResult(run_dir, math.nan, 0, time.perf_counter() - started, history)
+    folder.close()
+    trained_at = time.perf_counter()
+    model.load_state_dict(folder.best["state"])
+    with log.stage("calibration and evaluation"):
+        evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
+    result = FitResult(run_dir, folder.best["score"], folder.best["epoch"], time.perf_counter() - started, history,
+                       evaluation, model, meta)
+    summary = finish_run(result, cfg, data, folder, ece, log, {"plan": plan.to_dict()} if plan else None)
+    if plan is not None:  # the finish is measured once the report exists; summary.json gets the whole plan
+        plan.stages[-1].measured_s = round(time.perf_counter() - trained_at, 1)
+        summary.update(plan=plan.to_dict(), wall_seconds=round(time.perf_counter() - started, 1))
+        log.info(plan.describe().replace("plan for", "plan and measured times for", 1))
+    wall = time.perf_counter() - started
+    folder.write_summary({**summary, "seconds": round(wall, 2), "stages": log.stage_table(wall)})
+    log.describe_stages(wall)
+    return result
+
+
+def train_by_mode(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, on_epoch, resume,
+                  d: Dist, started: float) -> tuple[list[EpochRecord], object]:
+    """The mode's training: the time-budget plan, the cached head, partial fine-tuning, or the whole network."""
     plan = None
     if cfg.train.mode == "auto" and cfg.train.time_budget:
         history, plan = fit_within_budget(model, data, cfg, rt, log, on_epoch, d, started)
@@ -102,20 +128,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
         if cfg.train.freeze_epochs and cfg.train.mode == "finetune" and not resume:
             warm_head(model, data, cfg, rt, log, d)
         history = fit_network(model, data, cfg, rt, log, on_epoch, resume, d)
-    if folder is None:  # ranks other than 0 are done: rank 0 calibrates, evaluates and writes
-        return FitResult(run_dir, math.nan, 0, time.perf_counter() - started, history)
-    folder.close()
-    trained_at = time.perf_counter()
-    model.load_state_dict(folder.best["state"])
-    evaluation, ece = calibrate_and_evaluate(model, meta, data, cfg, run_dir)
-    result = FitResult(run_dir, folder.best["score"], folder.best["epoch"], time.perf_counter() - started, history,
-                       evaluation, model, meta)
-    summary = finish_run(result, cfg, data, folder, ece, log, {"plan": plan.to_dict()} if plan else None)
-    if plan is not None:  # the finish is measured once the report exists; summary.json gets the whole plan
-        plan.stages[-1].measured_s = round(time.perf_counter() - trained_at, 1)
-        folder.write_summary({**summary, "plan": plan.to_dict(), "wall_seconds": round(time.perf_counter() - started, 1)})
-        log.info(plan.describe().replace("plan for", "plan and measured times for", 1))
-    return result
+    return history, plan
 
 
 def describe_data(data: Data, cfg: RunConfig, run_dir: Path, log: RunLog) -> None:
@@ -227,14 +240,15 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
         "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
         "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": meta.architecture,
         "command": " ".join(sys.argv), "temperature": round(meta.temperature, 4), "ece_before": round(ece[0], 4),
-        "ece_after": round(ece[1], 4), **(extra or {})}
+        "ece_after": round(ece[1], 4), "stages": log.stage_table(result.seconds), **(extra or {})}
     folder.write_summary(summary)
     m = per_class_metrics(evaluation.confusion)
     for i, c in enumerate(ds.classes):
         log.info(f"  {c:>20s}  precision {m['precision'][i]:.3f}  recall {m['recall'][i]:.3f}  "
                  f"f1 {m['f1'][i]:.3f}  n={int(m['support'][i])}")
     try:
-        log.info(f"report {write_report(run_dir)}")
+        with log.stage("report"):
+            log.info(f"report {write_report(run_dir)}")
     except Exception as e:  # the bundle and metrics are already saved; a plotting problem must not lose them
         log.info(f"[yellow]report not written ({type(e).__name__}: {e}); retry with tunevision report {run_dir}[/]")
     if not cfg.train.keep_checkpoint:  # the bundle holds the result; the checkpoint only served resuming

@@ -80,14 +80,16 @@ def train(data: str | None, config_file: str | None, resume: str | None, nproc: 
     """Train a classifier on DATA (class folders, optional train/ val/, CSV, mnist:DIR, cifar10:DIR).
 
     Under torchrun (`torchrun --nproc_per_node N -m tunevision train ...`) it trains with DDP; see docs/scale.md."""
-    from tunevision.api import fit
-    from tunevision.tasks import fit as resume_run
+    from tunevision.core.ui import RunLog, process_age
+    from tunevision.tasks import fit
 
     def go() -> None:
         if nproc is not None:
             launch_torchrun(nproc)
+        log = RunLog()
+        log.startup_s = process_age()  # interpreter, imports and options: the run's stage table starts with it
         if not resume:
-            fit(build_config(data, config_file, overrides))
+            fit(build_config(data, config_file, overrides), log=log)
             return
         ignored = [k.partition("__")[2] or k for k, v in overrides.items() if v is not None and
                    k not in RESUMABLE_OVERRIDES] + (["--config"] if config_file else [])
@@ -98,7 +100,7 @@ def train(data: str | None, config_file: str | None, resume: str | None, nproc: 
         cfg = RunConfig.load(Path(resume) / "config.yaml")
         changes = {k.partition("__")[2]: v for k, v in overrides.items() if v is not None}
         cfg = RunConfig.from_options(data or "", cfg, **changes)
-        resume_run(cfg, resume_dir=Path(resume))
+        fit(cfg, log=log, resume_dir=Path(resume))
     run(go)
 
 

@@ -163,7 +163,8 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     started = time.perf_counter()
     cfg = cfg.for_task(task)
     torch.manual_seed(cfg.train.seed)
-    data = read_scene_data(cfg.data.data)
+    with log.stage("discovery"):
+        data = read_scene_data(cfg.data.data)
     spec = scene_spec(cfg, task, data)
     if (task == "segment" or spec.arch.startswith("maskrcnn")) and any(it.mask is None for it in data.items):
         raise TunevisionError(f"{cfg.data.data}: {'--task segment' if task == 'segment' else '--arch ' + spec.arch} "
@@ -172,14 +173,16 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     cfg = resolved_config(cfg, task, spec)
     cfg.save(run_dir / "config.yaml")
     train, val = decode_split(data, cfg, task, spec, run_dir, log)
-    model = create_scene_model(task, spec, cfg.model.pretrained and not resume, cfg.model.weights or None)
+    with log.stage("model"):
+        model = create_scene_model(task, spec, cfg.model.pretrained and not resume, cfg.model.weights or None)
     if task == "detect":  # multi-scale training: in train mode torchvision's transform draws one shorter side per
         # image from min_size; in eval mode it takes the last, the bundle's own
         model.transform.min_size = tuple(range(round(spec.min_size * 0.7) // 32 * 32, spec.min_size, 32)) + (
             spec.min_size,)
     meta = scene_meta(cfg, task, spec, data, model, train)
     folder = RunFolder(run_dir, cfg, meta, log, resume)
-    history, evaluated = train_scene(model, task, train, val, spec, data.classes, cfg, folder, resume, log)
+    with log.stage("training"):
+        history, evaluated = train_scene(model, task, train, val, spec, data.classes, cfg, folder, resume, log)
     model.load_state_dict(folder.best["state"])
     folder.close()
     return finish_scene_run(cfg, task, model, meta, data, (train, val), folder, history, log, started, evaluated)
@@ -189,7 +192,7 @@ def decode_split(data: SceneData, cfg: RunConfig, task: str, spec: SceneSpec, ru
                  ) -> tuple[list[SceneSample], list[SceneSample]]:
     """Both splits decoded once; an image whose file is unusable is left out with its boxes and listed."""
     train_items, val_items = split_scene(data, cfg)
-    with log.progress(len(data.items), "decoding images") as advance:
+    with log.stage("decode"), log.progress(len(data.items), "decoding images") as advance:
         train, bad_train = decode_scenes(train_items, spec.min_size, cfg.data.workers, lambda: advance(1),
                                          cfg.data.max_pixels)
         val, bad_val = decode_scenes(val_items, spec.min_size, cfg.data.workers, lambda: advance(1),
@@ -248,7 +251,8 @@ def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: S
     (written when that epoch improved). `evaluated`: the best epoch's (scores, outputs) when this process computed
     them (not after a resume past the best epoch)."""
     (train, val), run_dir, best = splits, folder.path, folder.best
-    scores, preds = evaluated or score_scenes(model, task, val, data.classes)
+    with log.stage("evaluation"):
+        scores, preds = evaluated or score_scenes(model, task, val, data.classes)
     (run_dir / "eval").mkdir(exist_ok=True)
     atomic_write(run_dir / "eval" / "metrics.json", lambda p: p.write_text(json.dumps(scores.to_dict(), indent=2)))
     seconds = time.perf_counter() - started
@@ -259,11 +263,15 @@ def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: S
                "skipped": len(data.problems), "bundle": str(run_dir / "model"), "command": " ".join(sys.argv)}
     folder.write_summary(summary)
     try:
-        log.info(f"report {write_scene_report(run_dir, model, task, val, preds, scores, meta, history)}")
+        with log.stage("report"):
+            log.info(f"report {write_scene_report(run_dir, model, task, val, preds, scores, meta, history)}")
     except Exception as e:  # the bundle and metrics are saved already; a plotting problem must not lose them
         log.info(f"[yellow]report not written ({type(e).__name__}: {e})[/]")
     if not cfg.train.keep_checkpoint:
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    folder.write_summary({**summary, "seconds": round(seconds, 1), "stages": log.stage_table(seconds)})
+    log.describe_stages(seconds)
     log.info(f"[bold green]done[/] val {scores.headline()} (best epoch {best['epoch']}) in {seconds:.1f}s; "
              f"run folder {run_dir}; bundle {run_dir / 'model'}")
     return SceneResult(run_dir, task, scores, seconds, history, model, meta)
