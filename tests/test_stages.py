@@ -40,3 +40,23 @@ def test_a_detection_run_records_its_stages(tmp_path: Path) -> None:
     stages, seconds = _stages(next((tmp_path / "runs").iterdir()))
     assert {"discovery", "decode", "model", "training", "evaluation", "report"} <= set(stages)
     assert abs(sum(v for k, v in stages.items() if k != "start-up") - seconds) < 0.1 * seconds + 0.5
+
+
+def test_a_frozen_body_is_scored_from_its_fp32_validation_features_without_a_second_pass(
+        tmp_path: Path, colour_folders: Path, monkeypatch) -> None:
+    import csv
+
+    import numpy as np
+
+    import tunevision as tv
+    import tunevision.classify.train as train
+    calls = []
+    real = train.predict_probs
+    monkeypatch.setattr(train, "predict_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = tv.fit(str(colour_folders), backbone="tiny_cnn", pretrained=False, epochs=3, device="cpu",
+                   cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), quiet=True)
+    assert calls == []  # the final evaluation reused the validation features
+    rows = list(csv.DictReader(open(model.run_dir / "eval" / "predictions.csv")))
+    again = tv.load(str(model.run_dir), device="cpu").predict_proba([r["path"] for r in rows])
+    saved = np.array([float(r["confidence"]) for r in rows])
+    assert np.allclose(again.max(1), saved, atol=1e-4)

@@ -99,11 +99,12 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
     eval_view, *augmented = feature_views(t, data, views)
     base = [body_fingerprint(model), data.key, str(data.image_size), str(rt.bf16)]
     total = len(data.val) + len(data.train) * (1 + views)
+    exact = dataclasses.replace(rt, bf16=False)  # validation in fp32: its features also give the final scores
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:
         def features(images: np.ndarray, key: list[str], view) -> torch.Tensor:
             def compute() -> torch.Tensor:
                 with log.stage(f"features {key[0]} {'eval' if key[1] == 'eval' else 'augmented'} view"):
-                    return sharded_extract(model, images, view, rt, d, advance)
+                    return sharded_extract(model, images, view, exact if key[0] == "val" else rt, d, advance)
             if not d.enabled:
                 return cached_features(cache_dir(cfg), base + key, compute, log=log)
             cached = d.broadcast(cached_features(cache_dir(cfg), base + key, None, log=log) if d.main else None)
@@ -113,7 +114,8 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
             if d.main:
                 cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
             return feats
-        val_f = features(data.val_images, ["val", "eval"], eval_view)
+        val_f = features(data.val_images, ["val", "eval", "fp32"], eval_view)
+        data.val_features = (base[0], val_f)
         train_f = [features(data.train_images, ["train", "eval"], eval_view)]
         train_f += [features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"], view)
                     for v, view in enumerate(augmented)]

@@ -43,6 +43,9 @@ class Data:
     val_images: np.ndarray
     prep: Preprocessing
     key: str = ""             # identifies the decoded images, for the feature cache
+    # (body fingerprint, fp32 features of the validation images' eval view), kept by head training so that the
+    # final evaluation of a frozen body is the head on them, not a second pass of the network over the images
+    val_features: tuple[str, torch.Tensor] | None = None
 
     @property
     def image_size(self) -> int:

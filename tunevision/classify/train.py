@@ -18,7 +18,7 @@ import torch
 from tunevision.classify.evaluate import Evaluation, per_class_metrics
 from tunevision.classify.inference import predict_probs
 from tunevision.classify.initial import initial_model
-from tunevision.classify.loops import fit_head, fit_network, warm_head
+from tunevision.classify.loops import body_fingerprint, fit_head, fit_network, warm_head
 from tunevision.classify.lr_range import run_lr_range_test
 from tunevision.classify.partial import fit_partial
 from tunevision.classify.plan import fit_within_budget
@@ -211,9 +211,7 @@ def resolve_config(cfg: RunConfig, model: Classifier, data: Data, rt: Runtime, r
 def calibrate_and_evaluate(model: Classifier, meta: BundleMeta, data: Data, cfg: RunConfig, run_dir: Path
                            ) -> tuple[Evaluation, tuple[float, float]]:
     """Fit the temperature on validation logits, save the final bundle, write eval/; returns ECE before/after."""
-    # The final numbers come from the same precision that predict, serve and exports use.
-    raw = predict_probs(model, data.val_images, resolve_runtime(cfg.train.device, INFERENCE_PRECISION),
-                        data.image_size)
+    raw = validation_probs(model, data, cfg)
     # log-probabilities are logits up to a per-row constant, which softmax(x / T) ignores
     logits = torch.from_numpy(np.log(np.clip(raw, 1e-12, None)))
     labels = data.val_labels
@@ -227,6 +225,19 @@ def calibrate_and_evaluate(model: Classifier, meta: BundleMeta, data: Data, cfg:
     evaluation.write(run_dir / "eval")
     np.save(run_dir / "eval" / "val_logits.npy", logits.numpy())
     return evaluation, ece
+
+
+def validation_probs(model: Classifier, data: Data, cfg: RunConfig) -> np.ndarray:
+    """Softmax over the validation images in the precision that predict, serve and exports use (fp32). A frozen
+    body's fp32 validation features, kept from training, give them exactly with the head alone: no second pass."""
+    model.eval()
+    kept = data.val_features
+    if kept is not None and kept[0] == body_fingerprint(model):
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            return torch.softmax(model.forward_head(kept[1].to(device)).float(), 1).cpu().numpy()
+    return predict_probs(model, data.val_images, resolve_runtime(cfg.train.device, INFERENCE_PRECISION),
+                         data.image_size)
 
 
 def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder, ece: tuple[float, float],
