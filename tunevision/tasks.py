@@ -20,6 +20,7 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
 from tunevision.core.ui import RunLog
 from tunevision.data.annotations import sniff_format
+from tunevision.data.tables import read_label_table
 from tunevision.models.bundle import read_meta
 from tunevision.scene.api import load_scene_model, scene_model_from_result
 from tunevision.scene.export import export_scene_bundle
@@ -52,6 +53,8 @@ def _scene(name: str) -> Task:
 
 TASKS.register("classify")(Task("classify", _fit_classifier, model_from_result, load_model, write_report,
                                 export_bundle, classifier_service))
+TASKS.register("multilabel")(Task("multilabel", _fit_classifier, model_from_result, load_model, write_report,
+                                  export_bundle, classifier_service))
 TASKS.register("detect")(_scene("detect"))
 TASKS.register("segment")(_scene("segment"))
 
@@ -61,7 +64,9 @@ def task_name_for_data(cfg: RunConfig) -> str:
     if cfg.data.task != "auto":
         return cfg.data.task
     source = cfg.data.data
-    if ":" in source.split("/")[0] or source.endswith(".csv"):
+    if source.lower().endswith(".csv"):  # several labels in a row, or one-hot columns: multi-label
+        return "multilabel" if read_label_table(source, cfg.data.images).multilabel else "classify"
+    if ":" in source.split("/")[0]:
         return "classify"
     return "detect" if sniff_format(Path(source).expanduser()) else "classify"
 

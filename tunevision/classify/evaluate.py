@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from tunevision.classify.inference import TTA, predict_probs
+from tunevision.classify.multilabel import MultiLabelEvaluation
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from tunevision.data.discover import discover
@@ -71,6 +72,22 @@ class Evaluation:
             lines += [f"{c:<{width}}  " + " ".join(f"{v:5d}" for v in row) for c, row in zip(self.classes,
                                                                                              self.confusion)]
         return "\n".join(lines)
+
+    multilabel = False
+
+    def headline(self) -> str:
+        return f"accuracy {self.accuracy:.2%}"
+
+    def summary(self) -> dict:
+        return {"final_val_acc": self.accuracy}
+
+    def per_class_lines(self) -> list[str]:
+        m = per_class_metrics(self.confusion)
+        return [f"  {c:>20s}  precision {m['precision'][i]:.3f}  recall {m['recall'][i]:.3f}  f1 {m['f1'][i]:.3f}  "
+                f"n={int(m['support'][i])}" for i, c in enumerate(self.classes)]
+
+    def calibration_line(self, meta, ece: tuple[float, float]) -> str:
+        return f"calibration: temperature {meta.temperature:.2f}, expected calibration error {ece[0]:.3f} -> {ece[1]:.3f}"
 
     def most_confused(self, n: int = 5) -> list[tuple[str, str, int]]:
         """(actual, predicted, count) of the most frequent mistakes, as fastai's Interpretation has it."""
@@ -133,10 +150,16 @@ class EvalSet:
     samples: list[Sample]
     note: str = ""  # which part of the data is scored, and why
 
-    def score(self, tta: TTA | None = None) -> Evaluation:
+    def score(self, tta: TTA | None = None) -> Evaluation | MultiLabelEvaluation:
         start = time.perf_counter()
         probs = predict_probs(self.model, self.images, self.runtime, self.meta.image_size,
-                              temperature=self.meta.temperature, tta=tta)
+                              temperature=self.meta.temperatures, tta=tta)
+        if self.meta.task == "multilabel":
+            targets = np.zeros((len(self.samples), len(self.meta.classes)), np.float32)
+            for row, s in enumerate(self.samples):
+                targets[row, list(s.labels)] = 1
+            return MultiLabelEvaluation(self.meta.classes, targets, probs, [s.path for s in self.samples],
+                                        np.asarray(self.meta.thresholds), time.perf_counter() - start)
         return Evaluation(self.meta.classes, np.array([s.label for s in self.samples]), probs,
                           [s.path for s in self.samples], time.perf_counter() - start)
 
@@ -144,10 +167,11 @@ class EvalSet:
 def _scored_samples(meta: BundleMeta, data: str) -> tuple[Dataset, list[Sample], str]:
     """The samples to score and a sentence saying which: a named validation split; the model's own validation
     split when `data` is the unsplit folder it was trained on (its other images trained it); else all images."""
+    kind = {"multilabel": meta.task == "multilabel"}  # a multi-label model reads its CSVs as label lists
     trained_on = meta.extra.get("data", "")
     same = bool(trained_on) and Path(data).expanduser().resolve() == Path(trained_on).resolve()
     if same and isinstance(meta.extra.get("train_files"), list):
-        ds = discover(data)
+        ds = discover(data, **kind)
         every = sorted(ds.train + ds.val, key=lambda s: s.path)
         trained = set(meta.extra["train_files"])
         held_out = [s for s, name in zip(every, relative_names([s.path for s in every], data)) if name not in trained]
@@ -156,10 +180,10 @@ def _scored_samples(meta: BundleMeta, data: str) -> tuple[Dataset, list[Sample],
         return ds, held_out, (f"{data} trained this model: scoring only the {len(held_out)} images that did not "
                               f"train it (the bundle lists its {len(trained)} training images)")
     if same and meta.extra.get("split") == "seeded":  # a bundle from before train_files: the split re-drawn
-        ds = discover(data, val_fraction=meta.extra["val_fraction"], seed=meta.extra["seed"])
+        ds = discover(data, val_fraction=meta.extra["val_fraction"], seed=meta.extra["seed"], **kind)
         return ds, ds.val, (f"{data} trained this model: scoring only its validation split ({len(ds.val)} images, "
                             f"seed {meta.extra['seed']}); the other images were training images")
-    ds = discover(data)
+    ds = discover(data, **kind)
     if ds.explicit_split:
         return ds, ds.val, f"scoring the validation split of {data} ({ds.layout})"
     return ds, ds.evaluation_samples(), f"scoring every image of {data} (no split in the data)"
@@ -172,12 +196,15 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
     if unknown_classes not in ("error", "skip"):
         raise TunevisionError(f"unknown_classes must be 'error' or 'skip', got {unknown_classes!r}")
     ds, scored, note = _scored_samples(meta, data)
-    unknown = sorted({ds.classes[s.label] for s in scored} - set(meta.classes))
+    unknown = sorted({ds.classes[i] for s in scored for i in (s.labels if s.labels is not None else [s.label])}
+                     - set(meta.classes))
     if unknown and unknown_classes != "skip":
         raise TunevisionError(f"{data}: class(es) {', '.join(unknown)} are not among the model's classes "
                               f"({', '.join(meta.classes)}); evaluate on known classes only with "
                               "--unknown-classes skip (unknown_classes='skip')")
-    if unknown:
+    if unknown and ds.multilabel:
+        note += f"; left out the unknown label(s) {', '.join(unknown)}"
+    elif unknown:
         n = sum(ds.classes[s.label] in unknown for s in scored)
         note += f"; skipped {n} images of unknown class(es) {', '.join(unknown)}"
     samples = relabel(scored, ds.classes, meta.classes)

@@ -34,15 +34,18 @@ PARITY_ATOL = 1e-4  # max |p_exported - p_torch| allowed; fp32 runtimes agree to
 
 
 class Probabilities(nn.Module):
-    """The deployable graph: normalisation, network, temperature, softmax."""
+    """The deployable graph: normalisation, network, temperature, softmax (a multi-label model: its per-label
+    temperatures and a sigmoid)."""
 
-    def __init__(self, model: Classifier, temperature: float) -> None:
+    def __init__(self, model: Classifier, temperature: float | torch.Tensor) -> None:
         super().__init__()
         self.model = model
-        self.temperature = temperature
+        self.register_buffer("temperature", torch.as_tensor(temperature, dtype=torch.float32))
+        self.multilabel = bool(model.multilabel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x) / self.temperature, dim=1)
+        logits = self.model(x) / self.temperature
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
 
 @dataclass
@@ -96,9 +99,15 @@ def _export_torchscript(graph: Probabilities, example: torch.Tensor, path: Path,
 EXPORTERS = {"onnx": (".onnx", _export_onnx), "torchscript": (".pt", _export_torchscript)}
 
 
-def check_parity(reference: np.ndarray, exported: np.ndarray) -> Parity:
-    return Parity(len(reference), float(np.abs(reference - exported).max()),
-                  float((reference.argmax(1) == exported.argmax(1)).mean()))
+def check_parity(reference: np.ndarray, exported: np.ndarray, thresholds: list[float] | None = None) -> Parity:
+    """Largest probability difference, and the share of images with the same answer: the same top class, or for a
+    multi-label model the same labels at its thresholds."""
+    if thresholds is not None:
+        t = np.asarray(thresholds)
+        same = ((reference >= t) == (exported >= t)).all(1)
+    else:
+        same = reference.argmax(1) == exported.argmax(1)
+    return Parity(len(reference), float(np.abs(reference - exported).max()), float(same.mean()))
 
 
 def export_bundle(bundle: str | Path, fmt: str, out_dir: str | Path | None = None,
@@ -108,7 +117,7 @@ def export_bundle(bundle: str | Path, fmt: str, out_dir: str | Path | None = Non
         raise TunevisionError(f"unknown export format {fmt!r}; choose {', '.join(EXPORTERS)}")
     folder = bundle_dir(bundle)
     model, meta = load_bundle(folder, "cpu")
-    graph = Probabilities(model.float().eval(), meta.temperature).eval()
+    graph = Probabilities(model.float().eval(), meta.temperatures).eval()
     out = Path(out_dir) if out_dir else folder / "export"
     out.mkdir(parents=True, exist_ok=True)
     suffix, exporter = EXPORTERS[fmt]
@@ -118,7 +127,7 @@ def export_bundle(bundle: str | Path, fmt: str, out_dir: str | Path | None = Non
     shutil.copyfile(folder / "model.json", out / "model.json")
     with torch.no_grad():
         reference = graph(x).numpy()
-    parity = check_parity(reference, run_exported(x))
+    parity = check_parity(reference, run_exported(x), meta.thresholds if meta.task == "multilabel" else None)
     (out / f"parity-{fmt}.json").write_text(json.dumps({**asdict(parity), "atol": PARITY_ATOL}, indent=2))
     if not parity.ok:
         raise TunevisionError(f"{path}: exported model disagrees with PyTorch (max |dp| {parity.max_abs_diff:.2e}, "
@@ -143,7 +152,12 @@ class OnnxClassifier(nn.Module):
         self.meta = meta_from_dict(raw, f"{path} (its metadata)")
         self.temperature_in_graph = self.meta.temperature
         self.meta.temperature = 1.0  # already applied inside the graph
+        self.meta.extra.pop("temperatures", None)
+        self.multilabel = self.meta.task == "multilabel"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = self.session.run(None, {"input": x.float().contiguous().numpy()})[0]
+        if self.multilabel:  # logits again, which the sigmoid of predict_probs turns back into these probabilities
+            p = np.clip(probs, 1e-7, 1 - 1e-7)
+            return torch.from_numpy(np.log(p) - np.log1p(-p))
         return torch.from_numpy(np.log(np.clip(probs, 1e-30, None)))  # log-probs: softmax gives probs back

@@ -58,11 +58,13 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, 
         for view in views:
             x = view(batch).to(runtime.device).contiguous(memory_format=torch.channels_last)
             with runtime.autocast():
-                per_view.append(torch.softmax(model(x).float() / temperature, 1))
+                logits = model(x).float() / temperature  # temperature: one, or one per label (multi-label)
+                per_view.append(torch.sigmoid(logits) if getattr(model, "multilabel", False) else
+                                torch.softmax(logits, 1))
         p = torch.stack(per_view)
         if tta and tta.reduce == "max":
             p = p.amax(0)
-            p = p / p.sum(1, keepdim=True)
+            p = p if getattr(model, "multilabel", False) else p / p.sum(1, keepdim=True)
         else:
             p = p.mean(0)
         out.append(p.cpu().numpy())

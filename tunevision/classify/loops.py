@@ -32,6 +32,7 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime, compiled_for_training
 from tunevision.core.ui import RunLog
 from tunevision.data import augment as aug
+from tunevision.engine.objective import objective_for
 from tunevision.engine.optim import (
     epoch_order,
     loss_weights,
@@ -56,9 +57,8 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
 
 
 def val_metrics(probs: np.ndarray, labels: torch.Tensor) -> tuple[float, float]:
-    y = labels.numpy()
-    loss = float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
-    return loss, float((probs.argmax(1) == y).mean())
+    """(loss, score): cross-entropy and accuracy, or for multi-label targets binary cross-entropy and macro mAP."""
+    return objective_for(labels).val_metrics(probs, labels.numpy())
 
 
 def body_fingerprint(model: Classifier) -> str:
@@ -119,7 +119,12 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
         train_f = [features(data.train_images, ["train", "eval"], eval_view)]
         train_f += [features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"], view)
                     for v, view in enumerate(augmented)]
-    return torch.cat(train_f), data.train_labels.repeat(1 + views), val_f
+    return torch.cat(train_f), repeat_rows(data.train_labels, 1 + views), val_f
+
+
+def repeat_rows(labels: torch.Tensor, times: int) -> torch.Tensor:
+    """The targets of `times` views of the same images, one after the other (class indices or multi-label rows)."""
+    return labels.repeat(times, *[1] * (labels.dim() - 1))
 
 
 def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog,
@@ -147,6 +152,7 @@ def fit_cached(net: nn.Module, model: Classifier, x: torch.Tensor, y: torch.Tens
     sched = make_scheduler(opt, t.schedule, epochs * sum(1 for i in range(0, len(x), batch) if len(x) - i >= min_batch))
     gen = torch.Generator().manual_seed(t.seed)
     weight = loss_weights(t, y, model.head.out_features, rt.device)
+    objective = objective_for(y)
     history: list[EpochRecord] = []
     for epoch in range(1, epochs + 1):
         start, total, correct = time.perf_counter(), 0.0, 0
@@ -159,10 +165,10 @@ def fit_cached(net: nn.Module, model: Classifier, x: torch.Tensor, y: torch.Tens
             check_finite(loss, epoch, step)
             sched.step()
             total += loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item()
+            correct += objective.hits(logits, yb)
         net.eval()
         with torch.no_grad():
-            probs = torch.cat([torch.softmax(net(val_x[i:i + 256].to(rt.device)), 1).cpu()
+            probs = torch.cat([objective.probs(net(val_x[i:i + 256].to(rt.device))).cpu()
                                for i in range(0, len(val_x), 256)]).numpy()
         val_loss, val_acc = val_metrics(probs, data.val_labels)
         history.append(EpochRecord(epoch, total / len(x), correct / len(x), val_loss, val_acc,
@@ -237,7 +243,7 @@ def train_one_epoch(model: nn.Module, images: np.ndarray, labels: torch.Tensor, 
         if ema is not None:
             ema.update_parameters(model)
         total_loss += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
+        correct += objective_for(y).hits(logits, y)
         seen += len(idx)
         advance(len(idx))
     return total_loss / max(seen, 1), correct / max(seen, 1)

@@ -13,6 +13,7 @@ from tunevision.classify.evaluate import Evaluation, load_eval_set
 from tunevision.classify.export import export_bundle
 from tunevision.classify.gradcam import gradcam
 from tunevision.classify.inference import TTA, predict_probs
+from tunevision.classify.multilabel import read_evaluation
 from tunevision.classify.predict import (
     IMAGENET,
     Prediction,
@@ -73,7 +74,7 @@ class Model:
         if not squares:
             return np.zeros((0, len(self.classes)), np.float32)
         return predict_probs(self.network, np.stack(squares), self.runtime, self.meta.image_size,
-                             temperature=self.meta.temperature, tta=as_tta(tta))
+                             temperature=self.meta.temperatures, tta=as_tta(tta))
 
     def predict_proba(self, inputs: Image | Sequence[Image], *, tta: bool | TTA = False) -> np.ndarray:
         """Calibrated probabilities, one row per image the inputs stand for. An unreadable file raises
@@ -90,11 +91,13 @@ class Model:
             probs[ok] = self._probs([items[i] for i in ok], tta)
         return probs
 
-    def predict(self, inputs: Image | Sequence[Image], *, top_k: int = 3, tta: bool | TTA = False
-                ) -> Prediction | list[Prediction]:
-        """One Prediction (label, prob, top) for one image; a list for a list, a folder or a glob."""
+    def predict(self, inputs: Image | Sequence[Image], *, top_k: int = 3, tta: bool | TTA = False,
+                threshold: float | None = None) -> Prediction | list[Prediction]:
+        """One Prediction (label, prob, top) for one image; a list for a list, a folder or a glob. A multi-label
+        model's Prediction also has `labels` (those at or above their thresholds, or `threshold`) and `probs`."""
         names, items = decode_inputs(as_list(inputs), self.preprocess)
-        preds = predict_decoded(self.network, self.meta, names, items, self.runtime, top_k=top_k, tta=as_tta(tta))
+        preds = predict_decoded(self.network, self.meta, names, items, self.runtime, top_k=top_k, tta=as_tta(tta),
+                                threshold=threshold)
         return preds[0] if is_single(inputs) and len(preds) == 1 else preds
 
     # --- evaluation and interpretation -------------------------------------------------------------------------
@@ -116,7 +119,9 @@ class Model:
     def evaluation(self) -> Evaluation | None:
         """The latest evaluation: `evaluate`'s, else the run's own validation scores."""
         if self._evaluation is None and self.run_dir is not None:
-            self._evaluation = Evaluation.read(self.run_dir / "eval", self.classes, self.temperature)
+            self._evaluation = (read_evaluation(self.run_dir / "eval", self.classes, self.meta.thresholds)
+                                if self.meta.task == "multilabel" else
+                                Evaluation.read(self.run_dir / "eval", self.classes, self.temperature))
         return self._evaluation
 
     def _require_evaluation(self) -> Evaluation:

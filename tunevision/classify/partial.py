@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tunevision.classify.features import extract
-from tunevision.classify.loops import feature_views, fit_cached
+from tunevision.classify.loops import feature_views, fit_cached, repeat_rows
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier, body_stages
 
@@ -105,7 +105,7 @@ def fit_partial(model: Classifier, data, cfg, rt, log, on_epoch, d) -> list:
                              {"params": list(net.head.parameters()), "lr": lr * t.head_lr_mult}],
                             weight_decay=t.weight_decay)
     # the top's modules are the model's: on_epoch keeps the state of the whole trained network
-    history = fit_cached(net, model, torch.cat(train), data.train_labels.repeat(len(views)), val, data, t, rt, opt,
+    history = fit_cached(net, model, torch.cat(train), repeat_rows(data.train_labels, len(views)), val, data, t, rt, opt,
                          on_epoch, batch=t.batch_size, min_batch=2, train_bn=cfg.batchnorm_trains)
     model.eval()
     return history

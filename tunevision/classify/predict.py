@@ -31,6 +31,15 @@ class Prediction:
     path: str                                                    # the input's name (a path, or e.g. "image 0")
     top: list[tuple[str, float]] = field(default_factory=list)  # (label, probability), best first
     error: str = ""
+    labels: list[str] | None = None      # multi-label models: the labels at or above their thresholds
+    probs: dict[str, float] | None = None  # multi-label models: every label's probability
+
+    def to_dict(self) -> dict:
+        out = {"path": self.path, "error": self.error or None,
+               "top": [{"label": label, "prob": round(prob, 5)} for label, prob in self.top]}
+        if self.labels is not None:
+            out.update(labels=self.labels, probs={k: round(v, 5) for k, v in (self.probs or {}).items()})
+        return out
 
     @property
     def label(self) -> str | None:
@@ -43,6 +52,9 @@ class Prediction:
     def __repr__(self) -> str:
         if self.error:
             return f"Prediction(path={self.path!r}, error={self.error!r})"
+        if self.labels is not None:
+            probs = ", ".join(f"{k!r}: {v:.3f}" for k, v in (self.probs or {}).items())
+            return f"Prediction(labels={self.labels!r}, probs={{{probs}}}, path={self.path!r})"
         top = ", ".join(f"({label!r}, {prob:.3f})" for label, prob in self.top)
         return f"Prediction(label={self.label!r}, prob={self.prob:.3f}, top=[{top}], path={self.path!r})"
 
@@ -106,12 +118,30 @@ def load_predictor(source: str, device: str = "cpu", runtime: str = "torch") -> 
     return load_bundle(source, device)
 
 
-def top_k_predictions(probs: np.ndarray, classes: list[str], names: list[str], top_k: int) -> list[Prediction]:
+def top_k_predictions(probs: np.ndarray, classes: list[str], names: list[str], top_k: int,
+                      thresholds: list[float] | None = None) -> list[Prediction]:
+    """The top_k classes of each row; with `thresholds` (multi-label), also the labels at or above them."""
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise TunevisionError(f"top_k must be an integer >= 1, got {top_k!r}")
     k = min(int(top_k), len(classes))
-    return [Prediction(name, [(classes[i], float(row[i])) for i in np.argsort(-row)[:k]])
-            for name, row in zip(names, probs)]
+    out = []
+    for name, row in zip(names, probs):
+        pred = Prediction(name, [(classes[i], float(row[i])) for i in np.argsort(-row)[:k]])
+        if thresholds is not None:
+            order = np.argsort(-row)
+            pred.labels = [classes[i] for i in order if row[i] >= thresholds[i]]
+            pred.probs = {classes[i]: float(row[i]) for i in order}
+        out.append(pred)
+    return out
+
+
+def label_thresholds(meta: BundleMeta, threshold: float | None = None) -> list[float] | None:
+    """A multi-label model's thresholds (its own, or `threshold` for every label); None for a classifier."""
+    if meta.task != "multilabel":
+        return None
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1):
+        raise TunevisionError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return meta.thresholds if threshold is None else [float(threshold)] * len(meta.classes)
 
 
 def decode_inputs(inputs: Sequence[Any], prep: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
@@ -142,19 +172,22 @@ def decode_inputs(inputs: Sequence[Any], prep: Preprocessing, *, max_pixels: int
 
 def predict_decoded(model: Classifier, meta: BundleMeta, names: list[str], items: list[np.ndarray | str],
                     runtime: Runtime, *, top_k: int = 3, tta: TTA | None = None,
-                    progress: Callable[[int], None] | None = None) -> list[Prediction]:
-    """One Prediction per decoded square, in order; an item that is a reason becomes a Prediction with `error`."""
+                    progress: Callable[[int], None] | None = None, threshold: float | None = None
+                    ) -> list[Prediction]:
+    """One Prediction per decoded square, in order; an item that is a reason becomes a Prediction with `error`.
+    `threshold`: a multi-label model's threshold for every label instead of its own."""
     good = [(n, it) for n, it in zip(names, items) if not isinstance(it, str)]
     probs = predict_probs(model, np.stack([it for _, it in good]), runtime, meta.image_size,
-                          temperature=meta.temperature, tta=tta, progress=progress) if good else np.zeros((0, 0))
-    rows = iter(top_k_predictions(probs, meta.classes, [n for n, _ in good], top_k))
+                          temperature=meta.temperatures, tta=tta, progress=progress) if good else np.zeros((0, 0))
+    rows = iter(top_k_predictions(probs, meta.classes, [n for n, _ in good], top_k, label_thresholds(meta, threshold)))
     return [Prediction(n, error=it) if isinstance(it, str) else next(rows) for n, it in zip(names, items)]
 
 
 def predict_paths(model: Classifier, meta: BundleMeta, items: list[str], runtime: Runtime, *, top_k: int = 3,
                   tta: TTA | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  progress: Callable[[int], None] | None = None) -> list[Prediction]:
+                  progress: Callable[[int], None] | None = None, threshold: float | None = None) -> list[Prediction]:
     """One Prediction per image, in input order; an unreadable file, or an input that matched nothing, carries
     `error` instead of `top`."""
     names, decoded = decode_inputs(items, meta.preprocess, max_pixels=max_pixels)
-    return predict_decoded(model, meta, names, decoded, runtime, top_k=top_k, tta=tta, progress=progress)
+    return predict_decoded(model, meta, names, decoded, runtime, top_k=top_k, tta=tta, progress=progress,
+                           threshold=threshold)

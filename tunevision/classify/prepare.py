@@ -57,11 +57,22 @@ class Data:
 
     @property
     def train_labels(self) -> torch.Tensor:
-        return torch.tensor([s.label for s in self.train], dtype=torch.long)
+        """int64 class indices (N,), or for multi-label data float32 0/1 targets (N, labels): the training loss,
+        the metrics and mixup all read the task from this form (see classify/objective.py)."""
+        return targets(self.train, len(self.dataset.classes), self.dataset.multilabel)
 
     @property
     def val_labels(self) -> torch.Tensor:
-        return torch.tensor([s.label for s in self.val], dtype=torch.long)
+        return targets(self.val, len(self.dataset.classes), self.dataset.multilabel)
+
+
+def targets(samples: list[Sample], n_classes: int, multilabel: bool) -> torch.Tensor:
+    if not multilabel:
+        return torch.tensor([s.label for s in samples], dtype=torch.long)
+    out = torch.zeros(len(samples), n_classes)
+    for i, s in enumerate(samples):
+        out[i, list(s.labels)] = 1.0
+    return out
 
 
 class ResizedImages:
@@ -126,10 +137,23 @@ def decode(samples: list[Sample], side: int, d: Dist, *, cache_dir: Path | None,
     return images, bad
 
 
+def check_multilabel(cfg: RunConfig, ds: Dataset, train: list[Sample], val: list[Sample]) -> None:
+    """Multi-label data the training could not learn from, refused in one line."""
+    if cfg.train.balance == "sampler":
+        raise TunevisionError("--balance sampler draws by class, which multi-label images do not have; use "
+                              "--balance weights (positive-label weights from label frequencies)")
+    for i, name in enumerate(ds.classes):
+        if not any(s.has(i) for s in train):
+            where = "only in validation" if any(s.has(i) for s in val) else "on no usable image"
+            raise TunevisionError(f"{cfg.data.data}: label {name!r} appears {where}; a label needs training "
+                                  "images (drop it, or move some of its images to training)")
+
+
 def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist()) -> Data:
     """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets."""
     with log.stage("discovery"):
-        ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed)
+        ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
+                      images=cfg.data.images, multilabel=cfg.data.task == "multilabel")
     image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
     prep = Preprocessing.for_size(image_size, backbone.crop_pct, backbone.mean, backbone.std)
     kw = dict(cache_dir=cache_dir(cfg), arrays=ds.arrays, max_pixels=cfg.data.max_pixels,
@@ -142,7 +166,9 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist
         train_images, val_images = (ResizedImages(i, prep.resize_size) for i in (train_images, val_images))
     ds.skipped += bad_train + bad_val
     train, val = drop_skipped(ds.train, bad_train), drop_skipped(ds.val, bad_val)
-    present = sorted({ds.classes[s.label] for s in train})
+    if ds.multilabel:
+        check_multilabel(cfg, ds, train, val)
+    present = sorted({ds.classes[i] for i in range(len(ds.classes)) for s in train if s.has(i)})
     if len(present) < 2:
         raise TunevisionError(f"{cfg.data.data}: {len(present)} class(es) with usable training images "
                               f"({', '.join(present) or 'none'}); a classifier needs at least 2 class folders")

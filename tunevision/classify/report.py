@@ -13,6 +13,7 @@ import yaml
 
 from tunevision.classify.evaluate import confusion_matrix, per_class_metrics
 from tunevision.classify.gradcam import gradcam, overlay_heatmap
+from tunevision.classify.report_labels import label_sections
 from tunevision.data.augment import make_pipeline
 from tunevision.data.images import ImageError, decode_square
 from tunevision.engine.calibrate import expected_calibration_error, reliability
@@ -77,6 +78,8 @@ def write_report(run_dir: str | Path) -> Path:
                    json.loads((run_dir / "summary.json").read_text()))
     samples = sample_images(run)
     sections = [dataset_section(run, samples), *augmentation_section(run, samples), *training_sections(run)]
+    if meta.task == "multilabel":
+        return write_page(run_dir, [*sections, *label_sections(run, top_losses_grid), model_section(run)])
     y, p, preds = validation_predictions(run)
     sections += [results_section(run, y, p), *top_losses_section(run, preds), *calibration_section(run, y),
                  model_section(run)]
@@ -89,7 +92,7 @@ def sample_images(run: RunFiles) -> tuple[list[np.ndarray], list[str], int]:
     samples, titles = [], []
     per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // len(classes)))
     for c in classes[:MAX_SAMPLES]:
-        for r in [r for r in split if r["split"] == "train" and r["label"] == c][:per_class]:
+        for r in [r for r in split if r["split"] == "train" and c in r["label"].split(";")][:per_class]:
             im = _decode(r["path"], run.meta.resize_size)
             if im is not None:
                 samples.append(im)

@@ -8,7 +8,11 @@ import numpy as np
 from PIL import Image
 
 from tunevision.classify.inference import predict_probs
-from tunevision.classify.predict import load_predictor, top_k_predictions
+from tunevision.classify.predict import (
+    label_thresholds,
+    load_predictor,
+    top_k_predictions,
+)
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from tunevision.data.images import square
 from tunevision.models.bundle import BundleMeta
@@ -31,14 +35,14 @@ class ClassifierService:
 
     def infer(self, images: list[np.ndarray], top_k: int) -> list[dict]:
         probs = predict_probs(self.model, np.stack(images), self.runtime, self.meta.image_size,
-                              temperature=self.meta.temperature)
-        return [{"top": [{"label": label, "prob": round(prob, 6)} for label, prob in pred.top]}
-                for pred in top_k_predictions(probs, self.meta.classes, [""] * len(probs), top_k)]
+                              temperature=self.meta.temperatures)
+        preds = top_k_predictions(probs, self.meta.classes, [""] * len(probs), top_k, label_thresholds(self.meta))
+        return [{k: v for k, v in p.to_dict().items() if k not in ("path", "error")} for p in preds]
 
     @staticmethod
     def limit(answer: dict, top_k: int) -> dict:
         """One request's answer from a batch computed at the largest top_k of the batch."""
-        return {"top": answer["top"][:top_k]}
+        return {**answer, "top": answer["top"][:top_k]}
 
 
 def classifier_service(source: str, runtime: str, threshold: float) -> ClassifierService:

@@ -15,16 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.classify.evaluate import Evaluation, per_class_metrics
+from tunevision.classify import multilabel
+from tunevision.classify.evaluate import Evaluation
 from tunevision.classify.inference import predict_probs
 from tunevision.classify.initial import initial_model
 from tunevision.classify.loops import body_fingerprint, fit_head, fit_network, warm_head
 from tunevision.classify.lr_range import run_lr_range_test
+from tunevision.classify.multilabel import MultiLabelEvaluation
 from tunevision.classify.partial import fit_partial
 from tunevision.classify.plan import fit_within_budget
 from tunevision.classify.prepare import Data, prepare_data
 from tunevision.classify.report import write_report
-from tunevision.core.config import CACHED_MODES, HEAD_MODES, RunConfig
+from tunevision.core.config import CACHED_MODES, CLASSIFY, HEAD_MODES, RunConfig
 from tunevision.core.distributed import Dist, init_from_env, shutdown
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from tunevision.core.ui import RunLog
@@ -77,7 +79,7 @@ def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = 
 
 
 def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, started: float, d: Dist) -> FitResult:
-    cfg = cfg.for_task("classify")
+    cfg = cfg.for_task(cfg.data.task if cfg.data.task in CLASSIFY else "classify")
     torch.manual_seed(cfg.train.seed)
     # head modes run the backbone only for inference (feature extraction); the others train it
     rt = resolve_runtime(cfg.train.device, cfg.train.precision, training=cfg.train.mode not in HEAD_MODES)
@@ -90,7 +92,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     if cfg.train.sync_bn and d.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     cfg = d.broadcast(resolve_config(cfg, model, data, rt, run_dir, log) if d.main else None)
-    folder = RunFolder(run_dir, cfg, meta, log, resume) if d.main else None
+    folder = RunFolder(run_dir, cfg, meta, log, resume, "mAP" if data.dataset.multilabel else "acc") if d.main else None
     on_epoch = folder.on_epoch if folder else None
     with log.stage("training"):
         history, plan = train_by_mode(model, data, cfg, rt, log, on_epoch, resume, d, started)
@@ -149,7 +151,7 @@ def thin_classes(data: Data) -> list[str]:
     would be undefined, and the overall accuracy says nothing about it)."""
     warnings = []
     for i, c in enumerate(data.dataset.classes):
-        n_train, n_val = sum(s.label == i for s in data.train), sum(s.label == i for s in data.val)
+        n_train, n_val = sum(s.has(i) for s in data.train), sum(s.has(i) for s in data.val)
         if n_train + n_val < 2:
             warnings.append(f"class {c!r} has {n_train + n_val} image; it needs at least 2 (one to train, one to "
                             "check), more for a model that generalises")
@@ -166,13 +168,14 @@ def build_model(cfg: RunConfig, architecture: str, backbone: Backbone, data: Dat
         backbone.mean, backbone.std = channel_stats(data.train_images)
         log.info(f"normalisation from the training images: mean {backbone.mean}, std {backbone.std}")
     classes = data.dataset.classes
-    model = build_classifier(backbone, len(classes), cfg.model.dropout)
+    model = build_classifier(backbone, len(classes), cfg.model.dropout, multilabel=data.dataset.multilabel)
     if previous is not None and previous.head.out_features == len(classes):
         model.head.load_state_dict(previous.head.state_dict())
     if resume:
         model.load_state_dict(resume["model"])
     model = model.to(rt.device).to(memory_format=torch.channels_last)
     meta = BundleMeta(architecture=architecture, classes=classes, image_size=data.image_size,
+                      task="multilabel" if data.dataset.multilabel else "classify",
                       resize_size=data.resize_size, mean=list(backbone.mean), std=list(backbone.std),
                       dropout=cfg.model.dropout, mode=cfg.train.mode, extra=training_data_record(cfg, data))
     total, _ = count_parameters(model)
@@ -210,8 +213,11 @@ def resolve_config(cfg: RunConfig, model: Classifier, data: Data, rt: Runtime, r
 
 def calibrate_and_evaluate(model: Classifier, meta: BundleMeta, data: Data, cfg: RunConfig, run_dir: Path
                            ) -> tuple[Evaluation, tuple[float, float]]:
-    """Fit the temperature on validation logits, save the final bundle, write eval/; returns ECE before/after."""
+    """Fit the temperature on validation logits, save the final bundle, write eval/; returns ECE before/after
+    (multi-label: per-label temperatures and F1 thresholds, and the binary cross-entropy before/after)."""
     raw = validation_probs(model, data, cfg)
+    if data.dataset.multilabel:
+        return calibrate_labels(raw, model, meta, data, run_dir)
     # log-probabilities are logits up to a per-row constant, which softmax(x / T) ignores
     logits = torch.from_numpy(np.log(np.clip(raw, 1e-12, None)))
     labels = data.val_labels
@@ -227,6 +233,24 @@ def calibrate_and_evaluate(model: Classifier, meta: BundleMeta, data: Data, cfg:
     return evaluation, ece
 
 
+def calibrate_labels(raw: np.ndarray, model: Classifier, meta: BundleMeta, data: Data, run_dir: Path
+                     ) -> tuple[MultiLabelEvaluation, tuple[float, float]]:
+    """Multi-label: a temperature and an F1-maximising threshold per label, both stored in the bundle."""
+    p = np.clip(raw, 1e-7, 1 - 1e-7)
+    logits, targets = np.log(p) - np.log1p(-p), data.val_labels.numpy()
+    temperatures, thresholds, probs = multilabel.calibrate(logits, targets)
+    bce = lambda q: float(-(targets * np.log(np.clip(q, 1e-7, 1)) +  # noqa: E731
+                            (1 - targets) * np.log(np.clip(1 - q, 1e-7, 1))).mean())
+    meta.extra.update(temperatures=[round(float(t), 4) for t in temperatures],
+                      thresholds=[round(float(t), 4) for t in thresholds])
+    save_bundle(model, meta, run_dir / "model")
+    evaluation = MultiLabelEvaluation(data.dataset.classes, targets, probs, [s.path for s in data.val],
+                                      np.array(meta.extra["thresholds"]))
+    evaluation.write(run_dir / "eval")
+    np.save(run_dir / "eval" / "val_logits.npy", logits.astype(np.float32))
+    return evaluation, (bce(raw), bce(probs))
+
+
 def validation_probs(model: Classifier, data: Data, cfg: RunConfig) -> np.ndarray:
     """Softmax over the validation images in the precision that predict, serve and exports use (fp32). A frozen
     body's fp32 validation features, kept from training, give them exactly with the head alone: no second pass."""
@@ -235,7 +259,8 @@ def validation_probs(model: Classifier, data: Data, cfg: RunConfig) -> np.ndarra
     if kept is not None and kept[0] == body_fingerprint(model):
         device = next(model.parameters()).device
         with torch.no_grad():
-            return torch.softmax(model.forward_head(kept[1].to(device)).float(), 1).cpu().numpy()
+            logits = model.forward_head(kept[1].to(device)).float()
+            return (torch.sigmoid(logits) if model.multilabel else torch.softmax(logits, 1)).cpu().numpy()
     return predict_probs(model, data.val_images, resolve_runtime(cfg.train.device, INFERENCE_PRECISION),
                          data.image_size)
 
@@ -247,16 +272,14 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
     ds, meta, evaluation, run_dir = data.dataset, result.meta, result.evaluation, result.run_dir
     summary = {
         "best_val_acc": result.best_acc, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-        "final_val_acc": evaluation.accuracy, "seconds": round(result.seconds, 2), "bundle": str(run_dir / "model"),
+        **evaluation.summary(), "seconds": round(result.seconds, 2), "bundle": str(run_dir / "model"),
         "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
         "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": meta.architecture,
         "command": " ".join(sys.argv), "temperature": round(meta.temperature, 4), "ece_before": round(ece[0], 4),
         "ece_after": round(ece[1], 4), "stages": log.stage_table(result.seconds), **(extra or {})}
     folder.write_summary(summary)
-    m = per_class_metrics(evaluation.confusion)
-    for i, c in enumerate(ds.classes):
-        log.info(f"  {c:>20s}  precision {m['precision'][i]:.3f}  recall {m['recall'][i]:.3f}  "
-                 f"f1 {m['f1'][i]:.3f}  n={int(m['support'][i])}")
+    for line in evaluation.per_class_lines():
+        log.info(line)
     try:
         with log.stage("report"):
             log.info(f"report {write_report(run_dir)}")
@@ -264,9 +287,8 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
         log.info(f"[yellow]report not written ({type(e).__name__}: {e}); retry with tunevision report {run_dir}[/]")
     if not cfg.train.keep_checkpoint:  # the bundle holds the result; the checkpoint only served resuming
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    log.info(f"calibration: temperature {meta.temperature:.2f}, expected calibration error "
-             f"{ece[0]:.3f} -> {ece[1]:.3f}")
-    log.info(f"[bold green]done[/] val accuracy {evaluation.accuracy:.2%} (best epoch {result.best_epoch}) in "
+    log.info(evaluation.calibration_line(meta, ece))
+    log.info(f"[bold green]done[/] val {evaluation.headline()} (best epoch {result.best_epoch}) in "
              f"{result.seconds:.1f}s; run folder {run_dir}; bundle {run_dir / 'model'}")
     return summary
 

@@ -10,14 +10,14 @@ from tunevision.cli.common import make_tta, print_predictions
 
 def predict_classes(model: str, inputs: tuple[str, ...], *, top_k: int, as_json: bool, csv_path: str | None,
                     tta: bool, tta_crops: int, tta_reduce: str, device: str, precision: str, runtime: str,
-                    **unused) -> None:
+                    threshold: float | None = None, **unused) -> None:
     from tunevision.classify.predict import load_predictor, predict_paths
     from tunevision.core.runtime import resolve_runtime
     onnx = runtime == "onnx" or model.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else device, "fp32" if onnx else precision)
     network, meta = load_predictor(model, rt.device, runtime)
     preds = predict_paths(network.to(rt.device), meta, list(inputs), rt, top_k=top_k,
-                          tta=make_tta(tta, tta_crops, tta_reduce))
+                          tta=make_tta(tta, tta_crops, tta_reduce), threshold=threshold)
     print_predictions(preds, as_json, csv_path, top_k)
 
 

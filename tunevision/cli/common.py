@@ -42,13 +42,14 @@ def print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: i
         from tunevision.core.output import writable_file
         with open(writable_file(csv_path, "predictions CSV"), "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["path", "error"] + [c for i in range(1, top_k + 1) for c in (f"label{i}", f"prob{i}")])
+            multi = any(p.labels is not None for p in preds)
+            w.writerow(["path", "error"] + (["labels"] if multi else []) +
+                       [c for i in range(1, top_k + 1) for c in (f"label{i}", f"prob{i}")])
             for p in preds:
-                w.writerow([p.path, p.error] + [v for label, prob in p.top for v in (label, f"{prob:.4f}")])
+                w.writerow([p.path, p.error] + ([";".join(p.labels or [])] if multi else []) +
+                           [v for label, prob in p.top for v in (label, f"{prob:.4f}")])
     if as_json:
-        click.echo(json.dumps([{"path": p.path, "error": p.error or None,
-                                "top": [{"label": l, "prob": round(pr, 5)} for l, pr in p.top]} for p in preds],
-                              indent=2))
+        click.echo(json.dumps([p.to_dict() for p in preds], indent=2))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -57,7 +58,8 @@ def print_predictions(preds: list, as_json: bool, csv_path: str | None, top_k: i
         for i in range(1, max((len(p.top) for p in preds), default=0) + 1):  # a 2-class model has no #3
             table.add_column(f"#{i}")
         for p in preds:
-            cells = [f"{label} {prob:.1%}" for label, prob in p.top] if not p.error else [f"[red]{p.error}[/]"]
+            cells = [f"{label} {prob:.1%}" + (" *" if p.labels and label in p.labels else "") for label, prob in p.top] \
+                if not p.error else [f"[red]{p.error}[/]"]
             table.add_row(p.path, *cells)
         Console().print(table)
     if preds and all(p.error for p in preds):

@@ -220,7 +220,8 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
               help="onnx: the bundle's ONNX export on onnxruntime (made and parity-checked on first use); onnx-int8: "
                    "its int8 export (made on first use, kept only within 1 point of fp32 accuracy)")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="detectors: the lowest score drawn and listed")
+              help="detectors: the lowest score drawn and listed; multi-label models: every label's threshold "
+                   "instead of the per-label ones chosen on validation")
 @click.option("--out", default="predictions", show_default=True,
               help="detectors/segmenters: folder for the annotated PNGs and predictions.json")
 def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_path: str | None, tta: bool,
@@ -239,7 +240,8 @@ def predict(model: str, inputs: tuple[str, ...], top_k: int, as_json: bool, csv_
         refuse_unused(ctx, commands.predict_flags, task)
         commands.predict(source, inputs, top_k=top_k, as_json=as_json, csv_path=csv_path, tta=tta,
                          tta_crops=tta_crops, tta_reduce=tta_reduce, device=device, precision=precision,
-                         runtime=runtime, threshold=threshold, out=out)
+                         runtime=runtime, out=out, threshold=threshold if ctx.get_parameter_source("threshold") ==
+                         click.core.ParameterSource.COMMANDLINE else None)
     run(go)
 
 

@@ -14,7 +14,8 @@ def predict_scene(model: str, inputs: tuple[str, ...], *, threshold: float, out:
     from tunevision.core.output import writable_dir
     from tunevision.scene.predict import write_scene_predictions
     loaded = load(model, device=device)
-    rows = write_scene_predictions(loaded.predict(list(inputs), threshold=threshold), writable_dir(out, "--out"))
+    rows = write_scene_predictions(loaded.predict(list(inputs), threshold=0.5 if threshold is None else threshold),
+                                   writable_dir(out, "--out"))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

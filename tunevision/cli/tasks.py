@@ -24,7 +24,9 @@ TTA = ("tta", "tta_crops", "tta_reduce")
 CLASSIFY = Commands(predict_classes, ("top_k", "as_json", "csv_path", *TTA, "device", "precision", "runtime"),
                     evaluate_classes, ("out", *TTA, "top_losses", "confusion", "unknown_classes", "device"))
 SCENE = Commands(predict_scene, ("threshold", "out", "as_json", "device"), evaluate_scene, ("out", "device"))
-COMMANDS = {"classify": CLASSIFY, "detect": SCENE, "segment": SCENE}
+MULTILABEL = Commands(predict_classes, CLASSIFY.predict_flags + ("threshold",), evaluate_classes,
+                      CLASSIFY.evaluate_flags)
+COMMANDS = {"classify": CLASSIFY, "multilabel": MULTILABEL, "detect": SCENE, "segment": SCENE}
 
 
 def commands_for(source: str) -> tuple[str, Commands]:

@@ -24,7 +24,7 @@ CACHED_MODES = ("auto", "freeze", "partial")  # the backbone (or its trunk) runs
 NETWORK_MODES = ("finetune", "scratch")    # the whole network trains
 
 
-CLASSIFY = ("classify",)                   # the classification tasks (multi-label joins here)
+CLASSIFY = ("classify", "multilabel")      # the classification tasks: one label per image, or any number
 SCENE = ("detect", "segment")              # boxes and masks
 
 
@@ -46,7 +46,7 @@ def for_task(obj: Any, task: str) -> Any:
         if meta.get("tasks") and task not in meta["tasks"] and value != f.default:
             raise TunevisionError(f"{f.name} is used by {' and '.join(meta['tasks'])} only, and this run's task is "
                                   f"{task}; drop it")
-        if meta.get("by_task") and value == f.default:
+        if meta.get("by_task") and value == f.default and task in meta["by_task"]:
             changes[f.name] = meta["by_task"][task]
     return dataclasses.replace(obj, **changes)
 
@@ -83,8 +83,11 @@ def validate_fields(obj: Any, mode: str | None = None) -> None:
 class DataConfig:
     data: str = opt("", "folder of class subfolders (optionally train/ and val/), a path,label CSV, "
                         "mnist:DIR or cifar10:DIR", cli=False)
-    task: str = opt("auto", "classify | detect | segment | auto (detect when DATA holds box annotations, "
-                            "classify otherwise)", choices=("auto", "classify", "detect", "segment"))
+    task: str = opt("auto", "classify | multilabel | detect | segment | auto (detect when DATA holds box "
+                            "annotations, multilabel when a CSV gives an image several labels or one-hot columns, "
+                            "classify otherwise)", choices=("auto", "classify", "multilabel", "detect", "segment"))
+    images: str = opt("", "folder a CSV's image paths are relative to (default: the CSV's folder, else the image "
+                          "folder beside it that holds them)", tasks=CLASSIFY)
     val_fraction: float = opt(0.2, "validation share when the data has no split (stratified, seeded)",
                               check=lambda v: 0 < v < 1, allowed="between 0 and 1 (exclusive)")
     image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own (8/7 of it for "
@@ -137,7 +140,7 @@ class TrainConfig:
                       allowed=">= 0 (0 = the mode's default)")
     batch_size: int = opt(0, "images per step; 0 = the task's default (classify 32, detect 4, segment 8)",
                           check=lambda v: v == 0 or v >= 2, allowed=">= 2 (BatchNorm needs two images per step)",
-                          by_task={"classify": 32, "detect": 4, "segment": 8})
+                          by_task={"classify": 32, "multilabel": 32, "detect": 4, "segment": 8})
     lr: float | str = opt(0.0, "body learning rate (head gets lr x head_lr_mult); 0 = the mode's default; "
                                "'auto' = the LR range test's suggestion (finetune/scratch)", cli_type="float_or_auto",
                           check=lambda v: v == "auto" or 0 <= v < 10, allowed="in [0, 10) or 'auto'")
@@ -156,13 +159,17 @@ class TrainConfig:
                                 "pretrained weights (scratch) they always train", modes=("finetune", "partial"), tasks=CLASSIFY)
     optimizer: str = opt("auto", "adamw | sgd (momentum 0.9) | auto (classify: adamw; detect, segment: sgd, as "
                                  "torchvision's detection reference)", choices=("auto", "adamw", "sgd"),
-                         by_task={"classify": "adamw", "detect": "sgd", "segment": "sgd"})
+                         by_task={"classify": "adamw", "multilabel": "adamw", "detect": "sgd",
+                                  "segment": "sgd"})
     schedule: str = opt("onecycle", "onecycle | cosine (with warmup)", choices=("onecycle", "cosine"), tasks=CLASSIFY)
     weight_decay: float | str = opt("auto", "weight decay (decoupled with adamw); auto = classify 0.01, detect and "
                                             "segment 1e-4 (torchvision's detection reference)", cli_type="float_or_auto",
                                     check=lambda v: v == "auto" or 0 <= v < 1, allowed="in [0, 1) or 'auto'",
-                                    by_task={"classify": 0.01, "detect": 1e-4, "segment": 1e-4})
-    label_smoothing: float = opt(0.1, "label smoothing epsilon", check=lambda v: 0 <= v < 1, allowed="in [0, 1)", tasks=CLASSIFY)
+                                    by_task={"classify": 0.01, "multilabel": 0.01, "detect": 1e-4, "segment": 1e-4})
+    label_smoothing: float | str = opt("auto", "label smoothing epsilon; auto = 0.1 for classify, 0 for multilabel",
+                                       cli_type="float_or_auto", check=lambda v: v == "auto" or 0 <= v < 1,
+                                       allowed="in [0, 1) or 'auto'", by_task={"classify": 0.1, "multilabel": 0.0},
+                                       tasks=CLASSIFY)
     augment: str = opt("default", "preset (none, light, default, strong) or ops, e.g. 'rrc(scale=0.1-1),hflip'", tasks=CLASSIFY)
     mixup: float = opt(0.0, "mixup alpha (0 = off): blend image pairs and their targets (finetune/scratch)",
                        check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
@@ -174,7 +181,8 @@ class TrainConfig:
     ema: float = opt(0.0, "weight EMA decay for finetune/scratch, e.g. 0.998 (0 = off); evaluated beside the raw "
                           "weights every epoch, and kept when better", check=lambda v: 0 <= v < 1,
                      allowed="in [0, 1) (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
-    balance: str = opt("none", "none | sampler (class-balanced sampling) | weights (class-weighted loss)",
+    balance: str = opt("none", "none | sampler (class-balanced sampling) | weights (class-weighted loss; multilabel: "
+                               "positive-label weights from label frequencies)",
                        choices=("none", "sampler", "weights"), tasks=CLASSIFY)
     tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard")
     views: int = opt(3, "augmented views of each training image cached as features (freeze/auto) or activations "

@@ -254,7 +254,9 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator) -
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
               g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft targets from mixup or cutmix (when both are on, each batch picks one at random, as timm does)."""
-    y = F.one_hot(labels, num_classes).float()
+    """Soft targets from mixup or cutmix (when both are on, each batch picks one at random, as timm does). `labels`:
+    class indices, or already 0/1 multi-label targets, which mix the same way (a blend of two images carries each
+    label in proportion, the soft target binary cross-entropy takes)."""
+    y = labels.float() if labels.dim() == 2 else F.one_hot(labels, num_classes).float()
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or bool(torch.rand(1, generator=g) < 0.5))
     return cutmix(x, y, cutmix_alpha, g) if use_cutmix else mixup(x, y, mixup_alpha, g)

@@ -7,11 +7,12 @@ from tunevision.data import archives  # noqa: F401  registers mnist:, cifar10: a
 from tunevision.data.sources import SOURCES, Dataset
 
 
-def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str = "",
+             multilabel: bool = False) -> Dataset:
     """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a `.csv` suffix, or a folder."""
     prefix, sep, rest = spec.partition(":")
     if sep and prefix in SOURCES and len(prefix) > 1:  # len>1 so Windows drive letters stay paths
         return SOURCES.get(prefix)(rest, val_fraction, seed)
     if spec.lower().endswith(".csv"):
-        return SOURCES.get("csv")(spec, val_fraction, seed)
+        return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel)
     return SOURCES.get("folder")(spec, val_fraction, seed)

@@ -9,7 +9,6 @@ Every file that cannot be used is listed in `skipped` with its reason before tra
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from tunevision.data.images import (
     is_image_name,
     square,
 )
+from tunevision.data.tables import read_label_table
 
 VAL_DIR_NAMES = ("val", "valid", "validation", "test")
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
@@ -39,7 +39,11 @@ CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches 
 @dataclass(frozen=True)
 class Sample:
     path: str  # a file path, or "SOURCE#index" for images that live inside an archive
-    label: int
+    label: int  # the class index; for multi-label data the first label's, or -1 for an image with none
+    labels: tuple[int, ...] | None = None  # multi-label data: every label of the image (None: single-label data)
+
+    def has(self, index: int) -> bool:
+        return index in self.labels if self.labels is not None else self.label == index
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Dataset:
     skipped: list[Skipped] = field(default_factory=list)
     arrays: np.ndarray | None = None  # (N, H, W[, 3]) uint8 for mnist/cifar; samples index into it
     explicit_split: bool = False      # the data named its own validation set (folders, CSV column, archive)
+    multilabel: bool = False          # samples carry any number of labels (`Sample.labels`)
 
     def evaluation_samples(self) -> list[Sample]:
         """What `evaluate` scores: the named validation split, or every image when there is none."""
@@ -133,37 +138,45 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
 
 
 @SOURCES.register("csv")
-def csv_source(spec: str, val_fraction: float, seed: int) -> Dataset:
+def csv_source(spec: str, val_fraction: float, seed: int, images: str = "", multilabel: bool = False) -> Dataset:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise TunevisionError(f"{path}: no such CSV file")
-    try:  # utf-8-sig: Excel starts its CSVs with a byte-order mark, which must not become part of the header
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise TunevisionError(f"{path}: not a readable UTF-8 CSV ({e}); save it as CSV UTF-8") from None
-    has_header = rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image")
-    header = [h.strip().lower() for h in rows[0]] if has_header else ["path", "label"]
-    rows = rows[1:] if has_header else rows
-    if "label" not in header or len(header) < 2:
-        raise TunevisionError(f"{path}: expected columns path,label[,split]; got {','.join(header)}")
-    col = {h: i for i, h in enumerate(header)}
-    base = path.parent
-    entries = []
-    for n, r in enumerate(rows, start=2 if has_header else 1):
-        if len(r) < len(header):
-            raise TunevisionError(f"{path}:{n}: expected {len(header)} columns, got {len(r)}")
-        p = Path(r[col[header[0]]].strip())
-        entries.append((str(p if p.is_absolute() else base / p), r[col["label"]].strip(),
-                        r[col["split"]].strip().lower() if "split" in col else ""))
-    classes = sorted({label for _, label, _ in entries})
-    index = {c: i for i, c in enumerate(classes)}
-    if any(split for *_, split in entries):
-        train = [Sample(p, index[c]) for p, c, s in entries if s == "train"]
-        val = [Sample(p, index[c]) for p, c, s in entries if s in VAL_DIR_NAMES]
-        return Dataset(classes, train, val, "CSV with split column", explicit_split=True)
-    train, val = stratified_split([(p, index[c]) for p, c, _ in entries], val_fraction, seed)
-    return Dataset(classes, train, val, f"CSV, seeded {val_fraction:.0%} validation split")
+    table = read_label_table(path, images, multilabel)
+    index = {c: i for i, c in enumerate(table.names)}
+    skipped = [Skipped(p, reason) for p, reason in table.problems]
+    if table.multilabel:
+        samples = [Sample(p, index[ls[0]] if ls else -1, tuple(index[x] for x in ls))
+                   for p, ls in zip(table.paths, table.labels)]
+    else:
+        samples = [Sample(p, index[ls[0]]) for p, ls in zip(table.paths, table.labels)]
+    if any(table.splits):
+        train = [s for s, split in zip(samples, table.splits) if split == "train"]
+        val = [s for s, split in zip(samples, table.splits) if split == "val"]
+        return Dataset(table.names, train, val, f"{table.layout}, split column", skipped, explicit_split=True,
+                       multilabel=table.multilabel)
+    if table.multilabel:
+        train, val = multilabel_split(samples, len(table.names), val_fraction, seed)
+    else:
+        train, val = stratified_split([(s.path, s.label) for s in samples], val_fraction, seed)
+    return Dataset(table.names, train, val, f"{table.layout}, seeded {val_fraction:.0%} validation split", skipped,
+                   multilabel=table.multilabel)
+
+
+def multilabel_split(samples: list[Sample], n_labels: int, val_fraction: float, seed: int
+                     ) -> tuple[list[Sample], list[Sample]]:
+    """A seeded random split in which every label with two or more images has one in training and one in
+    validation where it can (a rare label drawn only into validation is moved back)."""
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(samples) * val_fraction))
+    val, train = set(order[:n_val]), set(order[n_val:])
+    for k in range(n_labels):
+        carriers = [i for i in order if samples[i].has(k)]
+        if len(carriers) >= 2 and not any(i in train for i in carriers):
+            val.discard(carriers[0])
+            train.add(carriers[0])
+    return [samples[i] for i in sorted(train)], [samples[i] for i in sorted(val)]
 
 
 def _read_archive(arrays: np.ndarray, key: str, size: int) -> np.ndarray:
@@ -276,6 +289,12 @@ def relabel(samples: list[Sample], classes: list[str], known: list[str]) -> list
     """Samples labelled by index into `classes`, relabelled by index into `known` (a model's classes); samples of
     classes `known` lacks are left out."""
     index = {c: i for i, c in enumerate(known)}
+    if samples and samples[0].labels is not None:  # multi-label: unknown labels go, the image stays
+        out = []
+        for s in samples:
+            labels = tuple(index[classes[i]] for i in s.labels if classes[i] in index)
+            out.append(Sample(s.path, labels[0] if labels else -1, labels))
+        return out
     return [Sample(s.path, index[classes[s.label]]) for s in samples if classes[s.label] in index]
 
 

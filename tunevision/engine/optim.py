@@ -6,10 +6,10 @@ import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from tunevision.core.config import TrainConfig, for_task
 from tunevision.data import augment as aug
+from tunevision.engine.objective import objective_for
 from tunevision.models.backbones import Classifier, body_stages
 
 
@@ -52,9 +52,8 @@ def epoch_order(labels: torch.Tensor, balance: str, gen: torch.Generator) -> tor
 
 
 def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """n / (C * n_c): each class contributes equally to the loss (sklearn's 'balanced'); absent classes get 0."""
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros(()))
+    """The objective's balancing weights: per class (single-label) or per label's positives (multi-label)."""
+    return objective_for(labels).weights(labels, num_classes)
 
 
 def loss_weights(t: TrainConfig, labels: torch.Tensor, num_classes: int, device: torch.device) -> torch.Tensor | None:
@@ -70,12 +69,12 @@ def train_step(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 
     Both loops and the LR range test call this, so the range test measures the loss that training minimises
     (class weights, mixup/cutmix and label smoothing included)."""
-    target = y
+    target, objective = y, objective_for(y)
     if t.mixup or t.cutmix:
         x, target = aug.mix_batch(x, y, num_classes, t.mixup, t.cutmix, gen)
     with autocast():
         logits = forward(x)
-    loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=t.label_smoothing)
+    loss = objective.loss(logits, target, weight, t.label_smoothing)
     if not torch.isfinite(loss):  # no step: the weights stay as they were; the caller decides what to do
         return loss.detach(), logits.detach()
     opt.zero_grad(set_to_none=True)

@@ -41,9 +41,11 @@ class EpochRecord:
     def key(self) -> tuple[float, ...]:
         return (self.val_acc, -self.val_loss)
 
-    def line(self) -> str:
-        return (f"epoch {self.epoch:3d}  train loss {self.train_loss:.4f} acc {self.train_acc:.3f}  val loss "
-                f"{self.val_loss:.4f} acc {self.val_acc:.4f}")
+    def line(self, score: str = "acc") -> str:
+        """score: what val_acc holds (accuracy; a multi-label run's macro mAP, its train_acc the exact-match rate)."""
+        train = "acc" if score == "acc" else "exact"
+        return (f"epoch {self.epoch:3d}  train loss {self.train_loss:.4f} {train} {self.train_acc:.3f}  val loss "
+                f"{self.val_loss:.4f} {score} {self.val_acc:.4f}")
 
 
 class Record(Protocol):
@@ -52,7 +54,7 @@ class Record(Protocol):
 
     def key(self) -> tuple[float, ...]: ...
 
-    def line(self) -> str: ...
+    def line(self, score: str) -> str: ...
 
 
 def new_run_dir(cfg: RunConfig, kind: str) -> Path:
@@ -72,12 +74,13 @@ def write_dataset_files(run_dir: Path, data) -> None:
     ds = data.dataset
     atomic_write(run_dir / "dataset.json", lambda p: p.write_text(json.dumps({
         "source": ds.layout, "classes": ds.classes, "counts": {
-            "train": {c: sum(s.label == i for s in data.train) for i, c in enumerate(ds.classes)},
-            "val": {c: sum(s.label == i for s in data.val) for i, c in enumerate(ds.classes)}},
+            "train": {c: sum(s.has(i) for s in data.train) for i, c in enumerate(ds.classes)},
+            "val": {c: sum(s.has(i) for s in data.val) for i, c in enumerate(ds.classes)}},
         "skipped": len(ds.skipped), "image_size": data.image_size, "resize_size": data.resize_size}, indent=2)))
     write_csv(run_dir / "skipped.csv", ["path", "reason"], [(s.path, s.reason) for s in ds.skipped])
     write_csv(run_dir / "split.csv", ["path", "label", "split"],
-              [(s.path, ds.classes[s.label], split) for split, ss in (("train", data.train), ("val", data.val))
+              [(s.path, ";".join(ds.classes[i] for i in s.labels) if s.labels is not None else ds.classes[s.label],
+                split) for split, ss in (("train", data.train), ("val", data.val))
                for s in ss])
 
 
@@ -103,8 +106,9 @@ class RunFolder:
     `key`), the metrics table, the latest checkpoint and bundle, TensorBoard events, early stopping. `on_epoch` is
     all a training loop calls."""
 
-    def __init__(self, path: Path, cfg: RunConfig, meta: BundleMeta, log: RunLog, resume: dict | None = None):
-        self.path, self.cfg, self.meta, self.log = path, cfg, meta, log
+    def __init__(self, path: Path, cfg: RunConfig, meta: BundleMeta, log: RunLog, resume: dict | None = None,
+                 score: str = "acc"):
+        self.path, self.cfg, self.meta, self.log, self.score = path, cfg, meta, log, score
         self.best = {"key": (-math.inf,), "score": -1.0, "epoch": 0, "state": None}
         if resume:
             key = tuple(resume["best_key"])
@@ -127,7 +131,7 @@ class RunFolder:
             best.update(key=r.key(), score=r.key()[0], epoch=r.epoch,
                         state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}))
         if checkpoint is not None or improved or r.epoch == self.cfg.train.resolved_epochs():
-            self.log.info(f"{line or r.line()}{'  *' if improved else ''}  {r.seconds:.1f}s")
+            self.log.info(f"{line or r.line(self.score)}{'  *' if improved else ''}  {r.seconds:.1f}s")
         write_metrics(self.path, history)
         if self.writer is not None:
             for key, value in dataclasses.asdict(r).items():

@@ -41,9 +41,14 @@ BACKBONES: Registry[Callable[[bool, str | None], Backbone]] = Registry("backbone
 
 
 class Classifier(nn.Module):
+    """Body, dropout and a new linear head; `multilabel`: its outputs are independent per label (sigmoid), not one
+    distribution over classes (softmax): what every prediction path reads."""
+
     def __init__(self, body: nn.Module, num_features: int, num_classes: int,
-                 mean: tuple[float, ...], std: tuple[float, ...], dropout: float = 0.0) -> None:
+                 mean: tuple[float, ...], std: tuple[float, ...], dropout: float = 0.0, multilabel: bool = False
+                 ) -> None:
         super().__init__()
+        self.multilabel = multilabel
         self.body = body
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(num_features, num_classes)
@@ -75,8 +80,10 @@ def training_mode(net: nn.Module, train_bn: bool) -> nn.Module:
     return net
 
 
-def build_classifier(backbone: Backbone, num_classes: int, dropout: float = 0.0) -> Classifier:
-    return Classifier(backbone.body, backbone.num_features, num_classes, backbone.mean, backbone.std, dropout)
+def build_classifier(backbone: Backbone, num_classes: int, dropout: float = 0.0, multilabel: bool = False
+                     ) -> Classifier:
+    return Classifier(backbone.body, backbone.num_features, num_classes, backbone.mean, backbone.std, dropout,
+                      multilabel)
 
 
 def imagenet_classifier(backbone: Backbone) -> Classifier:

@@ -39,6 +39,18 @@ class BundleMeta:
     extra: dict = field(default_factory=dict)
 
     @property
+    def temperatures(self) -> float | torch.Tensor:
+        """What logits are divided by: the temperature, or for a multi-label model one per label."""
+        if "temperatures" in self.extra:
+            return torch.tensor(self.extra["temperatures"], dtype=torch.float32)
+        return self.temperature
+
+    @property
+    def thresholds(self) -> list[float]:
+        """A multi-label model's per-label decision thresholds (chosen on validation for F1)."""
+        return list(self.extra.get("thresholds", [0.5] * len(self.classes)))
+
+    @property
     def preprocess(self) -> Preprocessing:
         return Preprocessing(self.image_size, self.resize_size, tuple(self.mean), tuple(self.std))
 
@@ -116,6 +128,12 @@ def meta_from_dict(raw: Any, where: str | Path) -> BundleMeta:
     for key, ok, wanted in SCHEMA:
         if key in raw and not ok(raw[key]):
             raise TunevisionError(f"{where}: {key} must be {wanted}, got {str(raw[key])[:60]!r}")
+    extra = raw.get("extra", {})
+    for key, low, high in (("temperatures", 0.01, 100), ("thresholds", 0, 1)):
+        values = extra.get(key)
+        if values is not None and not (isinstance(values, list) and len(values) == len(raw["classes"]) and all(
+                _number(v) and low <= v <= high for v in values)):
+            raise TunevisionError(f"{where}: extra.{key} must be one number in {low}..{high} per class")
     known = BundleMeta.__dataclass_fields__
     return BundleMeta(**{k: v for k, v in raw.items() if k in known})
 
@@ -145,11 +163,11 @@ def load_weights(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, BundleMeta]:
     folder = bundle_dir(path)
     meta = read_meta(folder)
-    if meta.task not in ("classify",):
+    if meta.task not in ("classify", "multilabel"):
         raise TunevisionError(f"{folder}: a {meta.task} bundle, not a classifier")
     try:  # weights come from the bundle: no download
         backbone = create_backbone(meta.architecture, pretrained=False)
     except TunevisionError as e:
         raise TunevisionError(f"{folder / 'model.json'}: {e}") from None
-    model = build_classifier(backbone, len(meta.classes), meta.dropout)
+    model = build_classifier(backbone, len(meta.classes), meta.dropout, multilabel=meta.task == "multilabel")
     return load_weights(model, folder).to(device).eval(), meta

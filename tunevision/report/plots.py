@@ -139,3 +139,18 @@ def pr_curves(curves: dict[str, list[float]], path: Path | None = None):
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall, IoU 0.5")
     ax.legend(loc="lower left", fontsize=8)
     return save_figure(fig, path)
+
+
+def label_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float], float]],
+                    path: Path | None = None):
+    """Multi-label: precision against recall per label, each with its chosen threshold marked (a dot).
+    curves: label -> (recall, precision, (recall, precision) at the threshold, AP)."""
+    fig = new_figure(5.5, 4)
+    ax = fig.add_subplot()
+    for name, (recall, precision, (r_t, p_t), ap) in curves.items():
+        line, = ax.plot(recall, precision, label=f"{name} (AP {ap:.3f})")
+        ax.plot([r_t], [p_t], "o", color=line.get_color())
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title="precision-recall per label (dot: the chosen threshold)")
+    ax.legend(loc="lower left", fontsize=8)
+    return save_figure(fig, path)

@@ -67,7 +67,7 @@ class SceneRecord:
     def key(self) -> tuple[float, ...]:
         return (self.score,)
 
-    def line(self) -> str:
+    def line(self, score: str = "score") -> str:
         return f"epoch {self.epoch:3d}  loss {self.train_loss:.4f}  val score {self.score:.4f}"
 
 

@@ -1,0 +1,156 @@
+"""Label tables (CSV) read by content, not by column names: the delimiter, the header, the path column, a split
+column, and the labels as one column (one label per row, or a list separated by `|`, `;`, `,` inside quotes, or
+spaces as in Kaggle's planet `tags`) or as one-hot 0/1 columns. Paths resolve against `--images DIR`, the CSV's
+folder, or an image folder beside it, whichever holds them. A table with any row of several labels, or one-hot
+columns, is multi-label; a row with no label is then a valid "none of these" image."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunevision.core.errors import TunevisionError
+from tunevision.data.images import is_image_name
+
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "val", "dev": "val"}
+ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "true": 1, "false": 0, "yes": 1, "no": 0}
+LIST_SEPARATORS = ("|", ";", ",")
+
+
+@dataclass
+class LabelTable:
+    paths: list[str]
+    labels: list[list[str]]          # each row's labels (one for a single-label table, any number otherwise)
+    splits: list[str]                # "train" / "val" per row, or "" when the table names no split
+    names: list[str]                 # every label, sorted (one-hot: in column order)
+    multilabel: bool
+    layout: str
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path or file:line, reason) left out
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    try:  # utf-8-sig: Excel starts its CSVs with a byte-order mark, which must not become part of the header
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TunevisionError(f"{path}: not a UTF-8 CSV ({e}); save it as CSV UTF-8") from None
+    except OSError as e:
+        raise TunevisionError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        return [[c.strip() for c in r] for r in csv.reader(text.splitlines(), dialect)
+                if r and any(c.strip() for c in r) and not r[0].startswith("#")]
+    except csv.Error as e:
+        raise TunevisionError(f"{path}: not a readable CSV ({e})") from None
+
+
+def _path_column(rows: list[list[str]]) -> int:
+    """The column whose values are image file names (most of them)."""
+    width = min(len(r) for r in rows)
+    scores = [sum(is_image_name(r[i]) for r in rows[:200]) for i in range(width)]
+    best = max(range(width), key=lambda i: scores[i])
+    return best if scores[best] else 0
+
+
+def _has_header(rows: list[list[str]], path_col: int) -> bool:
+    return len(rows) > 1 and not is_image_name(rows[0][path_col]) and is_image_name(rows[1][path_col])
+
+
+def _image_root(csv_path: Path, paths: list[str], images: str) -> Path:
+    """The folder the table's relative paths are relative to: --images, the CSV's folder, or an image folder beside
+    it (the first where most of the first 50 paths exist)."""
+    base = csv_path.parent
+    candidates = ([Path(images).expanduser()] if images else []) + [base] + sorted(
+        p for p in base.iterdir() if p.is_dir())
+    sample = [p for p in paths[:50] if not Path(p).is_absolute()]
+    for root in candidates:
+        if not sample or sum((root / p).is_file() for p in sample) * 2 >= len(sample):
+            return root
+    if images:
+        raise TunevisionError(f"{csv_path}: its paths (e.g. {sample[0]}) are not under --images {images}")
+    return base
+
+
+def _split_column(header: list[str], rows: list[list[str]], skip: set[int]) -> int | None:
+    for i, name in enumerate(header):
+        if i in skip:
+            continue
+        values = {r[i].lower() for r in rows if i < len(r)}
+        if name.lower() in ("split", "fold", "set", "subset") or values and values <= set(SPLIT_NAMES):
+            return i
+    return None
+
+
+def _one_hot_columns(header: list[str], rows: list[list[str]], skip: set[int]) -> list[int]:
+    """Columns that are (nearly all) 0/1: one-hot labels when there are two or more."""
+    cols = []
+    for i in range(len(header)):
+        if i in skip:
+            continue
+        values = [r[i].lower() for r in rows if i < len(r)]
+        if values and sum(v in ONE_HOT for v in values) >= 0.95 * len(values):
+            cols.append(i)
+    return cols if len(cols) >= 2 else []
+
+
+def _separator(header_name: str, cells: list[str], multilabel: bool) -> str | None:
+    """How a label-list column separates its labels, or None for one label per row."""
+    for sep in LIST_SEPARATORS:
+        if any(sep in c for c in cells):
+            return sep
+    plural = header_name.lower() in ("tags", "labels", "classes", "categories")
+    if (plural or multilabel) and any(len(c.split()) > 1 for c in cells):
+        return " "
+    return None
+
+
+def read_label_table(path: str | Path, images: str = "", multilabel: bool = False) -> LabelTable:
+    """A CSV of images and labels, read by content (see the module docstring). `multilabel`: the caller's
+    --task multilabel, which also reads space-separated label lists."""
+    path = Path(path).expanduser()
+    rows = read_rows(path)
+    if not rows:
+        raise TunevisionError(f"{path}: empty CSV; expected a path column and labels")
+    path_col = _path_column(rows)
+    header = rows[0] if _has_header(rows, path_col) else [f"column {i + 1}" for i in range(len(rows[0]))]
+    first_line = 2 if header is rows[0] else 1
+    body = rows[first_line - 1:]
+    if len(header) < 2:
+        raise TunevisionError(f"{path}: one column only; expected a path column and a label column (or 0/1 "
+                              "columns, one per label)")
+    split_col = _split_column(header, body, {path_col})
+    skip = {path_col} | ({split_col} if split_col is not None else set())
+    hot = _one_hot_columns(header, body, skip)
+    paths, labels, splits, problems = [], [], [], []
+    label_col = next((i for i in range(len(header)) if i not in skip), None)
+    sep = None if hot else _separator(header[label_col], [r[label_col] for r in body if label_col < len(r)],
+                                      multilabel)
+    for n, r in enumerate(body, start=first_line):
+        if len(r) < len(header):
+            raise TunevisionError(f"{path}:{n}: expected {len(header)} columns, got {len(r)}")
+        if hot:
+            bad = next((header[i] for i in hot if r[i].lower() not in ONE_HOT), None)
+            if bad is not None:
+                raise TunevisionError(f"{path}:{n}: column {bad!r} holds {r[header.index(bad)]!r}; one-hot cells are "
+                                      "0 or 1")
+            row_labels = [header[i] for i in hot if ONE_HOT[r[i].lower()]]
+        else:
+            cell = r[label_col]
+            row_labels = [t.strip() for t in (cell.split(sep) if sep else [cell]) if t.strip()]
+        paths.append(r[path_col])
+        labels.append(sorted(set(row_labels), key=row_labels.index))
+        splits.append(SPLIT_NAMES.get(r[split_col].lower(), "") if split_col is not None else "")
+    multi = bool(hot) or multilabel or any(len(ls) > 1 for ls in labels)
+    if not multi:  # one label per row: an empty cell is a mistake, not "none of these"
+        keep = [i for i, ls in enumerate(labels) if ls]
+        problems += [(paths[i], "no label in the CSV row") for i in range(len(labels)) if not labels[i]]
+        paths, labels, splits = [paths[i] for i in keep], [labels[i] for i in keep], [splits[i] for i in keep]
+    root = _image_root(path, paths, images)
+    paths = [p if Path(p).is_absolute() else str(root / p) for p in paths]
+    names = [header[i] for i in hot] if hot else sorted({lab for ls in labels for lab in ls})
+    kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else "one label per row")
+    where = "" if root == path.parent else f", images in {root}"
+    return LabelTable(paths, labels, splits, names, multi, f"CSV ({kind}{where})", problems)
