@@ -85,13 +85,20 @@ def _split_column(header: list[str], rows: list[list[str]], skip: set[int]) -> i
 
 
 def _one_hot_columns(header: list[str], rows: list[list[str]], skip: set[int]) -> list[int]:
-    """Columns that are (nearly all) 0/1: one-hot labels when there are two or more."""
+    """Columns of numbers that are mostly 0/1: one-hot labels when there are two or more (a stray 2 in one of them is
+    then reported with its line, not taken for a class name)."""
+    def number(v: str) -> bool:
+        try:
+            float(v)
+            return True
+        except ValueError:
+            return v in ONE_HOT
     cols = []
     for i in range(len(header)):
         if i in skip:
             continue
         values = [r[i].lower() for r in rows if i < len(r)]
-        if values and sum(v in ONE_HOT for v in values) >= 0.95 * len(values):
+        if values and all(map(number, values)) and sum(v in ONE_HOT for v in values) >= 0.6 * len(values):
             cols.append(i)
     return cols if len(cols) >= 2 else []
 

@@ -1,0 +1,204 @@
+"""Multi-label classification end to end on tiny synthetic scenes (a red left half, a blue right half, both or
+neither): every CSV dialect, every training mode, thresholds in the bundle, predict, evaluate, export, serve,
+resume, and the bad inputs. tiny_cnn keeps each run to seconds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import tunevision as tv
+from tests.conftest import tiny_args
+from tunevision.cli.main import main
+from tunevision.core.errors import TunevisionError
+from tunevision.data.tables import read_label_table
+
+LABELS = ("red", "blue")
+
+
+def scene(labels: list[str], rng: np.random.Generator) -> Image.Image:
+    im = np.full((40, 48, 3), 90, np.uint8) + rng.integers(0, 30, (40, 48, 3), dtype=np.uint8)
+    if "red" in labels:
+        im[:, :24] = (220, 30, 30)
+    if "blue" in labels:
+        im[:, 24:] = (30, 30, 220)
+    return Image.fromarray(im)
+
+
+def write_scenes(root: Path, n: int = 48, seed: int = 0, images_dir: str = "images") -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    (root / images_dir).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        labels = [("red", "blue"), ("red",), ("blue",), ()][i % 4]
+        scene(list(labels), rng).save(root / images_dir / f"{i}.png")
+        rows.append(list(labels))
+    return rows
+
+
+def write_csv(root: Path, rows: list[list[str]], style: str) -> Path:
+    path = root / "labels.csv"
+    if style == "quoted":
+        text = "Filenames,labels\n" + "".join(f'{i}.png,"{",".join(r)}"\n' for i, r in enumerate(rows))
+    elif style == "space":  # Kaggle planet: image_name,tags with space-separated tags
+        text = "image_name,tags\n" + "".join(f"{i}.png,{' '.join(r)}\n" for i, r in enumerate(rows))
+    elif style in ("semicolon", "pipe"):
+        sep = ";" if style == "semicolon" else "|"
+        text = "path,labels\n" + "".join(f"images/{i}.png,{sep.join(r)}\n" for i, r in enumerate(rows))
+    else:  # one-hot
+        text = "Filenames,red,blue\n" + "".join(f"{i}.png,{int('red' in r)},{int('blue' in r)}\n"
+                                                for i, r in enumerate(rows))
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("style", ["quoted", "space", "semicolon", "pipe", "onehot"])
+def test_every_label_table_dialect_reads_the_same_labels(tmp_path: Path, style: str) -> None:
+    rows = write_scenes(tmp_path)
+    table = read_label_table(write_csv(tmp_path, rows, style))
+    assert table.multilabel and sorted(table.names) == ["blue", "red"]
+    assert [sorted(ls) for ls in table.labels] == [sorted(r) for r in rows]
+    assert all(Path(p).is_file() for p in table.paths)  # relative to the CSV, or to images/ beside it
+
+
+def test_images_dir_and_split_column_are_honoured(tmp_path: Path) -> None:
+    rows = write_scenes(tmp_path / "elsewhere", images_dir="pics")
+    (tmp_path / "t.csv").write_text("file;tags;fold\n" + "".join(
+        f"{i}.png;{'|'.join(r)};{'val' if i % 5 == 0 else 'train'}\n" for i, r in enumerate(rows)))
+    table = read_label_table(tmp_path / "t.csv", images=str(tmp_path / "elsewhere" / "pics"))
+    assert table.multilabel and all(Path(p).is_file() for p in table.paths)
+    assert table.splits.count("val") == 10
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("ml")
+    rows = write_scenes(root / "data")
+    csv_path = write_csv(root / "data", rows, "quoted")
+    r = CliRunner().invoke(main, ["train", str(csv_path), "--epochs", "30", "--lr", "0.01",
+                                  *tiny_args(str(root / "cache"), root / "runs")])
+    assert r.exit_code == 0, r.output
+    return root, csv_path, next((root / "runs").iterdir()), r.output
+
+
+def test_the_task_is_found_from_the_data_and_trains_with_per_label_thresholds(trained) -> None:
+    root, _, run, output = trained
+    assert "val mAP" in output and "threshold" in output
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["task"] == "multilabel" and len(meta["extra"]["thresholds"]) == 2
+    assert len(meta["extra"]["temperatures"]) == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_val_map"] > 0.6 and {"micro_f1", "macro_f1", "exact_match", "hamming_loss"} <= set(summary)
+    page = (run / "report.html").read_text()
+    assert "precision-recall per label" in page and "co-occurrence" in page
+
+
+def test_predict_gives_labels_above_thresholds_and_probabilities(trained) -> None:
+    root, _, run, _ = trained
+    model = tv.load(str(run), device="cpu")
+    image = root / "data" / "images" / "0.png"
+    pred = model.predict(str(image))
+    assert set(pred.probs) == {"red", "blue"} and pred.labels == [c for c in pred.probs
+                                                                   if pred.probs[c] >= model.meta.thresholds[
+                                                                       model.classes.index(c)]]
+    assert model.predict(str(image), threshold=0.0).labels and model.predict(str(image), threshold=1.0).labels == []
+    probs = model.predict_proba([str(root / "data" / "images" / f"{i}.png") for i in range(4)])
+    assert probs.shape == (4, 2) and not np.allclose(probs.sum(1), 1)
+    r = CliRunner().invoke(main, ["predict", str(run), str(image), "--json", "--threshold", "0.01"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["labels"]
+
+
+def test_evaluate_on_another_csv_and_unknown_labels(trained, tmp_path: Path) -> None:
+    root, _, run, _ = trained
+    rows = write_scenes(tmp_path, n=8, seed=3)
+    rows[0] = ["red", "green"]
+    (tmp_path / "other.csv").write_text("path,labels\n" + "".join(f'images/{i}.png,"{",".join(r)}"\n'
+                                                                  for i, r in enumerate(rows)))
+    r = CliRunner().invoke(main, ["evaluate", str(run), str(tmp_path / "other.csv"), "--device", "cpu"])
+    assert r.exit_code == 2 and "green" in r.output
+    r = CliRunner().invoke(main, ["evaluate", str(run), str(tmp_path / "other.csv"), "--device", "cpu",
+                                  "--unknown-classes", "skip"])
+    assert r.exit_code == 0, r.output
+    assert "8 images, mAP" in r.output
+
+
+def test_export_matches_pytorch_on_the_sigmoid_outputs(trained, tmp_path: Path) -> None:
+    _, _, run, _ = trained
+    exported = tv.load(str(run), device="cpu").export("onnx", tmp_path / "x")
+    assert exported.parity.ok
+    onnx_model = tv.load(str(exported.path))
+    assert onnx_model.predict_proba(np.zeros((40, 48, 3), np.uint8)).shape == (1, 2)
+
+
+def test_serve_answers_with_a_labels_list(trained) -> None:
+    pytest.importorskip("fastapi")
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from tunevision.serve.app import create_app
+    root, _, run, _ = trained
+    buf = io.BytesIO()
+    scene(["red"], np.random.default_rng(9)).save(buf, "PNG")
+    with TestClient(create_app(str(run))) as client:
+        answer = client.post("/predict", files={"file": ("a.png", buf.getvalue(), "image/png")}).json()
+    prediction = answer["predictions"][0]
+    assert isinstance(prediction["labels"], list) and set(prediction["probs"]) == {"red", "blue"}
+
+
+@pytest.mark.parametrize("mode, extra", [("freeze", []), ("finetune", ["--mixup", "0.2"]), ("partial", ["--top-stages", "1"]),
+                                         ("auto", ["--time-budget", "20s"])])
+def test_every_training_mode_trains_a_multilabel_model(tmp_path: Path, mode: str, extra: list[str]) -> None:
+    rows = write_scenes(tmp_path / "d", n=24)
+    csv_path = write_csv(tmp_path / "d", rows, "onehot")
+    r = CliRunner().invoke(main, ["train", str(csv_path), "--mode", mode, "--epochs", "2", *extra,
+                                  *tiny_args(str(tmp_path / "c"), tmp_path / "runs")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert "final_val_map" in summary and summary["mode"] == mode
+
+
+def test_a_killed_multilabel_run_resumes(tmp_path: Path, monkeypatch) -> None:
+    import tunevision.classify.loops as loops
+    rows = write_scenes(tmp_path / "d", n=24)
+    csv_path = write_csv(tmp_path / "d", rows, "semicolon")
+    real, calls = loops.train_one_epoch, []
+
+    def dies_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(loops, "train_one_epoch", dies_in_epoch_two)
+    args = ["train", str(csv_path), "--mode", "finetune", "--epochs", "3", "--freeze-epochs", "0",
+            *tiny_args(str(tmp_path / "c"), tmp_path / "runs")]
+    CliRunner().invoke(main, args)
+    run = next((tmp_path / "runs").iterdir())
+    assert (run / "checkpoint.pt").is_file()
+    r = CliRunner().invoke(main, ["train", "--resume", str(run)])
+    assert r.exit_code == 0, r.output
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("Filenames,red,blue\n0.png,1,0\n1.png,2,0\n2.png,0,1\n", "labels.csv:3: column 'red' holds '2'"),
+    ("path,labels,split\n0.png,\"red,blue\",train\n1.png,red,train\n2.png,\"blue,green\",val\n3.png,blue,train\n",
+     "label 'green' appears only in validation"),
+])
+def test_bad_label_tables_are_one_line(tmp_path: Path, content: str, fragment: str) -> None:
+    write_scenes(tmp_path, n=4)
+    (tmp_path / "labels.csv").write_text(content)
+    with pytest.raises(TunevisionError, match=fragment):
+        tv.fit(str(tmp_path / "labels.csv"), backbone="tiny_cnn", pretrained=False, epochs=1, device="cpu",
+               cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), quiet=True)
+
+
+def test_a_row_with_no_labels_is_a_valid_none_of_these_image(tmp_path: Path) -> None:
+    rows = write_scenes(tmp_path)
+    table = read_label_table(write_csv(tmp_path, rows, "quoted"))
+    assert sum(1 for ls in table.labels if not ls) == 12 and not table.problems
