@@ -142,8 +142,9 @@ def training_sections(run: RunFiles) -> list[tuple[str, str]]:
         series = {k: np.array([float(r[k]) for r in metrics]) for k in metrics[0] if k != "epoch"}
         plots.training_curves(np.array([int(r["epoch"]) for r in metrics]), series, run.out / "curves.png")
         sections.append(("Training", f"<p>Mode <b>{html.escape(summary['mode'])}</b>, {summary['epochs_run']} "
-                         f"epochs in {summary['seconds']:.1f} s; best validation accuracy "
-                         f"{summary['best_val_acc']:.2%} at epoch {summary['best_epoch']}.</p>" +
+                         f"epochs in {summary['seconds']:.1f} s; best validation "
+                         f"{'mAP' if run.meta.task == 'multilabel' else 'accuracy'} "
+                         f"{summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}.</p>" +
                          img_html(run.out / "curves.png", "loss, accuracy, learning rate and time per epoch")))
     if "plan" in summary:  # --time-budget: what was planned, and what each stage took
         plan = summary["plan"]
