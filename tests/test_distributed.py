@@ -109,3 +109,17 @@ def test_a_dead_rank_ends_the_run_and_resume_completes_it(tmp_path: Path) -> Non
     assert 2 <= done < 30
     run([sys.executable, "-m", "tunevision", "train", "--resume", str(out / "k")])
     assert [int(r["epoch"]) for r in csv.DictReader(open(metrics))] == list(range(1, 31))
+
+
+def test_a_multilabel_run_under_torchrun_equals_one_process(tmp_path: Path) -> None:
+    from tests.test_multilabel import write_csv, write_scenes
+    # 30 images: 24 train = 3 global batches of 8 (4 per rank), so both runs take the same steps
+    csv_path = write_csv(tmp_path / "d", write_scenes(tmp_path / "d", n=30), "onehot")
+    out = tmp_path / "runs"
+    extra = ("--mode", "finetune", "--epochs", "2", "--lr", "0.01", "--freeze-epochs", "0")
+    run([sys.executable, *train_args(csv_path, out, tmp_path / "c1", "single", *extra)])
+    run([*TORCHRUN, *train_args(csv_path, out, tmp_path / "c2", "ddp", *extra)])
+    single, ddp = (load_file(str(out / n / "model" / "model.safetensors")) for n in ("single", "ddp"))
+    for k in single:
+        assert torch.allclose(single[k], ddp[k], atol=1e-5), k
+    assert '"task": "multilabel"' in (out / "ddp" / "model" / "model.json").read_text()

@@ -33,7 +33,9 @@ def make_optimizer(model: Classifier, t: TrainConfig, lr: float | None = None) -
 
 
 def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    total_steps = max(1, total_steps)
+    # one-cycle's warm-up phase must span at least one step: with fewer than 5 steps in all (a tiny set, or its
+    # share per process under torchrun) PyTorch divides by zero
+    total_steps = max(5 if schedule == "onecycle" else 1, total_steps)
     if schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                    total_steps=total_steps, pct_start=0.25)
