@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from tunevision.core.atomic import atomic_write
+
 
 def new_figure(width: float, height: float):
     """A matplotlib Figure outside pyplot (no backend, no display needed, nothing global), which a notebook
@@ -27,7 +29,8 @@ def save_figure(fig, path: Path | None):
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        # atomically, like every file a run writes: a full disk leaves the previous picture and no temp file
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
     return fig
 
 
