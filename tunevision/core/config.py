@@ -93,7 +93,8 @@ class DataConfig:
     image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own (8/7 of it for "
                              "frozen features in auto/freeze mode)",
                           check=lambda v: v == 0 or 16 <= v <= 4096, allowed="0 (backbone default) or 16..4096")
-    cache_dir: str = opt("~/.cache/tunevision", "folder for decoded images and features (safe to delete)", tasks=CLASSIFY)
+    cache_dir: str = opt("~/.cache/tunevision", "folder for decoded images and features (safe to delete)",
+                         tasks=CLASSIFY)
     max_pixels: int = opt(89_478_485, "skip images with more pixels than this (decompression-bomb guard)",
                           check=lambda v: v > 0, allowed="> 0")
     workers: int = opt(0, "decoding threads; 0 = one per CPU core", check=lambda v: v >= 0, allowed=">= 0")
@@ -110,7 +111,8 @@ class ModelConfig:
                         "empty = the task's default (fasterrcnn, fpn)", tasks=SCENE)
     weights: str = opt("", "local weights: a state dict file or a tunevision bundle/run folder")
     pretrained: bool = opt(True, "start from pretrained weights (ignored by --mode scratch)")
-    dropout: float = opt(0.0, "dropout before the new head", check=lambda v: 0 <= v < 1, allowed="in [0, 1)", tasks=CLASSIFY)
+    dropout: float = opt(0.0, "dropout before the new head", check=lambda v: 0 <= v < 1, allowed="in [0, 1)",
+                         tasks=CLASSIFY)
     normalize: str = opt("backbone", "backbone (its pretraining mean/std) | data (mean/std of up to 2,000 training "
                                      "images; for scratch); stored in the bundle either way",
                          choices=("backbone", "data"), tasks=CLASSIFY)
@@ -135,7 +137,8 @@ def _device_ok(text: str) -> bool:
 
 @dataclass
 class TrainConfig:
-    mode: str = opt("auto", "auto | freeze | finetune | scratch | partial (see README: what each trains)", choices=MODES, tasks=CLASSIFY)
+    mode: str = opt("auto", "auto | freeze | finetune | scratch | partial (see README: what each trains)", choices=MODES,
+                    tasks=CLASSIFY)
     epochs: int = opt(0, "passes over the training set; 0 = the mode's default", check=lambda v: v >= 0,
                       allowed=">= 0 (0 = the mode's default)")
     batch_size: int = opt(0, "images per step; 0 = the task's default (classify 32, detect 4, segment 8)",
@@ -148,15 +151,18 @@ class TrainConfig:
                               allowed="> 0", tasks=CLASSIFY)
     layer_decay: float = opt(0.0, "layer-wise LR decay through the body (finetune/scratch): the k-th stage below "
                                   "the top trains at lr x decay^k, e.g. 0.7; 0 = off (one body LR)",
-                             check=lambda v: 0 <= v <= 1, allowed="in [0, 1] (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
+                             check=lambda v: 0 <= v <= 1, allowed="in [0, 1] (0 = off)", modes=NETWORK_MODES,
+                             tasks=CLASSIFY)
     freeze_epochs: int = opt(40, "fine_tune recipe (finetune): first train the head alone on the frozen body's "
                                  "cached features for this many epochs, then the whole network; 0 = off",
                              check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=("finetune",), tasks=CLASSIFY)
     unfreeze: str = opt("all", "all | gradual (finetune): body stages unfreeze top-down, one share per epoch, all "
-                               "trainable from the middle epoch on", choices=("all", "gradual"), modes=NETWORK_MODES, tasks=CLASSIFY)
+                               "trainable from the middle epoch on", choices=("all", "gradual"), modes=NETWORK_MODES,
+                        tasks=CLASSIFY)
     train_bn: bool = opt(False, "finetune/partial: BatchNorm normalises with batch statistics and updates its running "
                                 "ones; off = the pretrained statistics stay (scale and shift still train); without "
-                                "pretrained weights (scratch) they always train", modes=("finetune", "partial"), tasks=CLASSIFY)
+                                "pretrained weights (scratch) they always train", modes=("finetune", "partial"),
+                         tasks=CLASSIFY)
     optimizer: str = opt("auto", "adamw | sgd (momentum 0.9) | auto (classify: adamw; detect, segment: sgd, as "
                                  "torchvision's detection reference)", choices=("auto", "adamw", "sgd"),
                          by_task={"classify": "adamw", "multilabel": "adamw", "detect": "sgd",
@@ -170,14 +176,16 @@ class TrainConfig:
                                        cli_type="float_or_auto", check=lambda v: v == "auto" or 0 <= v < 1,
                                        allowed="in [0, 1) or 'auto'", by_task={"classify": 0.1, "multilabel": 0.0},
                                        tasks=CLASSIFY)
-    augment: str = opt("default", "preset (none, light, default, strong) or ops, e.g. 'rrc(scale=0.1-1),hflip'", tasks=CLASSIFY)
+    augment: str = opt("default", "preset (none, light, default, strong) or ops, e.g. 'rrc(scale=0.1-1),hflip'",
+                       tasks=CLASSIFY)
     mixup: float = opt(0.0, "mixup alpha (0 = off): blend image pairs and their targets (finetune/scratch)",
                        check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
     cutmix: float = opt(0.0, "cutmix alpha (0 = off): paste boxes between images (finetune/scratch)",
                         check=lambda v: v >= 0, allowed=">= 0 (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
     sizes: str = opt("", "progressive resizing for finetune/scratch, e.g. '128,160,224': the epochs split into "
                          "equal stages at these training sizes (evaluation stays at image_size)",
-                     check=_sizes_ok, allowed="comma-separated integers >= 16, e.g. 128,160,224", modes=NETWORK_MODES, tasks=CLASSIFY)
+                     check=_sizes_ok, allowed="comma-separated integers >= 16, e.g. 128,160,224", modes=NETWORK_MODES,
+                     tasks=CLASSIFY)
     ema: float = opt(0.0, "weight EMA decay for finetune/scratch, e.g. 0.998 (0 = off); evaluated beside the raw "
                           "weights every epoch, and kept when better", check=lambda v: 0 <= v < 1,
                      allowed="in [0, 1) (0 = off)", modes=NETWORK_MODES, tasks=CLASSIFY)
@@ -186,7 +194,8 @@ class TrainConfig:
                        choices=("none", "sampler", "weights"), tasks=CLASSIFY)
     tensorboard: bool = opt(False, "also write TensorBoard event files to RUN/tensorboard")
     views: int = opt(3, "augmented views of each training image cached as features (freeze/auto) or activations "
-                        "(partial)", check=lambda v: 0 <= v <= 100, allowed="in 0..100", modes=CACHED_MODES, tasks=CLASSIFY)
+                        "(partial)", check=lambda v: 0 <= v <= 100, allowed="in 0..100", modes=CACHED_MODES,
+                     tasks=CLASSIFY)
     top_stages: int = opt(3, "partial: how many top stages of the body train on cached activations (Lite0 has 9; "
                              "3 = the last two block stages and the head convolution)", check=lambda v: v >= 1,
                           allowed=">= 1", modes=("partial",), tasks=CLASSIFY)
@@ -202,7 +211,8 @@ class TrainConfig:
                                "first; falls back to eager with a warning). Lite0 on 2 CPU cores: 54 s to compile, "
                                "then 25.0 vs 23.5 img/s, so off by default", modes=NETWORK_MODES, tasks=CLASSIFY)
     sync_bn: bool = opt(False, "under torchrun (finetune/scratch): synchronise BatchNorm statistics across processes "
-                               "(GPUs only; PyTorch's SyncBatchNorm does not run on CPUs)", modes=NETWORK_MODES, tasks=CLASSIFY)
+                               "(GPUs only; PyTorch's SyncBatchNorm does not run on CPUs)", modes=NETWORK_MODES,
+                        tasks=CLASSIFY)
     keep_checkpoint: bool = opt(False, "keep RUN/checkpoint.pt (optimizer state, for --resume) after a finished run")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps", check=_device_ok,
                       allowed="auto, cpu, cuda, cuda:N or mps")

@@ -245,8 +245,9 @@ def train_scene(model: torch.nn.Module, task: str, train: list[SceneSample], val
 
 
 def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: SceneData,
-                     splits: tuple[list[SceneSample], list[SceneSample]], folder: RunFolder, history: list[SceneRecord], log: RunLog, started: float,
-                     evaluated: tuple | None = None) -> SceneResult:
+                     splits: tuple[list[SceneSample], list[SceneSample]], folder: RunFolder,
+                     history: list[SceneRecord], log: RunLog, started: float, evaluated: tuple | None = None
+                     ) -> SceneResult:
     """Final scores with curves (eval/), summary.json, the report; the bundle of the best epoch is on disk already
     (written when that epoch improved). `evaluated`: the best epoch's (scores, outputs) when this process computed
     them (not after a resume past the best epoch)."""
