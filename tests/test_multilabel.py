@@ -202,3 +202,14 @@ def test_a_row_with_no_labels_is_a_valid_none_of_these_image(tmp_path: Path) -> 
     rows = write_scenes(tmp_path)
     table = read_label_table(write_csv(tmp_path, rows, "quoted"))
     assert sum(1 for ls in table.labels if not ls) == 12 and not table.problems
+
+
+def test_kaggle_planet_layout_with_extensionless_names_in_a_sibling_folder(tmp_path: Path) -> None:
+    (tmp_path / "train-jpg").mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / "train-jpg" / f"train_{i}.jpg")
+    (tmp_path / "train_v2.csv").write_text("image_name,tags\ntrain_0,haze primary\ntrain_1,clear primary water\n"
+                                           "train_2,cloudy\n")
+    table = read_label_table(tmp_path / "train_v2.csv")
+    assert table.multilabel and table.labels[1] == ["clear", "primary", "water"]
+    assert table.paths[0] == str(tmp_path / "train-jpg" / "train_0.jpg")

@@ -55,8 +55,27 @@ def _path_column(rows: list[list[str]]) -> int:
     return best if scores[best] else 0
 
 
+HEADER_WORDS = {"path", "file", "filename", "filenames", "image", "images", "image_name", "image_id", "id", "name",
+                "label", "labels", "tags", "class", "classes", "category", "split"}
+
+
 def _has_header(rows: list[list[str]], path_col: int) -> bool:
-    return len(rows) > 1 and not is_image_name(rows[0][path_col]) and is_image_name(rows[1][path_col])
+    """By content: the path column's first cell is no image name while the next is, or the first row is made of
+    column words (image_name, tags, ...; Kaggle's planet names its images without an extension)."""
+    if len(rows) < 2:
+        return False
+    if not is_image_name(rows[0][path_col]) and is_image_name(rows[1][path_col]):
+        return True
+    return any(c.strip().lower() in HEADER_WORDS for c in rows[0])
+
+
+def _resolve(root: Path, name: str) -> Path:
+    """`name` under `root`; a name without an extension (planet's `train_0`) finds its image file."""
+    path = Path(name) if Path(name).is_absolute() else root / name
+    if path.suffix or path.is_file():
+        return path
+    return next((path.with_suffix(ext) for ext in (".jpg", ".png", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+                 if path.with_suffix(ext).is_file()), path)
 
 
 def _image_root(csv_path: Path, paths: list[str], images: str) -> Path:
@@ -67,7 +86,7 @@ def _image_root(csv_path: Path, paths: list[str], images: str) -> Path:
         p for p in base.iterdir() if p.is_dir())
     sample = [p for p in paths[:50] if not Path(p).is_absolute()]
     for root in candidates:
-        if not sample or sum((root / p).is_file() for p in sample) * 2 >= len(sample):
+        if not sample or sum(_resolve(root, p).is_file() for p in sample) * 2 >= len(sample):
             return root
     if images:
         raise TunevisionError(f"{csv_path}: its paths (e.g. {sample[0]}) are not under --images {images}")
@@ -156,7 +175,7 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
         problems += [(paths[i], "no label in the CSV row") for i in range(len(labels)) if not labels[i]]
         paths, labels, splits = [paths[i] for i in keep], [labels[i] for i in keep], [splits[i] for i in keep]
     root = _image_root(path, paths, images)
-    paths = [p if Path(p).is_absolute() else str(root / p) for p in paths]
+    paths = [str(_resolve(root, p)) for p in paths]
     names = [header[i] for i in hot] if hot else sorted({lab for ls in labels for lab in ls})
     kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else "one label per row")
     where = "" if root == path.parent else f", images in {root}"
