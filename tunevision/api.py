@@ -61,7 +61,7 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
     if not cfg.data.data:
         raise TunevisionError("no data: tunevision.fit('photos/') with one subfolder per class")
     task = tasks.for_data(cfg)
-    return task.wrap(task.fit(cfg, RunLog(quiet=quiet)), cfg)
+    return task.wrap(tasks.fit(cfg, log=RunLog(quiet=quiet)), cfg)
 
 
 def _options_doc() -> str:

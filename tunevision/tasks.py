@@ -5,6 +5,7 @@ asks here, so a new task is one more row and its own package, never another `if 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -88,5 +89,7 @@ def for_bundle(source: str | Path) -> Task:
 
 
 def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None):
-    """Train the task the data (or --task) asks for, in its run folder."""
-    return for_data(cfg).fit(cfg, log or RunLog(), resume_dir)
+    """Train the task the data (or --task) asks for, in its run folder; the config names it from here on."""
+    task = for_data(cfg)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, task=task.name))
+    return task.fit(cfg, log or RunLog(), resume_dir)
