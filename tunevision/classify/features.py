@@ -69,12 +69,16 @@ def cached_features(cache_dir: Path | None, key_parts: list[str], compute: Calla
     if compute is None:
         return None
     feats = compute()
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         save_file({"features": feats.contiguous()}, str(tmp))
         os.replace(tmp, path)
-    except OSError as e:  # a full or read-only cache costs speed next time, not this run
+    except Exception as e:  # OSError, or safetensors' SafetensorError on a full disk: speed next time, not this run
+        tmp.unlink(missing_ok=True)
+        if not isinstance(e, OSError) and type(e).__name__ != "SafetensorError":
+            raise
         if log:
-            log.info(f"[yellow]feature cache not written ({path.parent}: {e.strerror or e}); continuing[/]")
+            log.info(f"[yellow]feature cache not written ({path.parent}: {getattr(e, 'strerror', None) or e}); "
+                     "continuing[/]")
     return feats
