@@ -56,7 +56,7 @@ def test_frozen_stages_do_not_change_during_an_epoch() -> None:
     stages = body_stages(model.body)
     frozen = freeze_stages(stages, 1)  # only the top stage (and the head) train
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = RunConfig(train=TrainConfig(mode="finetune", lr=1e-2, batch_size=8))
+    cfg = RunConfig(train=TrainConfig(mode="finetune", lr=1e-2, batch_size=8)).for_task("classify")
     opt = make_optimizer(model, cfg.train)
     images = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
     labels = torch.tensor([0, 1] * 8)
@@ -79,7 +79,7 @@ def test_fine_tuning_keeps_the_pretrained_batchnorm_statistics(mode: str, train_
     bn = model.body[1]
     before = (bn.running_mean.clone(), bn.weight.clone())
     cfg = RunConfig(model=ModelConfig(pretrained=pretrained),
-                    train=TrainConfig(mode=mode, lr=1e-2, batch_size=8, **({"train_bn": True} if train_bn else {})))
+                    train=TrainConfig(mode=mode, lr=1e-2, batch_size=8, **({"train_bn": True} if train_bn else {}))).for_task("classify")
     opt = make_optimizer(model, cfg.train)
     images = np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
     train_one_epoch(model, images, torch.tensor([0, 1] * 8), aug.make_pipeline("hflip", 32), opt,
