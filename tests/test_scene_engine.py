@@ -105,7 +105,7 @@ def test_a_classification_option_is_refused_for_a_detector_in_one_line(tmp_path:
     data = write_voc(tmp_path / "v", n=4)
     r = CliRunner().invoke(main, ["train", str(data), *TRAIN, "--mixup", "0.2", "--mode", "finetune",
                                   "--out", str(tmp_path / "runs")])
-    assert r.exit_code == 2 and "mode is used by classify only" in r.output
+    assert r.exit_code == 2 and "mode is used by classify and multilabel only" in r.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
