@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tunevision.core.atomic import atomic_write
-from tunevision.engine.objective import average_precision
+from tunevision.engine.objective import average_precision, binary_cross_entropy
 
 TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(4.0), 49))  # the grid each label's temperature is chosen on
 
@@ -29,10 +29,7 @@ def fit_label_temperatures(logits: np.ndarray, targets: np.ndarray) -> np.ndarra
         y = targets[:, k]
         if y.min() == y.max():  # one-sided labels carry no calibration signal
             continue
-        losses = []
-        for t in TEMPERATURES:
-            p = np.clip(sigmoid(logits[:, k] / t), 1e-7, 1 - 1e-7)
-            losses.append(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+        losses = [binary_cross_entropy(sigmoid(logits[:, k] / t), y) for t in TEMPERATURES]
         out[k] = TEMPERATURES[int(np.argmin(losses))]
     return out
 

@@ -33,6 +33,7 @@ from tunevision.core.ui import RunLog
 from tunevision.data.inputs import relative_names
 from tunevision.data.sources import channel_stats
 from tunevision.engine.calibrate import expected_calibration_error, fit_temperature
+from tunevision.engine.objective import binary_cross_entropy, objective_for
 from tunevision.engine.run import guarded_run, open_run
 from tunevision.engine.rundir import EpochRecord, RunFolder, write_dataset_files
 from tunevision.models.backbones import (
@@ -92,7 +93,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     if cfg.train.sync_bn and d.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     cfg = d.broadcast(resolve_config(cfg, model, data, rt, run_dir, log) if d.main else None)
-    folder = RunFolder(run_dir, cfg, meta, log, resume, "mAP" if data.dataset.multilabel else "acc") if d.main else None
+    score = objective_for(data.val_labels).score_name
+    folder = RunFolder(run_dir, cfg, meta, log, resume, score) if d.main else None
     on_epoch = folder.on_epoch if folder else None
     with log.stage("training"):
         history, plan = train_by_mode(model, data, cfg, rt, log, on_epoch, resume, d, started)
@@ -239,8 +241,6 @@ def calibrate_labels(raw: np.ndarray, model: Classifier, meta: BundleMeta, data:
     p = np.clip(raw, 1e-7, 1 - 1e-7)
     logits, targets = np.log(p) - np.log1p(-p), data.val_labels.numpy()
     temperatures, thresholds, probs = multilabel.calibrate(logits, targets)
-    bce = lambda q: float(-(targets * np.log(np.clip(q, 1e-7, 1)) +  # noqa: E731
-                            (1 - targets) * np.log(np.clip(1 - q, 1e-7, 1))).mean())
     meta.extra.update(temperatures=[round(float(t), 4) for t in temperatures],
                       thresholds=[round(float(t), 4) for t in thresholds])
     save_bundle(model, meta, run_dir / "model")
@@ -248,7 +248,7 @@ def calibrate_labels(raw: np.ndarray, model: Classifier, meta: BundleMeta, data:
                                       np.array(meta.extra["thresholds"]))
     evaluation.write(run_dir / "eval")
     np.save(run_dir / "eval" / "val_logits.npy", logits.astype(np.float32))
-    return evaluation, (bce(raw), bce(probs))
+    return evaluation, (binary_cross_entropy(raw, targets), binary_cross_entropy(probs, targets))
 
 
 def validation_probs(model: Classifier, data: Data, cfg: RunConfig) -> np.ndarray:
@@ -280,13 +280,7 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
     folder.write_summary(summary)
     for line in evaluation.per_class_lines():
         log.info(line)
-    try:
-        with log.stage("report"):
-            log.info(f"report {write_report(run_dir)}")
-    except Exception as e:  # the bundle and metrics are already saved; a plotting problem must not lose them
-        log.info(f"[yellow]report not written ({type(e).__name__}: {e}); retry with tunevision report {run_dir}[/]")
-    if not cfg.train.keep_checkpoint:  # the bundle holds the result; the checkpoint only served resuming
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    folder.finish(lambda: write_report(run_dir))
     log.info(evaluation.calibration_line(meta, ece))
     log.info(f"[bold green]done[/] val {evaluation.headline()} (best epoch {result.best_epoch}) in "
              f"{result.seconds:.1f}s; run folder {run_dir}; bundle {run_dir / 'model'}")

@@ -25,6 +25,12 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((precision * hits).sum() / n_pos)
 
 
+def binary_cross_entropy(probs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean binary cross-entropy of probabilities against 0/1 targets (clipped, so 0 and 1 stay finite)."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return float(-(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean())
+
+
 def macro_map(probs: np.ndarray, targets: np.ndarray) -> float:
     aps = [average_precision(probs[:, k], targets[:, k] > 0.5) for k in range(targets.shape[1])]
     aps = [a for a in aps if not np.isnan(a)]
@@ -33,8 +39,7 @@ def macro_map(probs: np.ndarray, targets: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class SingleLabel:
-    name = "single-label"
-    score_name = "acc"
+    score_name = "acc"  # what the epoch records' val_acc holds
 
     @staticmethod
     def loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, smoothing: float) -> torch.Tensor:
@@ -63,7 +68,6 @@ class SingleLabel:
 
 @dataclass(frozen=True)
 class MultiLabel:
-    name = "multi-label"
     score_name = "mAP"
 
     @staticmethod
@@ -82,9 +86,7 @@ class MultiLabel:
 
     @staticmethod
     def val_metrics(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        p = np.clip(probs, 1e-7, 1 - 1e-7)
-        loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-        return loss, macro_map(probs, y)
+        return binary_cross_entropy(probs, y), macro_map(probs, y)
 
     @staticmethod
     def weights(y: torch.Tensor, n: int) -> torch.Tensor:

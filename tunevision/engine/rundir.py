@@ -154,6 +154,18 @@ class RunFolder:
         if self.writer is not None:
             self.writer.close()
 
+    def finish(self, write_report: Callable[[], Path]) -> None:
+        """The end of every task's run, once the bundle and summary are saved: the report (a plotting problem is one
+        line and loses nothing), then the checkpoint goes unless kept (the bundle holds the result)."""
+        try:
+            with self.log.stage("report"):
+                self.log.info(f"report {write_report()}")
+        except Exception as e:
+            self.log.info(f"[yellow]report not written ({type(e).__name__}: {e}); retry with tunevision report "
+                          f"{self.path}[/]")
+        if not self.cfg.train.keep_checkpoint:
+            (self.path / "checkpoint.pt").unlink(missing_ok=True)
+
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.path / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
 

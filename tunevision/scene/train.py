@@ -263,13 +263,7 @@ def finish_scene_run(cfg: RunConfig, task: str, model, meta: BundleMeta, data: S
                "val_images": len(val),
                "skipped": len(data.problems), "bundle": str(run_dir / "model"), "command": " ".join(sys.argv)}
     folder.write_summary(summary)
-    try:
-        with log.stage("report"):
-            log.info(f"report {write_scene_report(run_dir, model, task, val, preds, scores, meta, history)}")
-    except Exception as e:  # the bundle and metrics are saved already; a plotting problem must not lose them
-        log.info(f"[yellow]report not written ({type(e).__name__}: {e})[/]")
-    if not cfg.train.keep_checkpoint:
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    folder.finish(lambda: write_scene_report(run_dir, model, task, val, preds, scores, meta, history))
     seconds = time.perf_counter() - started
     folder.write_summary({**summary, "seconds": round(seconds, 1), "stages": log.stage_table(seconds)})
     log.describe_stages(seconds)
