@@ -93,5 +93,5 @@ def test_report_opens_in_a_browser_with_every_section_and_image(colour_folders: 
         count = page.eval_on_selector_all("img", "imgs => imgs.length")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
-    assert sections == ["dataset", "augmentation", "training", "time", "results", "top-losses", "calibration", "model"]
+    assert sections == ["dataset", "augmentation", "training", "time", "results", "top-losses", "calibration", "data-audit", "model"]
     assert count == 7 and broken == 0 and not errors

@@ -90,11 +90,31 @@ def test_the_task_is_found_from_the_data_and_trains_with_per_label_thresholds(tr
     assert "val mAP" in output and "threshold" in output
     meta = json.loads((run / "model" / "model.json").read_text())
     assert meta["task"] == "multilabel" and len(meta["extra"]["thresholds"]) == 2
+    assert meta["fit"] == "squash" and "whole photo" in meta["preprocessing"]  # --resize auto, for labels anywhere
     assert len(meta["extra"]["temperatures"]) == 2
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final_val_map"] > 0.6 and {"micro_f1", "macro_f1", "exact_match", "hamming_loss"} <= set(summary)
     page = (run / "report.html").read_text()
     assert "precision-recall per label" in page and "co-occurrence" in page
+
+
+def test_the_bundle_predicts_what_the_run_scored(trained) -> None:
+    """predict reads the squash from the bundle: its probabilities are the run's own validation scores."""
+    import csv
+    _, _, run, _ = trained
+    rows = list(csv.DictReader(open(run / "eval" / "predictions.csv")))
+    model = tv.load(str(run), device="cpu")
+    probs = model.predict_proba([r["path"] for r in rows])
+    scored = np.array([[float(r[f"p_{c}"]) for c in model.classes] for r in rows])
+    assert np.abs(probs - scored).max() < 2e-3
+
+
+def test_squash_keeps_what_a_centre_crop_cuts_off() -> None:
+    from tunevision.data.images import square
+    im = np.full((40, 120, 3), 128, np.uint8)
+    im[:, :20] = (255, 0, 0)  # a red strip at the left edge, outside the centre square
+    crop, squash = square(Image.fromarray(im), 32, "crop"), square(Image.fromarray(im), 32, "squash")
+    assert crop[:, :, 0].max() < 140 and squash[:, :3, 0].min() > 240 and squash.shape == crop.shape == (32, 32, 3)
 
 
 def test_predict_gives_labels_above_thresholds_and_probabilities(trained) -> None:

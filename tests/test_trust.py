@@ -146,6 +146,7 @@ CRAFTED = {
     "image_size 0": (lambda m, f: m.update(image_size=0), "image_size must be"),
     "image_size -5": (lambda m, f: m.update(image_size=-5), "image_size must be"),
     "image_size 40000": (lambda m, f: m.update(image_size=40000), "image_size must be"),
+    "fit stretch": (lambda m, f: m.update(fit="stretch"), "fit must be crop or squash"),
     "classes as text": (lambda m, f: m.update(classes="ab"), "classes must be"),
     "classes missing": (lambda m, f: m.pop("classes"), "no 'classes'"),
     "a list": (lambda m, f: ("replace", [1, 2]), "must hold a JSON object"),

@@ -14,7 +14,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "fit": "api", "load": "api", "preview": "api", "show_batch": "api", "lr_find": "api", "Model": "api", "LRFind": "api",
+    "fit": "api", "audit": "api", "load": "api", "preview": "api", "show_batch": "api", "lr_find": "api",
+    "Model": "api", "LRFind": "api", "AuditResult": "classify.audit",
     "Exported": "engine.export", "Prediction": "classify.predict", "Evaluation": "classify.evaluate", "TTA": "classify.inference",
     "RunConfig": "core.config", "DataConfig": "core.config", "ModelConfig": "core.config", "TrainConfig": "core.config",
     "TunevisionError": "core.errors",

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from tunevision import tasks
+from tunevision.classify.audit import AuditResult
+from tunevision.classify.audit import audit as run_audit
 from tunevision.classify.lr_range import find_lr, plot_lr_find
 from tunevision.classify.model import Model, show_batch, to_uint8
 from tunevision.classify.predict import model_source
@@ -34,7 +36,7 @@ from tunevision.report.plots import image_grid
 if TYPE_CHECKING:
     from tunevision.scene.api import SceneModel
 
-__all__ = ["fit", "load", "preview", "show_batch", "lr_find", "LRFind", "Model"]
+__all__ = ["fit", "audit", "load", "preview", "show_batch", "lr_find", "LRFind", "Model"]
 
 Image = Any  # a path, folder or glob (str/Path), a PIL image, an HxWxC array or a CxHxW tensor
 
@@ -62,6 +64,15 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
         raise TunevisionError("no data: tunevision.fit('photos/') with one subfolder per class")
     task = tasks.for_data(cfg)
     return task.wrap(tasks.fit(cfg, log=RunLog(quiet=quiet)), cfg)
+
+
+def audit(data: Any, *, out: str | Path | None = None, quiet: bool = False, **options: Any) -> AuditResult:
+    """Find what is wrong with a dataset: likely label errors (out-of-fold heads on frozen features, cleanlab),
+    exact and near duplicates and train/val leakage, outliers, dark/blurry/low-information/odd-size images.
+    Writes audit.csv (edit its action column, then `tv.fit(data, fixes="audit.csv")`), audit.json and
+    audit.html into `out` (default OUT/DATA-audit-N). Options as for `fit` (backbone, image_size, val_fraction...)."""
+    cfg = RunConfig.from_options(str(data), **options)
+    return run_audit(cfg, log=RunLog(quiet=quiet), out=out)
 
 
 def _options_doc() -> str:

@@ -210,7 +210,7 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
     samples = relabel(scored, ds.classes, meta.classes)
     if not samples:
         raise TunevisionError(f"{data}: no images of the model's classes ({', '.join(meta.classes)})")
-    images, bad = load_images(samples, meta.resize_size, cache_dir=None, arrays=ds.arrays)
+    images, bad = load_images(samples, meta.resize_size, cache_dir=None, arrays=ds.arrays, fit=meta.fit)
     if log:
         log.info(note)
         for b in bad:

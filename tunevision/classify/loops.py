@@ -69,6 +69,21 @@ def body_fingerprint(model: Classifier) -> str:
     return h.hexdigest()
 
 
+# The feature cache's names for the eval view's features: head training and the audit share them, so that an
+# audit after a run, or a run after an audit, reads them from disk
+TRAIN_EVAL, VAL_EVAL = ["train", "eval"], ["val", "eval", "fp32"]
+
+
+def feature_stage(key: list[str]) -> str:
+    """The stage a feature pass is charged to, whoever computes it first (head training or the audit)."""
+    return f"features {key[0]} {'eval' if key[1] == 'eval' else 'augmented'} view"
+
+
+def feature_key(model: Classifier, data: Data, rt: Runtime) -> list[str]:
+    """What a frozen body's features of these images depend on: its weights, the decoded images, size, precision."""
+    return [body_fingerprint(model), data.key, str(data.image_size), str(rt.bf16)]
+
+
 def sharded_extract(model: Classifier, images: np.ndarray, view, rt: Runtime, d: Dist, advance) -> torch.Tensor:
     """Features of all images; under torchrun each rank extracts a share of whole batches and all gather."""
     if not d.enabled:
@@ -97,13 +112,13 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
     # auto's fixed recipe caps the views; with a time budget, the plan has already chosen them
     views = t.views if t.mode == "freeze" or t.time_budget else min(t.views, AUTO_VIEW_BUDGET // len(data.train))
     eval_view, *augmented = feature_views(t, data, views)
-    base = [body_fingerprint(model), data.key, str(data.image_size), str(rt.bf16)]
+    base = feature_key(model, data, rt)
     total = len(data.val) + len(data.train) * (1 + views)
     exact = dataclasses.replace(rt, bf16=False)  # validation in fp32: its features also give the final scores
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:
         def features(images: np.ndarray, key: list[str], view) -> torch.Tensor:
             def compute() -> torch.Tensor:
-                with log.stage(f"features {key[0]} {'eval' if key[1] == 'eval' else 'augmented'} view"):
+                with log.stage(feature_stage(key)):
                     return sharded_extract(model, images, view, exact if key[0] == "val" else rt, d, advance)
             if not d.enabled:
                 return cached_features(cache_dir(cfg), base + key, compute, log=log)
@@ -114,9 +129,9 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
             if d.main:
                 cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
             return feats
-        val_f = features(data.val_images, ["val", "eval", "fp32"], eval_view)
+        val_f = features(data.val_images, VAL_EVAL, eval_view)
         data.val_features = (base[0], val_f)
-        train_f = [features(data.train_images, ["train", "eval"], eval_view)]
+        train_f = [features(data.train_images, TRAIN_EVAL, eval_view)]
         train_f += [features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"], view)
                     for v, view in enumerate(augmented)]
     return torch.cat(train_f), repeat_rows(data.train_labels, 1 + views), val_f

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from tunevision.classify.embed import embed_images
 from tunevision.classify.evaluate import Evaluation, load_eval_set
 from tunevision.classify.export import export_bundle
 from tunevision.classify.gradcam import gradcam
@@ -29,7 +30,7 @@ from tunevision.core.ui import RunLog
 from tunevision.data.augment import make_pipeline
 from tunevision.data.discover import discover
 from tunevision.data.inputs import as_list, is_single
-from tunevision.data.preprocess import Preprocessing
+from tunevision.data.preprocess import Preprocessing, resolve_fit
 from tunevision.data.sources import Sample, load_images
 from tunevision.engine.export import Exported
 from tunevision.engine.rundir import EpochRecord, read_metrics
@@ -99,6 +100,18 @@ class Model:
         preds = predict_decoded(self.network, self.meta, names, items, self.runtime, top_k=top_k, tta=as_tta(tta),
                                 threshold=threshold)
         return preds[0] if is_single(inputs) and len(preds) == 1 else preds
+
+    def embed(self, inputs: Image | Sequence[Image]) -> np.ndarray:
+        """(N, features) pooled features of the network's body, one row per image: what `tunevision embed RUN`
+        writes and `tunevision similar` searches (cosine)."""
+        names, items = decode_inputs(as_list(inputs), self.preprocess)
+        bad = next(((n, it) for n, it in zip(names, items) if isinstance(it, str)), None)
+        if bad:
+            raise TunevisionError(f"{bad[0]}: {bad[1]}; embed needs every image readable")
+        network = self._torch_network()
+        if not items:
+            return np.zeros((0, network.head.in_features), np.float32)
+        return embed_images(network, self.meta, np.stack(items), device=str(self.runtime.device))
 
     # --- evaluation and interpretation -------------------------------------------------------------------------
     def evaluate(self, data: str | Path, *, tta: bool | TTA = False, unknown_classes: str = "error",
@@ -194,7 +207,7 @@ class Model:
 def batch_grid(samples, classes: list[str], arrays, prep, augment: str, n: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     pick = [samples[i] for i in torch.randperm(len(samples), generator=g)[:n].tolist()]
-    images, bad = load_images(pick, prep.resize_size, cache_dir=None, arrays=arrays)
+    images, bad = load_images(pick, prep.resize_size, cache_dir=None, arrays=arrays, fit=prep.fit)
     titles = [classes[s.label] for s in pick if s.path not in {b.path for b in bad}]
     views = make_pipeline(augment, prep.image_size)(torch.from_numpy(np.array(images)), g)
     return image_grid(list(to_uint8(views)), titles)
@@ -211,7 +224,8 @@ def to_uint8(views: torch.Tensor) -> np.ndarray:
 def show_batch(data: str | Path, *, augment: str = "default", size: int = 224, n: int = 8, seed: int = 0):
     """n training images of `data` under the augmentation pipeline, titled with their class."""
     ds = discover(str(data), seed=seed)
-    return batch_grid(ds.train, ds.classes, ds.arrays, Preprocessing.for_size(size, 0.875), augment, n, seed)
+    prep = Preprocessing.for_size(size, 0.875, fit=resolve_fit("auto", ds.multilabel))
+    return batch_grid(ds.train, ds.classes, ds.arrays, prep, augment, n, seed)
 
 
 def load_model(source: str, device: str = "auto") -> Model:

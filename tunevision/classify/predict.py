@@ -150,7 +150,8 @@ def decode_inputs(inputs: Sequence[Any], prep: Preprocessing, *, max_pixels: int
     files, folders and globs (all their files decoded together, in threads), PIL images, arrays and tensors."""
     found = {i: expand_inputs([str(item)])[0][1] for i, item in enumerate(inputs) if isinstance(item, (str, Path))}
     paths = [p for ps in found.values() for p in ps]
-    squares, bad = load_images([Sample(p, -1) for p in paths], prep.resize_size, cache_dir=None, max_pixels=max_pixels)
+    squares, bad = load_images([Sample(p, -1) for p in paths], prep.resize_size, cache_dir=None,
+                               max_pixels=max_pixels, fit=prep.fit)
     errors, decoded = {b.path: b.reason for b in bad}, iter(squares)
     names: list[str] = []
     items: list[np.ndarray | str] = []

@@ -12,7 +12,8 @@ from tunevision.core.distributed import Dist
 from tunevision.core.errors import TunevisionError
 from tunevision.core.ui import RunLog
 from tunevision.data.discover import discover
-from tunevision.data.preprocess import Preprocessing
+from tunevision.data.fixes import apply_fixes
+from tunevision.data.preprocess import Preprocessing, resolve_fit
 from tunevision.data.sources import (
     Dataset,
     Sample,
@@ -154,10 +155,13 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist
     with log.stage("discovery"):
         ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
                       images=cfg.data.images, multilabel=cfg.data.task == "multilabel")
+        if cfg.data.fixes:
+            ds.fixes = apply_fixes(ds, cfg.data.fixes, cfg.data.data)
     image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
-    prep = Preprocessing.for_size(image_size, backbone.crop_pct, backbone.mean, backbone.std)
+    fit = resolve_fit(cfg.data.resize, ds.multilabel)
+    prep = Preprocessing.for_size(image_size, backbone.crop_pct, backbone.mean, backbone.std, fit)
     kw = dict(cache_dir=cache_dir(cfg), arrays=ds.arrays, max_pixels=cfg.data.max_pixels,
-              workers=cfg.data.workers or None, log=log)
+              workers=cfg.data.workers or None, fit=fit, log=log)
     side = native_size(ds, prep.resize_size)
     with log.stage("decode"), log.progress(len(ds.train) + len(ds.val), "decoding images") as advance:
         train_images, bad_train = decode(ds.train, side, d, progress=advance, **kw)
@@ -175,5 +179,5 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist
     if not val:
         raise TunevisionError(f"{cfg.data.data}: the validation split is empty; add images to val/ or "
                               "give each class at least 2 images for the automatic split")
-    key = cache_key(train + val, prep.resize_size, ds.arrays)
+    key = cache_key(train + val, prep.resize_size, ds.arrays, fit)
     return Data(ds, train, val, train_images, val_images, prep, key)

@@ -49,7 +49,7 @@ def _samples(meta: BundleMeta, data: str, split: str, n: int | None = None) -> t
 
 
 def _batches(meta: BundleMeta, samples: list[Sample], arrays, batch: int = 32):
-    images, bad = load_images(samples, meta.resize_size, cache_dir=None, arrays=arrays)
+    images, bad = load_images(samples, meta.resize_size, cache_dir=None, arrays=arrays, fit=meta.fit)
     x = meta.preprocess.batch(torch.from_numpy(np.array(images))).contiguous().numpy()
     return [x[i:i + batch] for i in range(0, len(x), batch)], drop_skipped(samples, bad)
 

@@ -11,11 +11,13 @@ import numpy as np
 import torch
 import yaml
 
+from tunevision.auditing.page import run_section
 from tunevision.classify.evaluate import confusion_matrix, per_class_metrics
 from tunevision.classify.gradcam import gradcam, overlay_heatmap
 from tunevision.classify.report_labels import label_sections
 from tunevision.data.augment import make_pipeline
-from tunevision.data.images import ImageError, decode_square
+from tunevision.data.images import ImageError
+from tunevision.data.preprocess import Preprocessing
 from tunevision.engine.calibrate import expected_calibration_error, reliability
 from tunevision.models.backbones import count_parameters
 from tunevision.models.bundle import bundle_dir, load_bundle
@@ -31,9 +33,9 @@ def _rows(path: Path) -> list[dict]:
     return list(csv.DictReader(open(path))) if path.is_file() else []
 
 
-def _decode(path: str, size: int) -> np.ndarray | None:
+def _decode(path: str, prep: Preprocessing) -> np.ndarray | None:
     try:
-        return decode_square(path, size)
+        return prep.decode(path)
     except (ImageError, OSError):
         return None
 
@@ -44,7 +46,7 @@ def top_losses_grid(model, meta, rows: list[tuple[str, str, str, float]], path: 
     grid, labels = [], []
     prep = meta.preprocess
     for image_path, actual, predicted, prob in rows:
-        im = _decode(image_path, prep.resize_size)
+        im = _decode(image_path, prep)
         if im is None:
             continue
         heat, _ = gradcam(model, prep.batch(torch.from_numpy(im[None])), meta.classes.index(predicted))
@@ -81,8 +83,9 @@ def write_report(run_dir: str | Path) -> Path:
     if meta.task == "multilabel":
         return write_page(run_dir, [*sections, *label_sections(run, top_losses_grid), model_section(run)])
     y, p, preds = validation_predictions(run)
+    audit = run_section(run_dir / "audit", preds)
     sections += [results_section(run, y, p), *top_losses_section(run, preds), *calibration_section(run, y),
-                 model_section(run)]
+                 *([audit] if audit else []), model_section(run)]
     return write_page(run_dir, sections)
 
 
@@ -93,7 +96,7 @@ def sample_images(run: RunFiles) -> tuple[list[np.ndarray], list[str], int]:
     per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // len(classes)))
     for c in classes[:MAX_SAMPLES]:
         for r in [r for r in split if r["split"] == "train" and c in r["label"].split(";")][:per_class]:
-            im = _decode(r["path"], run.meta.resize_size)
+            im = _decode(r["path"], run.meta.preprocess)
             if im is not None:
                 samples.append(im)
                 titles.append(c)
@@ -212,7 +215,8 @@ def model_section(run: RunFiles) -> tuple[str, str]:
     meta, total = run.meta, count_parameters(run.model)[0]
     return ("Model", table_html(["", ""], [
         ["architecture", meta.architecture], ["parameters", f"{total:,}"], ["mode", meta.mode],
-        ["input", f"{meta.image_size} px (resize {meta.resize_size}, centre crop)"],
+        ["input", f"{meta.image_size} px (resize {meta.resize_size}, "
+                  f"{'centre square' if meta.fit == 'crop' else 'whole photo squashed'}, centre crop)"],
         ["mean / std", f"{[round(v, 4) for v in meta.mean]} / {[round(v, 4) for v in meta.std]}"],
         ["command", run.summary.get("command", "")], ["classes", ", ".join(meta.classes)],
         ["bundle", str(bundle_dir(run.run_dir))]]) +

@@ -14,7 +14,6 @@ from tunevision.classify.predict import (
     top_k_predictions,
 )
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
-from tunevision.data.images import square
 from tunevision.models.bundle import BundleMeta
 
 
@@ -31,7 +30,7 @@ class ClassifierService:
         return self.meta.preprocess.resize_size
 
     def prepare(self, im: Image.Image) -> np.ndarray:
-        return square(im, self.meta.preprocess.resize_size)  # what Preprocessing.decode does
+        return self.meta.preprocess.square(im)  # what Preprocessing.decode does
 
     def infer(self, images: list[np.ndarray], top_k: int) -> list[dict]:
         probs = predict_probs(self.model, np.stack(images), self.runtime, self.meta.image_size,

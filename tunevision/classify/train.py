@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from tunevision.classify import multilabel
+from tunevision.classify.audit import audit_features, audit_prepared
 from tunevision.classify.evaluate import Evaluation
 from tunevision.classify.inference import predict_probs
 from tunevision.classify.initial import initial_model
@@ -28,6 +29,7 @@ from tunevision.classify.prepare import Data, prepare_data
 from tunevision.classify.report import write_report
 from tunevision.core.config import CACHED_MODES, CLASSIFY, HEAD_MODES, RunConfig
 from tunevision.core.distributed import Dist, init_from_env, shutdown
+from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from tunevision.core.ui import RunLog
 from tunevision.data.inputs import relative_names
@@ -90,6 +92,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: dict | None, log: RunLog, starte
     if d.main:
         describe_data(data, cfg, run_dir, log)
     model, meta = build_model(cfg, architecture, backbone, data, previous, resume, rt, log)
+    if d.main and cfg.data.audit:
+        audit_in_run(model, data, cfg, rt, run_dir, log, d)
     if cfg.train.sync_bn and d.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     cfg = d.broadcast(resolve_config(cfg, model, data, rt, run_dir, log) if d.main else None)
@@ -144,8 +148,32 @@ def describe_data(data: Data, cfg: RunConfig, run_dir: Path, log: RunLog) -> Non
         log.info(f"  skipped {s.path}: {s.reason}")
     if len(ds.skipped) > 20:
         log.info(f"  ... and {len(ds.skipped) - 20} more, all listed in {run_dir / 'skipped.csv'}")
+    if ds.fixes:
+        log.info(f"fixes from {ds.fixes['file']}: {ds.fixes['dropped']} image(s) dropped, {ds.fixes['relabelled']} "
+                 f"relabelled (copy in {run_dir / 'fixes.csv'})")
     for warning in thin_classes(data):
         log.info(f"[yellow]warning: {warning}[/]")
+
+
+def audit_in_run(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, d: Dist
+                 ) -> None:
+    """The audit on the body as training starts (pretrained): its eval-view features are the ones head training
+    caches, so in head modes it costs the checks alone. Not under torchrun (the other ranks would wait), not for
+    multi-label data, not in scratch mode (an untrained body's features say nothing about the labels), and once
+    per run folder (a resumed run keeps its audit)."""
+    if d.enabled or data.dataset.multilabel or (run_dir / "audit" / "audit.json").is_file():
+        return
+    if cfg.train.mode == "scratch":
+        log.info("audit left out: the network starts untrained; `tunevision audit DATA` audits with pretrained "
+                 "features")
+        return
+    with log.stage("audit"):
+        was_training = model.training
+        try:
+            audit_prepared(data, audit_features(model, data, cfg, rt, log), run_dir / "audit", cfg.train.seed, log)
+        except TunevisionError as e:  # the audit informs; it never stops a training run
+            log.info(f"[yellow]audit left out: {e}[/]")
+        model.train(was_training)
 
 
 def thin_classes(data: Data) -> list[str]:
@@ -179,7 +207,7 @@ def build_model(cfg: RunConfig, architecture: str, backbone: Backbone, data: Dat
     meta = BundleMeta(architecture=architecture, classes=classes, image_size=data.image_size,
                       task="multilabel" if data.dataset.multilabel else "classify",
                       resize_size=data.resize_size, mean=list(backbone.mean), std=list(backbone.std),
-                      dropout=cfg.model.dropout, mode=cfg.train.mode, extra=training_data_record(cfg, data))
+                      fit=data.prep.fit, preprocessing=data.prep.describe(), dropout=cfg.model.dropout, mode=cfg.train.mode, extra=training_data_record(cfg, data))
     total, _ = count_parameters(model)
     log.info(f"[bold]model[/] {architecture} ({total / 1e6:.1f} M parameters), mode {cfg.train.mode}, "
              f"{data.image_size}px, {rt.device}{' bf16' if rt.bf16 else ''}")
@@ -274,7 +302,7 @@ def finish_run(result: FitResult, cfg: RunConfig, data: Data, folder: RunFolder,
         "best_val_acc": result.best_acc, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         **evaluation.summary(), "seconds": round(result.seconds, 2), "bundle": str(run_dir / "model"),
         "classes": ds.classes, "train_images": len(data.train), "val_images": len(data.val),
-        "skipped": len(ds.skipped), "mode": cfg.train.mode, "backbone": meta.architecture,
+        "skipped": len(ds.skipped), "fixes": ds.fixes or None, "mode": cfg.train.mode, "backbone": meta.architecture,
         "command": " ".join(sys.argv), "temperature": round(meta.temperature, 4), "ece_before": round(ece[0], 4),
         "ece_after": round(ece[1], 4), "stages": log.stage_table(result.seconds), **(extra or {})}
     folder.write_summary(summary)

@@ -4,62 +4,20 @@ Train options are generated from the config dataclasses, so each is declared (an
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
+from tunevision.cli import audit as cli_audit
 from tunevision.cli import serve as cli_serve
 from tunevision.cli import tools as cli_tools
 from tunevision.cli.common import print_predictions, run, tta_options
-from tunevision.core.config import SECTIONS, RunConfig
+from tunevision.cli.options import build_config, config_options
+from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 
 RESUMABLE_OVERRIDES = ("train__device", "train__precision", "data__workers")  # change nothing in the result
-
-
-class FloatOrAuto(click.ParamType):
-    name = "FLOAT|auto"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float) or value == "auto":
-            return value
-        try:
-            return float(value)
-        except ValueError:
-            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
-
-
-CLI_TYPES = {"float_or_auto": FloatOrAuto()}
-
-
-def config_options(fn: Callable) -> Callable:
-    """Add one --flag per config field (help text from the field); unset flags stay None."""
-    for section, cls in reversed(SECTIONS.items()):
-        for f in reversed(dataclasses.fields(cls)):
-            if not f.metadata.get("cli", True):
-                continue
-            flag = f.name.replace("_", "-")
-            if isinstance(f.default, bool):
-                decl, kind = (f"--{flag}/--no-{flag}",), None
-            else:
-                decl, kind = (f"--{flag}",), CLI_TYPES.get(f.metadata.get("cli_type"), type(f.default))
-            fn = click.option(*decl, f"{section}__{f.name}", type=kind, default=None,
-                              help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
-    for name in ("name", "out"):
-        f = RunConfig.__dataclass_fields__[name]
-        fn = click.option(f"--{name}", name, default=None, help=f"{f.metadata['help']} [default: {f.default!r}]")(fn)
-    return fn
-
-
-def build_config(data: str | None, config_file: str | None, overrides: dict[str, Any]) -> RunConfig:
-    base = RunConfig.load(config_file) if config_file else None
-    flat = {key.partition("__")[2] or key: value for key, value in overrides.items() if value is not None}
-    cfg = RunConfig.from_options(data or "", base, **flat)
-    if not cfg.data.data:
-        raise TunevisionError("no data: give a folder of class subfolders, e.g. tunevision train photos/")
-    return cfg
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -315,7 +273,8 @@ def demo(out: str) -> None:
     run(lambda: run_demo(Path(out)))
 
 
-for _command in (cli_serve.serve, cli_tools.detect, cli_tools.segment, cli_tools.preview, cli_tools.gradcam):
+for _command in (cli_serve.serve, cli_tools.detect, cli_tools.segment, cli_tools.preview, cli_tools.gradcam,
+                 cli_audit.audit, cli_audit.embed, cli_audit.similar):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ MODES = ("auto", "freeze", "finetune", "scratch", "partial")
 HEAD_MODES = ("auto", "freeze")            # a linear head on frozen, cached features
 CACHED_MODES = ("auto", "freeze", "partial")  # the backbone (or its trunk) runs once per image view
 NETWORK_MODES = ("finetune", "scratch")    # the whole network trains
-
-
 CLASSIFY = ("classify", "multilabel")      # the classification tasks: one label per image, or any number
 SCENE = ("detect", "segment")              # boxes and masks
 
@@ -93,11 +91,17 @@ class DataConfig:
     image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own (8/7 of it for "
                              "frozen features in auto/freeze mode)",
                           check=lambda v: v == 0 or 16 <= v <= 4096, allowed="0 (backbone default) or 16..4096")
+    resize: str = opt("auto", "crop (the photo's centre square) or squash (all of it, stretched); auto = squash "
+                              "for multi-label data", choices=("auto", "crop", "squash"), tasks=CLASSIFY)
     cache_dir: str = opt("~/.cache/tunevision", "folder for decoded images and features (safe to delete)",
                          tasks=CLASSIFY)
     max_pixels: int = opt(89_478_485, "skip images with more pixels than this (decompression-bomb guard)",
                           check=lambda v: v > 0, allowed="> 0")
     workers: int = opt(0, "decoding threads; 0 = one per CPU core", check=lambda v: v >= 0, allowed=">= 0")
+    fixes: str = opt("", "an audit.csv whose action column (keep, drop, relabel:NAME) is applied before training",
+                     tasks=("classify",))
+    audit: bool = opt(True, "audit the data while training (label errors, duplicates, leakage, outliers, odd "
+                            "images): audit/ in the run folder and a report section", tasks=("classify",))
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -75,17 +75,21 @@ def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAU
     return im
 
 
-def square(im: Image.Image, size: int) -> np.ndarray:
-    """Resize the shorter side to `size` and take the centre square, in one resampling step."""
+FITS = ("crop", "squash")  # how a photo becomes a square: its centre square, or all of it stretched
+
+
+def square(im: Image.Image, size: int, fit: str = "crop") -> np.ndarray:
+    """One resampling step to (size, size): `crop` resizes the shorter side and keeps the centre square;
+    `squash` keeps the whole photo at the square's aspect (what sits at its edges counts, as labels in a scene)."""
     im = to_rgb(im)
     w, h = im.size
     side = min(w, h)
-    left, top = (w - side) / 2, (h - side) / 2
-    out = im.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
+    box = (0, 0, w, h) if fit == "squash" else ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    out = im.resize((size, size), Image.BICUBIC, box=box)
     return np.array(out, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
 
 
 def decode_square(source: str | Path | bytes | BinaryIO, size: int, *,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, fit: str = "crop") -> np.ndarray:
     """(size, size, 3) uint8: the cached form of an image for training, evaluation and prediction."""
-    return square(open_image(source, max_pixels=max_pixels, draft_size=size), size)
+    return square(open_image(source, max_pixels=max_pixels, draft_size=size), size, fit)

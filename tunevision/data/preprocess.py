@@ -1,7 +1,8 @@
 """The one description of how a picture becomes a model input, stored in every bundle.
 
-Decode: resize the shorter side to `resize_size` (bicubic) and keep the centre square; this uint8 square is
-what the training cache holds. Eval view: the centre `image_size` crop of that square, scaled to [0, 1].
+Decode: resize the shorter side to `resize_size` (bicubic) and keep the centre square (`fit` crop), or resize
+the whole photo to a `resize_size` square (`fit` squash: multi-label scenes, whose labels sit anywhere); this
+uint8 square is what the training cache holds. Eval view: the centre `image_size` crop of that square, scaled to [0, 1].
 Mean/std normalisation happens inside the network (`Classifier`), so exports carry it too; it is recorded
 here so that a bundle describes its whole input pipeline.
 
@@ -22,18 +23,31 @@ from tunevision.data.augment import eval_view
 from tunevision.data.images import DEFAULT_MAX_PIXELS, decode_square, square
 
 
+def resolve_fit(choice: str, multilabel: bool) -> str:
+    """`--resize auto`: squash for multi-label data, whose labels sit anywhere in the photo (a centre square
+    can cut the sea off a beach), crop otherwise."""
+    return choice if choice != "auto" else "squash" if multilabel else "crop"
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     image_size: int                        # the network's input side
     resize_size: int                       # the decoded square's side (>= image_size)
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    fit: str = "crop"                      # how the photo becomes the square (`images.square`)
 
     @classmethod
-    def for_size(cls, image_size: int, crop_pct: float, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
-                 ) -> "Preprocessing":
+    def for_size(cls, image_size: int, crop_pct: float, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                 fit: str = "crop") -> "Preprocessing":
         """timm's eval convention: resize to image_size / crop_pct, then centre-crop image_size."""
-        return cls(image_size, max(image_size, round(image_size / crop_pct)), tuple(mean), tuple(std))
+        return cls(image_size, max(image_size, round(image_size / crop_pct)), tuple(mean), tuple(std), fit)
+
+    def describe(self) -> str:
+        """In words, as model.json records it."""
+        first = ("resize shorter side to resize_size (bicubic)" if self.fit == "crop" else
+                 "resize the whole photo to resize_size x resize_size (bicubic, aspect not kept)")
+        return f"{first}, centre crop image_size, /255, (x - mean) / std"
 
     @property
     def crop_offset(self) -> int:
@@ -41,7 +55,7 @@ class Preprocessing:
 
     def decode(self, source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """A file or its bytes -> the (resize, resize, 3) uint8 square."""
-        return decode_square(source, self.resize_size, max_pixels=max_pixels)
+        return decode_square(source, self.resize_size, max_pixels=max_pixels, fit=self.fit)
 
     def square(self, image: Any) -> np.ndarray:
         """A PIL image, an HxW[xC] array (uint8, or float in [0, 1]) or a CxHxW / HxWxC tensor -> the square."""
@@ -68,7 +82,7 @@ class Preprocessing:
             image = Image.fromarray(image)
         if not isinstance(image, Image.Image):
             raise TypeError(f"cannot use a {type(image).__name__} as an image")
-        return square(image, self.resize_size)
+        return square(image, self.resize_size, self.fit)
 
     def crop(self, squares: np.ndarray) -> np.ndarray:
         """The centre image_size crop of (..., resize, resize, 3) uint8 squares: what the network sees."""

@@ -63,6 +63,7 @@ class Dataset:
     arrays: np.ndarray | None = None  # (N, H, W[, 3]) uint8 for mnist/cifar; samples index into it
     explicit_split: bool = False      # the data named its own validation set (folders, CSV column, archive)
     multilabel: bool = False          # samples carry any number of labels (`Sample.labels`)
+    fixes: dict = field(default_factory=dict)  # what a --fixes file changed (see data/fixes.py)
 
     def evaluation_samples(self) -> list[Sample]:
         """What `evaluate` scores: the named validation split, or every image when there is none."""
@@ -179,12 +180,13 @@ def multilabel_split(samples: list[Sample], n_labels: int, val_fraction: float, 
     return [samples[i] for i in sorted(train)], [samples[i] for i in sorted(val)]
 
 
-def _read_archive(arrays: np.ndarray, key: str, size: int) -> np.ndarray:
-    return square(Image.fromarray(arrays[int(key.rsplit("#", 1)[1])]), size)
+def _read_archive(arrays: np.ndarray, key: str, size: int, fit: str) -> np.ndarray:
+    return square(Image.fromarray(arrays[int(key.rsplit("#", 1)[1])]), size, fit)
 
 
-def cache_key(samples: list[Sample], size: int, arrays: np.ndarray | None) -> str:
-    h = hashlib.sha1(f"v{CACHE_FORMAT}:{size}".encode())
+def cache_key(samples: list[Sample], size: int, arrays: np.ndarray | None, fit: str = "crop") -> str:
+    # crop keeps the key it always had, so caches written before `fit` existed stay valid
+    h = hashlib.sha1(f"v{CACHE_FORMAT}:{size}{'' if fit == 'crop' else ':' + fit}".encode())
     if arrays is not None:
         h.update(hashlib.sha1(np.ascontiguousarray(arrays).data).digest())
     for s in samples:
@@ -243,15 +245,16 @@ def write_cached_images(npy: Path, meta: Path, images: np.ndarray, bad: list[Ski
 
 
 def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arrays: np.ndarray | None = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None, fit: str = "crop",
                 progress: Callable[[int], None] | None = None, log=None) -> tuple[np.ndarray, list[Skipped]]:
     """Decode every sample once to (N, size, size, 3) uint8; return the images that worked and the failures.
 
     With a cache folder, the array is stored as `<cache>/images/<key>.npy` (key: paths, sizes, mtimes
-    and `size`) and memory-mapped on later runs, so epochs and re-runs never decode again.
+    and `size`) and memory-mapped on later runs, so epochs and re-runs never decode again. `fit`: crop or squash
+    (`images.square`).
     Returned rows follow `samples` order with the failures removed.
     """
-    key = cache_key(samples, size, arrays)
+    key = cache_key(samples, size, arrays, fit)
     if cache_dir is not None:
         npy, meta = Path(cache_dir) / "images" / f"{key}.npy", Path(cache_dir) / "images" / f"{key}.json"
         cached = read_cached_images(npy, meta, len(samples), size, log)
@@ -267,8 +270,8 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
     def work(i: int) -> None:
         s = samples[i]
         try:
-            out[i] = (_read_archive(arrays, s.path, size) if arrays is not None
-                      else decode_square(s.path, size, max_pixels=max_pixels))
+            out[i] = (_read_archive(arrays, s.path, size, fit) if arrays is not None
+                      else decode_square(s.path, size, max_pixels=max_pixels, fit=fit))
         except (ImageError, OSError) as e:
             ok[i] = False
             bad.append(Skipped(s.path, str(e)))

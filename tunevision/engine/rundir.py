@@ -76,8 +76,12 @@ def write_dataset_files(run_dir: Path, data) -> None:
         "source": ds.layout, "classes": ds.classes, "counts": {
             "train": {c: sum(s.has(i) for s in data.train) for i, c in enumerate(ds.classes)},
             "val": {c: sum(s.has(i) for s in data.val) for i, c in enumerate(ds.classes)}},
-        "skipped": len(ds.skipped), "image_size": data.image_size, "resize_size": data.resize_size}, indent=2)))
+        "skipped": len(ds.skipped), "fixes": ds.fixes or None, "image_size": data.image_size,
+        "resize_size": data.resize_size, "fit": data.prep.fit}, indent=2)))
     write_csv(run_dir / "skipped.csv", ["path", "reason"], [(s.path, s.reason) for s in ds.skipped])
+    if ds.fixes:  # the decisions this run trained with, as they were when it started
+        fixes = Path(ds.fixes["file"])
+        atomic_write(run_dir / "fixes.csv", lambda p: p.write_bytes(fixes.read_bytes()))
     write_csv(run_dir / "split.csv", ["path", "label", "split"],
               [(s.path, ";".join(ds.classes[i] for i in s.labels) if s.labels is not None else ds.classes[s.label],
                 split) for split, ss in (("train", data.train), ("val", data.val))

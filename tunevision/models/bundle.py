@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from tunevision import __version__
 from tunevision.core.atomic import atomic_write
 from tunevision.core.errors import TunevisionError
+from tunevision.data.images import FITS
 from tunevision.data.preprocess import Preprocessing
 from tunevision.models.backbones import Classifier, build_classifier, create_backbone
 
@@ -32,6 +33,7 @@ class BundleMeta:
     mode: str = ""
     task: str = "classify"    # classify | detect | segment
     interpolation: str = "bicubic"
+    fit: str = "crop"         # crop: the photo's centre square; squash: the whole photo, stretched to a square
     preprocessing: str = "resize shorter side to resize_size (bicubic), centre crop image_size, /255, " \
                          "(x - mean) / std"
     tunevision_version: str = ""
@@ -52,7 +54,7 @@ class BundleMeta:
 
     @property
     def preprocess(self) -> Preprocessing:
-        return Preprocessing(self.image_size, self.resize_size, tuple(self.mean), tuple(self.std))
+        return Preprocessing(self.image_size, self.resize_size, tuple(self.mean), tuple(self.std), self.fit)
 
 
 def _version() -> str:
@@ -100,6 +102,7 @@ SCHEMA: list[tuple[str, Callable[[Any], bool], str]] = [
      "three positive numbers"),
     ("temperature", lambda v: _number(v) and 0.01 <= v <= 100, "a number in 0.01..100"),
     ("dropout", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("fit", lambda v: v in FITS, " or ".join(FITS)),
     ("task", lambda v: isinstance(v, str) and v.isidentifier(), "a task name"),
     ("extra", lambda v: isinstance(v, dict), "a mapping"),
     ("format", lambda v: isinstance(v, int) and 1 <= v <= BUNDLE_FORMAT, f"at most {BUNDLE_FORMAT} (this version's)"),

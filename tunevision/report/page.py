@@ -20,15 +20,19 @@ def table_html(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_page(run_dir: Path, sections: list[tuple[str, str]]) -> Path:
-    """report.html from (title, html) sections, written atomically."""
+def write_page(run_dir: Path, sections: list[tuple[str, str]], name: str = "report.html", kind: str = "report"
+               ) -> Path:
+    """`name` (report.html) from (title, html) sections, written atomically."""
     body = "".join(f'<section id="{t.lower().replace(" ", "-")}"><h2>{t}</h2>{c}</section>' for t, c in sections)
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tunevision report: {
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tunevision {kind}: {
         html.escape(run_dir.name)}</title><link rel="icon" href="data:,"><style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}}
 img{{max-width:100%}} figure{{margin:1em 0}} figcaption{{color:#666;font-size:.9em}}
 table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}
+figure.thumb{{display:inline-block;margin:.3em;width:150px;vertical-align:top}}
+figure.thumb img{{width:150px;height:150px;object-fit:cover}}
+.pair{{display:inline-block;border:1px solid #ddd;margin:.3em}}
 .warn{{background:#fff3cd;padding:.5em}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}
-</style></head><body><h1>tunevision report: {html.escape(run_dir.name)}</h1>{body}</body></html>"""
-    atomic_write(run_dir / "report.html", lambda p: p.write_text(page))
-    return run_dir / "report.html"
+</style></head><body><h1>tunevision {kind}: {html.escape(run_dir.name)}</h1>{body}</body></html>"""
+    atomic_write(run_dir / name, lambda p: p.write_text(page))
+    return run_dir / name

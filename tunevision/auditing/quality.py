@@ -1,0 +1,64 @@
+"""Odd images: dark, washed out, blurry, low information, odd size. Measured on the decoded squares the run
+already holds, so no image is read twice; the definitions follow cleanvision's (brightness percentiles,
+Laplacian spread, histogram entropy, aspect ratio)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SIDE = 128  # the checks' resolution: blur and entropy measured at one scale whatever the decode size
+DARK, LIGHT = 0.20, 0.95          # 95th / 5th brightness percentiles (0..1)
+LOW_INFORMATION = 3.0             # bits of grey-level entropy (a photo has 6-7.5; a solid or two-tone card < 3)
+BLUR_RATIO = 0.15                 # Laplacian spread under this share of the data's median
+ODD_ASPECT, TINY = 4.0, 32        # wider than 4:1, or a side under 32 px
+
+
+@dataclass(frozen=True)
+class OddImage:
+    index: int
+    issue: str    # dark | light | blurry | low information | odd size
+    score: float  # the measured value the rule read (brightness, bits, blur ratio, aspect)
+
+
+def image_stats(images, batch: int = 256) -> dict[str, np.ndarray]:
+    """Per image: 95th and 5th brightness percentiles, grey-level entropy and Laplacian spread, at SIDE px."""
+    rows = {"bright95": [], "bright05": [], "entropy": [], "sharpness": []}
+    kernel = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=torch.float32)[None, None]
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(np.array(images[start:start + batch])).permute(0, 3, 1, 2).float() / 255
+        x = F.interpolate(x, size=(SIDE, SIDE), mode="bilinear", antialias=True, align_corners=False)
+        grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).flatten(1)
+        q = torch.quantile(grey, torch.tensor([0.95, 0.05]), dim=1)
+        hist = torch.stack([torch.histc(g, 256, 0, 1) for g in grey]) / grey.shape[1]
+        entropy = -(hist * torch.log2(hist.clamp_min(1e-12))).sum(1)
+        lap = F.conv2d(grey.view(-1, 1, SIDE, SIDE), kernel)
+        rows["bright95"].append(q[0])
+        rows["bright05"].append(q[1])
+        rows["entropy"].append(entropy)
+        rows["sharpness"].append(lap.flatten(1).std(1))
+    return {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in rows.items()}
+
+
+def odd_images(images, sizes: list[tuple[int, int] | None]) -> list[OddImage]:
+    """Each image's issues by the rules above; `sizes` are the files' own (width, height), None where unknown."""
+    stats = image_stats(images)
+    found = []
+    median_sharp = float(np.median(stats["sharpness"])) if len(images) else 0.0
+    for i in range(len(images)):
+        b95, b05, ent = float(stats["bright95"][i]), float(stats["bright05"][i]), float(stats["entropy"][i])
+        blur = float(stats["sharpness"][i]) / median_sharp if median_sharp > 0 else 1.0
+        if ent < LOW_INFORMATION:  # a blank card is also dark or blurry; say the one thing that is wrong
+            found.append(OddImage(i, "low information", round(ent, 3)))
+        elif b95 < DARK:
+            found.append(OddImage(i, "dark", round(b95, 3)))
+        elif b05 > LIGHT:
+            found.append(OddImage(i, "light", round(b05, 3)))
+        elif blur < BLUR_RATIO:
+            found.append(OddImage(i, "blurry", round(blur, 3)))
+        size = sizes[i] if i < len(sizes) else None
+        if size and (min(size) < TINY or max(size) / max(1, min(size)) > ODD_ASPECT):
+            found.append(OddImage(i, "odd size", round(max(size) / max(1, min(size)), 2)))
+    return found

@@ -1,0 +1,122 @@
+"""`tunevision audit DATA`, and the audit inside every classification run: the frozen body's eval-view features
+of every image (from the feature cache head training also uses), then every check of `tunevision.auditing`."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tunevision.auditing.findings import Audited, rows, run_audit
+from tunevision.auditing.page import leakage_line, write_audit
+from tunevision.classify.features import cached_features, extract_features
+from tunevision.classify.initial import initial_model
+from tunevision.classify.loops import TRAIN_EVAL, VAL_EVAL, feature_key, feature_stage
+from tunevision.classify.prepare import Data, cache_dir, prepare_data
+from tunevision.core.config import RunConfig
+from tunevision.core.errors import TunevisionError
+from tunevision.core.runtime import Runtime, resolve_runtime
+from tunevision.core.ui import RunLog
+from tunevision.engine.rundir import new_run_dir, write_dataset_files
+from tunevision.models.backbones import Classifier, build_classifier
+
+
+@dataclass
+class AuditResult:
+    """What `tv.audit` returns: the run's folder, audit.csv's rows (path, issue, score, given, suggested, other,
+    action) and audit.json's summary."""
+    folder: Path
+    rows: list[dict]
+    summary: dict
+    seconds: float
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(self.summary.get("issues", {}).items())) or "no issue"
+        return f"AuditResult({self.summary.get('images', 0)} images: {counts}; folder={str(self.folder)!r})"
+
+    def issues(self, issue: str) -> list[dict]:
+        """The rows of one issue (label, duplicate, leakage, outlier, dark, light, blurry, low information,
+        odd size)."""
+        return [r for r in self.rows if r["issue"] == issue]
+
+
+def audit_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog) -> np.ndarray:
+    """(train + val, features) of the frozen body, eval view: read from the cache when a run computed them."""
+    model.eval()
+    base = feature_key(model, data, rt)
+    exact = dataclasses.replace(rt, bf16=False)
+    parts = []
+    with log.progress(len(data.train) + len(data.val), "features for the audit") as advance:
+        for images, key, runtime in ((data.train_images, TRAIN_EVAL, rt), (data.val_images, VAL_EVAL, exact)):
+            def compute(images=images, key=key, runtime=runtime) -> torch.Tensor:
+                with log.stage(feature_stage(key)):  # the pass head training would make: charged as its own
+                    return extract_features(model, images, lambda b, i: data.prep.batch(b), runtime,
+                                            progress=advance)
+            parts.append(cached_features(cache_dir(cfg), base + key, compute, log=log))
+    return torch.cat(parts).numpy()
+
+
+def file_size(path: str) -> tuple[int, int] | None:
+    """A file's own (width, height) from its header (the decoded squares have lost it); None for archives."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # archives' "SOURCE#i" and anything PIL cannot open: no size check for it
+        return None
+
+
+def audited(data: Data, features: np.ndarray) -> Audited:
+    samples = data.train + data.val
+    return Audited(paths=[s.path for s in samples], splits=["train"] * len(data.train) + ["val"] * len(data.val),
+                   labels=np.array([s.label for s in samples], int), classes=data.dataset.classes,
+                   features=features, image_sets=(data.train_images, data.val_images),
+                   sizes=[file_size(s.path) for s in samples])
+
+
+def audit_prepared(data: Data, features: np.ndarray, folder: Path, seed: int, log: RunLog) -> AuditResult:
+    """Every check on prepared data and its features; writes audit.csv, audit.json and audit.html in `folder`."""
+    started = time.perf_counter()
+    if data.dataset.multilabel:
+        raise TunevisionError("the audit reads one label per image; this data is multi-label")
+    a = audited(data, features)
+    findings, summary = run_audit(a, seed=seed)
+    position = {p: i for i, p in enumerate(a.paths)}
+    n_train = len(data.train)
+
+    def image(path: str) -> np.ndarray | None:
+        i = position.get(path)
+        if i is None:
+            return None
+        return np.asarray(data.train_images[i] if i < n_train else data.val_images[i - n_train])
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    table = rows(a, findings)
+    write_audit(folder, table, summary, image)
+    describe(summary, folder, log)
+    return AuditResult(folder, table, summary, summary["seconds"])
+
+
+def describe(summary: dict, folder: Path, log: RunLog) -> None:
+    counts = ", ".join(f"{n} {issue}" for issue, n in sorted(summary["issues"].items())) or "no issue found"
+    log.info(f"[bold]audit[/] {summary['images']} images: {counts}; {folder / 'audit.html'}")
+    if summary.get("leaked_val"):
+        log.info(f"[yellow]{leakage_line(summary)}[/]")
+
+
+def audit(cfg: RunConfig, *, log: RunLog | None = None, out: str | Path | None = None) -> AuditResult:
+    """Audit the data `cfg` names with the pretrained backbone (or --weights), in its own folder."""
+    log = log or RunLog()
+    cfg = cfg.for_task("classify")
+    rt = resolve_runtime(cfg.train.device, cfg.train.precision)
+    with log.stage("backbone"):
+        _, backbone, _ = initial_model(cfg)
+    data = prepare_data(cfg, backbone, log)
+    folder = Path(out) if out else new_run_dir(cfg, "audit")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_dataset_files(folder, data)
+    model = build_classifier(backbone, len(data.dataset.classes), 0.0).to(rt.device)
+    features = audit_features(model.to(memory_format=torch.channels_last), data, cfg, rt, log)
+    return audit_prepared(data, features, folder, cfg.train.seed, log)

@@ -1,0 +1,76 @@
+"""`--fixes audit.csv`: the user's decisions on an audit (keep, drop, relabel:NAME), applied to the discovered
+samples before decoding, so that the split stays the seeded one and every later stage sees the fixed labels."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+from tunevision.core.errors import TunevisionError
+from tunevision.data.sources import Dataset, Sample
+
+
+def _key(path: str) -> str:
+    return path if "#" in Path(path).name else str(Path(path).expanduser().resolve())
+
+
+def read_fixes(path: str | Path, data: str) -> list[tuple[int, str, str]]:
+    """(line number, image path, action) for every row whose action is not keep. A missing column or a bad
+    action is one line naming its line."""
+    path = Path(path).expanduser()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"path", "action"} <= {c.strip() for c in reader.fieldnames}:
+                raise TunevisionError(f"{path}: a fixes file needs the columns path and action (as audit.csv has "
+                                      f"them), found {', '.join(reader.fieldnames or []) or 'none'}")
+            rows = []
+            for row in reader:
+                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                action = row["action"] or "keep"
+                if action not in ("keep", "drop") and not action.startswith("relabel:"):
+                    raise TunevisionError(f"{path}, line {reader.line_num}: action {action!r}; use keep, drop or "
+                                          "relabel:NAME")
+                if action != "keep":
+                    rows.append((reader.line_num, row["path"], action))
+            return rows
+    except OSError as e:
+        raise TunevisionError(f"{path}: cannot read the fixes file ({e.strerror or e})") from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise TunevisionError(f"{path}: not a readable CSV ({e}); save it as CSV UTF-8") from None
+
+
+def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
+    """Drop and relabel `ds`'s samples in place per the fixes file; returns what was done, for the run folder.
+    A path that names no image of the data, or a class it does not have, is one line with its line number."""
+    if ds.multilabel:
+        raise TunevisionError(f"{fixes}: fixes apply to single-label data; this data is multi-label")
+    root = Path(data).expanduser()
+    root = root.parent if root.is_file() else root
+    samples = {_key(s.path): s for s in ds.train + ds.val}
+    decided: dict[str, str] = {}
+    for line, name, action in read_fixes(fixes, data):
+        key = next((k for k in (_key(name), _key(str(root / name))) if k in samples), None)
+        if key is None:
+            raise TunevisionError(f"{fixes}, line {line}: {name} is not an image of {data}; fix the path or "
+                                  "delete the row")
+        label = action.partition(":")[2]
+        if action.startswith("relabel:") and label not in ds.classes:
+            raise TunevisionError(f"{fixes}, line {line}: relabel to {label!r}, which is not a class of {data} "
+                                  f"({', '.join(ds.classes)})")
+        decided[key] = action
+    index = {c: i for i, c in enumerate(ds.classes)}
+
+    def fixed(items: list[Sample]) -> list[Sample]:
+        out = []
+        for s in items:
+            action = decided.get(_key(s.path), "keep")
+            if action.startswith("relabel:"):
+                s = dataclasses.replace(s, label=index[action.partition(":")[2]])
+            if action != "drop":
+                out.append(s)
+        return out
+    ds.train, ds.val = fixed(ds.train), fixed(ds.val)
+    actions = list(decided.values())
+    return {"file": str(Path(fixes).expanduser().resolve()), "dropped": actions.count("drop"),
+            "relabelled": sum(a.startswith("relabel:") for a in actions)}
