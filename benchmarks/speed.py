@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -151,43 +150,11 @@ def make_large_jpegs(src: Path, dst: Path, n: int = 48) -> Path:
 
 
 def inference_ips(batch: int = 32, reps: int = 3) -> tuple[float, float, float]:
-    b = create_backbone("efficientnet_lite0")
-    model = build_classifier(b, 2).eval()
-    x = torch.rand(batch, 3, 224, 224)
-
-    def rate(fn) -> float:
-        with torch.no_grad():
-            fn()
-            t = time.perf_counter()
-            for _ in range(reps):
-                fn()
-        return batch * reps / (time.perf_counter() - t)
-
-    eager = rate(lambda: model(x))
-    cl_model = model.to(memory_format=torch.channels_last)
-    xc = x.contiguous(memory_format=torch.channels_last)
-    rt = resolve_runtime("cpu")
-
-    def fast() -> None:
-        with rt.autocast():
-            cl_model(xc)
-    best = rate(fast)
-    onnx = 0.0
-    try:
-        import onnxruntime  # noqa: F401
-
-        from tunevision.models.bundle import BundleMeta, save_bundle
-        from tunevision.classify.export import export_bundle
-        from tunevision.engine.export import onnx_session
-        with tempfile.TemporaryDirectory() as d:
-            meta = BundleMeta("efficientnet_lite0", ["a", "b"], 224, 256, list(b.mean), list(b.std))
-            save_bundle(model.to(memory_format=torch.contiguous_format), meta, Path(d) / "m")
-            path, _ = export_bundle(Path(d) / "m", "onnx", Path(d) / "e")
-            sess = onnx_session(path)
-            onnx = rate(lambda: sess.run(None, {"input": x.numpy()}))
-    except Exception as e:  # the ONNX row is optional: report why it is missing
-        print(f"onnx row skipped: {e}")
-    return eager, best, onnx
+    """(eager fp32, the runtime's own fast path: bf16 channels_last where the CPU has bf16, ONNX Runtime fp32)."""
+    from floor import forward_rates  # benchmarks/ is this script's folder, so on sys.path
+    rates = forward_rates(224, batch, reps, eager=True)
+    best = rates.get("torch bf16 channels_last", rates["torch fp32 channels_last"])
+    return rates["torch fp32 eager"], best, rates.get("ONNX Runtime fp32", 0.0)
 
 
 def feature_rates(data: Path) -> tuple[float, float]:

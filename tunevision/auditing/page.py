@@ -3,7 +3,6 @@ by issue, duplicate pairs side by side), written atomically."""
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -14,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from tunevision.auditing.findings import COLUMNS
-from tunevision.core.atomic import atomic_write
+from tunevision.core.atomic import atomic_write, write_csv
 from tunevision.report.page import table_html, write_page
 
 PER_ISSUE = 48  # thumbnails shown per issue; audit.csv lists every row
@@ -39,12 +38,7 @@ def write_audit(folder: Path, rows: list[dict], summary: dict, image: Callable[[
     """The three files under `folder`; `image(path)` gives a thumbnail's pixels (None: not shown)."""
     folder.mkdir(parents=True, exist_ok=True)
 
-    def write_csv(p: Path) -> None:
-        with open(p, "w", newline="") as f:
-            w = csv.DictWriter(f, COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-    atomic_write(folder / "audit.csv", write_csv)
+    write_csv(folder / "audit.csv", COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
     atomic_write(folder / "audit.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
     sections = [("Summary", summary_html(summary))]
     for issue in sorted({r["issue"] for r in rows}, key=lambda i: ORDER.index(i) if i in ORDER else 99):

@@ -2,7 +2,6 @@
 of every image (from the feature cache head training also uses), then every check of `tunevision.auditing`."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,9 @@ from PIL import Image
 
 from tunevision.auditing.findings import Audited, rows, run_audit
 from tunevision.auditing.page import leakage_line, write_audit
-from tunevision.classify.features import cached_features, extract_features
 from tunevision.classify.initial import initial_model
-from tunevision.classify.loops import TRAIN_EVAL, VAL_EVAL, feature_key, feature_stage
-from tunevision.classify.prepare import Data, cache_dir, prepare_data
+from tunevision.classify.loops import TRAIN_EVAL, VAL_EVAL, feature_reader
+from tunevision.classify.prepare import Data, prepare_data
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime, resolve_runtime
@@ -47,17 +45,12 @@ class AuditResult:
 def audit_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog) -> np.ndarray:
     """(train + val, features) of the frozen body, eval view: read from the cache when a run computed them."""
     model.eval()
-    base = feature_key(model, data, rt)
-    exact = dataclasses.replace(rt, bf16=False)
-    parts = []
     with log.progress(len(data.train) + len(data.val), "features for the audit") as advance:
-        for images, key, runtime in ((data.train_images, TRAIN_EVAL, rt), (data.val_images, VAL_EVAL, exact)):
-            def compute(images=images, key=key, runtime=runtime) -> torch.Tensor:
-                with log.stage(feature_stage(key)):  # the pass head training would make: charged as its own
-                    return extract_features(model, images, lambda b, i: data.prep.batch(b), runtime,
-                                            progress=advance)
-            parts.append(cached_features(cache_dir(cfg), base + key, compute, log=log))
-    return torch.cat(parts).numpy()
+        _, read = feature_reader(model, data, cfg, rt, log, advance)
+
+        def view(b: torch.Tensor, i: int) -> torch.Tensor:
+            return data.prep.batch(b)
+        return torch.cat([read(data.train_images, TRAIN_EVAL, view), read(data.val_images, VAL_EVAL, view)]).numpy()
 
 
 def file_size(path: str) -> tuple[int, int] | None:
@@ -106,17 +99,23 @@ def describe(summary: dict, folder: Path, log: RunLog) -> None:
         log.info(f"[yellow]{leakage_line(summary)}[/]")
 
 
-def audit(cfg: RunConfig, *, log: RunLog | None = None, out: str | Path | None = None) -> AuditResult:
-    """Audit the data `cfg` names with the pretrained backbone (or --weights), in its own folder."""
-    log = log or RunLog()
+def pretrained(cfg: RunConfig, log: RunLog) -> tuple[RunConfig, Data, Classifier, Runtime]:
+    """The data `cfg` names, prepared, and the pretrained body (or --weights) whose features the audit and
+    `tunevision embed DATA` read."""
     cfg = cfg.for_task("classify")
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)
     with log.stage("backbone"):
         _, backbone, _ = initial_model(cfg)
     data = prepare_data(cfg, backbone, log)
+    model = build_classifier(backbone, len(data.dataset.classes), 0.0).to(rt.device)
+    return cfg, data, model.to(memory_format=torch.channels_last), rt
+
+
+def audit(cfg: RunConfig, *, log: RunLog | None = None, out: str | Path | None = None) -> AuditResult:
+    """Audit the data `cfg` names with the pretrained backbone (or --weights), in its own folder."""
+    log = log or RunLog()
+    cfg, data, model, rt = pretrained(cfg, log)
     folder = Path(out) if out else new_run_dir(cfg, "audit")
     folder.mkdir(parents=True, exist_ok=True)
     write_dataset_files(folder, data)
-    model = build_classifier(backbone, len(data.dataset.classes), 0.0).to(rt.device)
-    features = audit_features(model.to(memory_format=torch.channels_last), data, cfg, rt, log)
-    return audit_prepared(data, features, folder, cfg.train.seed, log)
+    return audit_prepared(data, audit_features(model, data, cfg, rt, log), folder, cfg.train.seed, log)

@@ -9,11 +9,9 @@ import numpy as np
 import torch
 
 from tunevision.auditing.labels import normalised
-from tunevision.classify.audit import audit_features
+from tunevision.classify.audit import audit_features, pretrained
 from tunevision.classify.features import cached_features, extract
-from tunevision.classify.initial import initial_model
 from tunevision.classify.loops import body_fingerprint
-from tunevision.classify.prepare import prepare_data
 from tunevision.core.atomic import atomic_write
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
@@ -21,7 +19,7 @@ from tunevision.core.runtime import INFERENCE_PRECISION, resolve_runtime
 from tunevision.core.ui import RunLog
 from tunevision.data.discover import discover
 from tunevision.data.sources import cache_key, load_images
-from tunevision.models.backbones import Classifier, build_classifier
+from tunevision.models.backbones import Classifier
 from tunevision.models.bundle import BundleMeta
 from tunevision.report.plots import image_grid
 
@@ -39,13 +37,8 @@ class Embeddings:
 
 def embed_data(cfg: RunConfig, log: RunLog) -> Embeddings:
     """The pretrained body's eval-view features of every usable image of the data: the audit's, from its cache."""
-    cfg = cfg.for_task("classify")
-    rt = resolve_runtime(cfg.train.device, cfg.train.precision)
-    _, backbone, _ = initial_model(cfg)
-    data = prepare_data(cfg, backbone, log)
-    model = build_classifier(backbone, len(data.dataset.classes), 0.0).to(rt.device)
-    feats = audit_features(model.to(memory_format=torch.channels_last), data, cfg, rt, log)
-    return Embeddings([s.path for s in data.train + data.val], feats)
+    cfg, data, model, rt = pretrained(cfg, log)
+    return Embeddings([s.path for s in data.train + data.val], audit_features(model, data, cfg, rt, log))
 
 
 def embed_images(model: Classifier, meta: BundleMeta, squares: np.ndarray, *, device: str = "auto",

@@ -104,6 +104,30 @@ def feature_views(t: TrainConfig, data: Data, n: int) -> list[Callable[[torch.Te
     return [lambda b, i: data.prep.batch(b)] + [augmented(v) for v in range(n)]
 
 
+def feature_reader(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, advance, d: Dist = Dist()
+                   ) -> tuple[list[str], Callable[[np.ndarray, list[str], Callable], torch.Tensor]]:
+    """(the cache key's base, `read(images, key, view)`): one view's features, computed once and cached on disk
+    under base + key, validation keys in fp32 (their features also give the final scores). Under torchrun rank 0
+    alone decides whether the cache holds them and writes it. Head training and the audit both read through it."""
+    base = feature_key(model, data, rt)
+    exact = dataclasses.replace(rt, bf16=False)
+
+    def read(images: np.ndarray, key: list[str], view) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            with log.stage(feature_stage(key)):
+                return sharded_extract(model, images, view, exact if key[0] == "val" else rt, d, advance)
+        if not d.enabled:
+            return cached_features(cache_dir(cfg), base + key, compute, log=log)
+        cached = d.broadcast(cached_features(cache_dir(cfg), base + key, None, log=log) if d.main else None)
+        if cached is not None:
+            return cached
+        feats = compute()
+        if d.main:
+            cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
+        return feats
+    return base, read
+
+
 def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist = Dist()
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train features of every view, their labels, val features), each computed once and cached on disk (by
@@ -112,23 +136,9 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
     # auto's fixed recipe caps the views; with a time budget, the plan has already chosen them
     views = t.views if t.mode == "freeze" or t.time_budget else min(t.views, AUTO_VIEW_BUDGET // len(data.train))
     eval_view, *augmented = feature_views(t, data, views)
-    base = feature_key(model, data, rt)
     total = len(data.val) + len(data.train) * (1 + views)
-    exact = dataclasses.replace(rt, bf16=False)  # validation in fp32: its features also give the final scores
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:
-        def features(images: np.ndarray, key: list[str], view) -> torch.Tensor:
-            def compute() -> torch.Tensor:
-                with log.stage(feature_stage(key)):
-                    return sharded_extract(model, images, view, exact if key[0] == "val" else rt, d, advance)
-            if not d.enabled:
-                return cached_features(cache_dir(cfg), base + key, compute, log=log)
-            cached = d.broadcast(cached_features(cache_dir(cfg), base + key, None, log=log) if d.main else None)
-            if cached is not None:
-                return cached
-            feats = compute()
-            if d.main:
-                cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
-            return feats
+        base, features = feature_reader(model, data, cfg, rt, log, advance, d)
         val_f = features(data.val_images, VAL_EVAL, eval_view)
         data.val_features = (base[0], val_f)
         train_f = [features(data.train_images, TRAIN_EVAL, eval_view)]

@@ -14,7 +14,7 @@ def _key(path: str) -> str:
     return path if "#" in Path(path).name else str(Path(path).expanduser().resolve())
 
 
-def read_fixes(path: str | Path, data: str) -> list[tuple[int, str, str]]:
+def read_fixes(path: str | Path) -> list[tuple[int, str, str]]:
     """(line number, image path, action) for every row whose action is not keep. A missing column or a bad
     action is one line naming its line."""
     path = Path(path).expanduser()
@@ -49,7 +49,7 @@ def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
     root = root.parent if root.is_file() else root
     samples = {_key(s.path): s for s in ds.train + ds.val}
     decided: dict[str, str] = {}
-    for line, name, action in read_fixes(fixes, data):
+    for line, name, action in read_fixes(fixes):
         key = next((k for k in (_key(name), _key(str(root / name))) if k in samples), None)
         if key is None:
             raise TunevisionError(f"{fixes}, line {line}: {name} is not an image of {data}; fix the path or "
