@@ -45,6 +45,19 @@ def test_flipped_labels_are_flagged_with_the_true_class_suggested():
     assert find_label_issues(y, out_of_fold_probs(x, y)) == []
 
 
+def test_label_issues_fork_no_process(monkeypatch):
+    """A fork of a process with torch threads can hang for good (it did, inside a training run): no Pool."""
+    import multiprocessing
+
+    def no_pool(*a, **k):
+        raise AssertionError("find_label_issues forked a multiprocessing Pool")
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    x, y = clusters()
+    noisy = y.copy()
+    noisy[[3, 40]] = (y[[3, 40]] + 1) % 3
+    assert {i.index for i in find_label_issues(noisy, out_of_fold_probs(x, noisy))} == {3, 40}
+
+
 def smooth_images(n: int, side: int = 64, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)

@@ -47,7 +47,9 @@ def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> list[LabelIssue]
         return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ranked = cleanlab_issues(labels, probs, return_indices_ranked_by="self_confidence")
+        # n_jobs=1: cleanlab's default forks a multiprocessing Pool, and a fork of a process whose torch threads
+        # hold a lock can hang for good (seen in the test suite); per-class pruning is cheap in one process
+        ranked = cleanlab_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
         scores = get_label_quality_scores(labels, probs)
     others = probs.copy()
     others[np.arange(len(labels)), labels] = -1
