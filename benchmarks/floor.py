@@ -1,11 +1,11 @@
 """A default `tunevision train` against this machine's floor for the same work, measured in one process.
 
-    python benchmarks/floor.py [--data hymenoptera,flowers5] [--out benchmarks/results/speed.md]
+    python benchmarks/floor.py [--data hymenoptera,flowers5] [--out benchmarks/results/speed.md] [--before CHECKOUT]
 
 The floor is the run's unavoidable work on this machine's fastest measured path: decoding each image once (threads,
 no cache) plus one forward pass of Lite0 per image and view (auto: the eval view of every image and the augmented
 views of the training images), at the fastest of torch fp32 channels_last, torch bf16 autocast channels_last and
-ONNX Runtime fp32, each timed here on a few batches. The run is the CLI from a cold cache (start-up included),
+ONNX Runtime fp32 at batches of 4 to 64, each timed here on 128 images. The run is the CLI from a cold cache (start-up included),
 with and without the in-run audit. Replaces the "Wall against the floor" section of the results file.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +68,26 @@ def forward_rates(size: int, batch: int = 0, batches: int = 3, eager: bool = Fal
     return rates
 
 
+def floor_rates(size: int, sample: int = 128) -> dict[str, float]:
+    """Feature images/s of Lite0's body at `size` px on every path the run may choose (engine/forward.py), each at
+    batches of 4 to 64 and timed over `sample` images: a wider sweep than the run's own, so that the floor is this
+    machine's fastest measured path and not only the run's choice."""
+    from tunevision.core.runtime import Runtime, cpu_has_bf16
+    from tunevision.engine.forward import ForwardPath, images_per_second, onnx_forward
+    from tunevision.models.backbones import build_classifier, create_backbone
+    model = build_classifier(create_backbone("efficientnet_lite0"), 2).eval().requires_grad_(False)
+    model = model.to(memory_format=torch.channels_last)
+    fp32, bf16 = Runtime(torch.device("cpu"), False), Runtime(torch.device("cpu"), True)
+    fns = [("torch fp32 channels_last", model.forward_features, fp32)]
+    fns += [("torch bf16 channels_last", model.forward_features, bf16)] if cpu_has_bf16() else []
+    with tempfile.TemporaryDirectory() as d:
+        ort = onnx_forward(model, model.forward_features, size, Path(d) / "f.onnx")
+    fns += [("ONNX Runtime fp32", ort, fp32)] if ort else []
+    x = torch.rand(sample, 3, size, size)
+    return {f"{name} x{b}": images_per_second(ForwardPath(name, b, True, fn, rt), x)
+            for name, fn, rt in fns for b in (4, 8, 16, 32, 64)}
+
+
 def floor(data: Path) -> dict:
     """Decode once + forward passes of a default auto run on `data`, at the fastest measured path."""
     from tunevision.classify.loops import AUTO_VIEW_BUDGET
@@ -81,30 +102,47 @@ def floor(data: Path) -> dict:
     n_train = len(ds.train) - sum(b.path in {s.path for s in ds.train} for b in bad)
     views = min(TrainConfig().views, AUTO_VIEW_BUDGET // max(1, n_train))
     forwards = len(images) + n_train * views
-    rates = forward_rates(size)
+    rates = floor_rates(size)
     best = max(rates, key=rates.get)
     return {"images": len(images), "forwards": forwards, "decode_s": decode_s, "rates": rates, "best": best,
             "floor_s": decode_s + forwards / rates[best]}
 
 
-def run(data: Path, *extra: str) -> tuple[float, dict]:
-    """`tunevision train DATA` from a cold cache, as a user runs it: wall seconds and its summary."""
+def run(data: Path, *extra: str, source: str | None = None) -> tuple[float, dict]:
+    """`tunevision train DATA` from a cold cache, as a user runs it: wall seconds and its summary. `source`: a
+    checkout of another version, run as `python -m tunevision` from there (the "before" of a change)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [shutil.which("tunevision") or "tunevision", "train", str(data), "--out", f"{tmp}/runs",
-               "--cache-dir", f"{tmp}/cache", "--name", "r", *extra]
+        cli = [sys.executable, "-m", "tunevision"] if source else [shutil.which("tunevision") or "tunevision"]
+        env = {**os.environ, "PYTHONPATH": source} if source else None
+        cmd = [*cli, "train", str(data), "--out", f"{tmp}/runs", "--cache-dir", f"{tmp}/cache", "--name", "r", *extra]
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                       cwd=source or None)
         wall = time.perf_counter() - t
         return wall, json.loads(Path(f"{tmp}/runs/r/summary.json").read_text())
 
 
-def measure(name: str) -> dict:
+def measure(name: str, before: str | None = None) -> dict:
     f = floor(DATA / name)
     wall, summary = run(DATA / name)
     wall_na, summary_na = run(DATA / name, "--no-audit")
     stages = {k: v for k, v in summary["stages"].items() if v >= 0.05 * wall}
-    return {"data": name, **f, "wall": wall, "wall_no_audit": wall_na, "acc": summary["final_val_acc"],
-            "acc_no_audit": summary_na["final_val_acc"], "big_stages": stages}
+    row = {"data": name, **f, "wall": wall, "wall_no_audit": wall_na, "acc": summary["final_val_acc"],
+           "acc_no_audit": summary_na["final_val_acc"], "big_stages": stages}
+    if before:
+        row["before_wall"], before_summary = run(DATA / name, source=before)
+        row["before_acc"] = before_summary["final_val_acc"]
+    return row
+
+
+def best_batches(rates: dict[str, float]) -> list[tuple[str, float]]:
+    """Each path's fastest batch size ("ONNX Runtime fp32 x8"), in the order measured."""
+    best: dict[str, tuple[str, float]] = {}
+    for k, v in rates.items():
+        path = k.rsplit(" x", 1)[0]
+        if path not in best or v > best[path][1]:
+            best[path] = (k, v)
+    return list(best.values())
 
 
 def markdown(rows: list[dict]) -> str:
@@ -115,12 +153,19 @@ def markdown(rows: list[dict]) -> str:
              "run --no-audit s | / floor | val acc (no audit) | stages over 5 % of the run |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        rates = "; ".join(f"{k} {v:.0f}" + (" (best)" if k == r["best"] else "") for k, v in r["rates"].items())
+        rates = "; ".join(f"{k} {v:.0f}" + (" (best)" if k == r["best"] else "") for k, v in best_batches(r["rates"]))
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["big_stages"].items())
         lines.append(f"| {r['data']} | {r['images']} | {r['forwards']} | {r['decode_s']:.1f} | {rates} | "
                      f"{r['floor_s']:.1f} | {r['wall']:.1f} | {r['wall'] / r['floor_s']:.2f}x | "
                      f"{r['wall_no_audit']:.1f} | {r['wall_no_audit'] / r['floor_s']:.2f}x | "
                      f"{r['acc']:.4f} ({r['acc_no_audit']:.4f}) | {stages} |")
+    if any("before_wall" in r for r in rows):
+        lines += ["", "The same runs with the version before (`--before`), in the same process:", "",
+                  "| data | before s | before / floor | before val acc | now s | now / floor | now val acc |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['data']} | {r['before_wall']:.1f} | {r['before_wall'] / r['floor_s']:.2f}x | "
+                  f"{r['before_acc']:.4f} | {r['wall']:.1f} | {r['wall'] / r['floor_s']:.2f}x | {r['acc']:.4f} |"
+                  for r in rows if "before_wall" in r]
     return "\n".join(lines) + "\n"
 
 
@@ -129,8 +174,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="hymenoptera,flowers5")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.md"))
+    ap.add_argument("--before", default=None, help="a checkout of an earlier version to time the same way")
     args = ap.parse_args()
-    rows = [measure(name) for name in args.data.split(",")]
+    rows = [measure(name, args.before) for name in args.data.split(",")]
     section = markdown(rows)
     print(section)
     out = Path(args.out)

@@ -25,13 +25,13 @@ TAPPED = (3, 4, 5, 6)  # EfficientNet-Lite block stages whose pooled outputs joi
 
 
 def features(data_dir: Path, backbone: str, views: int) -> dict:
-    from tunevision.core.config import RunConfig
     from tunevision.classify.features import extract
-    from tunevision.classify.loops import feature_views
-    from tunevision.models.backbones import build_classifier, create_backbone
     from tunevision.classify.prepare import prepare_data
+    from tunevision.classify.reader import feature_views
+    from tunevision.core.config import RunConfig
     from tunevision.core.runtime import resolve_runtime
     from tunevision.core.ui import RunLog
+    from tunevision.models.backbones import build_classifier, create_backbone
     cfg = RunConfig.from_options(str(data_dir), backbone=backbone, views=views, cache_dir="")
     bb = create_backbone(backbone, pretrained=True)
     data = prepare_data(cfg, bb, RunLog(quiet=True))

@@ -13,8 +13,8 @@ from PIL import Image
 from tunevision.auditing.findings import Audited, rows, run_audit
 from tunevision.auditing.page import leakage_line, write_audit
 from tunevision.classify.initial import initial_model
-from tunevision.classify.loops import TRAIN_EVAL, VAL_EVAL, feature_reader
 from tunevision.classify.prepare import Data, prepare_data
+from tunevision.classify.reader import TRAIN_EVAL, VAL_EVAL, feature_reader
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime, resolve_runtime

@@ -11,7 +11,7 @@ import torch
 from tunevision.auditing.labels import normalised
 from tunevision.classify.audit import audit_features, pretrained
 from tunevision.classify.features import cached_features, extract
-from tunevision.classify.loops import body_fingerprint
+from tunevision.classify.reader import body_fingerprint
 from tunevision.core.atomic import atomic_write
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.classify.inference import TTA, predict_probs
+from tunevision.classify.inference import TTA, fastest_batch, predict_probs
 from tunevision.classify.multilabel import MultiLabelEvaluation
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
@@ -149,11 +149,12 @@ class EvalSet:
     images: np.ndarray
     samples: list[Sample]
     note: str = ""  # which part of the data is scored, and why
+    chunk: int | None = None  # the forward batch measured fastest here
 
     def score(self, tta: TTA | None = None) -> Evaluation | MultiLabelEvaluation:
         start = time.perf_counter()
         probs = predict_probs(self.model, self.images, self.runtime, self.meta.image_size,
-                              temperature=self.meta.temperatures, tta=tta)
+                              temperature=self.meta.temperatures, tta=tta, chunk=self.chunk)
         if self.meta.task == "multilabel":
             targets = np.zeros((len(self.samples), len(self.meta.classes)), np.float32)
             for row, s in enumerate(self.samples):
@@ -215,7 +216,8 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
         log.info(note)
         for b in bad:
             log.info(f"skipped {b.path}: {b.reason}")
-    return EvalSet(model, meta, runtime, images, drop_skipped(samples, bad), note)
+    return EvalSet(model, meta, runtime, images, drop_skipped(samples, bad), note,
+                   fastest_batch(model, images, runtime, meta.image_size))
 
 
 def evaluate_bundle(bundle: str | Path, data: str, *, tta: TTA | None = None, device: str = "auto",

@@ -19,18 +19,20 @@ FEATURE_BATCH = 64
 @torch.no_grad()
 def extract(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray,
             view: Callable[[torch.Tensor, int], torch.Tensor], runtime: Runtime, *, batch_size: int = FEATURE_BATCH,
-            progress: Callable[[int], None] | None = None, first_batch: int = 0,
+            chunk: int | None = None, progress: Callable[[int], None] | None = None, first_batch: int = 0,
             dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """forward(view(batch, index)) for uint8 squares `images`, batch by batch, concatenated on the CPU in `dtype`.
     The index counts batches from `first_batch`, so that a view's random draws can be seeded per batch and stay
-    the same however the images are split between processes."""
+    the same however the images are split between processes. `chunk` images at a time go through `forward`
+    (default: the whole batch): the fastest forward batch is a property of the machine, the views' draws are not."""
     out = []
+    step = chunk or batch_size
     for i, start in enumerate(range(0, len(images), batch_size)):
         batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # copy: memmaps are read-only
         x = view(batch, first_batch + i).to(runtime.device, non_blocking=True).contiguous(
             memory_format=torch.channels_last)
         with runtime.autocast():
-            out.append(forward(x).to(dtype).cpu())
+            out += [forward(x[j:j + step]).to(dtype).cpu() for j in range(0, len(x), step)]
         if progress:
             progress(len(batch))
     return torch.cat(out) if out else torch.empty(0)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from typing import Callable, Sequence
@@ -19,13 +18,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from tunevision.classify.features import (
-    FEATURE_BATCH,
-    cached_features,
-    extract_features,
-)
 from tunevision.classify.inference import predict_probs
-from tunevision.classify.prepare import Data, cache_dir
+from tunevision.classify.prepare import Data
+from tunevision.classify.reader import (
+    TRAIN_EVAL,
+    VAL_EVAL,
+    feature_reader,
+    feature_views,
+)
 from tunevision.core.config import RunConfig, TrainConfig
 from tunevision.core.distributed import Dist
 from tunevision.core.errors import TunevisionError
@@ -61,73 +61,6 @@ def val_metrics(probs: np.ndarray, labels: torch.Tensor) -> tuple[float, float]:
     return objective_for(labels).val_metrics(probs, labels.numpy())
 
 
-def body_fingerprint(model: Classifier) -> str:
-    h = hashlib.sha1()
-    for k, v in model.body.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
-
-
-# The feature cache's names for the eval view's features: head training and the audit share them, so that an
-# audit after a run, or a run after an audit, reads them from disk
-TRAIN_EVAL, VAL_EVAL = ["train", "eval"], ["val", "eval", "fp32"]
-
-
-def feature_stage(key: list[str]) -> str:
-    """The stage a feature pass is charged to, whoever computes it first (head training or the audit)."""
-    return f"features {key[0]} {'eval' if key[1] == 'eval' else 'augmented'} view"
-
-
-def feature_key(model: Classifier, data: Data, rt: Runtime) -> list[str]:
-    """What a frozen body's features of these images depend on: its weights, the decoded images, size, precision."""
-    return [body_fingerprint(model), data.key, str(data.image_size), str(rt.bf16)]
-
-
-def sharded_extract(model: Classifier, images: np.ndarray, view, rt: Runtime, d: Dist, advance) -> torch.Tensor:
-    """Features of all images; under torchrun each rank extracts a share of whole batches and all gather."""
-    if not d.enabled:
-        return extract_features(model, images, view, rt, progress=advance)
-    spans = d.spans(len(images), FEATURE_BATCH)
-    lo, hi = spans[d.rank]
-    local = extract_features(model, images[lo:hi], view, rt, progress=advance, first_batch=lo // FEATURE_BATCH)
-    return d.gather_rows(local, [b - a for a, b in spans])
-
-
-def feature_views(t: TrainConfig, data: Data, n: int) -> list[Callable[[torch.Tensor, int], torch.Tensor]]:
-    """The eval view, then `n` augmented views whose random draws are seeded per view and batch, so that the same
-    images get the same crops however they are split between processes (features and activations alike)."""
-    pipeline = aug.make_pipeline(t.augment, data.image_size)
-
-    def augmented(v: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        return lambda b, i: pipeline(b, torch.Generator().manual_seed((t.seed * 1000 + v) * 100_003 + i))
-    return [lambda b, i: data.prep.batch(b)] + [augmented(v) for v in range(n)]
-
-
-def feature_reader(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, advance, d: Dist = Dist()
-                   ) -> tuple[list[str], Callable[[np.ndarray, list[str], Callable], torch.Tensor]]:
-    """(the cache key's base, `read(images, key, view)`): one view's features, computed once and cached on disk
-    under base + key, validation keys in fp32 (their features also give the final scores). Under torchrun rank 0
-    alone decides whether the cache holds them and writes it. Head training and the audit both read through it."""
-    base = feature_key(model, data, rt)
-    exact = dataclasses.replace(rt, bf16=False)
-
-    def read(images: np.ndarray, key: list[str], view) -> torch.Tensor:
-        def compute() -> torch.Tensor:
-            with log.stage(feature_stage(key)):
-                return sharded_extract(model, images, view, exact if key[0] == "val" else rt, d, advance)
-        if not d.enabled:
-            return cached_features(cache_dir(cfg), base + key, compute, log=log)
-        cached = d.broadcast(cached_features(cache_dir(cfg), base + key, None, log=log) if d.main else None)
-        if cached is not None:
-            return cached
-        feats = compute()
-        if d.main:
-            cached_features(cache_dir(cfg), base + key, lambda: feats, log=log)
-        return feats
-    return base, read
-
-
 def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist = Dist()
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train features of every view, their labels, val features), each computed once and cached on disk (by
@@ -138,9 +71,9 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
     eval_view, *augmented = feature_views(t, data, views)
     total = len(data.val) + len(data.train) * (1 + views)
     with log.progress(total, f"features ({1 + views} train views + val)") as advance:
-        base, features = feature_reader(model, data, cfg, rt, log, advance, d)
+        body, features = feature_reader(model, data, cfg, rt, log, advance, d)
         val_f = features(data.val_images, VAL_EVAL, eval_view)
-        data.val_features = (base[0], val_f)
+        data.val_features = (body, val_f)
         train_f = [features(data.train_images, TRAIN_EVAL, eval_view)]
         train_f += [features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"], view)
                     for v, view in enumerate(augmented)]

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from tunevision.classify.features import extract
-from tunevision.classify.loops import feature_views, fit_cached, repeat_rows
+from tunevision.classify.loops import fit_cached, repeat_rows
+from tunevision.classify.reader import feature_views
 from tunevision.core.errors import TunevisionError
 from tunevision.models.backbones import Classifier, body_stages
 

@@ -20,12 +20,13 @@ from tunevision.classify.audit import audit_features, audit_prepared
 from tunevision.classify.evaluate import Evaluation
 from tunevision.classify.inference import predict_probs
 from tunevision.classify.initial import initial_model
-from tunevision.classify.loops import body_fingerprint, fit_head, fit_network, warm_head
+from tunevision.classify.loops import fit_head, fit_network, warm_head
 from tunevision.classify.lr_range import run_lr_range_test
 from tunevision.classify.multilabel import MultiLabelEvaluation
 from tunevision.classify.partial import fit_partial
 from tunevision.classify.plan import fit_within_budget
 from tunevision.classify.prepare import Data, prepare_data
+from tunevision.classify.reader import body_fingerprint
 from tunevision.classify.report import write_report
 from tunevision.core.config import CACHED_MODES, CLASSIFY, HEAD_MODES, RunConfig
 from tunevision.core.distributed import Dist, init_from_env, shutdown

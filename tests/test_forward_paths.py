@@ -1,0 +1,117 @@
+"""The forward path for frozen features is chosen by measurement, remembered per machine, exact where it must be,
+and gives the same features as torch fp32."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tunevision.classify import reader
+from tunevision.classify.prepare import prepare_data
+from tunevision.core.config import RunConfig
+from tunevision.core.runtime import Runtime
+from tunevision.core.ui import RunLog
+from tunevision.engine.forward import ForwardPath, candidates, choose, onnx_forward
+from tunevision.models.backbones import build_classifier, create_backbone
+
+CPU = Runtime(torch.device("cpu"), False)
+
+
+def _path(name: str, batch: int, exact: bool, calls: list[str] | None = None) -> ForwardPath:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if calls is not None:
+            calls.append(name)
+        return x.mean(dim=(2, 3))
+    return ForwardPath(name, batch, exact, forward, CPU)
+
+
+def test_choose_times_each_candidate_once_then_reads_the_memo(tmp_path: Path) -> None:
+    memo, calls = tmp_path / "paths.json", []
+    paths = [_path("fast", 8, False, calls), _path("exact", 8, True, calls)]
+    sample = torch.rand(16, 3, 8, 8)
+    fastest, exact, rates = choose(paths, sample, memo, "machine")
+    assert set(rates) == {"fast x8", "exact x8"} and calls
+    assert exact.exact and exact.name == "exact"
+    assert json.loads(memo.read_text())["machine"] == rates
+    # the memo says "exact" is faster: believed without timing anything again
+    memo.write_text(json.dumps({"machine": {"fast x8": 1.0, "exact x8": 2.0}}))
+    calls.clear()
+    fastest, exact, _ = choose(paths, sample, memo, "machine")
+    assert not calls and fastest.name == "exact"
+    # another machine's entry does not answer for this one
+    choose(paths, sample, memo, "other machine")
+    assert calls and set(json.loads(memo.read_text())) == {"machine", "other machine"}
+
+
+def test_choose_without_an_exact_candidate_falls_back_to_fp32(tmp_path: Path) -> None:
+    bf16 = replace(_path("torch bf16", 16, False), runtime=Runtime(torch.device("cpu"), True))
+    _, exact, _ = choose([bf16], torch.rand(4, 3, 8, 8), None, "k")
+    assert exact.exact and not exact.runtime.bf16 and exact.name == "torch fp32"
+
+
+def test_candidates_on_a_gpu_are_torch_only() -> None:
+    rt = Runtime(torch.device("cuda"), True)
+    paths = candidates(lambda x: x, rt, onnx=lambda: pytest.fail("no ONNX Runtime on a GPU"))
+    assert [(p.name, p.exact) for p in paths] == [("torch bf16", False)]
+
+
+def test_candidates_without_onnxruntime_time_torch_fp32() -> None:
+    paths = candidates(lambda x: x, Runtime(torch.device("cpu"), True), onnx=lambda: None)
+    assert {p.name for p in paths} == {"torch bf16", "torch fp32"}
+    assert all(p.exact == (p.name == "torch fp32") for p in paths)
+
+
+def test_onnx_features_match_torch_fp32_even_from_a_model_in_training_mode(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 3).train()  # requires_grad weights
+    forward = onnx_forward(model, model.forward_features, 32, tmp_path / "f.onnx")
+    assert forward is not None and (tmp_path / "f.onnx").is_file()
+    x = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        want = model.eval().forward_features(x)
+    assert torch.allclose(forward(x.contiguous(memory_format=torch.channels_last)), want, atol=1e-5)
+    # the file is reused, not exported again; a damaged one is deleted and the path skipped
+    (tmp_path / "f.onnx").write_bytes(b"not onnx")
+    assert onnx_forward(model, model.forward_features, 32, tmp_path / "f.onnx") is None
+    assert not (tmp_path / "f.onnx").exists()
+
+
+def test_reader_caches_each_view_under_its_paths_precision(tmp_path: Path, colour_folders: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader, "TIMED_FROM", 1)  # time the paths even on a few images
+    cfg = RunConfig.from_dict({"data": {"data": str(colour_folders), "cache_dir": str(tmp_path / "cache"), "image_size": 32},
+                               "model": {"backbone": "tiny_cnn", "pretrained": False}})
+    log = RunLog(None, quiet=True)
+    model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 2).eval()
+    data = prepare_data(cfg, create_backbone("tiny_cnn", pretrained=False), log)
+    rt = Runtime(torch.device("cpu"), True)
+    view = lambda b, i: data.prep.batch(b)  # noqa: E731
+    _, read = reader.feature_reader(model, data, cfg, rt, log, advance=lambda n: None)
+    val = read(data.val_images, reader.VAL_EVAL, view)
+    train = read(data.train_images, reader.TRAIN_EVAL, view)
+    with torch.no_grad():
+        want = model.forward_features(data.prep.batch(torch.from_numpy(np.array(data.val_images))))
+    assert torch.allclose(val, want, atol=1e-5)  # validation always on an exact path
+    memo = json.loads((tmp_path / "cache" / "forward_paths.json").read_text())
+    assert any("torch bf16 x8" in rates for rates in memo.values())
+    # a new reader finds both in the cache: nothing is timed or computed again
+    monkeypatch.setattr(reader, "forward_paths", lambda *a: pytest.fail("cached features were recomputed"))
+    _, read = reader.feature_reader(model, data, cfg, rt, log, advance=lambda n: None)
+    assert torch.equal(read(data.val_images, reader.VAL_EVAL, view), val)
+    assert torch.equal(read(data.train_images, reader.TRAIN_EVAL, view), train)
+
+
+def test_inference_in_chunks_gives_the_same_probabilities() -> None:
+    from tunevision.classify.inference import fastest_batch, predict_probs
+    torch.manual_seed(0)
+    model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 3).eval()
+    images = np.random.default_rng(0).integers(0, 255, (40, 36, 36, 3), dtype=np.uint8)
+    whole = predict_probs(model, images, CPU, 32)
+    assert np.allclose(predict_probs(model, images, CPU, 32, chunk=8), whole, atol=1e-6)
+    assert fastest_batch(model, images, CPU, 32) is None  # a small set is not worth timing
+    many = np.repeat(images, 6, axis=0)
+    assert fastest_batch(model, many, CPU, 32) in (8, 16, 64)

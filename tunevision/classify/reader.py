@@ -1,0 +1,141 @@
+"""One view's frozen features of a set of images: read from the disk cache, or computed once on the fastest forward
+path this machine has (engine/forward.py) and cached. Head training and the audit both read through here."""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tunevision.classify.features import FEATURE_BATCH, cached_features, extract
+from tunevision.classify.prepare import Data, cache_dir
+from tunevision.core.config import RunConfig, TrainConfig
+from tunevision.core.distributed import Dist
+from tunevision.core.runtime import Runtime
+from tunevision.core.ui import RunLog
+from tunevision.data import augment as aug
+from tunevision.engine.forward import (
+    ForwardPath,
+    candidates,
+    choose,
+    machine_key,
+    onnx_forward,
+)
+from tunevision.models.backbones import Classifier
+
+View = Callable[[torch.Tensor, int], torch.Tensor]
+# Below this many images a run keeps torch in its own precision: timing the paths (and exporting the body to ONNX)
+# costs 2-3 s once per machine, more than it saves on a few dozen images
+TIMED_FROM = 200
+SAMPLE = 32  # images timed per candidate path
+
+
+def body_fingerprint(model: Classifier) -> str:
+    h = hashlib.sha1()
+    for k, v in model.body.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+# The feature cache's names for the eval view's features: head training and the audit share them, so that an
+# audit after a run, or a run after an audit, reads them from disk
+TRAIN_EVAL, VAL_EVAL = ["train", "eval"], ["val", "eval"]
+
+
+def feature_stage(key: list[str]) -> str:
+    """The stage a feature pass is charged to, whoever computes it first (head training or the audit)."""
+    return f"features {key[0]} {'eval' if key[1] == 'eval' else 'augmented'} view"
+
+
+def feature_views(t: TrainConfig, data: Data, n: int) -> list[View]:
+    """The eval view, then `n` augmented views whose random draws are seeded per view and batch, so that the same
+    images get the same crops however they are split between processes (features and activations alike)."""
+    pipeline = aug.make_pipeline(t.augment, data.image_size)
+
+    def augmented(v: int) -> View:
+        return lambda b, i: pipeline(b, torch.Generator().manual_seed((t.seed * 1000 + v) * 100_003 + i))
+    return [lambda b, i: data.prep.batch(b)] + [augmented(v) for v in range(n)]
+
+
+def sharded_extract(path: ForwardPath, images: np.ndarray, view: View, d: Dist, advance) -> torch.Tensor:
+    """Features of all images; under torchrun each rank extracts a share of whole batches and all gather. Views
+    draw per batch of FEATURE_BATCH images whatever the path's own batch, so every path sees the same crops."""
+    def run(part: np.ndarray, first: int) -> torch.Tensor:
+        return extract(path.forward, part, view, path.runtime, chunk=path.batch, progress=advance, first_batch=first)
+    if not d.enabled:
+        return run(images, 0)
+    spans = d.spans(len(images), FEATURE_BATCH)
+    lo, hi = spans[d.rank]
+    return d.gather_rows(run(images[lo:hi], lo // FEATURE_BATCH), [b - a for a, b in spans])
+
+
+def forward_paths(model: Classifier, body: str, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist,
+                  sample: torch.Tensor) -> tuple[ForwardPath, ForwardPath]:
+    """(fastest path, fastest exact path) for the features of this body (`body`: its fingerprint): measured on
+    `sample` once per machine, backbone and size (remembered in the cache folder). Small sets and torchrun ranks keep torch in the run's precision, and
+    fp32 for the exact one."""
+    fn = model.forward_features
+    own = ForwardPath(f"torch {'bf16' if rt.bf16 else 'fp32'}", FEATURE_BATCH, not rt.bf16, fn, rt)
+    if d.enabled or len(data.train) + len(data.val) < TIMED_FROM:
+        exact = ForwardPath("torch fp32", FEATURE_BATCH, True, fn, Runtime(rt.device, False))
+        return own, exact
+    folder = cache_dir(cfg)
+    scratch = None if folder else tempfile.TemporaryDirectory()  # ONNX Runtime reads the file once, at start
+
+    def onnx():
+        where = folder / "onnx" if folder else Path(scratch.name)
+        where.mkdir(parents=True, exist_ok=True)
+        name = f"{body[:20]}-{data.image_size}.onnx"
+        return onnx_forward(model, fn, data.image_size, where / name, log)
+    try:
+        paths = candidates(fn, rt, onnx)
+        fastest, exact, _ = choose(paths, sample, folder / "forward_paths.json" if folder else None,
+                                   machine_key(cfg.model.backbone, data.image_size, rt), log)
+    finally:
+        if scratch:
+            scratch.cleanup()
+    return fastest, exact
+
+
+def feature_reader(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, advance, d: Dist = Dist()
+                   ) -> tuple[str, Callable[[np.ndarray, list[str], View], torch.Tensor]]:
+    """(the body's fingerprint, `read(images, key, view)`): one view's features, computed once and cached on disk,
+    validation keys on the fastest exact path (their features also give the final scores), training keys on the
+    fastest one. The paths are chosen at the first feature a cache does not hold. Under torchrun rank 0 alone decides
+    whether the cache holds them and writes it."""
+    body = body_fingerprint(model)
+    base = [body, data.key, str(data.image_size)]
+    model.eval()
+
+    chosen: list[tuple[ForwardPath, ForwardPath]] = []  # at the first feature the cache lacks, then kept
+
+    def look(key: list[str]) -> torch.Tensor | None:
+        # training features may be in either precision, whichever path was fastest when they were computed
+        for precision in ("fp32",) if key[0] == "val" else ("bf16", "fp32"):
+            found = cached_features(cache_dir(cfg), base + key + [precision], None, log=log)
+            if found is not None:
+                return found
+        return None
+
+    def read(images: np.ndarray, key: list[str], view: View) -> torch.Tensor:
+        found = look(key) if d.main else None
+        if d.enabled:
+            found = d.broadcast(found)
+        if found is not None or not len(images):
+            return found if found is not None else torch.empty(0, model.head.in_features)
+        if not chosen:
+            with log.stage("forward paths"), torch.no_grad():
+                sample = view(torch.from_numpy(np.array(images[:SAMPLE])), 0)
+                chosen.append(forward_paths(model, body, data, cfg, rt, log, d, sample))
+        fastest, exact = chosen[0]
+        path = exact if key[0] == "val" else fastest
+        with log.stage(feature_stage(key)):
+            feats = sharded_extract(path, images, view, d, advance)
+        if d.main:
+            cached_features(cache_dir(cfg), base + key + ["fp32" if path.exact else "bf16"], lambda: feats, log=log)
+        return feats
+    return body, read

@@ -1,0 +1,150 @@
+"""Where a frozen network's forward passes run, chosen by measurement on this machine.
+
+The fastest path moves from one machine to the next: on one 2-core CPU ONNX Runtime fp32 ran Lite0 at 281 images/s
+and torch bf16 at 344; on another, ONNX Runtime ran 134-164 and torch bf16 50-111, best at 8 images a batch and worst
+at 64, and torch fp32 fell from 67 to 17 images/s between batches of 4 and 64. So a run times each candidate (path and
+batch size) on a sample of its own images and keeps the answer per machine, backbone and size in the cache folder:
+the next run reads it instead of timing again."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tunevision.core.atomic import atomic_write
+from tunevision.core.runtime import Runtime
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ForwardPath:
+    name: str          # "onnxruntime fp32", "torch bf16", "torch fp32"
+    batch: int         # images a batch: the batch size it measured fastest at
+    exact: bool        # fp32 throughout: agrees with the exported model to ~1e-5
+    forward: Forward
+    runtime: Runtime   # what `extract` autocasts under (fp32 for ONNX Runtime: a no-op)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} x{self.batch}"
+
+
+class _Features(torch.nn.Module):
+    """The export's graph: a method of the network (its pooled features), as a module's forward; the network is a
+    submodule so that its weights go in as initialisers, not as constants the tracer refuses."""
+
+    def __init__(self, module: torch.nn.Module, fn: Forward):
+        super().__init__()
+        self.module, self.fn = module, fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def onnx_forward(module: torch.nn.Module, fn: Forward, size: int, path: Path, log=None) -> Forward | None:
+    """fn (a method of `module`) exported to ONNX once (at `path`, reused while it exists) and run by ONNX Runtime
+    on the CPU with torch's thread count; None, with the reason in the log, where onnxruntime is not installed or
+    the export fails (torch paths still work)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    try:
+        if not path.is_file():
+            module.eval()  # a graph traced in training mode keeps dropout and batch statistics: features 5x off
+            # the TorchScript exporter: 1.2-1.5 s for Lite0 against 13.5 s for the dynamo one
+            atomic_write(path, lambda tmp: torch.onnx.export(
+                _Features(module, fn).eval(), (torch.zeros(1, 3, size, size),), str(tmp), input_names=["input"],
+                output_names=["features"], dynamic_axes={"input": {0: "n"}}, opset_version=17, dynamo=False))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # torchrun and the user's thread settings hold
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # an operator the exporter lacks, a full disk, a damaged file: rebuilt next time
+        path.unlink(missing_ok=True)
+        if log:
+            log.info(f"[yellow]ONNX Runtime path skipped ({type(e).__name__}: {str(e).splitlines()[0][:100]})[/]")
+        return None
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.float().contiguous().numpy()})[0])
+
+
+def candidates(fn: Forward, rt: Runtime, onnx: Callable[[], Forward | None]) -> list[ForwardPath]:
+    """The paths worth timing here. GPUs: torch in the run's precision. CPUs: ONNX Runtime fp32 (exact) and torch
+    bf16 where the CPU has it, each at 8 and 16 images a batch (the fastest or near it in a sweep of 4 to 64 on a
+    2-core EPYC; 64 was the slowest); torch fp32 only without ONNX Runtime, which beat it 2-5x at every batch size on
+    every machine measured."""
+    exact = replace(rt, bf16=False)
+    if rt.device.type != "cpu":
+        return [ForwardPath(f"torch {'bf16' if rt.bf16 else 'fp32'}", 64, not rt.bf16, fn, rt)]
+    paths = [ForwardPath("torch bf16", b, False, fn, rt) for b in (8, 16)] if rt.bf16 else []
+    ort_fn = onnx()
+    if ort_fn is not None:
+        paths += [ForwardPath("onnxruntime fp32", b, True, ort_fn, exact) for b in (8, 16)]
+    else:
+        paths += [ForwardPath("torch fp32", b, True, fn, exact) for b in (8, 16)]
+    return paths
+
+
+def images_per_second(path: ForwardPath, sample: torch.Tensor, warmup: int = 1) -> float:
+    """Images/s of `path` over `sample` (cut into its batches), after `warmup` batches: ONNX Runtime's first two
+    runs are 2-4x slower than the rest while it sizes its memory."""
+    x = sample.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), path.runtime.autocast():
+        for _ in range(warmup + (path.name.startswith("onnx"))):
+            path.forward(x[:path.batch])
+        start = time.perf_counter()
+        for i in range(0, len(x), path.batch):
+            path.forward(x[i:i + path.batch])
+    return len(x) / max(time.perf_counter() - start, 1e-9)
+
+
+def machine_key(backbone: str, size: int, rt: Runtime) -> str:
+    """What the fastest path depends on: the processor, threads, library versions, the network and input size."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = "none"
+    return "|".join([cpu, str(os.cpu_count()), str(torch.get_num_threads()), rt.device.type, str(rt.bf16),
+                     torch.__version__, ort_version, backbone, str(size)])
+
+
+def choose(paths: list[ForwardPath], sample: torch.Tensor, memo: Path | None, key: str, log=None
+           ) -> tuple[ForwardPath, ForwardPath, dict[str, float]]:
+    """(fastest path, fastest exact path, images/s of each) for these candidates: read from `memo` (a JSON file of
+    earlier measurements) under `key`, or timed on `sample` and added to it."""
+    known = _read(memo).get(key, {})
+    rates = known if all(p.label in known for p in paths) else {p.label: images_per_second(p, sample) for p in paths}
+    if memo is not None and rates is not known:
+        book = _read(memo)
+        book[key] = rates
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(book, indent=1)))
+        except Exception:  # a read-only cache: timed again next run, nothing lost
+            pass
+        if log:
+            log.info("forward paths, images/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    fastest = max(paths, key=lambda p: rates[p.label])
+    exact = [p for p in paths if p.exact]
+    return fastest, max(exact, key=lambda p: rates[p.label]) if exact else replace(
+        fastest, name="torch fp32", exact=True, runtime=replace(fastest.runtime, bf16=False)), rates
+
+
+def _read(memo: Path | None) -> dict:
+    try:
+        return json.loads(memo.read_text()) if memo else {}
+    except (OSError, ValueError):
+        return {}
