@@ -47,6 +47,14 @@ def test_choose_times_each_candidate_once_then_reads_the_memo(tmp_path: Path) ->
     assert calls and set(json.loads(memo.read_text())) == {"machine", "other machine"}
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json", '{"machine": {"fast x8": "quick"}}', '{"machine": 3}'])
+def test_a_damaged_memo_is_timed_again_and_rewritten(tmp_path: Path, text: str) -> None:
+    memo, calls = tmp_path / "paths.json", []
+    memo.write_text(text)
+    choose([_path("fast", 8, False, calls), _path("exact", 8, True, calls)], torch.rand(8, 3, 8, 8), memo, "machine")
+    assert calls and set(json.loads(memo.read_text())["machine"]) == {"fast x8", "exact x8"}
+
+
 def test_choose_without_an_exact_candidate_falls_back_to_fp32(tmp_path: Path) -> None:
     bf16 = replace(_path("torch bf16", 16, False), runtime=Runtime(torch.device("cpu"), True))
     _, exact, _ = choose([bf16], torch.rand(4, 3, 8, 8), None, "k")

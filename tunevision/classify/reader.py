@@ -61,10 +61,13 @@ def feature_views(t: TrainConfig, data: Data, n: int) -> list[View]:
     return [lambda b, i: data.prep.batch(b)] + [augmented(v) for v in range(n)]
 
 
-def sharded_extract(path: ForwardPath, images: np.ndarray, view: View, d: Dist, advance) -> torch.Tensor:
-    """Features of all images; under torchrun each rank extracts a share of whole batches and all gather. Views
-    draw per batch of FEATURE_BATCH images whatever the path's own batch, so every path sees the same crops."""
+def sharded_extract(path: ForwardPath, images: np.ndarray, view: View, d: Dist, advance, width: int) -> torch.Tensor:
+    """(N, width) features of all images; under torchrun each rank extracts a share of whole batches and all
+    gather (a rank with no share still sends a (0, width) block). Views draw per batch of FEATURE_BATCH images
+    whatever the path's own batch, so every path sees the same crops."""
     def run(part: np.ndarray, first: int) -> torch.Tensor:
+        if not len(part):
+            return torch.empty(0, width)
         return extract(path.forward, part, view, path.runtime, chunk=path.batch, progress=advance, first_batch=first)
     if not d.enabled:
         return run(images, 0)
@@ -134,7 +137,7 @@ def feature_reader(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, l
         fastest, exact = chosen[0]
         path = exact if key[0] == "val" else fastest
         with log.stage(feature_stage(key)):
-            feats = sharded_extract(path, images, view, d, advance)
+            feats = sharded_extract(path, images, view, d, advance, model.head.in_features)
         if d.main:
             cached_features(cache_dir(cfg), base + key + ["fp32" if path.exact else "bf16"], lambda: feats, log=log)
         return feats

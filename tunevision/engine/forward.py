@@ -126,17 +126,19 @@ def choose(paths: list[ForwardPath], sample: torch.Tensor, memo: Path | None, ke
     """(fastest path, fastest exact path, images/s of each) for these candidates: read from `memo` (a JSON file of
     earlier measurements) under `key`, or timed on `sample` and added to it."""
     known = _read(memo).get(key, {})
-    rates = known if all(p.label in known for p in paths) else {p.label: images_per_second(p, sample) for p in paths}
-    if memo is not None and rates is not known:
-        book = _read(memo)
-        book[key] = rates
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(book, indent=1)))
-        except Exception:  # a read-only cache: timed again next run, nothing lost
-            pass
+    if not (isinstance(known, dict) and all(isinstance(known.get(p.label), (int, float)) for p in paths)):
+        rates = {p.label: images_per_second(p, sample) for p in paths}
         if log:
             log.info("forward paths, images/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+        if memo is not None:
+            book = {**_read(memo), key: rates}
+            try:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(book, indent=1)))
+            except Exception:  # a read-only cache: timed again next run, nothing lost
+                pass
+    else:
+        rates = known
     fastest = max(paths, key=lambda p: rates[p.label])
     exact = [p for p in paths if p.exact]
     return fastest, max(exact, key=lambda p: rates[p.label]) if exact else replace(
@@ -145,6 +147,7 @@ def choose(paths: list[ForwardPath], sample: torch.Tensor, memo: Path | None, ke
 
 def _read(memo: Path | None) -> dict:
     try:
-        return json.loads(memo.read_text()) if memo else {}
+        book = json.loads(memo.read_text()) if memo else {}
     except (OSError, ValueError):
         return {}
+    return book if isinstance(book, dict) else {}  # a file edited by hand or by another program: timed again
