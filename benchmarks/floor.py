@@ -5,8 +5,8 @@
 The floor is the run's unavoidable work on this machine's fastest measured path: decoding each image once (threads,
 no cache) plus one forward pass of Lite0 per image and view (auto: the eval view of every image and the augmented
 views of the training images), at the fastest of torch fp32 channels_last, torch bf16 autocast channels_last and
-ONNX Runtime fp32 at batches of 4 to 64, each timed here on 128 images. The run is the CLI from a cold cache (start-up included),
-with and without the in-run audit. Replaces the "Wall against the floor" section of the results file.
+ONNX Runtime fp32 at batches of 4 to 64, each timed here on 128 images. The run is the CLI from a cold cache
+(start-up included), with and without the in-run audit. Replaces the "Wall against the floor" section of the results file.
 """
 from __future__ import annotations
 

@@ -91,7 +91,8 @@ def test_onnx_features_match_torch_fp32_even_from_a_model_in_training_mode(tmp_p
 def test_reader_caches_each_view_under_its_paths_precision(tmp_path: Path, colour_folders: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "TIMED_FROM", 1)  # time the paths even on a few images
-    cfg = RunConfig.from_dict({"data": {"data": str(colour_folders), "cache_dir": str(tmp_path / "cache"), "image_size": 32},
+    cfg = RunConfig.from_dict({"data": {"data": str(colour_folders), "cache_dir": str(tmp_path / "cache"),
+                                        "image_size": 32},
                                "model": {"backbone": "tiny_cnn", "pretrained": False}})
     log = RunLog(None, quiet=True)
     model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 2).eval()

@@ -76,18 +76,15 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, 
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-# Below this many images a batch size is not worth timing (about 2 s of fp32 forwards)
-TIMED_FROM = 200
-
 
 def fastest_batch(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, size: int) -> int | None:
     """The forward batch that runs `model` fastest here, timed on 32 of `images` (8, 16 or 64: torch fp32 on a
     2-core EPYC ran Lite0 at 67 images/s 4 at a time and 17 at 64); None (whole batches) on GPUs, for ONNX
     Runtime models and for small sets."""
+    from tunevision.engine.forward import TIMED_FROM, ForwardPath, choose
     onnx = type(model).__name__.startswith("Onnx")  # ONNX Runtime sizes its own work
     if runtime.device.type != "cpu" or onnx or len(images) < TIMED_FROM:
         return None
-    from tunevision.engine.forward import ForwardPath, choose
     model.eval()
     sample = eval_view(torch.from_numpy(np.array(images[:32])), size)
     paths = [ForwardPath("torch", b, not runtime.bf16, model, runtime) for b in (8, 16, 64)]

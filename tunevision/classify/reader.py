@@ -18,6 +18,7 @@ from tunevision.core.runtime import Runtime
 from tunevision.core.ui import RunLog
 from tunevision.data import augment as aug
 from tunevision.engine.forward import (
+    TIMED_FROM,
     ForwardPath,
     candidates,
     choose,
@@ -27,9 +28,6 @@ from tunevision.engine.forward import (
 from tunevision.models.backbones import Classifier
 
 View = Callable[[torch.Tensor, int], torch.Tensor]
-# Below this many images a run keeps torch in its own precision: timing the paths (and exporting the body to ONNX)
-# costs 2-3 s once per machine, more than it saves on a few dozen images
-TIMED_FROM = 200
 SAMPLE = 32  # images timed per candidate path
 
 
@@ -79,8 +77,8 @@ def sharded_extract(path: ForwardPath, images: np.ndarray, view: View, d: Dist, 
 def forward_paths(model: Classifier, body: str, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist,
                   sample: torch.Tensor) -> tuple[ForwardPath, ForwardPath]:
     """(fastest path, fastest exact path) for the features of this body (`body`: its fingerprint): measured on
-    `sample` once per machine, backbone and size (remembered in the cache folder). Small sets and torchrun ranks keep torch in the run's precision, and
-    fp32 for the exact one."""
+    `sample` once per machine, backbone and size (remembered in the cache folder). Small sets and torchrun ranks
+    keep torch in the run's precision, and fp32 for the exact one."""
     fn = model.forward_features
     own = ForwardPath(f"torch {'bf16' if rt.bf16 else 'fp32'}", FEATURE_BATCH, not rt.bf16, fn, rt)
     if d.enabled or len(data.train) + len(data.val) < TIMED_FROM:

@@ -21,6 +21,9 @@ from tunevision.core.atomic import atomic_write
 from tunevision.core.runtime import Runtime
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+# Below this many images a set keeps its default path: timing the candidates (and exporting to ONNX) costs 2-3 s,
+# more than it saves on a few dozen images
+TIMED_FROM = 200
 
 
 @dataclass(frozen=True)
@@ -125,13 +128,14 @@ def choose(paths: list[ForwardPath], sample: torch.Tensor, memo: Path | None, ke
            ) -> tuple[ForwardPath, ForwardPath, dict[str, float]]:
     """(fastest path, fastest exact path, images/s of each) for these candidates: read from `memo` (a JSON file of
     earlier measurements) under `key`, or timed on `sample` and added to it."""
-    known = _read(memo).get(key, {})
+    book = _read(memo)
+    known = book.get(key, {})
     if not (isinstance(known, dict) and all(isinstance(known.get(p.label), (int, float)) for p in paths)):
         rates = {p.label: images_per_second(p, sample) for p in paths}
         if log:
             log.info("forward paths, images/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
         if memo is not None:
-            book = {**_read(memo), key: rates}
+            book[key] = rates
             try:
                 memo.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(book, indent=1)))
