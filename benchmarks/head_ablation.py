@@ -26,6 +26,7 @@ TAPPED = (3, 4, 5, 6)  # EfficientNet-Lite block stages whose pooled outputs joi
 
 def features(data_dir: Path, backbone: str, views: int) -> dict:
     from tunevision.classify.features import extract
+    from tunevision.classify.loops import repeat_rows
     from tunevision.classify.prepare import prepare_data
     from tunevision.classify.reader import feature_views
     from tunevision.core.config import RunConfig
@@ -48,7 +49,7 @@ def features(data_dir: Path, backbone: str, views: int) -> dict:
     start = time.perf_counter()
     eval_view, *augmented = feature_views(cfg.train, data, views)
     train = [extract(forward, data.train_images, v, rt) for v in [eval_view, *augmented]]
-    out = {"train": torch.cat(train), "y": data.train_labels.repeat(1 + views),
+    out = {"train": torch.cat(train), "y": repeat_rows(data.train_labels, 1 + views),
            "val": extract(forward, data.val_images, eval_view, rt), "yval": data.val_labels,
            "last": bb.num_features, "seconds": time.perf_counter() - start}
     return out

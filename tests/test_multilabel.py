@@ -233,3 +233,37 @@ def test_kaggle_planet_layout_with_extensionless_names_in_a_sibling_folder(tmp_p
     table = read_label_table(tmp_path / "train_v2.csv")
     assert table.multilabel and table.labels[1] == ["clear", "primary", "water"]
     assert table.paths[0] == str(tmp_path / "train-jpg" / "train_0.jpg")
+
+
+def test_stage_features_equal_the_plain_body_on_their_last_columns() -> None:
+    import torch
+
+    from tunevision.models.backbones import create_backbone
+    plain = create_backbone("efficientnet_lite0", pretrained=False)
+    staged = create_backbone("efficientnet_lite0+stages", pretrained=False)
+    staged.body.load_state_dict(plain.body.state_dict(), strict=False)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out, last = staged.body.eval()(x), plain.body.eval()(x)
+    assert staged.num_features == out.shape[1] == 1984 and torch.allclose(out[:, -1280:], last, atol=1e-5)
+    with pytest.raises(TunevisionError, match="stage features need"):
+        create_backbone("tiny_cnn+stages", pretrained=False)
+
+
+def test_multilabel_heads_read_stage_features_through_bundle_and_export(tmp_path: Path) -> None:
+    rows = write_scenes(tmp_path / "data", n=24)
+    csv_path = write_csv(tmp_path / "data", rows, "quoted")
+    args = ["train", str(csv_path), "--backbone", "efficientnet_lite0", "--no-pretrained", "--image-size", "32",
+            "--epochs", "3", "--views", "0", "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+            "--precision", "fp32"]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "runs")])
+    assert r.exit_code == 0, r.output
+    run = next((tmp_path / "runs").iterdir())
+    assert json.loads((run / "model" / "model.json").read_text())["architecture"] == "efficientnet_lite0+stages"
+    model = tv.load(str(run), device="cpu")
+    assert model.network.head.in_features == 1984
+    assert model.export("onnx", tmp_path / "x").parity.ok
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "last"), "--features", "last"])
+    assert r.exit_code == 0, r.output
+    run = next((tmp_path / "last").iterdir())
+    assert json.loads((run / "model" / "model.json").read_text())["architecture"] == "efficientnet_lite0"

@@ -32,7 +32,7 @@ SAMPLE = 32  # images timed per candidate path
 
 
 def body_fingerprint(model: Classifier) -> str:
-    h = hashlib.sha1()
+    h = hashlib.sha1(f"{type(model.body).__name__} {model.head.in_features}".encode())  # same weights, other output
     for k, v in model.body.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")

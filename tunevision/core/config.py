@@ -120,6 +120,11 @@ class ModelConfig:
     normalize: str = opt("backbone", "backbone (its pretraining mean/std) | data (mean/std of up to 2,000 training "
                                      "images; for scratch); stored in the bundle either way",
                          choices=("backbone", "data"), tasks=CLASSIFY)
+    features: str = opt("auto", "what a head on the frozen body reads (mode auto or freeze, no --time-budget; other "
+                                "modes read last): last (its pooled final features) | stages (also the pooled "
+                                "outputs of its last four block stages; EfficientNet/MobileNet bodies); auto = stages "
+                                "for multilabel where the body has them, last otherwise",
+                        choices=("auto", "last", "stages"), tasks=CLASSIFY)
 
     def __post_init__(self) -> None:
         validate_fields(self)

@@ -5,6 +5,7 @@ travel with the weights into bundles, exports and the server.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -240,8 +241,53 @@ def _torchvision_backbone(name: str, pretrained: bool, weights: str | None) -> B
     return Backbone(body, last.in_features, IMAGENET_MEAN, IMAGENET_STD, 224, 0.875, imagenet_head)
 
 
+STAGES_SUFFIX = "+stages"
+
+
+class StageFeatures(nn.Module):
+    """A timm EfficientNet/MobileNet body whose output is the pooled outputs of its last four block stages
+    followed by its own pooled final features (Head2Toe-style: a frozen network's middle layers hold colour and
+    texture statistics its last layer has given up). A linear probe on miml-scenes: macro mAP 0.925 -> 0.943 for
+    Lite0 (1,280 -> 1,984 features, the same one forward pass)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        # the network's own parts as children, so that stages, Grad-CAM layers and weights keep their names
+        self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
+        self.conv_head, self.bn2, self.global_pool = net.conv_head, net.bn2, net.global_pool
+        self.tapped = tuple(range(max(len(self.blocks) - 4, 0), len(self.blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv_stem(x))
+        pooled = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.tapped:
+                pooled.append(x.mean((2, 3)))
+        return torch.cat(pooled + [self.global_pool(self.bn2(self.conv_head(x))).flatten(1)], 1)
+
+
+def can_tap(body: nn.Module) -> bool:
+    return all(hasattr(body, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool"))
+
+
+def with_stage_features(backbone: Backbone, name: str) -> Backbone:
+    body = backbone.body
+    if not can_tap(body):
+        raise TunevisionError(f"{name}: stage features need an EfficientNet/MobileNet body (conv_stem ... blocks "
+                              f"... conv_head); use --features last with this backbone")
+    staged = StageFeatures(body)
+    with torch.no_grad():
+        width = staged.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
+    return dataclasses.replace(backbone, body=staged.train(body.training), num_features=width)
+
+
 def create_backbone(name: str, *, pretrained: bool = True, weights: str | None = None) -> Backbone:
-    """Registered names first, then torchvision classification models, then any timm model name."""
+    """Registered names first, then torchvision classification models, then any timm model name. NAME+stages:
+    that backbone with `StageFeatures`."""
+    if name.endswith(STAGES_SUFFIX):
+        base = name[:-len(STAGES_SUFFIX)]
+        return with_stage_features(create_backbone(base, pretrained=pretrained, weights=weights), base)
     if weights and Path(weights).expanduser().is_dir():
         weights = str(Path(weights).expanduser() / "model.safetensors")
     if name in BACKBONES:
