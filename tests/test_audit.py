@@ -58,6 +58,31 @@ def test_label_issues_fork_no_process(monkeypatch):
     assert {i.index for i in find_label_issues(noisy, out_of_fold_probs(x, noisy))} == {3, 40}
 
 
+def test_audit_runs_blas_on_one_thread_and_gives_the_threads_back(monkeypatch):
+    """Beside torch's OpenMP workers, two OpenBLAS threads made the K-fold heads 4x slower: one thread, then back."""
+    from threadpoolctl import threadpool_info
+
+    import tunevision.auditing.findings as findings
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    seen = []
+    real = findings.out_of_fold_probs
+
+    def spy(*a, **k):
+        seen.append(blas_threads())
+        return real(*a, **k)
+    monkeypatch.setattr(findings, "out_of_fold_probs", spy)
+    before = blas_threads()
+    x, y = clusters(n=20)
+    images = smooth_images(len(y), side=32)
+    a = findings.Audited(paths=[f"{i}.png" for i in range(len(y))], splits=["train"] * len(y), labels=y,
+                         classes=["a", "b", "c"], features=x, image_sets=(images,), sizes=[(32, 32)] * len(y))
+    findings.run_audit(a)
+    assert seen and all(n == 1 for n in seen[0])
+    assert blas_threads() == before
+
+
 def smooth_images(n: int, side: int = 64, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8)

@@ -70,13 +70,15 @@ def candidate_pairs(features: np.ndarray, threshold: float = CANDIDATE, neighbou
 
 def thumbnails(images, index: np.ndarray, scales: tuple[float, ...] = SCALES, chunk: int = 512
                ) -> dict[float, np.ndarray]:
-    """Per scale, zero-mean, unit-length THUMB x THUMB grey thumbnails of the centre `scale` of each square. The
-    squares are shrunk as uint8 (torch's vectorised antialiased path: 6x the float one, which was most of the
-    audit's time) and read once for every scale; rounding a 16 px thumbnail to 1/255 moves a correlation by ~1e-5."""
+    """Per scale, zero-mean, unit-length THUMB x THUMB grey thumbnails of the centre `scale` of each square. Each
+    square is shrunk once, as uint8 (torch's vectorised antialiased path, 6x the float one), to 4 x THUMB px, and
+    the centre crops are cut from that: one pass over the full-size pixels instead of one per scale (1.6 s -> 0.3 s
+    on flowers5); rounding a 16 px thumbnail to 1/255 moves a correlation by ~1e-5."""
     out: dict[float, list[np.ndarray]] = {s: [] for s in scales}
+    side = 4 * THUMB
     for lo in range(0, len(index), chunk):
         x = torch.from_numpy(np.stack([np.asarray(images[int(i)]) for i in index[lo:lo + chunk]])).permute(0, 3, 1, 2)
-        side = x.shape[-1]
+        x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         for scale in scales:
             crop = max(1, int(round(side * scale)))
             off = (side - crop) // 2

@@ -24,23 +24,24 @@ class OddImage:
 
 
 def image_stats(images, batch: int = 256) -> dict[str, np.ndarray]:
-    """Per image: 95th and 5th brightness percentiles, grey-level entropy and Laplacian spread, at SIDE px."""
+    """Per image: 95th and 5th brightness percentiles, grey-level entropy and Laplacian spread, at SIDE px. The
+    percentiles and the entropy both read one 256-bin histogram of the uint8 grey levels (torch.quantile over the
+    pixels was a sixth of the checks' time, for the same answer to 1/255)."""
     rows = {"bright95": [], "bright05": [], "entropy": [], "sharpness": []}
+    levels = torch.arange(256, dtype=torch.float32) / 255
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.array(images[start:start + batch])).permute(0, 3, 1, 2)
-        # shrunk as uint8 (torch's vectorised antialiased path, 6x the float one), then measured in float
-        x = F.interpolate(x, size=(SIDE, SIDE), mode="bilinear", antialias=True, align_corners=False).float() / 255
-        grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).flatten(1)
-        q = torch.quantile(grey, torch.tensor([0.95, 0.05]), dim=1)
-        # torch.histc's 256 bins over [0, 1] for every row at once (the top value falls in the last bin, as there)
-        bins = (grey * 256).long().clamp(0, 255) + 256 * torch.arange(len(grey))[:, None]
+        # shrunk as uint8 (torch's vectorised antialiased path, 6x the float one); grey in integers (BT.601)
+        x = F.interpolate(x, size=(SIDE, SIDE), mode="bilinear", antialias=True, align_corners=False).int()
+        grey = ((77 * x[:, 0] + 150 * x[:, 1] + 29 * x[:, 2] + 128) >> 8).clamp_(0, 255).flatten(1)
+        bins = grey.long() + 256 * torch.arange(len(grey))[:, None]
         hist = torch.bincount(bins.flatten(), minlength=256 * len(grey)).view(len(grey), 256) / grey.shape[1]
-        entropy = -(hist * torch.log2(hist.clamp_min(1e-12))).sum(1)
-        g = grey.view(-1, SIDE, SIDE)  # the 3x3 Laplacian as shifted sums: conv2d on one channel was 10x slower
+        cdf = hist.cumsum(1)
+        rows["bright95"].append(levels[torch.searchsorted(cdf, torch.full((len(grey), 1), 0.95))[:, 0].clamp(max=255)])
+        rows["bright05"].append(levels[torch.searchsorted(cdf, torch.full((len(grey), 1), 0.05))[:, 0].clamp(max=255)])
+        rows["entropy"].append(-(hist * torch.log2(hist.clamp_min(1e-12))).sum(1))
+        g = grey.view(-1, SIDE, SIDE).float() / 255  # the 3x3 Laplacian as shifted sums: conv2d was 10x slower
         lap = g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4 * g[:, 1:-1, 1:-1]
-        rows["bright95"].append(q[0])
-        rows["bright05"].append(q[1])
-        rows["entropy"].append(entropy)
         rows["sharpness"].append(lap.flatten(1).std(1))
     return {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in rows.items()}
 
