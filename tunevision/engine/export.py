@@ -21,10 +21,17 @@ def require(module: str, extra: str) -> None:
         raise TunevisionError(f"{module} is needed for this: pip install 'tunevision[{extra}]'") from None
 
 
-def onnx_session(path: str | Path):
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session whose threads sleep between runs. Spinning (ORT's default) kept both cores busy
+    while torch cut and normalised the next batch: with it off, the feature passes' own img/s rose 5-15 % and the
+    views' preparation ran 1.5x faster (flowers5, 2 cores)."""
     require("onnxruntime", "export")
     import onnxruntime as ort
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def finish_onnx(tmp: Path, path: Path, meta: BundleMeta) -> None:

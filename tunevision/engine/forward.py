@@ -7,6 +7,7 @@ batch size) on a sample of its own images and keeps the answer per machine, back
 the next run reads it instead of timing again."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import torch
 
 from tunevision.core.atomic import atomic_write
 from tunevision.core.runtime import Runtime
+from tunevision.engine.export import onnx_session
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # Below this many images a set keeps its default path: timing the candidates (and exporting to ONNX) costs 2-3 s,
@@ -56,7 +58,7 @@ def onnx_forward(module: torch.nn.Module, fn: Forward, size: int, path: Path, lo
     on the CPU with torch's thread count; None, with the reason in the log, where onnxruntime is not installed or
     the export fails (torch paths still work)."""
     try:
-        import onnxruntime as ort
+        importlib.import_module("onnxruntime")  # the session itself is made by engine/export.py
     except ImportError:
         return None
     try:
@@ -66,9 +68,7 @@ def onnx_forward(module: torch.nn.Module, fn: Forward, size: int, path: Path, lo
             atomic_write(path, lambda tmp: torch.onnx.export(
                 _Features(module, fn).eval(), (torch.zeros(1, 3, size, size),), str(tmp), input_names=["input"],
                 output_names=["features"], dynamic_axes={"input": {0: "n"}}, opset_version=17, dynamo=False))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # torchrun and the user's thread settings hold
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path, torch.get_num_threads())  # torchrun and the user's thread settings hold
     except Exception as e:  # an operator the exporter lacks, a full disk, a damaged file: rebuilt next time
         path.unlink(missing_ok=True)
         if log:
