@@ -5,8 +5,10 @@
 The floor is the run's unavoidable work on this machine's fastest measured path: decoding each image once (threads,
 no cache) plus one forward pass of Lite0 per image and view (auto: the eval view of every image and the augmented
 views of the training images), at the fastest of torch fp32 channels_last, torch bf16 autocast channels_last and
-ONNX Runtime fp32 at batches of 4 to 64, each timed here on 128 images. The run is the CLI from a cold cache
-(start-up included), with and without the in-run audit. Replaces the "Wall against the floor" section of the results file.
+ONNX Runtime fp32 (with and without thread spinning) at batches of 4 to 64, each timed here on 128 images. The run
+is the CLI from a cold cache (start-up included); then again from a cold cache that holds what the first run learnt
+about the machine (forward-path timings, the body's ONNX export), with and without the in-run audit. Replaces the
+"Wall against the floor" section of the results file.
 """
 from __future__ import annotations
 
@@ -80,12 +82,23 @@ def floor_rates(size: int, sample: int = 128) -> dict[str, float]:
     fp32, bf16 = Runtime(torch.device("cpu"), False), Runtime(torch.device("cpu"), True)
     fns = [("torch fp32 channels_last", model.forward_features, fp32)]
     fns += [("torch bf16 channels_last", model.forward_features, bf16)] if cpu_has_bf16() else []
+    x = torch.rand(sample, 3, size, size)
     with tempfile.TemporaryDirectory() as d:
         ort = onnx_forward(model, model.forward_features, size, Path(d) / "f.onnx")
-    fns += [("ONNX Runtime fp32", ort, fp32)] if ort else []
-    x = torch.rand(sample, 3, size, size)
-    return {f"{name} x{b}": images_per_second(ForwardPath(name, b, True, fn, rt), x)
-            for name, fn, rt in fns for b in (4, 8, 16, 32, 64)}
+        fns += [("ONNX Runtime fp32", ort, fp32)] if ort else []
+        if ort:  # the run's sessions do not spin between batches; a forward pass alone may be faster spinning
+            fns += [("ONNX Runtime fp32 spinning", spinning_session(Path(d) / "f.onnx"), fp32)]
+        return {f"{name} x{b}": images_per_second(ForwardPath(name, b, True, fn, rt), x)
+                for name, fn, rt in fns for b in (4, 8, 16, 32, 64)}
+
+
+def spinning_session(path: Path):
+    """The feature export on ONNX Runtime with its default thread spinning, as a forward function."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.float().contiguous().numpy()})[0])
 
 
 def floor(data: Path) -> dict:
@@ -108,26 +121,46 @@ def floor(data: Path) -> dict:
             "floor_s": decode_s + forwards / rates[best]}
 
 
-def run(data: Path, *extra: str, source: str | None = None) -> tuple[float, dict]:
+MACHINE_FILES = ("forward_paths.json", "onnx")  # what a cache keeps about the machine, not the data
+
+
+def run(data: Path, *extra: str, source: str | None = None, machine: Path | None = None) -> tuple[float, dict]:
     """`tunevision train DATA` from a cold cache, as a user runs it: wall seconds and its summary. `source`: a
-    checkout of another version, run as `python -m tunevision` from there (the "before" of a change)."""
+    checkout of another version, run as `python -m tunevision` from there (the "before" of a change). `machine`: a
+    folder that receives the cache's machine files after the run (None: not kept), or, where it already holds
+    them, gives them to the cold cache first: new data on a machine that has run before (with the default cache
+    folder, every run after a machine's first finds them)."""
     with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        cache.mkdir()
+        if machine and machine.is_dir():
+            for name in MACHINE_FILES:
+                (shutil.copytree if (machine / name).is_dir() else shutil.copy)(machine / name, cache / name)
         cli = [sys.executable, "-m", "tunevision"] if source else [shutil.which("tunevision") or "tunevision"]
         env = {**os.environ, "PYTHONPATH": source} if source else None
-        cmd = [*cli, "train", str(data), "--out", f"{tmp}/runs", "--cache-dir", f"{tmp}/cache", "--name", "r", *extra]
+        cmd = [*cli, "train", str(data), "--out", f"{tmp}/runs", "--cache-dir", str(cache), "--name", "r", *extra]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                        cwd=source or None)
         wall = time.perf_counter() - t
+        if machine and not machine.is_dir():
+            machine.mkdir(parents=True)
+            for name in MACHINE_FILES:
+                if (cache / name).exists():
+                    (shutil.copytree if (cache / name).is_dir() else shutil.copy)(cache / name, machine / name)
         return wall, json.loads(Path(f"{tmp}/runs/r/summary.json").read_text())
 
 
 def measure(name: str, before: str | None = None) -> dict:
     f = floor(DATA / name)
-    wall, summary = run(DATA / name)
-    wall_na, summary_na = run(DATA / name, "--no-audit")
+    with tempfile.TemporaryDirectory() as m:
+        machine = Path(m) / "machine"
+        wall, summary = run(DATA / name, machine=machine)
+        wall_seen, summary_seen = run(DATA / name, machine=machine)
+        wall_na, summary_na = run(DATA / name, "--no-audit", machine=machine)
     stages = {k: v for k, v in summary["stages"].items() if v >= 0.05 * wall}
-    row = {"data": name, **f, "wall": wall, "wall_no_audit": wall_na, "acc": summary["final_val_acc"],
+    row = {"data": name, **f, "wall": wall, "wall_seen": wall_seen, "wall_no_audit": wall_na,
+           "acc": summary["final_val_acc"], "acc_seen": summary_seen["final_val_acc"],
            "acc_no_audit": summary_na["final_val_acc"], "big_stages": stages}
     if before:
         row["before_wall"], before_summary = run(DATA / name, source=before)
@@ -148,17 +181,22 @@ def best_batches(rates: dict[str, float]) -> list[tuple[str, float]]:
 def markdown(rows: list[dict]) -> str:
     lines = [SECTION, "", f"One run, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU threads; `python "
              "benchmarks/floor.py`. Floor = decode once + one forward per image and view at the fastest path measured "
-             "in the same process; run = `tunevision train DATA` (defaults, cold cache, start-up included).", "",
+             "in the same process; run = `tunevision train DATA` (defaults, cold cache, start-up included). "
+             "Machine seen = the same from a cold cache that holds only what an earlier run learnt about the machine "
+             "(the forward-path timings and the body's ONNX export), as every run after a machine's first finds "
+             "them in the default cache folder.", "",
              "| data | images | forwards | decode s | forward images/s per path | floor s | run s | run / floor | "
-             "run --no-audit s | / floor | val acc (no audit) | stages over 5 % of the run |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "machine seen s | / floor | machine seen, --no-audit s | / floor | val acc (seen, no audit) | "
+             "stages over 5 % of the run |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         rates = "; ".join(f"{k} {v:.0f}" + (" (best)" if k == r["best"] else "") for k, v in best_batches(r["rates"]))
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["big_stages"].items())
         lines.append(f"| {r['data']} | {r['images']} | {r['forwards']} | {r['decode_s']:.1f} | {rates} | "
                      f"{r['floor_s']:.1f} | {r['wall']:.1f} | {r['wall'] / r['floor_s']:.2f}x | "
+                     f"{r['wall_seen']:.1f} | {r['wall_seen'] / r['floor_s']:.2f}x | "
                      f"{r['wall_no_audit']:.1f} | {r['wall_no_audit'] / r['floor_s']:.2f}x | "
-                     f"{r['acc']:.4f} ({r['acc_no_audit']:.4f}) | {stages} |")
+                     f"{r['acc']:.4f} ({r['acc_seen']:.4f}, {r['acc_no_audit']:.4f}) | {stages} |")
     if any("before_wall" in r for r in rows):
         lines += ["", "The same runs with the version before (`--before`), in the same process:", "",
                   "| data | before s | before / floor | before val acc | now s | now / floor | now val acc |",

@@ -99,7 +99,7 @@ def images_per_second(path: ForwardPath, sample: torch.Tensor, warmup: int = 1) 
     runs are 2-4x slower than the rest while it sizes its memory."""
     x = sample.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), path.runtime.autocast():
-        for _ in range(warmup + (path.name.startswith("onnx"))):
+        for _ in range(warmup + path.name.lower().startswith("onnx")):
             path.forward(x[:path.batch])
         start = time.perf_counter()
         for i in range(0, len(x), path.batch):
