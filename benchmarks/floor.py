@@ -13,6 +13,7 @@ about the machine (forward-path timings, the body's ONNX export), with and witho
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -70,10 +71,10 @@ def forward_rates(size: int, batch: int = 0, batches: int = 3, eager: bool = Fal
     return rates
 
 
-def floor_rates(size: int, sample: int = 128) -> dict[str, float]:
+def floor_rates(size: int, sample: int = 128, only: set[str] | None = None) -> dict[str, float]:
     """Feature images/s of Lite0's body at `size` px on every path the run may choose (engine/forward.py), each at
     batches of 4 to 64 and timed over `sample` images: a wider sweep than the run's own, so that the floor is this
-    machine's fastest measured path and not only the run's choice."""
+    machine's fastest measured path and not only the run's choice. `only`: just these ("ONNX Runtime fp32 x16")."""
     from tunevision.core.runtime import Runtime, cpu_has_bf16
     from tunevision.engine.forward import ForwardPath, images_per_second, onnx_forward
     from tunevision.models.backbones import build_classifier, create_backbone
@@ -89,7 +90,7 @@ def floor_rates(size: int, sample: int = 128) -> dict[str, float]:
         if ort:  # the run's sessions do not spin between batches; a forward pass alone may be faster spinning
             fns += [("ONNX Runtime fp32 spinning", spinning_session(Path(d) / "f.onnx"), fp32)]
         return {f"{name} x{b}": images_per_second(ForwardPath(name, b, True, fn, rt), x)
-                for name, fn, rt in fns for b in (4, 8, 16, 32, 64)}
+                for name, fn, rt in fns for b in (4, 8, 16, 32, 64) if only is None or f"{name} x{b}" in only}
 
 
 def spinning_session(path: Path):
@@ -116,21 +117,29 @@ def floor(data: Path) -> dict:
     views = min(TrainConfig().views, AUTO_VIEW_BUDGET // max(1, n_train))
     forwards = len(images) + n_train * views
     rates = floor_rates(size)
-    best = max(rates, key=rates.get)
+    # The sweep's best of 25 figures over 128 images each picks up the luckiest: on this shared machine the same
+    # path at the same batch measured 90 and 150 images/s a minute apart. The floor's rate is the best of the three
+    # leaders timed again over 512 images, with the best one the sweep measured kept beside it.
+    leaders = sorted(rates, key=rates.get, reverse=True)[:3]
+    sustained = floor_rates(size, sample=512, only=set(leaders))
+    best = max(sustained, key=sustained.get)
     return {"images": len(images), "forwards": forwards, "decode_s": decode_s, "rates": rates, "best": best,
-            "floor_s": decode_s + forwards / rates[best]}
+            "sustained": sustained, "sweep_best": max(rates.values()),
+            "floor_s": decode_s + forwards / sustained[best]}
 
 
 MACHINE_FILES = ("forward_paths.json", "onnx")  # what a cache keeps about the machine, not the data
 
 
-def run(data: Path, *extra: str, source: str | None = None, machine: Path | None = None) -> tuple[float, dict]:
+def run(data: Path, *extra: str, source: str | None = None, machine: Path | None = None, runs: Path | None = None
+        ) -> tuple[float, dict]:
     """`tunevision train DATA` from a cold cache, as a user runs it: wall seconds and its summary. `source`: a
     checkout of another version, run as `python -m tunevision` from there (the "before" of a change). `machine`: a
     folder that receives the cache's machine files after the run (None: not kept), or, where it already holds
     them, gives them to the cold cache first: new data on a machine that has run before (with the default cache
-    folder, every run after a machine's first finds them)."""
+    folder, every run after a machine's first finds them). `runs`: where the run folder `r` stays (None: deleted)."""
     with tempfile.TemporaryDirectory() as tmp:
+        out = runs or Path(tmp) / "runs"
         cache = Path(tmp) / "cache"
         cache.mkdir()
         if machine and machine.is_dir():
@@ -138,7 +147,7 @@ def run(data: Path, *extra: str, source: str | None = None, machine: Path | None
                 (shutil.copytree if (machine / name).is_dir() else shutil.copy)(machine / name, cache / name)
         cli = [sys.executable, "-m", "tunevision"] if source else [shutil.which("tunevision") or "tunevision"]
         env = {**os.environ, "PYTHONPATH": source} if source else None
-        cmd = [*cli, "train", str(data), "--out", f"{tmp}/runs", "--cache-dir", str(cache), "--name", "r", *extra]
+        cmd = [*cli, "train", str(data), "--out", str(out), "--cache-dir", str(cache), "--name", "r", *extra]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                        cwd=source or None)
@@ -148,7 +157,30 @@ def run(data: Path, *extra: str, source: str | None = None, machine: Path | None
             for name in MACHINE_FILES:
                 if (cache / name).exists():
                     (shutil.copytree if (cache / name).is_dir() else shutil.copy)(cache / name, machine / name)
-        return wall, json.loads(Path(f"{tmp}/runs/r/summary.json").read_text())
+        return wall, json.loads((out / "r" / "summary.json").read_text())
+
+
+def evaluation(run_dir: Path, data: Path) -> dict:
+    """`model.evaluate(DATA)` on a finished run's bundle (it scores the images that did not train it): images/s of
+    the scoring itself and seconds of the whole call (decode, choosing the path, scoring)."""
+    import tunevision as tv
+    model = tv.load(run_dir)
+    t = time.perf_counter()
+    ev = model.evaluate(str(data))
+    return {"images": len(ev.paths), "rate": len(ev.paths) / ev.seconds, "total_s": time.perf_counter() - t}
+
+
+def startup() -> dict:
+    """Seconds, best of three: `tunevision --help`, and the interpreter importing torch alone."""
+    def best(cmd: list[str]) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t)
+        return min(times)
+    return {"help_s": best([shutil.which("tunevision") or "tunevision", "--help"]),
+            "torch_s": best([sys.executable, "-c", "import torch"])}
 
 
 def measure(name: str, before: str | None = None) -> dict:
@@ -156,10 +188,14 @@ def measure(name: str, before: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as m:
         machine = Path(m) / "machine"
         wall, summary = run(DATA / name, machine=machine)
-        wall_seen, summary_seen = run(DATA / name, machine=machine)
+        wall_seen, summary_seen = run(DATA / name, machine=machine, runs=Path(m) / "runs")
         wall_na, summary_na = run(DATA / name, "--no-audit", machine=machine)
+        scoring = evaluation(Path(m) / "runs" / "r", DATA / name)
+    exact = {k: v for k, v in {**f["rates"], **f["sustained"]}.items() if "bf16" not in k}
     stages = {k: v for k, v in summary["stages"].items() if v >= 0.05 * wall}
-    row = {"data": name, **f, "wall": wall, "wall_seen": wall_seen, "wall_no_audit": wall_na,
+    row = {"data": name, **f, "wall": wall, "wall_seen": wall_seen, "wall_no_audit": wall_na, "eval": scoring,
+           "exact_best": max(exact, key=exact.get), "exact_rate": max(exact.values()),
+           "startup_run": summary_seen["stages"].get("start-up", math.nan),
            "acc": summary["final_val_acc"], "acc_seen": summary_seen["final_val_acc"],
            "acc_no_audit": summary_na["final_val_acc"], "big_stages": stages}
     if before:
@@ -178,10 +214,11 @@ def best_batches(rates: dict[str, float]) -> list[tuple[str, float]]:
     return list(best.values())
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], start: dict) -> str:
     lines = [SECTION, "", f"One run, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU threads; `python "
              "benchmarks/floor.py`. Floor = decode once + one forward per image and view at the fastest path measured "
-             "in the same process; run = `tunevision train DATA` (defaults, cold cache, start-up included). "
+             "in the same process (the sweep's three leaders timed again over 512 images; the sweep's own best figure "
+             "in brackets); run = `tunevision train DATA` (defaults, cold cache, start-up included). "
              "Machine seen = the same from a cold cache that holds only what an earlier run learnt about the machine "
              "(the forward-path timings and the body's ONNX export), as every run after a machine's first finds "
              "them in the default cache folder.", "",
@@ -190,7 +227,8 @@ def markdown(rows: list[dict]) -> str:
              "stages over 5 % of the run |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        rates = "; ".join(f"{k} {v:.0f}" + (" (best)" if k == r["best"] else "") for k, v in best_batches(r["rates"]))
+        rates = "; ".join(f"{k} {v:.0f}" for k, v in best_batches(r["rates"]))
+        rates += f"; floor rate {r['best']} {r['sustained'][r['best']]:.0f} (sweep best {r['sweep_best']:.0f})"
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["big_stages"].items())
         lines.append(f"| {r['data']} | {r['images']} | {r['forwards']} | {r['decode_s']:.1f} | {rates} | "
                      f"{r['floor_s']:.1f} | {r['wall']:.1f} | {r['wall'] / r['floor_s']:.2f}x | "
@@ -204,6 +242,19 @@ def markdown(rows: list[dict]) -> str:
         lines += [f"| {r['data']} | {r['before_wall']:.1f} | {r['before_wall'] / r['floor_s']:.2f}x | "
                   f"{r['before_acc']:.4f} | {r['wall']:.1f} | {r['wall'] / r['floor_s']:.2f}x | {r['acc']:.4f} |"
                   for r in rows if "before_wall" in r]
+    lines += ["", "Evaluation and start-up, same run: `model.evaluate(DATA)` on the machine-seen run's bundle (the "
+              "images that did not train it) against the fastest exact (fp32) path of the floor's sweep; start-up "
+              "against the interpreter importing torch alone.", "",
+              "| data | images scored | scoring images/s | fastest exact path images/s | scoring / exact | whole call s |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['data']} | {r['eval']['images']} | {r['eval']['rate']:.0f} | {r['exact_best']} "
+              f"{r['exact_rate']:.0f} | {r['eval']['rate'] / r['exact_rate']:.2f}x | {r['eval']['total_s']:.1f} |"
+              for r in rows]
+    lines += ["", "| start-up | seconds | against `import torch` |", "| --- | --- | --- |",
+              f"| `python -c 'import torch'` | {start['torch_s']:.2f} | 1.00x |",
+              f"| `tunevision --help` | {start['help_s']:.2f} | {start['help_s'] / start['torch_s']:.2f}x |"]
+    lines += [f"| `tunevision train {r['data']}` until its run starts (imports, options) | {r['startup_run']:.2f} | "
+              f"{r['startup_run'] / start['torch_s']:.2f}x |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -215,7 +266,7 @@ def main() -> None:
     ap.add_argument("--before", default=None, help="a checkout of an earlier version to time the same way")
     args = ap.parse_args()
     rows = [measure(name, args.before) for name in args.data.split(",")]
-    section = markdown(rows)
+    section = markdown(rows, startup())
     print(section)
     out = Path(args.out)
     text = out.read_text() if out.is_file() else "# Speed\n"

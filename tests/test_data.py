@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_class_folders
-from tunevision.data.sources import load_images
+from tunevision.data.sources import finish_cache_writes, load_images
 from tunevision.core.errors import TunevisionError
 from tunevision.data.discover import discover
 
@@ -71,7 +71,17 @@ def test_image_cache_is_reused_and_keyed_by_size(tmp_path: Path) -> None:
     b, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")
     assert isinstance(b, np.memmap) and np.array_equal(a, b)
     c, _ = load_images(ds.train, 24, cache_dir=tmp_path / "c")
+    finish_cache_writes()  # written behind the caller, whole by the end of a run
     assert c.shape[1] == 24 and len(list((tmp_path / "c" / "images").glob("*.npy"))) == 2
+
+
+def test_the_image_cache_is_written_behind_and_read_after_its_write(tmp_path: Path) -> None:
+    ds = discover(str(make_class_folders(tmp_path / "d", n=4)))
+    a, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")
+    assert not isinstance(a, np.memmap) and a.flags.writeable  # the decoded array itself, usable at once
+    b, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")  # waits for the write instead of decoding again
+    assert isinstance(b, np.memmap) and np.array_equal(a, b)
+    assert not [p for p in (tmp_path / "c" / "images").iterdir() if ".tmp" in p.name]
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

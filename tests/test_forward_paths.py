@@ -115,12 +115,28 @@ def test_reader_caches_each_view_under_its_paths_precision(tmp_path: Path, colou
 
 
 def test_inference_in_chunks_gives_the_same_probabilities() -> None:
-    from tunevision.classify.inference import fastest_batch, predict_probs
+    from tunevision.classify.inference import fastest_exact, predict_probs
     torch.manual_seed(0)
     model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 3).eval()
     images = np.random.default_rng(0).integers(0, 255, (40, 36, 36, 3), dtype=np.uint8)
     whole = predict_probs(model, images, CPU, 32)
     assert np.allclose(predict_probs(model, images, CPU, 32, chunk=8), whole, atol=1e-6)
-    assert fastest_batch(model, images, CPU, 32) is None  # a small set is not worth timing
+    assert fastest_exact(model, images, CPU, 32) == (model, None)  # a small set is not worth timing
     many = np.repeat(images, 6, axis=0)
-    assert fastest_batch(model, many, CPU, 32) in (8, 16, 64)
+    network, chunk = fastest_exact(model, many, CPU, 32)
+    assert chunk in (8, 16, 64) if network is model else chunk in (8, 16)
+    # whichever path measured fastest, it is exact: the same probabilities as torch fp32 on whole batches
+    assert np.allclose(predict_probs(network, many, CPU, 32, chunk=chunk), np.repeat(whole, 6, axis=0), atol=1e-5)
+
+
+def test_evaluation_scores_on_onnx_runtime_when_it_measures_fastest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunevision.classify import inference
+    from tunevision.engine import forward
+    torch.manual_seed(0)
+    model = build_classifier(create_backbone("tiny_cnn", pretrained=False), 3, multilabel=True).eval()
+    images = np.random.default_rng(1).integers(0, 255, (240, 36, 36, 3), dtype=np.uint8)
+    monkeypatch.setattr(forward, "images_per_second", lambda p, x: 100.0 if p.name.startswith("onnx") else 10.0)
+    network, chunk = inference.fastest_exact(model, images, CPU, 32)
+    assert isinstance(network, inference.PathNetwork) and network.multilabel and chunk in (8, 16)
+    assert np.allclose(inference.predict_probs(network, images, CPU, 32, chunk=chunk),
+                       inference.predict_probs(model, images, CPU, 32), atol=1e-5)

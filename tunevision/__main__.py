@@ -1,4 +1,4 @@
 """`python -m tunevision` (and `torchrun -m tunevision`) is the `tunevision` command."""
-from tunevision.cli.main import main
+from tunevision.cli.main import entry
 
-main()
+entry()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunevision.classify.inference import TTA, fastest_batch, predict_probs
+from tunevision.classify.inference import TTA, fastest_exact, predict_probs
 from tunevision.classify.multilabel import MultiLabelEvaluation
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
@@ -149,7 +149,7 @@ class EvalSet:
     images: np.ndarray
     samples: list[Sample]
     note: str = ""  # which part of the data is scored, and why
-    chunk: int | None = None  # the forward batch measured fastest here
+    chunk: int | None = None  # the forward batch measured fastest here (`model`: the path measured fastest)
 
     def score(self, tta: TTA | None = None) -> Evaluation | MultiLabelEvaluation:
         start = time.perf_counter()
@@ -216,8 +216,8 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
         log.info(note)
         for b in bad:
             log.info(f"skipped {b.path}: {b.reason}")
-    return EvalSet(model, meta, runtime, images, drop_skipped(samples, bad), note,
-                   fastest_batch(model, images, runtime, meta.image_size))
+    network, chunk = fastest_exact(model, images, runtime, meta.image_size, log)
+    return EvalSet(network, meta, runtime, images, drop_skipped(samples, bad), note, chunk)
 
 
 def evaluate_bundle(bundle: str | Path, data: str, *, tta: TTA | None = None, device: str = "auto",

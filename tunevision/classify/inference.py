@@ -4,7 +4,9 @@ Training's validation, `evaluate`, `predict`, `serve` and the Python API all cal
 probability means the same thing everywhere."""
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -49,7 +51,7 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, 
                   tta: TTA | None = None, batch_size: int = 64, chunk: int | None = None,
                   progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Softmax probabilities for uint8 squares; with `tta`, combined over its views. `chunk` images at a time go
-    through the network (default: the whole batch; see `fastest_batch`)."""
+    through the network (default: the whole batch; see `fastest_exact`)."""
     model.eval()
     views = tta.views(size) if tta else [lambda b: eval_view(b, size)]
     out = []
@@ -77,15 +79,40 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, 
 
 
 
-def fastest_batch(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, size: int) -> int | None:
-    """The forward batch that runs `model` fastest here, timed on 32 of `images` (8, 16 or 64: torch fp32 on a
-    2-core EPYC ran Lite0 at 67 images/s 4 at a time and 17 at 64); None (whole batches) on GPUs, for ONNX
-    Runtime models and for small sets."""
-    from tunevision.engine.forward import TIMED_FROM, ForwardPath, choose
+class PathNetwork(torch.nn.Module):
+    """A forward path (ONNX Runtime) behind the network's call signature, so that `predict_probs` scores with it."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], multilabel: bool) -> None:
+        super().__init__()
+        self.run, self.multilabel = forward, multilabel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+
+def fastest_exact(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, size: int, log=None
+                  ) -> tuple[torch.nn.Module, int | None]:
+    """(network, forward batch) that score `images` fastest here and exactly (fp32, within 1e-5 of the export):
+    the model on torch fp32 at 8, 16 or 64 images a batch, or its ONNX export (TorchScript exporter, 1-2 s) on
+    ONNX Runtime at 8 or 16, timed on 32 of the images. Torch fp32 on a 2-core EPYC ran Lite0 at 67 images/s 4 at a
+    time and 17 at 64, ONNX Runtime at 134-164. The model itself (whole batches) on GPUs, for ONNX Runtime models
+    and for sets too small to repay the timing."""
+    from tunevision.engine.forward import TIMED_FROM, ForwardPath, choose, onnx_forward
     onnx = type(model).__name__.startswith("Onnx")  # ONNX Runtime sizes its own work
     if runtime.device.type != "cpu" or onnx or len(images) < TIMED_FROM:
-        return None
+        return model, None
     model.eval()
     sample = eval_view(torch.from_numpy(np.array(images[:32])), size)
-    paths = [ForwardPath("torch", b, not runtime.bf16, model, runtime) for b in (8, 16, 64)]
-    return choose(paths, sample, None, "")[0].batch
+    exact = Runtime(runtime.device, False)
+    paths = [ForwardPath("torch fp32", b, True, model, exact) for b in (8, 16, 64)]
+    with tempfile.TemporaryDirectory() as folder:  # ONNX Runtime reads the file once, when the session starts
+        ort = onnx_forward(model, model.forward, size, Path(folder) / "model.onnx", log)
+    if ort is not None:
+        paths += [ForwardPath("onnxruntime fp32", b, True, ort, exact) for b in (8, 16)]
+    best, _, rates = choose(paths, sample, None, "")
+    if log:
+        log.info(f"scoring on {best.label} ({rates[best.label]:.0f} images/s; timed: " +
+                 ", ".join(f"{k} {v:.0f}" for k, v in rates.items()) + ")")
+    if best.forward is model:
+        return model, best.batch
+    return PathNetwork(best.forward, bool(getattr(model, "multilabel", False))), best.batch

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +227,7 @@ def read_cached_images(npy: Path, meta: Path, n: int, size: int, log) -> tuple[n
 
 def write_cached_images(npy: Path, meta: Path, images: np.ndarray, bad: list[Skipped], n: int, log) -> bool:
     """Store the array, then its description (whose byte count marks the array as whole); False if not written."""
-    tmp = npy.with_name(npy.name + f".tmp{os.getpid()}")
+    tmp = npy.with_name(npy.name + f".tmp{os.getpid()}-{threading.get_ident()}")
     try:
         npy.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -244,19 +245,42 @@ def write_cached_images(npy: Path, meta: Path, images: np.ndarray, bad: list[Ski
         return False
 
 
+# Image caches still being written behind the run, by file: a later read of the same file in this process waits for
+# its write instead of decoding again. Bookkeeping of this process's own I/O in flight, not configuration.
+_WRITING: dict[Path, threading.Thread] = {}
+
+
+def write_behind(npy: Path, meta: Path, images: np.ndarray, bad: list[Skipped], n: int, log) -> None:
+    """`write_cached_images` in a thread: the run goes on with the decoded array in memory while it reaches the disk
+    (flowers5's 1.1 GB took 2.8 s of a 7.6 s decode when written in line)."""
+    thread = threading.Thread(target=write_cached_images, args=(npy, meta, images, bad, n, log),
+                              name=f"image cache {npy.name}")
+    _WRITING[npy] = thread
+    thread.start()
+
+
+def finish_cache_writes(npy: Path | None = None) -> None:
+    """Wait for the image cache writes still in flight (only the one of `npy`, when given)."""
+    for path in [npy] if npy is not None else list(_WRITING):
+        thread = _WRITING.pop(path, None)
+        if thread is not None:
+            thread.join()
+
+
 def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arrays: np.ndarray | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None, fit: str = "crop",
                 progress: Callable[[int], None] | None = None, log=None) -> tuple[np.ndarray, list[Skipped]]:
     """Decode every sample once to (N, size, size, 3) uint8; return the images that worked and the failures.
 
     With a cache folder, the array is stored as `<cache>/images/<key>.npy` (key: paths, sizes, mtimes
-    and `size`) and memory-mapped on later runs, so epochs and re-runs never decode again. `fit`: crop or squash
+    and `size`), written behind the run, and memory-mapped on later runs, so re-runs never decode again. `fit`: crop or squash
     (`images.square`).
     Returned rows follow `samples` order with the failures removed.
     """
     key = cache_key(samples, size, arrays, fit)
     if cache_dir is not None:
         npy, meta = Path(cache_dir) / "images" / f"{key}.npy", Path(cache_dir) / "images" / f"{key}.json"
+        finish_cache_writes(npy)
         cached = read_cached_images(npy, meta, len(samples), size, log)
         if cached is not None:
             if progress:
@@ -283,8 +307,8 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
                 progress(1)
     images = out if ok.all() else out[ok]
     bad.sort(key=lambda b: b.path)
-    if cache_dir is not None and write_cached_images(npy, meta, images, bad, len(samples), log):
-        return np.load(npy, mmap_mode="r"), bad
+    if cache_dir is not None:
+        write_behind(npy, meta, images, bad, len(samples), log)
     return images, bad
 
 

@@ -7,21 +7,22 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 from tunevision.core.atomic import atomic_write
 
 
-def new_figure(width: float, height: float):
+class InlineFigure(Figure):
     """A matplotlib Figure outside pyplot (no backend, no display needed, nothing global), which a notebook
     still shows inline: it renders itself as PNG for IPython."""
 
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
 
-    class InlineFigure(Figure):
-        def _repr_png_(self) -> bytes:
-            buf = io.BytesIO()
-            self.savefig(buf, format="png")
-            return buf.getvalue()
 
+def new_figure(width: float, height: float) -> InlineFigure:
     return InlineFigure(figsize=(width, height), dpi=100, layout="constrained")
 
 
@@ -51,15 +52,55 @@ def class_counts(counts: dict[str, dict[str, int]], path: Path | None = None):
     return save_figure(fig, path)
 
 
+TILE = (220, 240)  # pixels per image of a grid, its title included (2.2 x 2.4 inches at 100 dpi)
+TITLE_HEIGHT = 20
+
+
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: Path | None = None, columns: int = 4):
+    """Titled images in a grid, composed by Pillow and shown by a figure of one picture: drawn as one matplotlib
+    subplot per image, a report's three grids took 2.7 s of its 3.4 s (constrained layout and resampling)."""
+    sheet = grid_picture(images, titles, columns)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
+    fig = InlineFigure(figsize=(sheet.width / 100, sheet.height / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(np.asarray(sheet))
+    ax.axis("off")
+    return fig
+
+
+def grid_picture(images: Sequence[np.ndarray], titles: Sequence[str], columns: int = 4) -> Image.Image:
+    """The grid as one RGB picture: each image fitted into its tile (pixels kept sharp when enlarged, as
+    matplotlib shows them), its title above it, cut with an ellipsis where it is wider than the tile."""
+    width, height = TILE
     rows = max(1, -(-len(images) // columns))
-    fig = new_figure(2.2 * columns, 2.4 * rows)
+    sheet = Image.new("RGB", (width * columns, height * rows), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(12)
     for i, (im, title) in enumerate(zip(images, titles)):
-        ax = fig.add_subplot(rows, columns, i + 1)
-        ax.imshow(im)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    return save_figure(fig, path)
+        x, y = (i % columns) * width, (i // columns) * height
+        tile = _picture(im)
+        box = (width - 8, height - TITLE_HEIGHT - 6)
+        scale = min(box[0] / tile.width, box[1] / tile.height)
+        tile = tile.resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))),
+                           Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR)
+        sheet.paste(tile, (x + (width - tile.width) // 2, y + TITLE_HEIGHT + (box[1] - tile.height) // 2))
+        text = str(title)
+        while len(text) > 1 and draw.textlength(text, font=font) > width - 6:
+            text = text[:-2] + "…"
+        draw.text((x + width / 2, y + TITLE_HEIGHT / 2 + 2), text, fill="black", font=font, anchor="mm")
+    return sheet
+
+
+def _picture(image) -> Image.Image:
+    """An RGB picture of an HxW[x3] array (uint8, or floats in 0..1) or of a PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[-1] == 1 else a).convert("RGB")
 
 
 def training_curves(epochs: np.ndarray, series: dict[str, np.ndarray], path: Path | None = None):
