@@ -3,6 +3,7 @@ and gives the same features as torch fp32."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from tunevision.classify.prepare import prepare_data
 from tunevision.core.config import RunConfig
 from tunevision.core.runtime import Runtime
 from tunevision.core.ui import RunLog
-from tunevision.engine.forward import ForwardPath, candidates, choose, onnx_forward
+from tunevision.engine import forward
+from tunevision.engine.forward import ForwardPath, PathChooser, candidates, choose, onnx_forward
 from tunevision.models.backbones import build_classifier, create_backbone
 
 CPU = Runtime(torch.device("cpu"), False)
@@ -88,9 +90,48 @@ def test_onnx_features_match_torch_fp32_even_from_a_model_in_training_mode(tmp_p
     assert not (tmp_path / "f.onnx").exists()
 
 
+def test_the_chooser_times_each_candidate_on_the_work_then_keeps_to_the_fastest(tmp_path: Path) -> None:
+    calls: list[str] = []
+    plain, fast = _path("slow", 8, True, calls), _path("fast", 8, False, calls)
+
+    def sleepy(x: torch.Tensor) -> torch.Tensor:  # 'slow' really is slower
+        time.sleep(0.002)
+        return plain.forward(x)
+    slow = replace(plain, forward=sleepy)
+    memo = tmp_path / "paths.json"
+    chooser = PathChooser([slow, fast], memo, "machine")
+    picked = []
+    for _ in range(16):  # sixteen batches of 8 images, one forward call each
+        path = chooser.pick(exact=False)
+        picked.append(path.name)
+        assert torch.equal(chooser.timed(path)(torch.ones(8, 3, 2, 2)), torch.ones(8, 3))  # the work is kept
+        chooser.settle()
+    warm, timed = forward.WARMUP, forward.MIN_TIMED // 8
+    assert picked[:warm + timed] == ["slow"] * (warm + timed)  # in turn, each until it has a rate
+    assert picked[warm + timed:2 * (warm + timed)] == ["fast"] * (warm + timed)
+    assert set(picked[2 * (warm + timed):]) == {"fast"} and len(calls) == 16  # then the fastest; no call wasted
+    assert chooser.pick(exact=True).name == "slow"  # exact work stays on an exact path, however slow
+    rates = json.loads(memo.read_text())["machine"]
+    assert set(rates) == {"slow x8", "fast x8"} and rates["fast x8"] > rates["slow x8"]
+    # the next run believes the memo: nothing timed, the fastest from the first batch
+    again = PathChooser([slow, fast], memo, "machine")
+    assert again.settled and again.pick(exact=False).name == "fast"
+
+
+def test_the_chooser_on_a_gpu_keeps_an_exact_twin_for_validation() -> None:
+    gpu_bf16 = ForwardPath("torch bf16", 64, False, lambda x: x, Runtime(torch.device("cuda"), True))
+    chooser = PathChooser([gpu_bf16])
+    exact = chooser.pick(exact=True)
+    assert exact.exact and exact.name == "torch fp32" and not exact.runtime.bf16
+    assert chooser.pick(exact=False) is gpu_bf16
+
+
 def test_reader_caches_each_view_under_its_paths_precision(tmp_path: Path, colour_folders: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "TIMED_FROM", 1)  # time the paths even on a few images
+    monkeypatch.setattr(reader, "FEATURE_BATCH", 2)  # batches enough for every candidate on 24 images
+    monkeypatch.setattr(forward, "WARMUP", 0)
+    monkeypatch.setattr(forward, "MIN_TIMED", 1)
     cfg = RunConfig.from_dict({"data": {"data": str(colour_folders), "cache_dir": str(tmp_path / "cache"),
                                         "image_size": 32},
                                "model": {"backbone": "tiny_cnn", "pretrained": False}})

@@ -1,5 +1,5 @@
 """One view's frozen features of a set of images: read from the disk cache, or computed once on the fastest forward
-path this machine has (engine/forward.py) and cached. Head training and the audit both read through here."""
+path this machine has (engine/forward.py, timed on the pass's own first batches) and cached. Head training and the audit both read through here."""
 from __future__ import annotations
 
 import hashlib
@@ -20,15 +20,14 @@ from tunevision.data import augment as aug
 from tunevision.engine.forward import (
     TIMED_FROM,
     ForwardPath,
+    PathChooser,
     candidates,
-    choose,
     machine_key,
     onnx_forward,
 )
 from tunevision.models.backbones import Classifier
 
 View = Callable[[torch.Tensor, int], torch.Tensor]
-SAMPLE = 32  # images timed per candidate path
 
 
 def body_fingerprint(model: Classifier) -> str:
@@ -59,31 +58,40 @@ def feature_views(t: TrainConfig, data: Data, n: int) -> list[View]:
     return [lambda b, i: data.prep.batch(b)] + [augmented(v) for v in range(n)]
 
 
-def sharded_extract(path: ForwardPath, images: np.ndarray, view: View, d: Dist, advance, width: int) -> torch.Tensor:
-    """(N, width) features of all images; under torchrun each rank extracts a share of whole batches and all
-    gather (a rank with no share still sends a (0, width) block). Views draw per batch of FEATURE_BATCH images
-    whatever the path's own batch, so every path sees the same crops."""
-    def run(part: np.ndarray, first: int) -> torch.Tensor:
-        if not len(part):
-            return torch.empty(0, width)
-        return extract(path.forward, part, view, path.runtime, chunk=path.batch, progress=advance, first_batch=first)
-    if not d.enabled:
-        return run(images, 0)
-    spans = d.spans(len(images), FEATURE_BATCH)
-    lo, hi = spans[d.rank]
-    return d.gather_rows(run(images[lo:hi], lo // FEATURE_BATCH), [b - a for a, b in spans])
+def sharded_extract(chooser: PathChooser, images: np.ndarray, view: View, exact: bool, d: Dist, advance,
+                    width: int) -> tuple[torch.Tensor, bool]:
+    """((N, width) features of all images, whether every batch ran on an exact path). Each batch of FEATURE_BATCH
+    runs on the path the chooser picks for it (the candidates in turn, then the fastest), and views draw per such
+    batch whatever the path's own batch, so every path sees the same crops. Under torchrun each rank extracts a
+    share of whole batches on the one path every rank picks alike, and all gather (a rank with no share still
+    sends a (0, width) block)."""
+    if d.enabled:
+        path = chooser.pick(exact)
+        spans = d.spans(len(images), FEATURE_BATCH)
+        lo, hi = spans[d.rank]
+        part = extract(path.forward, images[lo:hi], view, path.runtime, chunk=path.batch, progress=advance,
+                       first_batch=lo // FEATURE_BATCH) if hi > lo else torch.empty(0, width)
+        return d.gather_rows(part, [b - a for a, b in spans]), path.exact
+    out, all_exact = [], True
+    for i, start in enumerate(range(0, len(images), FEATURE_BATCH)):
+        path = chooser.pick(exact)
+        all_exact &= path.exact
+        out.append(extract(chooser.timed(path), images[start:start + FEATURE_BATCH], view, path.runtime,
+                           chunk=path.batch, progress=advance, first_batch=i))
+        chooser.settle()
+    return (torch.cat(out) if out else torch.empty(0, width)), all_exact
 
 
-def forward_paths(model: Classifier, body: str, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist,
-                  sample: torch.Tensor) -> tuple[ForwardPath, ForwardPath]:
-    """(fastest path, fastest exact path) for the features of this body (`body`: its fingerprint): measured on
-    `sample` once per machine, backbone and size (remembered in the cache folder). Small sets and torchrun ranks
-    keep torch in the run's precision, and fp32 for the exact one."""
+def forward_paths(model: Classifier, body: str, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, d: Dist
+                  ) -> PathChooser:
+    """The chooser of forward paths for the features of this body (`body`: its fingerprint), with what the cache
+    folder remembers of this machine, backbone and size. Small sets and torchrun ranks keep torch in the run's
+    precision, and fp32 where exact features are needed."""
     fn = model.forward_features
     own = ForwardPath(f"torch {'bf16' if rt.bf16 else 'fp32'}", FEATURE_BATCH, not rt.bf16, fn, rt)
     if d.enabled or len(data.train) + len(data.val) < TIMED_FROM:
         exact = ForwardPath("torch fp32", FEATURE_BATCH, True, fn, Runtime(rt.device, False))
-        return own, exact
+        return PathChooser([own, exact], known={exact.label: 1.0, own.label: 2.0})
     folder = cache_dir(cfg)
     scratch = None if folder else tempfile.TemporaryDirectory()  # ONNX Runtime reads the file once, at start
 
@@ -94,25 +102,24 @@ def forward_paths(model: Classifier, body: str, data: Data, cfg: RunConfig, rt: 
         return onnx_forward(model, fn, data.image_size, where / name, log)
     try:
         paths = candidates(fn, rt, onnx)
-        fastest, exact, _ = choose(paths, sample, folder / "forward_paths.json" if folder else None,
-                                   machine_key(cfg.model.backbone, data.image_size, rt), log)
     finally:
         if scratch:
             scratch.cleanup()
-    return fastest, exact
+    return PathChooser(paths, folder / "forward_paths.json" if folder else None,
+                       machine_key(cfg.model.backbone, data.image_size, rt), log)
 
 
 def feature_reader(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, advance, d: Dist = Dist()
                    ) -> tuple[str, Callable[[np.ndarray, list[str], View], torch.Tensor]]:
     """(the body's fingerprint, `read(images, key, view)`): one view's features, computed once and cached on disk,
-    validation keys on the fastest exact path (their features also give the final scores), training keys on the
-    fastest one. The paths are chosen at the first feature a cache does not hold. Under torchrun rank 0 alone decides
-    whether the cache holds them and writes it."""
+    validation keys on exact paths (their features also give the final scores), training keys on the fastest. The
+    candidates are made ready at the first feature a cache does not hold, and timed on its first batches. Under
+    torchrun rank 0 alone decides whether the cache holds them and writes it."""
     body = body_fingerprint(model)
     base = [body, data.key, str(data.image_size)]
     model.eval()
 
-    chosen: list[tuple[ForwardPath, ForwardPath]] = []  # at the first feature the cache lacks, then kept
+    chosen: list[PathChooser] = []  # at the first feature the cache lacks, then kept
 
     def look(key: list[str]) -> torch.Tensor | None:
         # training features may be in either precision, whichever path was fastest when they were computed
@@ -129,14 +136,12 @@ def feature_reader(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, l
         if found is not None or not len(images):
             return found if found is not None else torch.empty(0, model.head.in_features)
         if not chosen:
-            with log.stage("forward paths"), torch.no_grad():
-                sample = view(torch.from_numpy(np.array(images[:SAMPLE])), 0)
-                chosen.append(forward_paths(model, body, data, cfg, rt, log, d, sample))
-        fastest, exact = chosen[0]
-        path = exact if key[0] == "val" else fastest
+            with log.stage("forward paths"):
+                chosen.append(forward_paths(model, body, data, cfg, rt, log, d))
         with log.stage(feature_stage(key)):
-            feats = sharded_extract(path, images, view, d, advance, model.head.in_features)
+            feats, exact = sharded_extract(chosen[0], images, view, key[0] == "val", d, advance,
+                                           model.head.in_features)
         if d.main:
-            cached_features(cache_dir(cfg), base + key + ["fp32" if path.exact else "bf16"], lambda: feats, log=log)
+            cached_features(cache_dir(cfg), base + key + ["fp32" if exact else "bf16"], lambda: feats, log=log)
         return feats
     return body, read

@@ -2,9 +2,10 @@
 
 The fastest path moves from one machine to the next: on one 2-core CPU ONNX Runtime fp32 ran Lite0 at 281 images/s
 and torch bf16 at 344; on another, ONNX Runtime ran 134-164 and torch bf16 50-111, best at 8 images a batch and worst
-at 64, and torch fp32 fell from 67 to 17 images/s between batches of 4 and 64. So a run times each candidate (path and
-batch size) on a sample of its own images and keeps the answer per machine, backbone and size in the cache folder:
-the next run reads it instead of timing again."""
+at 64, and torch fp32 fell from 67 to 17 images/s between batches of 4 and 64. So a feature pass times each candidate
+(path and batch size) on its own first batches (`PathChooser`) and keeps the answer per machine, backbone and size in
+the cache folder: the next run reads it instead of timing again. `choose` times candidates on a sample instead, for
+work that cannot be split between paths (scoring a dataset)."""
 from __future__ import annotations
 
 import importlib
@@ -147,6 +148,88 @@ def choose(paths: list[ForwardPath], sample: torch.Tensor, memo: Path | None, ke
     exact = [p for p in paths if p.exact]
     return fastest, max(exact, key=lambda p: rates[p.label]) if exact else replace(
         fastest, name="torch fp32", exact=True, runtime=replace(fastest.runtime, bf16=False)), rates
+
+
+MIN_TIMED = 32  # images a candidate is timed on before the choice trusts its rate
+WARMUP = 2      # untimed forward calls of each candidate: ONNX Runtime's first two runs are 2-4x slower
+
+
+@dataclass
+class _Timing:
+    calls: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+class PathChooser:
+    """The forward path of each batch of a feature pass, chosen while the work is done. Until every candidate has
+    timed MIN_TIMED images (after WARMUP untimed calls), batches go round the candidates not yet timed; then each
+    batch goes to the fastest allowed (an exact one where `exact` is asked). Every batch's features are kept, so
+    the choice costs no forward pass of its own: timing four candidates on a sample of their own cost 1.5-2 s,
+    a fifth of hymenoptera's feature passes. Rates the memo holds for this machine key are believed and nothing
+    is timed; rates measured here are added to it once every candidate has one."""
+
+    def __init__(self, paths: list[ForwardPath], memo: Path | None = None, key: str = "", log=None,
+                 known: dict[str, float] | None = None) -> None:
+        self.paths, self.memo, self.key, self.log = list(paths), memo, key, log
+        book = _read(memo).get(key) if memo else None
+        self.known = dict(known or {})
+        if isinstance(book, dict):
+            self.known.update({p.label: float(book[p.label]) for p in paths
+                               if isinstance(book.get(p.label), (int, float))})
+        if not any(p.exact for p in self.paths):  # a GPU's run precision: its exact twin, never chosen for speed
+            fastest = self.paths[0]
+            twin = replace(fastest, name="torch fp32", exact=True, runtime=replace(fastest.runtime, bf16=False))
+            self.paths.append(twin)
+            self.known.setdefault(twin.label, 0.0)
+        self.timing = {p.label: _Timing() for p in self.paths}
+        self.settled = all(p.label in self.known for p in self.paths)
+
+    def rate(self, path: ForwardPath) -> float | None:
+        """Images/s: the memo's, or measured here once MIN_TIMED images were timed; None before."""
+        if path.label in self.known:
+            return self.known[path.label]
+        t = self.timing[path.label]
+        return t.images / t.seconds if t.images >= MIN_TIMED and t.seconds > 0 else None
+
+    def pick(self, exact: bool) -> ForwardPath:
+        allowed = [p for p in self.paths if p.exact or not exact]
+        untimed = [p for p in allowed if self.rate(p) is None]
+        return untimed[0] if untimed else max(allowed, key=self.rate)
+
+    def timed(self, path: ForwardPath) -> Forward:
+        """path.forward, each call after the warm-up timed into this chooser (until the path has a rate)."""
+        t = self.timing[path.label]
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            t.calls += 1
+            if t.calls <= WARMUP or self.rate(path) is not None:
+                return path.forward(x)
+            start = time.perf_counter()
+            y = path.forward(x)
+            t.seconds += time.perf_counter() - start
+            t.images += len(x)
+            return y
+        return forward
+
+    def settle(self) -> None:
+        """Once every candidate has a rate: a line in the log and the rates in the memo (the next run times nothing)."""
+        rates = {p.label: self.rate(p) for p in self.paths}
+        if self.settled or any(r is None for r in rates.values()):
+            return
+        self.settled = True
+        if self.log:
+            self.log.info("forward paths, images/s timed on the first batches: " +
+                          ", ".join(f"{k} {v:.0f}" for k, v in rates.items() if v) +
+                          f"; fastest {self.pick(False).label}, fastest exact {self.pick(True).label}")
+        if self.memo is not None:
+            book = _read(self.memo)
+            book[self.key] = {k: v for k, v in rates.items() if v}  # not a GPU's untimed exact twin
+            try:
+                self.memo.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.memo, lambda tmp: tmp.write_text(json.dumps(book, indent=1)))
+            except Exception:  # a read-only cache: timed again next run, nothing lost
+                pass
 
 
 def _read(memo: Path | None) -> dict:
