@@ -94,12 +94,14 @@ def floor_rates(size: int, sample: int = 128, only: set[str] | None = None) -> d
 
 
 def spinning_session(path: Path):
-    """The feature export on ONNX Runtime with its default thread spinning, as a forward function."""
+    """The feature export (NHWC input, as the run's) on ONNX Runtime with its default thread spinning, as a forward
+    function of NCHW tensors."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"input": x.float().contiguous().numpy()})[0])
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.float().permute(0, 2, 3, 1).contiguous().numpy()
+                                                      })[0])
 
 
 def floor(data: Path) -> dict:

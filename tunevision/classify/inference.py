@@ -46,13 +46,20 @@ class TTA:
         return views
 
 
+# Torch on a CPU, where nothing measured the batch: 8 images a forward call (Lite0 fp32 on a 2-core EPYC: 54-90
+# images/s 4-8 at a time, 17-41 at 64). GPUs and ONNX Runtime models take whole batches.
+CPU_CHUNK = 8
+
+
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, size: int, *, temperature: float = 1.0,
                   tta: TTA | None = None, batch_size: int = 64, chunk: int | None = None,
                   progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Softmax probabilities for uint8 squares; with `tta`, combined over its views. `chunk` images at a time go
-    through the network (default: the whole batch; see `fastest_exact`)."""
+    through the network (default: CPU_CHUNK on a CPU, else the whole batch; see `fastest_exact`)."""
     model.eval()
+    if chunk is None and runtime.device.type == "cpu" and not on_onnx_runtime(model):
+        chunk = CPU_CHUNK
     views = tta.views(size) if tta else [lambda b: eval_view(b, size)]
     out = []
     for start in range(0, len(images), batch_size):
@@ -90,16 +97,20 @@ class PathNetwork(torch.nn.Module):
         return self.run(x)
 
 
+def on_onnx_runtime(model: torch.nn.Module) -> bool:
+    """An exported bundle, or a path measured fastest, run by ONNX Runtime: it sizes its own work."""
+    return isinstance(model, PathNetwork) or type(model).__name__.startswith("Onnx")
+
+
 def fastest_exact(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, size: int, log=None
                   ) -> tuple[torch.nn.Module, int | None]:
     """(network, forward batch) that score `images` fastest here and exactly (fp32, within 1e-5 of the export):
     the model on torch fp32 at 8, 16 or 64 images a batch, or its ONNX export (TorchScript exporter, 1-2 s) on
     ONNX Runtime at 8 or 16, timed on 32 of the images. Torch fp32 on a 2-core EPYC ran Lite0 at 67 images/s 4 at a
-    time and 17 at 64, ONNX Runtime at 134-164. The model itself (whole batches) on GPUs, for ONNX Runtime models
-    and for sets too small to repay the timing."""
+    time and 17 at 64, ONNX Runtime at 134-164. The model itself (in `predict_probs`' default batches) on GPUs, for
+    ONNX Runtime models and for sets too small to repay the timing."""
     from tunevision.engine.forward import TIMED_FROM, ForwardPath, choose, onnx_forward
-    onnx = type(model).__name__.startswith("Onnx")  # ONNX Runtime sizes its own work
-    if runtime.device.type != "cpu" or onnx or len(images) < TIMED_FROM:
+    if runtime.device.type != "cpu" or on_onnx_runtime(model) or len(images) < TIMED_FROM:
         return model, None
     model.eval()
     sample = eval_view(torch.from_numpy(np.array(images[:32])), size)

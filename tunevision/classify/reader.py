@@ -98,7 +98,7 @@ def forward_paths(model: Classifier, body: str, data: Data, cfg: RunConfig, rt: 
     def onnx():
         where = folder / "onnx" if folder else Path(scratch.name)
         where.mkdir(parents=True, exist_ok=True)
-        name = f"{body[:20]}-{data.image_size}.onnx"
+        name = f"{body[:20]}-{data.image_size}-nhwc.onnx"  # not the NCHW graphs of earlier versions
         return onnx_forward(model, fn, data.image_size, where / name, log)
     try:
         paths = candidates(fn, rt, onnx)
