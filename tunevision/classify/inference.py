@@ -85,7 +85,6 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, 
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-
 class PathNetwork(torch.nn.Module):
     """A forward path (ONNX Runtime) behind the network's call signature, so that `predict_probs` scores with it."""
 

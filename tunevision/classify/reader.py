@@ -1,5 +1,6 @@
 """One view's frozen features of a set of images: read from the disk cache, or computed once on the fastest forward
-path this machine has (engine/forward.py, timed on the pass's own first batches) and cached. Head training and the audit both read through here."""
+path this machine has (engine/forward.py, timed on the pass's own first batches) and cached. Head training and the
+audit both read through here."""
 from __future__ import annotations
 
 import hashlib

@@ -280,7 +280,6 @@ for _command in (cli_serve.serve, cli_tools.detect, cli_tools.segment, cli_tools
     main.add_command(_command)
 
 
-
 def entry() -> None:
     """The console script (and `python -m tunevision`): `main`, then a quick exit. Tearing the interpreter down
     after torch, torch._dynamo (which torchvision imports) and a run's arrays takes 1.5 s (hymenoptera) to 5 s
@@ -300,7 +299,7 @@ def entry() -> None:
         if code is not None:
             print(code, file=sys.stderr)
         code = 0 if code is None else 1
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # what the interpreter's own exit runs first; the module teardown after it is skipped
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -273,8 +273,8 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
     """Decode every sample once to (N, size, size, 3) uint8; return the images that worked and the failures.
 
     With a cache folder, the array is stored as `<cache>/images/<key>.npy` (key: paths, sizes, mtimes
-    and `size`), written behind the run, and memory-mapped on later runs, so re-runs never decode again. `fit`: crop or squash
-    (`images.square`).
+    and `size`), written behind the run, and memory-mapped on later runs, so re-runs never decode again. `fit`:
+    crop or squash (`images.square`).
     Returned rows follow `samples` order with the failures removed.
     """
     key = cache_key(samples, size, arrays, fit)
