@@ -31,36 +31,28 @@ def _path(name: str, batch: int, exact: bool, calls: list[str] | None = None) ->
     return ForwardPath(name, batch, exact, forward, CPU)
 
 
-def test_choose_times_each_candidate_once_then_reads_the_memo(tmp_path: Path) -> None:
-    memo, calls = tmp_path / "paths.json", []
+def test_choose_times_each_candidate_on_the_sample() -> None:
+    calls: list[str] = []
     paths = [_path("fast", 8, False, calls), _path("exact", 8, True, calls)]
-    sample = torch.rand(16, 3, 8, 8)
-    fastest, exact, rates = choose(paths, sample, memo, "machine")
-    assert set(rates) == {"fast x8", "exact x8"} and calls
-    assert exact.exact and exact.name == "exact"
-    assert json.loads(memo.read_text())["machine"] == rates
-    # the memo says "exact" is faster: believed without timing anything again
-    memo.write_text(json.dumps({"machine": {"fast x8": 1.0, "exact x8": 2.0}}))
-    calls.clear()
-    fastest, exact, _ = choose(paths, sample, memo, "machine")
-    assert not calls and fastest.name == "exact"
-    # another machine's entry does not answer for this one
-    choose(paths, sample, memo, "other machine")
-    assert calls and set(json.loads(memo.read_text())) == {"machine", "other machine"}
+    fastest, rates = choose(paths, torch.rand(16, 3, 8, 8))
+    assert set(rates) == {"fast x8", "exact x8"} and fastest is max(paths, key=lambda p: rates[p.label])
+    assert calls.count("fast") == calls.count("exact") == 1 + 2  # a warm-up batch, then the sample's two batches
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", "{not json", '{"machine": {"fast x8": "quick"}}', '{"machine": 3}'])
-def test_a_damaged_memo_is_timed_again_and_rewritten(tmp_path: Path, text: str) -> None:
-    memo, calls = tmp_path / "paths.json", []
+def test_a_damaged_memo_is_timed_again_and_rewritten(tmp_path: Path, text: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forward, "WARMUP", 0)
+    monkeypatch.setattr(forward, "MIN_TIMED", 1)
+    memo = tmp_path / "paths.json"
     memo.write_text(text)
-    choose([_path("fast", 8, False, calls), _path("exact", 8, True, calls)], torch.rand(8, 3, 8, 8), memo, "machine")
-    assert calls and set(json.loads(memo.read_text())["machine"]) == {"fast x8", "exact x8"}
-
-
-def test_choose_without_an_exact_candidate_falls_back_to_fp32(tmp_path: Path) -> None:
-    bf16 = replace(_path("torch bf16", 16, False), runtime=Runtime(torch.device("cpu"), True))
-    _, exact, _ = choose([bf16], torch.rand(4, 3, 8, 8), None, "k")
-    assert exact.exact and not exact.runtime.bf16 and exact.name == "torch fp32"
+    chooser = PathChooser([_path("fast", 8, False), _path("exact", 8, True)], memo, "machine")
+    assert not chooser.settled
+    for _ in range(2):
+        path = chooser.pick(exact=False)
+        chooser.timed(path)(torch.rand(8, 3, 4, 4))
+        chooser.settle()
+    assert chooser.settled and set(json.loads(memo.read_text())["machine"]) == {"fast x8", "exact x8"}
 
 
 def test_candidates_on_a_gpu_are_torch_only() -> None:
@@ -116,14 +108,17 @@ def test_the_chooser_times_each_candidate_on_the_work_then_keeps_to_the_fastest(
     # the next run believes the memo: nothing timed, the fastest from the first batch
     again = PathChooser([slow, fast], memo, "machine")
     assert again.settled and again.pick(exact=False).name == "fast"
+    # another machine's entry does not answer for this one
+    assert not PathChooser([slow, fast], memo, "other machine").settled
 
 
-def test_the_chooser_on_a_gpu_keeps_an_exact_twin_for_validation() -> None:
-    gpu_bf16 = ForwardPath("torch bf16", 64, False, lambda x: x, Runtime(torch.device("cuda"), True))
-    chooser = PathChooser([gpu_bf16])
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_without_an_exact_candidate_the_chooser_keeps_an_fp32_twin_for_validation(device: str) -> None:
+    bf16 = ForwardPath("torch bf16", 64, False, lambda x: x, Runtime(torch.device(device), True))
+    chooser = PathChooser([bf16])
     exact = chooser.pick(exact=True)
     assert exact.exact and exact.name == "torch fp32" and not exact.runtime.bf16
-    assert chooser.pick(exact=False) is gpu_bf16
+    assert chooser.pick(exact=False) is bf16
 
 
 def test_reader_caches_each_view_under_its_paths_precision(tmp_path: Path, colour_folders: Path,

@@ -119,7 +119,7 @@ def fastest_exact(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, 
         ort = onnx_forward(model, model.forward, size, Path(folder) / "model.onnx", log)
     if ort is not None:
         paths += [ForwardPath("onnxruntime fp32", b, True, ort, exact) for b in (8, 16)]
-    best, _, rates = choose(paths, sample, None, "")
+    best, rates = choose(paths, sample)
     if log:
         log.info(f"scoring on {best.label} ({rates[best.label]:.0f} images/s; timed: " +
                  ", ".join(f"{k} {v:.0f}" for k, v in rates.items()) + ")")

@@ -5,7 +5,7 @@ and torch bf16 at 344; on another, ONNX Runtime ran 134-164 and torch bf16 50-11
 at 64, and torch fp32 fell from 67 to 17 images/s between batches of 4 and 64. So a feature pass times each candidate
 (path and batch size) on its own first batches (`PathChooser`) and keeps the answer per machine, backbone and size in
 the cache folder: the next run reads it instead of timing again. `choose` times candidates on a sample instead, for
-work that cannot be split between paths (scoring a dataset)."""
+work that one path must do whole (scoring a dataset)."""
 from __future__ import annotations
 
 import importlib
@@ -129,29 +129,11 @@ def machine_key(backbone: str, size: int, rt: Runtime) -> str:
                      torch.__version__, ort_version, backbone, str(size)])
 
 
-def choose(paths: list[ForwardPath], sample: torch.Tensor, memo: Path | None, key: str, log=None
-           ) -> tuple[ForwardPath, ForwardPath, dict[str, float]]:
-    """(fastest path, fastest exact path, images/s of each) for these candidates: read from `memo` (a JSON file of
-    earlier measurements) under `key`, or timed on `sample` and added to it."""
-    book = _read(memo)
-    known = book.get(key, {})
-    if not (isinstance(known, dict) and all(isinstance(known.get(p.label), (int, float)) for p in paths)):
-        rates = {p.label: images_per_second(p, sample) for p in paths}
-        if log:
-            log.info("forward paths, images/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
-        if memo is not None:
-            book[key] = rates
-            try:
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(book, indent=1)))
-            except Exception:  # a read-only cache: timed again next run, nothing lost
-                pass
-    else:
-        rates = known
-    fastest = max(paths, key=lambda p: rates[p.label])
-    exact = [p for p in paths if p.exact]
-    return fastest, max(exact, key=lambda p: rates[p.label]) if exact else replace(
-        fastest, name="torch fp32", exact=True, runtime=replace(fastest.runtime, bf16=False)), rates
+def choose(paths: list[ForwardPath], sample: torch.Tensor) -> tuple[ForwardPath, dict[str, float]]:
+    """(fastest path, images/s of each) of these candidates, each timed on `sample`: for work that one path must do
+    whole (scoring a dataset); a feature pass chooses while it works (`PathChooser`)."""
+    rates = {p.label: images_per_second(p, sample) for p in paths}
+    return max(paths, key=lambda p: rates[p.label]), rates
 
 
 MIN_TIMED = 32  # images a candidate is timed on before the choice trusts its rate
