@@ -267,6 +267,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.md"))
     ap.add_argument("--before", default=None, help="a checkout of an earlier version to time the same way")
     args = ap.parse_args()
+    from tunevision.core.allocator import keep_freed_memory
+    keep_freed_memory()  # the floor's paths under the allocator setting the command runs with (2x for torch at 64)
     rows = [measure(name, args.before) for name in args.data.split(",")]
     section = markdown(rows, startup())
     print(section)

@@ -39,6 +39,26 @@ def test_hflip_mirrors_exactly_when_p_is_one() -> None:
     assert torch.equal(aug.vflip(x, torch.Generator().manual_seed(0), 8, p=0.0), x)
 
 
+def test_flips_mirror_the_drawn_images_only_and_leave_the_input_alone() -> None:
+    x = torch.randint(0, 255, (16, 6, 6, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels_last, as cached
+    before = x.clone()
+    hit = torch.rand(16, generator=torch.Generator().manual_seed(3)) < 0.5  # the op's own draw
+    out = aug.hflip(x, torch.Generator().manual_seed(3), 6)
+    assert 0 < int(hit.sum()) < 16 and torch.equal(x, before)
+    assert torch.equal(out[hit], x[hit].flip(3)) and torch.equal(out[~hit], x[~hit])
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the layout the forward paths read without a copy
+    out = aug.vflip(x, torch.Generator().manual_seed(3), 6)
+    assert torch.equal(out[hit], x[hit].flip(2)) and torch.equal(out[~hit], x[~hit])
+
+
+def test_rrc_output_is_channels_last_and_matches_one_interpolation_per_box() -> None:
+    x = torch.randint(0, 255, (4, 20, 20, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    out = aug.random_resized_crop(x, torch.Generator().manual_seed(0), 12, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == torch.uint8
+    want = torch.nn.functional.interpolate(x, size=(12, 12), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(out, want)
+
+
 def test_rrc_full_scale_unit_ratio_is_identity_resample() -> None:
     x = torch.rand(2, 3, 16, 16)
     out = aug.random_resized_crop(x, torch.Generator().manual_seed(0), 16, scale=(1.0, 1.0), ratio=(1.0, 1.0))

@@ -1,8 +1,10 @@
-"""The command ends without the interpreter's teardown (`cli.main.entry`): its exit code, its output and every
-file it wrote, the image cache written behind the run included, must be there all the same."""
+"""Process-level settings of the command: it ends without the interpreter's teardown (`cli.main.entry`), and its
+exit code, its output and every file it wrote, the image cache written behind the run included, are there all the
+same; malloc keeps freed blocks on glibc."""
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +41,8 @@ def test_errors_and_other_commands_keep_their_exit_codes(tmp_path: Path) -> None
     assert r.returncode == 0 and "tunevision, version" in r.stdout
     r = tunevision("no-such-command")
     assert r.returncode == 2 and "No such command" in r.stderr
+
+
+def test_malloc_keeps_freed_blocks_where_the_c_library_is_glibc() -> None:
+    from tunevision.core.allocator import keep_freed_memory
+    assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")

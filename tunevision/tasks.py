@@ -16,6 +16,7 @@ from tunevision.classify.predict import IMAGENET
 from tunevision.classify.report import write_report
 from tunevision.classify.serving import classifier_service
 from tunevision.classify.train import fit as fit_classifier
+from tunevision.core.allocator import keep_freed_memory
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
@@ -89,7 +90,10 @@ def for_bundle(source: str | Path) -> Task:
 
 
 def fit(cfg: RunConfig, *, log: RunLog | None = None, resume_dir: Path | None = None):
-    """Train the task the data (or --task) asks for, in its run folder; the config names it from here on."""
+    """Train the task the data (or --task) asks for, in its run folder; the config names it from here on. The
+    process's allocator keeps freed blocks from here on (`keep_freed_memory`: a batch's tensors reuse the last
+    batch's pages), as under the command line."""
+    keep_freed_memory()
     task = for_data(cfg)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, task=task.name))
     return task.fit(cfg, log or RunLog(), resume_dir)

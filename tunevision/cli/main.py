@@ -20,6 +20,7 @@ from tunevision.cli.common import print_predictions, run, tta_options
 from tunevision.cli.options import build_config, config_options
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
+from tunevision.core.allocator import keep_freed_memory
 
 RESUMABLE_OVERRIDES = ("train__device", "train__precision", "data__workers")  # change nothing in the result
 
@@ -285,7 +286,9 @@ def entry() -> None:
     after torch, torch._dynamo (which torchvision imports) and a run's arrays takes 1.5 s (hymenoptera) to 5 s
     (flowers5) of wall time that does nothing: every file is already written and closed (atomic writes). So the
     exit handlers run (temporary folders, torch.distributed, multiprocessing), the streams are flushed and the
-    process ends without the module teardown, once the threads that Python would wait for have ended."""
+    process ends without the module teardown, once the threads that Python would wait for have ended. Before
+    it, malloc is told to keep freed blocks (`keep_freed_memory`)."""
+    keep_freed_memory()
     try:
         main()
     except SystemExit as e:

@@ -70,8 +70,9 @@ def random_resized_crop(x: torch.Tensor, g: torch.Generator, size: int, scale: t
     h = (torch.sqrt(area / torch.exp(log_r)) * side_h).round().clamp(1, side_h).long()
     left = (torch.rand(n, generator=g) * (side_w - w + 1)).long().clamp(max=side_w - w)
     top = (torch.rand(n, generator=g) * (side_h - h + 1)).long().clamp(max=side_h - h)
-    out = torch.empty(n, x.shape[1], size, size, dtype=x.dtype, device=x.device).contiguous(
-        memory_format=torch.channels_last)
+    # made channels_last, not converted to it: the conversion of a fresh (N, C, size, size) tensor allocated and
+    # copied it twice, 0.08-0.3 ms an image of page faults and copies
+    out = torch.empty(n, x.shape[1], size, size, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     for i, (t, le, hh, ww) in enumerate(zip(top.tolist(), left.tolist(), h.tolist(), w.tolist())):
         out[i:i + 1] = F.interpolate(x[i:i + 1, :, t:t + hh, le:le + ww], size=(size, size), mode="bilinear",
                                      antialias=True, align_corners=False)
@@ -88,20 +89,25 @@ def _check_p(p: float) -> None:
         raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
 
 
-def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.where(mask.view(-1, 1, 1, 1).to(a.device), a, b)
+def _flip_some(x: torch.Tensor, hit: torch.Tensor, dim: int) -> torch.Tensor:
+    """A copy of x with the images where `hit` is true flipped along `dim`: only those are flipped (flipping the
+    whole batch and choosing per image, as torch.where does, took 0.155 ms an image against 0.088)."""
+    out = x.clone()
+    hit = hit.to(x.device)
+    out[hit] = x[hit].flip(dim)
+    return out
 
 
 @OPS.register("hflip")
 def hflip(x: torch.Tensor, g: torch.Generator, size: int, p: float = 0.5) -> torch.Tensor:
     _check_p(p)
-    return _where(torch.rand(x.shape[0], generator=g) < p, x.flip(3), x)
+    return _flip_some(x, torch.rand(x.shape[0], generator=g) < p, 3)
 
 
 @OPS.register("vflip")
 def vflip(x: torch.Tensor, g: torch.Generator, size: int, p: float = 0.5) -> torch.Tensor:
     _check_p(p)
-    return _where(torch.rand(x.shape[0], generator=g) < p, x.flip(2), x)
+    return _flip_some(x, torch.rand(x.shape[0], generator=g) < p, 2)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
