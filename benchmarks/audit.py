@@ -186,7 +186,8 @@ def markdown(results: dict) -> str:
         lines += ["## Label errors among seeded flips (flagged = cleanlab's ranked label issues, cut at 2 x flips)", "",
                   "Each flip seed flips other images. Mean over the seeds, then each seed's figures.", "",
                   "| data | images | flips | seeds | issues flagged (mean) | precision | recall | per seed P / R | "
-                  "own doubts (no flips) | precision / recall beyond them | probe val acc | audit s (first seed, features cached by the audit as given) |",
+                  "own doubts (no flips) | precision / recall beyond them | probe val acc | "
+                  "audit s (first seed, features cached by the audit as given) |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         by_data: dict[str, list[dict]] = {}
         for r in results["labels"]:

@@ -247,7 +247,8 @@ def markdown(rows: list[dict], start: dict) -> str:
     lines += ["", "Evaluation and start-up, same run: `model.evaluate(DATA)` on the machine-seen run's bundle (the "
               "images that did not train it) against the fastest exact (fp32) path of the floor's sweep; start-up "
               "against the interpreter importing torch alone.", "",
-              "| data | images scored | scoring images/s | fastest exact path images/s | scoring / exact | whole call s |",
+              "| data | images scored | scoring images/s | fastest exact path images/s | scoring / exact | "
+              "whole call s |",
               "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['data']} | {r['eval']['images']} | {r['eval']['rate']:.0f} | {r['exact_best']} "
               f"{r['exact_rate']:.0f} | {r['eval']['rate'] / r['exact_rate']:.2f}x | {r['eval']['total_s']:.1f} |"

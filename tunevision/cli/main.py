@@ -18,9 +18,9 @@ from tunevision.cli import serve as cli_serve
 from tunevision.cli import tools as cli_tools
 from tunevision.cli.common import print_predictions, run, tta_options
 from tunevision.cli.options import build_config, config_options
+from tunevision.core.allocator import keep_freed_memory
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
-from tunevision.core.allocator import keep_freed_memory
 
 RESUMABLE_OVERRIDES = ("train__device", "train__precision", "data__workers")  # change nothing in the result
 
