@@ -143,6 +143,10 @@ def choose(paths: list[ForwardPath], sample: torch.Tensor) -> tuple[ForwardPath,
 
 MIN_TIMED = 32  # images a candidate is timed on before the choice trusts its rate
 WARMUP = 2      # untimed forward calls of each candidate: ONNX Runtime's first two runs are 2-4x slower
+# An inexact (bf16) path takes training features only when it beats the fastest exact one by this much: bf16
+# training features beside fp32 validation features cost flowers5 0.35-0.6 points (75.81-76.04 % in four runs,
+# 76.39 % in every fp32 one; hymenoptera 96.08 % either way), for 0-10 % more images/s on a 2-core EPYC
+INEXACT_MARGIN = 1.15
 
 
 @dataclass
@@ -155,7 +159,8 @@ class _Timing:
 class PathChooser:
     """The forward path of each batch of a feature pass, chosen while the work is done. Until every candidate has
     timed MIN_TIMED images (after WARMUP untimed calls), batches go round the candidates not yet timed; then each
-    batch goes to the fastest allowed (an exact one where `exact` is asked). Every batch's features are kept, so
+    batch goes to the fastest allowed (an exact one where `exact` is asked; an inexact one only when INEXACT_MARGIN
+    faster). Every batch's features are kept, so
     the choice costs no forward pass of its own: timing four candidates on a sample of their own cost 1.5-2 s,
     a fifth of hymenoptera's feature passes. Rates the memo holds for this machine key are believed and nothing
     is timed; rates measured here are added to it once every candidate has one."""
@@ -186,7 +191,7 @@ class PathChooser:
     def pick(self, exact: bool) -> ForwardPath:
         allowed = [p for p in self.paths if p.exact or not exact]
         untimed = [p for p in allowed if self.rate(p) is None]
-        return untimed[0] if untimed else max(allowed, key=self.rate)
+        return untimed[0] if untimed else max(allowed, key=lambda p: self.rate(p) / (1 if p.exact else INEXACT_MARGIN))
 
     def timed(self, path: ForwardPath) -> Forward:
         """path.forward, each call after the warm-up timed into this chooser (until the path has a rate)."""
@@ -212,7 +217,7 @@ class PathChooser:
         if self.log:
             self.log.info("forward paths, images/s timed on the first batches: " +
                           ", ".join(f"{k} {v:.0f}" for k, v in rates.items() if v) +
-                          f"; fastest {self.pick(False).label}, fastest exact {self.pick(True).label}")
+                          f"; training features on {self.pick(False).label}, validation on {self.pick(True).label}")
         if self.memo is not None:
             book = _read(self.memo)
             book[self.key] = {k: v for k, v in rates.items() if v}  # not a GPU's untimed exact twin
