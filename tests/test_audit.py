@@ -17,7 +17,8 @@ from tunevision.auditing.duplicates import (
     exact_pairs,
     pixel_hashes,
 )
-from tunevision.auditing.labels import find_label_issues, out_of_fold_probs
+from tunevision.auditing.labels import find_label_issues, normalised, out_of_fold_probs
+from tunevision.auditing.neighbours import nearest
 from tunevision.auditing.outliers import outlier_scores, outliers
 from tunevision.auditing.quality import odd_images
 from tunevision.core.errors import TunevisionError
@@ -43,6 +44,22 @@ def test_flipped_labels_are_flagged_with_the_true_class_suggested():
     assert {i.index for i in issues} == set(flipped)
     assert all(i.suggested == y[i.index] for i in issues)
     assert find_label_issues(y, out_of_fold_probs(x, y)) == []
+
+
+def test_label_issues_are_as_many_as_cleanlab_counts_least_label_quality_first():
+    from cleanlab.filter import find_label_issues as cleanlab_issues
+    from cleanlab.rank import get_label_quality_scores
+    x, y = clusters(n=40, classes=4, seed=2)
+    x += np.random.default_rng(3).normal(0, 3, x.shape)  # overlapping classes: doubts beyond the flips
+    noisy = y.copy()
+    noisy[::9] = (y[::9] + 1) % 4
+    probs = out_of_fold_probs(x, noisy)
+    issues = find_label_issues(noisy, probs)
+    assert len(issues) == cleanlab_issues(noisy, probs, filter_by="both").sum() > 5
+    quality = get_label_quality_scores(noisy, probs)
+    flagged = [i.index for i in issues]
+    assert [i.score for i in issues] == sorted(quality[flagged].tolist())
+    assert quality[flagged].max() <= np.delete(quality, flagged).min()  # none of the rest is more doubtful
 
 
 def test_label_issues_fork_no_process(monkeypatch):
@@ -110,6 +127,24 @@ def test_outliers_flag_the_far_image_and_not_a_fixed_share():
     assert len(outliers(outlier_scores(x))) <= 2
     far = np.vstack([x, np.full((1, x.shape[1]), 50.0) * np.sign(np.random.default_rng(1).normal(size=x.shape[1]))])
     assert outliers(outlier_scores(far))[0] == len(x)
+
+
+def test_nearest_neighbours_leave_each_image_out_most_similar_first():
+    x, _ = clusters(n=10)
+    near = nearest(x, 4)
+    cos = normalised(x) @ normalised(x).T
+    np.fill_diagonal(cos, -np.inf)
+    assert near.index.shape == (len(x), 4) and not (near.index == np.arange(len(x))[:, None]).any()
+    np.testing.assert_allclose(near.similarity, -np.sort(-cos, axis=1)[:, :4], atol=1e-5)
+    assert nearest(x[:1]).index.shape == (1, 0)  # one image has no neighbour
+
+
+def test_outlier_scores_on_the_audits_neighbours_are_cleanlabs_own():
+    from cleanlab.outlier import OutOfDistribution
+    x, _ = clusters(n=30)
+    x[7] = x[8]  # an exact duplicate: cleanlab corrects its own search for them
+    own = OutOfDistribution({"k": 10}).fit_score(features=normalised(x))
+    np.testing.assert_allclose(outlier_scores(x, nearest(x)), own, atol=1e-5)
 
 
 def test_odd_images_by_rule():

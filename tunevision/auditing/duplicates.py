@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tunevision.auditing.labels import normalised
+from tunevision.auditing.neighbours import Neighbours, nearest
 
 # Measured on flowers5 with 20 injected copies (benchmarks/audit.py): a copy cropped by 6 % a side keeps only 0.86
 # feature cosine with its original, while 7,940 distinct pairs pass 0.85. Pixels tell them apart: on 16 px grey
@@ -20,8 +19,7 @@ CANDIDATE = 0.80      # feature cosine at which a pair is compared pixel by pixe
 PIXEL_MATCH = 0.99    # normalised correlation of the thumbnails for a near duplicate
 THUMB = 16
 SCALES = (1.0, 0.94, 0.88, 0.82)  # centre crops tried against the other image's whole square
-BLOCK = 2048
-NEIGHBOURS = 16       # candidates per image: on 10,000 MNIST digits nearly every pair passes 0.80
+PAIR_BLOCK = 16384    # pairs compared at a time: a few MB of thumbnails gathered
 
 
 @dataclass(frozen=True)
@@ -54,25 +52,13 @@ def exact_pairs(hashes: list[str]) -> list[Pair]:
     return pairs
 
 
-def candidate_pairs(features: np.ndarray, threshold: float = CANDIDATE, neighbours: int = NEIGHBOURS
-                    ) -> list[tuple[int, int, float]]:
-    """Each image's `neighbours` nearest others above `threshold` feature cosine, as (i < j) pairs. Rows go in
-    blocks so that 50,000 images need no N x N matrix, and the cap keeps a set of near-identical pictures
-    (digits, product shots) from asking for every pair of them."""
-    x = normalised(features)
-    k = min(neighbours, len(x) - 1)
-    if k < 1:
-        return []
+def candidate_pairs(near: Neighbours, threshold: float = CANDIDATE) -> list[tuple[int, int, float]]:
+    """Each image's nearest others (`near`) above `threshold` feature cosine, as (i < j) pairs: the cap on
+    neighbours keeps a set of near-identical pictures (digits, product shots) from asking for every pair."""
     found: dict[tuple[int, int], float] = {}
-    xt = torch.from_numpy(x)
-    for start in range(0, len(x), BLOCK):
-        sims = xt[start:start + BLOCK] @ xt.T
-        rows = torch.arange(len(sims))
-        sims[rows, start + rows] = -math.inf  # not its own neighbour
-        best, near = sims.topk(k, dim=1)  # torch's topk: a tenth of numpy's argpartition over these rows
-        keep = best >= threshold
-        for r, c, v in zip(rows[:, None].expand_as(near)[keep].tolist(), near[keep].tolist(), best[keep].tolist()):
-            found[(min(start + r, c), max(start + r, c))] = v
+    rows, cols = np.nonzero(near.similarity >= threshold)
+    for r, c, v in zip(rows.tolist(), near.index[rows, cols].tolist(), near.similarity[rows, cols].tolist()):
+        found[(min(r, c), max(r, c))] = v
     return sorted((i, j, v) for (i, j), v in found.items())
 
 
@@ -108,25 +94,25 @@ def pixel_match(images, pairs: list[tuple[int, int, float]]) -> np.ndarray:
     a = np.array([where[p[0]] for p in pairs])
     b = np.array([where[p[1]] for p in pairs])
     best = np.full(len(pairs), -1.0)
-    for lo in range(0, len(pairs), BLOCK * 8):  # bounded memory: a few MB of thumbnails gathered at a time
-        ai, bi, out = a[lo:lo + BLOCK * 8], b[lo:lo + BLOCK * 8], best[lo:lo + BLOCK * 8]
+    for lo in range(0, len(pairs), PAIR_BLOCK):
+        ai, bi, out = a[lo:lo + PAIR_BLOCK], b[lo:lo + PAIR_BLOCK], best[lo:lo + PAIR_BLOCK]
         for s in SCALES:
             np.maximum(out, np.einsum("ij,ij->i", thumbs[s][ai], thumbs[1.0][bi]), out=out)
             np.maximum(out, np.einsum("ij,ij->i", thumbs[s][bi], thumbs[1.0][ai]), out=out)
     return best
 
 
-def near_pairs(images, features: np.ndarray, candidate: float = CANDIDATE, match: float = PIXEL_MATCH
-               ) -> list[Pair]:
+def near_pairs(images, near: Neighbours, candidate: float = CANDIDATE, match: float = PIXEL_MATCH) -> list[Pair]:
     """Pairs close in feature space whose pixels also match: a copy resized, recompressed or slightly cropped."""
-    pairs = candidate_pairs(features, candidate)
+    pairs = candidate_pairs(near, candidate)
     scores = pixel_match(images, pairs)
     return [Pair(i, j, round(float(m), 4), "near") for (i, j, _), m in zip(pairs, scores) if m >= match]
 
 
-def duplicate_pairs(images, features: np.ndarray) -> list[Pair]:
-    """Exact pairs, then near pairs that are not already exact, best match first."""
+def duplicate_pairs(images, features: np.ndarray, near: Neighbours | None = None) -> list[Pair]:
+    """Exact pairs, then near pairs that are not already exact, best match first (`near`: the features'
+    nearest neighbours, when already found)."""
     hashes = pixel_hashes(images)
-    near = [p for p in near_pairs(images, features) if hashes[p.first] != hashes[p.second]]
-    exact = exact_pairs(hashes)
-    return exact + sorted(near, key=lambda p: -p.similarity)
+    close = [p for p in near_pairs(images, near if near is not None else nearest(features))
+             if hashes[p.first] != hashes[p.second]]
+    return exact_pairs(hashes) + sorted(close, key=lambda p: -p.similarity)

@@ -6,13 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tunevision.auditing.duplicates import (
-    CANDIDATE,
-    NEIGHBOURS,
-    PIXEL_MATCH,
-    duplicate_pairs,
-)
+from tunevision.auditing.duplicates import CANDIDATE, PIXEL_MATCH, duplicate_pairs
 from tunevision.auditing.labels import find_label_issues, normalised, out_of_fold_probs
+from tunevision.auditing.neighbours import NEIGHBOURS, Neighbours, nearest
 from tunevision.auditing.outliers import outlier_scores, outliers
 from tunevision.auditing.quality import odd_images
 
@@ -71,10 +67,10 @@ def label_findings(a: Audited, seed: int) -> list[Finding]:
                     a.classes[present[i.suggested]]) for i in find_label_issues(compact, probs)]
 
 
-def duplicate_findings(a: Audited) -> list[Finding]:
+def duplicate_findings(a: Audited, near: Neighbours) -> list[Finding]:
     """One row per pair, on its second image: within a split `duplicate`, across splits `leakage`."""
     rows = []
-    for p in duplicate_pairs(_Concat(a.image_sets), a.features):
+    for p in duplicate_pairs(_Concat(a.image_sets), a.features, near):
         issue = "duplicate" if a.splits[p.first] == a.splits[p.second] else "leakage"
         rows.append(Finding(p.second, issue, round(p.similarity, 4), suggested="drop", other=p.first))
     return rows
@@ -90,8 +86,9 @@ def run_audit(a: Audited, *, seed: int = 0) -> tuple[list[Finding], dict]:
 
 
 def _run_audit(a: Audited, seed: int) -> tuple[list[Finding], dict]:
-    findings = label_findings(a, seed) + duplicate_findings(a)
-    scores = outlier_scores(a.features) if len(a.features) > 1 else np.ones(len(a.features))
+    near = nearest(a.features)  # the duplicates' candidates and the outliers' distances alike
+    findings = label_findings(a, seed) + duplicate_findings(a, near)
+    scores = outlier_scores(a.features, near) if len(a.features) > 1 else np.ones(len(a.features))
     findings += [Finding(int(i), "outlier", round(float(scores[i]), 4)) for i in outliers(scores)]
     findings += [Finding(o.index, o.issue, o.score) for o in odd_images(_Concat(a.image_sets), a.sizes)]
     leaked = {f.index if a.splits[f.index] == "val" else f.other for f in findings if f.issue == "leakage"}
