@@ -62,6 +62,25 @@ def test_label_issues_are_as_many_as_cleanlab_counts_least_label_quality_first()
     assert quality[flagged].max() <= np.delete(quality, flagged).min()  # none of the rest is more doubtful
 
 
+def test_k_fold_heads_started_from_the_probe_reach_the_same_probabilities():
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from tunevision.auditing.labels import logistic_head
+    x, y = clusters(n=30, classes=3)
+    noisy = y.copy()
+    noisy[[3, 40]] = (y[[3, 40]] + 1) % 3
+    cold = out_of_fold_probs(x, noisy)
+    own = cross_val_predict(logistic_head(), normalised(x), noisy, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                            method="predict_proba")
+    np.testing.assert_allclose(cold, own, atol=1e-6)  # without a start: sklearn's own K-fold
+    warm = out_of_fold_probs(x, noisy, start=logistic_head().fit(normalised(x)[:60], noisy[:60]))
+    np.testing.assert_allclose(warm, cold, atol=0.02)
+    assert {i.index for i in find_label_issues(noisy, warm)} == {3, 40}
+    thin = np.append(noisy, 3)  # a class with one image: no fold has it twice, every head starts cold
+    probs = out_of_fold_probs(np.vstack([x, x[:1]]), thin, start=logistic_head().fit(normalised(x), noisy))
+    assert probs.shape == (len(thin), 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
 def test_label_issues_fork_no_process(monkeypatch):
     """A fork of a process with torch threads can hang for good (it did, inside a training run): no Pool."""
     import multiprocessing

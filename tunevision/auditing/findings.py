@@ -7,7 +7,12 @@ from typing import Sequence
 import numpy as np
 
 from tunevision.auditing.duplicates import CANDIDATE, PIXEL_MATCH, duplicate_pairs
-from tunevision.auditing.labels import find_label_issues, normalised, out_of_fold_probs
+from tunevision.auditing.labels import (
+    find_label_issues,
+    logistic_head,
+    normalised,
+    out_of_fold_probs,
+)
 from tunevision.auditing.neighbours import NEIGHBOURS, Neighbours, nearest
 from tunevision.auditing.outliers import outlier_scores, outliers
 from tunevision.auditing.quality import odd_images
@@ -41,28 +46,34 @@ class Audited:
         return np.array([i for i, s in enumerate(self.splits) if s == split], int)
 
 
-def probe_accuracy(a: Audited, val_drop: set[int]) -> tuple[float, float] | None:
-    """Validation accuracy of a logistic-regression head trained on the training features: on every validation
-    image, and without those that duplicate a training image (the leakage's effect on the score)."""
-    from sklearn.linear_model import LogisticRegression
+def probe_head(a: Audited):
+    """A logistic-regression head on the training images' features (None without two classes or validation
+    images): the leakage line's probe, and where the K-fold heads start."""
     train, val = a.split_index("train"), a.split_index("val")
     if len(np.unique(a.labels[train])) < 2 or not len(val):
         return None
-    x = normalised(a.features)
-    head = LogisticRegression(C=1.0, max_iter=300).fit(x[train], a.labels[train])
-    right = head.predict(x[val]) == a.labels[val]
+    return logistic_head().fit(normalised(a.features)[train], a.labels[train])
+
+
+def probe_accuracy(a: Audited, probe, val_drop: set[int]) -> tuple[float, float]:
+    """Validation accuracy of the probe on every validation image, and without those that duplicate a training
+    image (the leakage's effect on the score)."""
+    val = a.split_index("val")
+    right = probe.predict(normalised(a.features)[val]) == a.labels[val]
     kept = np.array([i not in val_drop for i in val])
     return float(right.mean()), float(right[kept].mean()) if kept.any() else float("nan")
 
 
-def label_findings(a: Audited, seed: int) -> list[Finding]:
+def label_findings(a: Audited, seed: int, probe=None) -> list[Finding]:
     """Label issues among the labelled images, over the classes that have images (a class emptied by --fixes or
-    by unreadable files has no column in the heads' output), mapped back to the data's class names."""
+    by unreadable files has no column in the heads' output), mapped back to the data's class names. The K-fold
+    heads start from `probe` when it knows the same classes."""
     index = np.nonzero(a.labels >= 0)[0]
     present, compact = np.unique(a.labels[index], return_inverse=True)
     if len(index) < 4 or len(present) < 2:
         return []
-    probs = out_of_fold_probs(a.features[index], compact, seed=seed)
+    same = probe is not None and np.array_equal(probe.classes_, present)  # then its rows are the compact classes'
+    probs = out_of_fold_probs(a.features[index], compact, seed=seed, start=probe if same else None)
     return [Finding(int(index[i.index]), "label", round(i.score, 4), a.classes[present[compact[i.index]]],
                     a.classes[present[i.suggested]]) for i in find_label_issues(compact, probs)]
 
@@ -87,7 +98,8 @@ def run_audit(a: Audited, *, seed: int = 0) -> tuple[list[Finding], dict]:
 
 def _run_audit(a: Audited, seed: int) -> tuple[list[Finding], dict]:
     near = nearest(a.features)  # the duplicates' candidates and the outliers' distances alike
-    findings = label_findings(a, seed) + duplicate_findings(a, near)
+    probe = probe_head(a)
+    findings = label_findings(a, seed, probe) + duplicate_findings(a, near)
     scores = outlier_scores(a.features, near) if len(a.features) > 1 else np.ones(len(a.features))
     findings += [Finding(int(i), "outlier", round(float(scores[i]), 4)) for i in outliers(scores)]
     findings += [Finding(o.index, o.issue, o.score) for o in odd_images(_Concat(a.image_sets), a.sizes)]
@@ -98,8 +110,8 @@ def _run_audit(a: Audited, seed: int) -> tuple[list[Finding], dict]:
     summary = {"images": len(a.paths), "issues": counts,
                "near_rule": {"feature_cosine": CANDIDATE, "pixel_match": PIXEL_MATCH, "neighbours": NEIGHBOURS},
                "leaked_val": sorted(a.paths[i] for i in leaked)}
-    accuracy = probe_accuracy(a, leaked)
-    if accuracy:
+    if probe is not None:
+        accuracy = probe_accuracy(a, probe, leaked)
         summary["probe_val_acc"], summary["probe_val_acc_without_leaked"] = (round(v, 4) for v in accuracy)
     return findings, summary
 

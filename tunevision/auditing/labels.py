@@ -21,21 +21,37 @@ def normalised(features: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """(N, classes) probabilities, each row from a head that did not see that image. L2 strength C=1 on
-    unit-length features: on flowers5 C=1/10/100 gave 69.5/70.5/70.5 % out-of-fold accuracy and the same
-    flags, and C=1 fits in half the time."""
+def logistic_head(C: float = 1.0, warm: bool = False):
+    """The audit's heads: L2 strength C=1 on unit-length features (on flowers5 C=1/10/100 gave 69.5/70.5/70.5 %
+    out-of-fold accuracy and the same flags, and C=1 fits in half the time)."""
     # sklearn's import costs about a second: only when an audit runs
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    return LogisticRegression(C=C, max_iter=300, warm_start=warm)
+
+
+def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0,
+                      start=None) -> np.ndarray:
+    """(N, classes) probabilities, each row from a head that did not see that image. `start`: a head already
+    fitted on most of these images (the audit's probe, on the training split), from which each fold's head starts
+    when it has the same classes: on flowers5 the folds then take 33-47 L-BFGS steps instead of 53-72 (2.0-2.3 s
+    -> 1.2-1.5 s) to the same optimum within sklearn's tolerance (probabilities within 0.02; 329 of the 332
+    flags, and 3 fewer); without it, the same probabilities as sklearn's `cross_val_predict`."""
+    from sklearn.model_selection import StratifiedKFold
     labels = np.asarray(labels)
+    classes = int(labels.max()) + 1 if len(labels) else 0
     smallest = np.bincount(labels).min(initial=len(labels)) if len(labels) else 0
     k = max(2, min(folds, int(smallest) or 2, len(labels)))
+    x = normalised(features)
+    probs = np.zeros((len(labels), classes), np.float32)
     with warnings.catch_warnings():  # classes thinner than K: sklearn warns and still gives every row
         warnings.simplefilter("ignore")
-        probs = cross_val_predict(LogisticRegression(C=1.0, max_iter=300), normalised(features), labels,
-                                  cv=StratifiedKFold(k, shuffle=True, random_state=seed), method="predict_proba")
-    return probs.astype(np.float32)
+        for fit_on, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, labels):
+            head = logistic_head(warm=start is not None)
+            if start is not None and len(np.unique(labels[fit_on])) == classes == len(start.classes_):
+                head.coef_, head.intercept_ = start.coef_.copy(), start.intercept_.copy()
+            head.fit(x[fit_on], labels[fit_on])
+            probs[np.ix_(held, head.classes_)] = head.predict_proba(x[held])
+    return probs
 
 
 def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> list[LabelIssue]:
