@@ -183,3 +183,32 @@ def test_evaluation_scores_on_onnx_runtime_when_it_measures_fastest(monkeypatch:
     assert isinstance(network, inference.PathNetwork) and network.multilabel and chunk in (8, 16)
     assert np.allclose(inference.predict_probs(network, images, CPU, 32, chunk=chunk),
                        inference.predict_probs(model, images, CPU, 32), atol=1e-5)
+
+
+
+def test_the_feature_fingerprint_follows_the_normalisation_in_front_of_the_body() -> None:
+    """`--normalize data` gives other features from the same weights: they must not share a cache entry, nor an
+    ONNX graph (which carries the normalisation), with a run on the backbone's statistics."""
+    backbone = create_backbone("tiny_cnn", pretrained=False)
+    default = build_classifier(backbone, 2)
+    assert reader.body_fingerprint(build_classifier(backbone, 5)) == reader.body_fingerprint(default)  # any head
+    backbone.mean, backbone.std = (0.1, 0.2, 0.3), (0.5, 0.5, 0.5)
+    assert reader.body_fingerprint(build_classifier(backbone, 2)) != reader.body_fingerprint(default)
+
+
+def test_evaluation_runs_the_body_graph_its_training_run_exported(tmp_path: Path) -> None:
+    from tunevision.classify.evaluate import on_body_graph
+    from tunevision.classify.inference import predict_probs
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny_cnn", pretrained=False)
+    model = build_classifier(backbone, 3).eval()
+    assert on_body_graph(model, 32, tmp_path) is None  # nothing exported yet
+    graph = reader.body_graph(tmp_path, reader.body_fingerprint(model), 32)
+    graph.parent.mkdir(parents=True)
+    onnx_forward(model, model.forward_features, 32, graph)  # what a training run's feature pass leaves
+    network = on_body_graph(model, 32, tmp_path)
+    images = np.random.default_rng(2).integers(0, 255, (20, 36, 36, 3), dtype=np.uint8)
+    assert np.allclose(predict_probs(network, images, CPU, 32, chunk=8), predict_probs(model, images, CPU, 32),
+                       atol=1e-5)
+    backbone.mean = (0.2, 0.2, 0.2)  # the same weights behind other statistics: not that graph
+    assert on_body_graph(build_classifier(backbone, 3), 32, tmp_path) is None

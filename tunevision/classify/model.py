@@ -119,10 +119,18 @@ class Model:
         """Accuracy, per-class metrics and confusion on `data` (class folders, CSV, ...); it becomes `evaluation`.
         The model's own training folder is scored on its validation split only."""
         eval_set = load_eval_set(self.network, self.meta, str(data), self.runtime, unknown_classes=unknown_classes,
-                                 log=None if quiet else RunLog())
+                                 log=None if quiet else RunLog(), cache=self.training_cache())
         self._evaluation = eval_set.score(as_tta(tta))
         self._evaluation.note = eval_set.note
         return self._evaluation
+
+    def training_cache(self) -> Path | None:
+        """The cache folder of the run that trained this model (its config.yaml says), where the ONNX graph of its
+        body may be kept; None without a run folder."""
+        if self.run_dir is None or not (self.run_dir / "config.yaml").is_file():
+            return None
+        folder = RunConfig.load(self.run_dir / "config.yaml").data.cache_dir
+        return Path(folder).expanduser() if folder else None
 
     def use_evaluation(self, evaluation: Evaluation) -> None:
         """Make `evaluation` (scored elsewhere, e.g. with TTA by the CLI) the one the plots below read."""

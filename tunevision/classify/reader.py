@@ -32,11 +32,21 @@ View = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def body_fingerprint(model: Classifier) -> str:
+    """What the features depend on: the body's weights and the normalisation in front of it (a run with
+    `--normalize data` must not read the features, or the ONNX graph, of one with the backbone's statistics)."""
     h = hashlib.sha1(f"{type(model.body).__name__} {model.head.in_features}".encode())  # same weights, other output
+    for v in (model.mean, model.std):
+        h.update(v.detach().cpu().float().contiguous().numpy().tobytes())
     for k, v in model.body.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()
+
+
+def body_graph(cache: Path, body: str, size: int) -> Path:
+    """Where the ONNX graph of a body's features (normalisation included, NHWC input) is kept: by its fingerprint,
+    so that evaluation finds the graph its training run exported. Not the NCHW graphs of earlier versions."""
+    return cache / "onnx" / f"{body[:20]}-{size}-nhwc.onnx"
 
 
 # The feature cache's names for the eval view's features: head training and the audit share them, so that an
@@ -97,10 +107,9 @@ def forward_paths(model: Classifier, body: str, data: Data, cfg: RunConfig, rt: 
     scratch = None if folder else tempfile.TemporaryDirectory()  # ONNX Runtime reads the file once, at start
 
     def onnx():
-        where = folder / "onnx" if folder else Path(scratch.name)
-        where.mkdir(parents=True, exist_ok=True)
-        name = f"{body[:20]}-{data.image_size}-nhwc.onnx"  # not the NCHW graphs of earlier versions
-        return onnx_forward(model, fn, data.image_size, where / name, log)
+        path = body_graph(folder if folder else Path(scratch.name), body, data.image_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return onnx_forward(model, fn, data.image_size, path, log)
     try:
         paths = candidates(fn, rt, onnx)
     finally:

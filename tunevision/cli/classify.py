@@ -28,7 +28,8 @@ def evaluate_classes(model, data: str, *, out: Path | None, tta: bool, tta_crops
     from tunevision.classify.evaluate import load_eval_set
     from tunevision.core.ui import RunLog
     log, folder = RunLog(), out or Path(".")
-    eval_set = load_eval_set(model.network, model.meta, data, model.runtime, unknown_classes=unknown_classes, log=log)
+    eval_set = load_eval_set(model.network, model.meta, data, model.runtime, unknown_classes=unknown_classes, log=log,
+                             cache=model.training_cache())
     augmented = make_tta(tta, tta_crops, tta_reduce)
     ev = eval_set.score(augmented)
     if augmented:
