@@ -212,3 +212,30 @@ def test_evaluation_runs_the_body_graph_its_training_run_exported(tmp_path: Path
                        atol=1e-5)
     backbone.mean = (0.2, 0.2, 0.2)  # the same weights behind other statistics: not that graph
     assert on_body_graph(build_classifier(backbone, 3), 32, tmp_path) is None
+
+
+def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: Path, colour_folders: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import tunevision as tv
+    from tunevision.classify import inference
+    from tunevision.cli.main import main
+    monkeypatch.setattr(reader, "TIMED_FROM", 1)  # the feature passes export the body even for 24 images
+    cache = tmp_path / "cache"
+    run = tv.fit(str(colour_folders), backbone="tiny_cnn", pretrained=False, cache_dir=str(cache),
+                 out=str(tmp_path / "runs"), device="cpu", precision="fp32", mode="freeze", epochs=2, quiet=True)
+    model = tv.load(run.run_dir)
+    assert model.training_cache() == cache
+    assert inference.on_body_graph(model.network, model.meta.image_size, cache) is not None
+    from tunevision.classify import evaluate
+    used = []
+    real = inference.on_body_graph
+    for module in (inference, evaluate):
+        monkeypatch.setattr(module, "on_body_graph", lambda *a: used.append(real(*a)) or used[-1])
+    assert model.evaluate(str(colour_folders)).accuracy == run.evaluation.accuracy and used
+    r = CliRunner().invoke(main, ["predict", str(run.run_dir), str(colour_folders / "red"), "--json"])
+    assert r.exit_code == 0, r.output
+    printed = json.loads(r.output)
+    assert len(used) == 2 and all(isinstance(n, inference.PathNetwork) for n in used)  # both on the kept graph
+    assert [p["top"][0]["label"] for p in printed] == [p.label for p in model.predict(str(colour_folders / "red"))]

@@ -13,8 +13,8 @@ import torch
 from tunevision.classify.inference import (
     CPU_CHUNK,
     TTA,
-    PathNetwork,
     fastest_exact,
+    on_body_graph,
     predict_probs,
 )
 from tunevision.classify.multilabel import MultiLabelEvaluation
@@ -23,7 +23,6 @@ from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtim
 from tunevision.data.discover import discover
 from tunevision.data.inputs import relative_names
 from tunevision.data.sources import Dataset, Sample, drop_skipped, load_images, relabel
-from tunevision.models.backbones import Classifier
 from tunevision.models.bundle import BundleMeta, load_bundle
 
 
@@ -195,23 +194,6 @@ def _scored_samples(meta: BundleMeta, data: str) -> tuple[Dataset, list[Sample],
     if ds.explicit_split:
         return ds, ds.val, f"scoring the validation split of {data} ({ds.layout})"
     return ds, ds.evaluation_samples(), f"scoring every image of {data} (no split in the data)"
-
-
-def on_body_graph(model: torch.nn.Module, size: int, cache: Path | None) -> PathNetwork | None:
-    """The network with its body on ONNX Runtime, from the graph a training run exported for these very weights
-    and statistics (found in `cache` by the body's fingerprint), and its head in torch fp32: exact (features
-    within 1e-5 of torch's), with no export to make and no path to time, so that a set too small to repay them
-    (hymenoptera's 153 held-out images: torch fp32 at 8 a batch) still scores at ONNX Runtime's rate. None where
-    no such graph is kept (a fine-tuned body, another cache, no onnxruntime)."""
-    from tunevision.classify.reader import body_fingerprint, body_graph
-    from tunevision.engine.forward import onnx_forward
-    if cache is None or not isinstance(model, Classifier):
-        return None
-    path = body_graph(cache, body_fingerprint(model), size)
-    features = onnx_forward(model, model.forward_features, size, path) if path.is_file() else None
-    if features is None:
-        return None
-    return PathNetwork(lambda x: model.forward_head(features(x)), model.multilabel)
 
 
 def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: Runtime, *,

@@ -21,6 +21,7 @@ from tunevision.classify.predict import (
     decode_inputs,
     load_predictor,
     predict_decoded,
+    training_cache,
 )
 from tunevision.classify.report import top_losses_grid
 from tunevision.core.config import RunConfig
@@ -125,12 +126,8 @@ class Model:
         return self._evaluation
 
     def training_cache(self) -> Path | None:
-        """The cache folder of the run that trained this model (its config.yaml says), where the ONNX graph of its
-        body may be kept; None without a run folder."""
-        if self.run_dir is None or not (self.run_dir / "config.yaml").is_file():
-            return None
-        folder = RunConfig.load(self.run_dir / "config.yaml").data.cache_dir
-        return Path(folder).expanduser() if folder else None
+        """The feature cache of the run that trained this model, where the ONNX graph of its body may be kept."""
+        return training_cache(self.run_dir) if self.run_dir else None
 
     def use_evaluation(self, evaluation: Evaluation) -> None:
         """Make `evaluation` (scored elsewhere, e.g. with TTA by the CLI) the one the plots below read."""

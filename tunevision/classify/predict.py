@@ -14,6 +14,7 @@ import numpy as np
 
 from tunevision.classify.export import export_bundle
 from tunevision.classify.inference import TTA, predict_probs
+from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime
 from tunevision.data.images import DEFAULT_MAX_PIXELS
@@ -85,6 +86,17 @@ def model_source(arg: str) -> str:
         raise TunevisionError(f"{arg}: not a model: expected a run folder, a bundle folder (model.json + "
                               f"model.safetensors), an exported .onnx file, or '{IMAGENET}' for the pretrained "
                               "ImageNet classes (as in: tunevision classify IMAGE)") from None
+
+
+def training_cache(bundle: str | Path) -> Path | None:
+    """The feature cache of the run that trained a bundle (its run folder's config.yaml says), where the ONNX graph
+    of its body may be kept (`inference.on_body_graph`); None for a bundle outside a run folder."""
+    folder = Path(bundle)
+    run = folder.parent if folder.name == "model" else folder
+    if not (run / "config.yaml").is_file():
+        return None
+    cache = RunConfig.load(run / "config.yaml").data.cache_dir
+    return Path(cache).expanduser() if cache else None
 
 
 def bundle_onnx(bundle: str) -> str:
