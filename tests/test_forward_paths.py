@@ -212,6 +212,10 @@ def test_evaluation_runs_the_body_graph_its_training_run_exported(tmp_path: Path
                        atol=1e-5)
     backbone.mean = (0.2, 0.2, 0.2)  # the same weights behind other statistics: not that graph
     assert on_body_graph(build_classifier(backbone, 3), 32, tmp_path) is None
+    other = build_classifier(create_backbone("tiny_cnn", pretrained=False), 3).eval()
+    onnx_forward(other, other.forward_features, 32, tmp_path / "other.onnx")
+    (tmp_path / "other.onnx").replace(graph)  # another network's graph under this body's name: not believed
+    assert on_body_graph(model, 32, tmp_path) is None
 
 
 def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: Path, colour_folders: Path,

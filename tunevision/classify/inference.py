@@ -134,8 +134,9 @@ def on_body_graph(model: torch.nn.Module, size: int, cache: Path | None) -> Path
     and statistics (found in `cache` by the body's fingerprint), and its head in torch fp32: exact (features
     within 1e-5 of torch's), with no export to make and no path to time, so that a set too small to repay them
     (hymenoptera's 153 held-out images: torch fp32 at 8 a batch) still scores at ONNX Runtime's rate; a session
-    starts in 0.06 s, so one image pays too. None where no such graph is kept (a fine-tuned body, another cache,
-    no onnxruntime)."""
+    starts in 0.06 s, so one image pays too. The graph must give the body's own features on two seeded images
+    first (a cache is the user's folder, not part of the bundle: a damaged or foreign file is not believed).
+    None where no such graph is kept (a fine-tuned body, another cache, no onnxruntime)."""
     from tunevision.classify.reader import body_fingerprint, body_graph
     from tunevision.engine.forward import onnx_forward
     if cache is None or not isinstance(model, Classifier):
@@ -143,5 +144,10 @@ def on_body_graph(model: torch.nn.Module, size: int, cache: Path | None) -> Path
     path = body_graph(cache, body_fingerprint(model), size)
     features = onnx_forward(model, model.forward_features, size, path) if path.is_file() else None
     if features is None:
+        return None
+    probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model.eval().forward_features(probe)
+    if not torch.allclose(features(probe.contiguous(memory_format=torch.channels_last)), want, atol=1e-4, rtol=1e-3):
         return None
     return PathNetwork(lambda x: model.forward_head(features(x)), model.multilabel)
