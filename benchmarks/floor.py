@@ -139,10 +139,11 @@ def run(data: Path, *extra: str, source: str | None = None, machine: Path | None
     checkout of another version, run as `python -m tunevision` from there (the "before" of a change). `machine`: a
     folder that receives the cache's machine files after the run (None: not kept), or, where it already holds
     them, gives them to the cold cache first: new data on a machine that has run before (with the default cache
-    folder, every run after a machine's first finds them). `runs`: where the run folder `r` stays (None: deleted)."""
+    folder, every run after a machine's first finds them). `runs`: where the run folder `r` stays, with its cache
+    beside it as `cache` (None: both deleted), as a user's run and its cache stay for `evaluate`."""
     with tempfile.TemporaryDirectory() as tmp:
         out = runs or Path(tmp) / "runs"
-        cache = Path(tmp) / "cache"
+        cache = (runs.parent if runs else Path(tmp)) / "cache"
         cache.mkdir()
         if machine and machine.is_dir():
             for name in MACHINE_FILES:
@@ -255,8 +256,8 @@ def markdown(rows: list[dict], start: dict) -> str:
     lines += [f"| {r['data']} | {r['floor_exact_s']:.1f} ({r['exact_best']} {r['exact_rate']:.0f}) | "
               f"{r['wall'] / r['floor_exact_s']:.2f}x | {r['wall_seen'] / r['floor_exact_s']:.2f}x | "
               f"{r['wall_no_audit'] / r['floor_exact_s']:.2f}x |" for r in rows]
-    lines += ["", "Evaluation and start-up, same run: `model.evaluate(DATA)` on the machine-seen run's bundle (the "
-              "images that did not train it) against the fastest exact (fp32) path of the floor's sweep; start-up "
+    lines += ["", "Evaluation and start-up, same run: `model.evaluate(DATA)` on the machine-seen run's bundle, its "
+              "cache kept as a user's is (the images that did not train it) against the fastest exact (fp32) path of the floor's sweep; start-up "
               "against the interpreter importing torch alone.", "",
               "| data | images scored | scoring images/s | fastest exact path images/s | scoring / exact | "
               "whole call s |",

@@ -34,8 +34,8 @@ def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, folds: int = 5, 
     """(N, classes) probabilities, each row from a head that did not see that image. `start`: a head already
     fitted on most of these images (the audit's probe, on the training split), from which each fold's head starts
     when it has the same classes: on flowers5 the folds then take 33-47 L-BFGS steps instead of 53-72 (2.0-2.3 s
-    -> 1.2-1.5 s) to the same optimum within sklearn's tolerance (probabilities within 0.02; 329 of the 332
-    flags, and 3 fewer); without it, the same probabilities as sklearn's `cross_val_predict`."""
+    -> 1.2-1.5 s) to the same optimum within sklearn's tolerance (probabilities within 0.02; 329 flags, all
+    among the 332 of a cold start); without it, the same probabilities as sklearn's `cross_val_predict`."""
     from sklearn.model_selection import StratifiedKFold
     labels = np.asarray(labels)
     classes = int(labels.max()) + 1 if len(labels) else 0

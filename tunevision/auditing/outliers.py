@@ -14,7 +14,8 @@ FAR_OUT = 3.0  # Tukey's "far out": beyond the third quartile plus 3 interquarti
 def outlier_scores(features: np.ndarray, near: Neighbours | None = None) -> np.ndarray:
     """cleanlab's OOD score per image (the mean cosine distance to its 10 nearest, mapped to (0, 1]; low =
     atypical), over the neighbours the audit found (`near`, else found here): the same scores to 1e-6 as
-    cleanlab's own search on hymenoptera, caltech101-25 and flowers5, in a third of the time."""
+    cleanlab's own search on hymenoptera, caltech101-25 and flowers5, and on flowers5 0.5 s against 1.2 s (no
+    time at all where the duplicate search already found them)."""
     from cleanlab.outlier import OutOfDistribution
     k = max(1, min(10, len(features) - 1))
     near = near if near is not None and near.index.shape[1] >= k else nearest(features, k)
