@@ -257,8 +257,8 @@ def markdown(rows: list[dict], start: dict) -> str:
               f"{r['wall'] / r['floor_exact_s']:.2f}x | {r['wall_seen'] / r['floor_exact_s']:.2f}x | "
               f"{r['wall_no_audit'] / r['floor_exact_s']:.2f}x |" for r in rows]
     lines += ["", "Evaluation and start-up, same run: `model.evaluate(DATA)` on the machine-seen run's bundle, its "
-              "cache kept as a user's is (the images that did not train it) against the fastest exact (fp32) path of the floor's sweep; start-up "
-              "against the interpreter importing torch alone.", "",
+              "cache kept as a user's is (the images that did not train it) against the fastest exact (fp32) path "
+              "of the floor's sweep; start-up against the interpreter importing torch alone.", "",
               "| data | images scored | scoring images/s | fastest exact path images/s | scoring / exact | "
               "whole call s |",
               "| --- | --- | --- | --- | --- | --- |"]

@@ -185,7 +185,6 @@ def test_evaluation_scores_on_onnx_runtime_when_it_measures_fastest(monkeypatch:
                        inference.predict_probs(model, images, CPU, 32), atol=1e-5)
 
 
-
 def test_the_feature_fingerprint_follows_the_normalisation_in_front_of_the_body() -> None:
     """`--normalize data` gives other features from the same weights: they must not share a cache entry, nor an
     ONNX graph (which carries the normalisation), with a run on the backbone's statistics."""
@@ -197,8 +196,7 @@ def test_the_feature_fingerprint_follows_the_normalisation_in_front_of_the_body(
 
 
 def test_evaluation_runs_the_body_graph_its_training_run_exported(tmp_path: Path) -> None:
-    from tunevision.classify.evaluate import on_body_graph
-    from tunevision.classify.inference import predict_probs
+    from tunevision.classify.inference import on_body_graph, predict_probs
     torch.manual_seed(0)
     backbone = create_backbone("tiny_cnn", pretrained=False)
     model = build_classifier(backbone, 3).eval()
@@ -223,7 +221,7 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     from click.testing import CliRunner
 
     import tunevision as tv
-    from tunevision.classify import inference
+    from tunevision.classify import evaluate, inference
     from tunevision.cli.main import main
     monkeypatch.setattr(reader, "TIMED_FROM", 1)  # the feature passes export the body even for 24 images
     cache = tmp_path / "cache"
@@ -232,7 +230,6 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     model = tv.load(run.run_dir)
     assert model.training_cache() == cache
     assert inference.on_body_graph(model.network, model.meta.image_size, cache) is not None
-    from tunevision.classify import evaluate
     used = []
     real = inference.on_body_graph
     for module in (inference, evaluate):
