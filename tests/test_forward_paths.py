@@ -221,7 +221,8 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     from click.testing import CliRunner
 
     import tunevision as tv
-    from tunevision.classify import evaluate, inference
+    from tunevision.classify import evaluate, inference, serving
+    from tunevision.classify.predict import model_source
     from tunevision.cli.main import main
     monkeypatch.setattr(reader, "TIMED_FROM", 1)  # the feature passes export the body even for 24 images
     cache = tmp_path / "cache"
@@ -232,7 +233,7 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     assert inference.on_body_graph(model.network, model.meta.image_size, cache) is not None
     used = []
     real = inference.on_body_graph
-    for module in (inference, evaluate):
+    for module in (inference, evaluate, serving):
         monkeypatch.setattr(module, "on_body_graph", lambda *a: used.append(real(*a)) or used[-1])
     assert model.evaluate(str(colour_folders)).accuracy == run.evaluation.accuracy and used
     r = CliRunner().invoke(main, ["predict", str(run.run_dir), str(colour_folders / "red"), "--json"])
@@ -240,3 +241,5 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     printed = json.loads(r.output)
     assert len(used) == 2 and all(isinstance(n, inference.PathNetwork) for n in used)  # both on the kept graph
     assert [p["top"][0]["label"] for p in printed] == [p.label for p in model.predict(str(colour_folders / "red"))]
+    served = serving.classifier_service(model_source(str(run.run_dir)), "torch", 0.5)
+    assert len(used) == 3 and isinstance(served.model, inference.PathNetwork)  # the server too

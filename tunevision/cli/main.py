@@ -178,8 +178,10 @@ def evaluate(bundle: str, data: str, tta: bool, tta_crops: int, tta_reduce: str,
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default="fp32", show_default=True,
               help="bf16 is ~2x faster on AMX CPUs but may flip borderline predictions vs exported models")
 @click.option("--runtime", type=click.Choice(["torch", "onnx", "onnx-int8"]), default="torch", show_default=True,
-              help="onnx: the bundle's ONNX export on onnxruntime (made and parity-checked on first use); onnx-int8: "
-                   "its int8 export (made on first use, kept only within 1 point of fp32 accuracy)")
+              help="torch: the bundle in PyTorch, its body on the ONNX graph its training run kept where there is "
+                   "one (fp32 on a CPU; checked against the body first); onnx: the bundle's ONNX export on "
+                   "onnxruntime (made and parity-checked on first use); onnx-int8: its int8 export (made on first "
+                   "use, kept only within 1 point of fp32 accuracy)")
 @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="detectors: the lowest score drawn and listed; multi-label models: every label's threshold "
                    "instead of the per-label ones chosen on validation")
