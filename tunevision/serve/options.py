@@ -32,7 +32,8 @@ class ServeOptions:
     header_timeout_s: float = opt(10.0, "seconds a connection may take to send a request's headers (slow-header "
                                         "clients are closed)", check=lambda v: 0 < v <= 600, allowed="in (0, 600]")
     api_key: str = opt("", "require Authorization: Bearer KEY (also $TUNEVISION_API_KEY)")
-    runtime: str = opt("torch", "torch | onnx | onnx-int8", choices=("torch", "onnx", "onnx-int8"))
+    runtime: str = opt("torch", "torch (on a CPU its body on the ONNX graph its training run kept, where there is "
+                                "one) | onnx | onnx-int8", choices=("torch", "onnx", "onnx-int8"))
     threshold: float = opt(0.5, "detectors: the lowest score returned", check=lambda v: 0 <= v <= 1,
                            allowed="in [0, 1]")
 
