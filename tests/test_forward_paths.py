@@ -222,6 +222,7 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
 
     import tunevision as tv
     from tunevision.classify import evaluate, inference, serving
+    from tunevision.classify import model as api_model
     from tunevision.classify.predict import model_source
     from tunevision.cli.main import main
     monkeypatch.setattr(reader, "TIMED_FROM", 1)  # the feature passes export the body even for 24 images
@@ -233,7 +234,7 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     assert inference.on_body_graph(model.network, model.meta.image_size, cache) is not None
     used = []
     real = inference.on_body_graph
-    for module in (inference, evaluate, serving):
+    for module in (inference, evaluate, serving, api_model):
         monkeypatch.setattr(module, "on_body_graph", lambda *a: used.append(real(*a)) or used[-1])
     assert model.evaluate(str(colour_folders)).accuracy == run.evaluation.accuracy and used
     r = CliRunner().invoke(main, ["predict", str(run.run_dir), str(colour_folders / "red"), "--json"])
@@ -241,5 +242,11 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     printed = json.loads(r.output)
     assert len(used) == 2 and all(isinstance(n, inference.PathNetwork) for n in used)  # both on the kept graph
     assert [p["top"][0]["label"] for p in printed] == [p.label for p in model.predict(str(colour_folders / "red"))]
+    assert len(used) == 3 and model.predict_proba(str(colour_folders / "red")).shape == (12, 2)
+    assert len(used) == 3  # the Python API found it once, and keeps it while the body is unchanged
     served = serving.classifier_service(model_source(str(run.run_dir)), "torch", 0.5)
-    assert len(used) == 3 and isinstance(served.model, inference.PathNetwork)  # the server too
+    assert len(used) == 4 and isinstance(served.model, inference.PathNetwork)  # the server too
+    with torch.no_grad():
+        model.network.body[0].weight.mul_(2)  # a body changed in place: not that graph any more
+    model.predict(str(colour_folders / "red"))
+    assert len(used) == 5 and used[-1] is None

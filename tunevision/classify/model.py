@@ -13,7 +13,7 @@ from tunevision.classify.embed import embed_images
 from tunevision.classify.evaluate import Evaluation, load_eval_set
 from tunevision.classify.export import export_bundle
 from tunevision.classify.gradcam import gradcam
-from tunevision.classify.inference import TTA, predict_probs
+from tunevision.classify.inference import TTA, on_body_graph, predict_probs
 from tunevision.classify.multilabel import read_evaluation
 from tunevision.classify.predict import (
     IMAGENET,
@@ -23,6 +23,7 @@ from tunevision.classify.predict import (
     predict_decoded,
     training_cache,
 )
+from tunevision.classify.reader import body_fingerprint
 from tunevision.classify.report import top_losses_grid
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
@@ -60,6 +61,7 @@ class Model:
         self.history = list(history)
         self.runtime = runtime or resolve_runtime(device, INFERENCE_PRECISION)
         self._evaluation = evaluation
+        self._graph: tuple[str, torch.nn.Module] | None = None  # (body fingerprint, the network predictions run on)
 
     classes = property(lambda self: list(self.meta.classes))
     preprocess = property(lambda self: self.meta.preprocess)
@@ -72,10 +74,23 @@ class Model:
                 f"mode={self.meta.mode!r}{acc}{where})")
 
     # --- prediction -------------------------------------------------------------------------------------------
+    def _scorer(self) -> torch.nn.Module:
+        """The network predictions run on: on a CPU in fp32, its body on the ONNX graph its training run kept
+        (`inference.on_body_graph`), looked up again whenever the body's weights or statistics change (10 ms to
+        fingerprint Lite0's); else the network itself."""
+        cpu_fp32 = self.runtime.device.type == "cpu" and not self.runtime.bf16
+        if not (cpu_fp32 and self.run_dir is not None and isinstance(self.network, Classifier)):
+            return self.network
+        key = body_fingerprint(self.network)
+        if self._graph is None or self._graph[0] != key:
+            graph = on_body_graph(self.network, self.meta.image_size, self.training_cache())
+            self._graph = (key, graph or self.network)
+        return self._graph[1]
+
     def _probs(self, squares: list[np.ndarray], tta: bool | TTA) -> np.ndarray:
         if not squares:
             return np.zeros((0, len(self.classes)), np.float32)
-        return predict_probs(self.network, np.stack(squares), self.runtime, self.meta.image_size,
+        return predict_probs(self._scorer(), np.stack(squares), self.runtime, self.meta.image_size,
                              temperature=self.meta.temperatures, tta=as_tta(tta))
 
     def predict_proba(self, inputs: Image | Sequence[Image], *, tta: bool | TTA = False) -> np.ndarray:
@@ -98,7 +113,7 @@ class Model:
         """One Prediction (label, prob, top) for one image; a list for a list, a folder or a glob. A multi-label
         model's Prediction also has `labels` (those at or above their thresholds, or `threshold`) and `probs`."""
         names, items = decode_inputs(as_list(inputs), self.preprocess)
-        preds = predict_decoded(self.network, self.meta, names, items, self.runtime, top_k=top_k, tta=as_tta(tta),
+        preds = predict_decoded(self._scorer(), self.meta, names, items, self.runtime, top_k=top_k, tta=as_tta(tta),
                                 threshold=threshold)
         return preds[0] if is_single(inputs) and len(preds) == 1 else preds
 
