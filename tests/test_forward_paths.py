@@ -200,20 +200,21 @@ def test_evaluation_runs_the_body_graph_its_training_run_exported(tmp_path: Path
     torch.manual_seed(0)
     backbone = create_backbone("tiny_cnn", pretrained=False)
     model = build_classifier(backbone, 3).eval()
-    assert on_body_graph(model, 32, tmp_path) is None  # nothing exported yet
+    assert on_body_graph(model, 32, CPU, tmp_path) is None  # nothing exported yet
     graph = reader.body_graph(tmp_path, reader.body_fingerprint(model), 32)
     graph.parent.mkdir(parents=True)
     onnx_forward(model, model.forward_features, 32, graph)  # what a training run's feature pass leaves
-    network = on_body_graph(model, 32, tmp_path)
+    network = on_body_graph(model, 32, CPU, tmp_path)
+    assert on_body_graph(model, 32, Runtime(torch.device("cpu"), True), tmp_path) is None  # bf16 asked for: torch
     images = np.random.default_rng(2).integers(0, 255, (20, 36, 36, 3), dtype=np.uint8)
     assert np.allclose(predict_probs(network, images, CPU, 32, chunk=8), predict_probs(model, images, CPU, 32),
                        atol=1e-5)
     backbone.mean = (0.2, 0.2, 0.2)  # the same weights behind other statistics: not that graph
-    assert on_body_graph(build_classifier(backbone, 3), 32, tmp_path) is None
+    assert on_body_graph(build_classifier(backbone, 3), 32, CPU, tmp_path) is None
     other = build_classifier(create_backbone("tiny_cnn", pretrained=False), 3).eval()
     onnx_forward(other, other.forward_features, 32, tmp_path / "other.onnx")
     (tmp_path / "other.onnx").replace(graph)  # another network's graph under this body's name: not believed
-    assert on_body_graph(model, 32, tmp_path) is None
+    assert on_body_graph(model, 32, CPU, tmp_path) is None
 
 
 def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: Path, colour_folders: Path,
@@ -231,7 +232,7 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
                  out=str(tmp_path / "runs"), device="cpu", precision="fp32", mode="freeze", epochs=2, quiet=True)
     model = tv.load(run.run_dir)
     assert model.training_cache() == cache
-    assert inference.on_body_graph(model.network, model.meta.image_size, cache) is not None
+    assert inference.on_body_graph(model.network, model.meta.image_size, CPU, cache) is not None
     used = []
     real = inference.on_body_graph
     for module in (inference, evaluate, serving, api_model):

@@ -223,7 +223,7 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
         log.info(note)
         for b in bad:
             log.info(f"skipped {b.path}: {b.reason}")
-    network = on_body_graph(model, meta.image_size, cache) if runtime.device.type == "cpu" else None
+    network = on_body_graph(model, meta.image_size, runtime, cache)
     if network is not None:
         chunk = CPU_CHUNK
         if log:

@@ -129,17 +129,24 @@ def fastest_exact(model: torch.nn.Module, images: np.ndarray, runtime: Runtime, 
     return PathNetwork(best.forward, bool(getattr(model, "multilabel", False))), best.batch
 
 
-def on_body_graph(model: torch.nn.Module, size: int, cache: Path | None) -> PathNetwork | None:
+def runs_kept_graph(runtime: Runtime) -> bool:
+    """Where a network may run its body on the ONNX graph its training run kept: fp32 on a CPU (ONNX Runtime's
+    graph is fp32 and CPU-only here; a GPU, or bf16 asked for, keeps torch)."""
+    return runtime.device.type == "cpu" and not runtime.bf16
+
+
+def on_body_graph(model: torch.nn.Module, size: int, runtime: Runtime, cache: Path | None) -> PathNetwork | None:
     """The network with its body on ONNX Runtime, from the graph a training run exported for these very weights
     and statistics (found in `cache` by the body's fingerprint), and its head in torch fp32: exact (features
     within 1e-5 of torch's), with no export to make and no path to time, so that a set too small to repay them
     (hymenoptera's 153 held-out images: torch fp32 at 8 a batch) still scores at ONNX Runtime's rate; a session
     starts in 0.06 s, so one image pays too. The graph must give the body's own features on two seeded images
     first (a cache is the user's folder, not part of the bundle: a damaged or foreign file is not believed).
-    None where no such graph is kept (a fine-tuned body, another cache, no onnxruntime)."""
+    None where no such graph is kept (a fine-tuned body, another cache, no onnxruntime) or where `runtime` is not
+    fp32 on a CPU (`runs_kept_graph`)."""
     from tunevision.classify.reader import body_fingerprint, body_graph
     from tunevision.engine.forward import onnx_forward
-    if cache is None or not isinstance(model, Classifier):
+    if cache is None or not isinstance(model, Classifier) or not runs_kept_graph(runtime):
         return None
     path = body_graph(cache, body_fingerprint(model), size)
     features = onnx_forward(model, model.forward_features, size, path) if path.is_file() else None

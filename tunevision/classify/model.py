@@ -13,7 +13,12 @@ from tunevision.classify.embed import embed_images
 from tunevision.classify.evaluate import Evaluation, load_eval_set
 from tunevision.classify.export import export_bundle
 from tunevision.classify.gradcam import gradcam
-from tunevision.classify.inference import TTA, on_body_graph, predict_probs
+from tunevision.classify.inference import (
+    TTA,
+    on_body_graph,
+    predict_probs,
+    runs_kept_graph,
+)
 from tunevision.classify.multilabel import read_evaluation
 from tunevision.classify.predict import (
     IMAGENET,
@@ -78,12 +83,11 @@ class Model:
         """The network predictions run on: on a CPU in fp32, its body on the ONNX graph its training run kept
         (`inference.on_body_graph`), looked up again whenever the body's weights or statistics change (10 ms to
         fingerprint Lite0's); else the network itself."""
-        cpu_fp32 = self.runtime.device.type == "cpu" and not self.runtime.bf16
-        if not (cpu_fp32 and self.run_dir is not None and isinstance(self.network, Classifier)):
-            return self.network
+        if not (runs_kept_graph(self.runtime) and self.run_dir is not None and isinstance(self.network, Classifier)):
+            return self.network  # no fingerprint to take
         key = body_fingerprint(self.network)
         if self._graph is None or self._graph[0] != key:
-            graph = on_body_graph(self.network, self.meta.image_size, self.training_cache())
+            graph = on_body_graph(self.network, self.meta.image_size, self.runtime, self.training_cache())
             self._graph = (key, graph or self.network)
         return self._graph[1]
 

@@ -50,6 +50,6 @@ def classifier_service(source: str, runtime: str, threshold: float) -> Classifie
     onnx = runtime != "torch" or source.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else "auto", INFERENCE_PRECISION)
     model, meta = load_predictor(source, rt.device, runtime)
-    if not onnx and rt.device.type == "cpu":  # the body on the ONNX graph its training run kept, as predict does
-        model = on_body_graph(model, meta.image_size, training_cache(source)) or model
+    if not onnx:  # the body on the ONNX graph its training run kept, as predict does
+        model = on_body_graph(model, meta.image_size, rt, training_cache(source)) or model
     return ClassifierService(model, meta, rt)

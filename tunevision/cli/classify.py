@@ -22,8 +22,8 @@ def predict_classes(model: str, inputs: tuple[str, ...], *, top_k: int, as_json:
     onnx = runtime == "onnx" or model.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else device, "fp32" if onnx else precision)
     network, meta = load_predictor(model, rt.device, runtime)
-    if runtime == "torch" and rt.device.type == "cpu" and not rt.bf16:  # fp32 on a CPU: the exact path kept
-        network = on_body_graph(network, meta.image_size, training_cache(model_source(model))) or network
+    if runtime == "torch":  # the bundle, not one of its exports: its body may run on the graph its training kept
+        network = on_body_graph(network, meta.image_size, rt, training_cache(model_source(model))) or network
     preds = predict_paths(network.to(rt.device), meta, list(inputs), rt, top_k=top_k,
                           tta=make_tta(tta, tta_crops, tta_reduce), threshold=threshold)
     print_predictions(preds, as_json, csv_path, top_k)

@@ -161,8 +161,9 @@ class PathChooser:
     timed MIN_TIMED images (after WARMUP untimed calls), batches go round the candidates not yet timed; then each
     batch goes to the fastest allowed (an exact one where `exact` is asked; an inexact one only when INEXACT_MARGIN
     faster). Every batch's features are kept, so the choice costs no forward pass of its own: timing four
-    candidates on a sample of their own cost 1.5-2 s, a fifth of hymenoptera's feature passes. Rates the memo holds for this machine key are believed and nothing
-    is timed; rates measured here are added to it once every candidate has one."""
+    candidates on a sample of their own cost 1.5-2 s, a fifth of hymenoptera's feature passes. Rates the memo holds
+    for this machine key are believed and nothing is timed; rates measured here are added to it once every
+    candidate has one."""
 
     def __init__(self, paths: list[ForwardPath], memo: Path | None = None, key: str = "", log=None,
                  known: dict[str, float] | None = None) -> None:
