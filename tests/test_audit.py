@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,11 @@ def test_k_fold_heads_started_from_the_probe_reach_the_same_probabilities():
     warm = out_of_fold_probs(x, noisy, start=logistic_head().fit(normalised(x)[:60], noisy[:60]))
     np.testing.assert_allclose(warm, cold, atol=0.02)
     assert {i.index for i in find_label_issues(noisy, warm)} == {3, 40}
+    # augmented views: each head trains on every view's rows and averages its views' probabilities; a view that
+    # repeats the eval view doubles each loss term, as C=2 does on the eval view alone
+    twice = cross_val_predict(logistic_head(C=2), normalised(x), noisy,
+                              cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
+    np.testing.assert_allclose(out_of_fold_probs(x, noisy, views=[x.copy()]), twice, atol=1e-5)
     thin = np.append(noisy, 3)  # a class with one image: no fold has it twice, every head starts cold
     probs = out_of_fold_probs(np.vstack([x, x[:1]]), thin, start=logistic_head().fit(normalised(x), noisy))
     assert probs.shape == (len(thin), 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
@@ -94,29 +101,38 @@ def test_label_issues_fork_no_process(monkeypatch):
     assert {i.index for i in find_label_issues(noisy, out_of_fold_probs(x, noisy))} == {3, 40}
 
 
-def test_audit_runs_blas_on_one_thread_and_gives_the_threads_back(monkeypatch):
-    """Beside torch's OpenMP workers, two OpenBLAS threads made the K-fold heads 4x slower: one thread, then back."""
-    from threadpoolctl import threadpool_info
+def test_audit_runs_blas_on_one_thread_and_gives_the_threads_back():
+    """Beside torch's OpenMP workers, two OpenBLAS threads made the K-fold heads 4x slower: one thread, then back.
+    In a fresh process, where SciPy's own OpenBLAS (sklearn's solver) is not loaded before the audit starts."""
+    script = """
+import numpy as np
+from threadpoolctl import threadpool_info
+import tunevision.auditing.findings as findings
 
-    import tunevision.auditing.findings as findings
-
-    def blas_threads() -> list[int]:
-        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-    seen = []
-    real = findings.out_of_fold_probs
-
-    def spy(*a, **k):
-        seen.append(blas_threads())
-        return real(*a, **k)
-    monkeypatch.setattr(findings, "out_of_fold_probs", spy)
-    before = blas_threads()
-    x, y = clusters(n=20)
-    images = smooth_images(len(y), side=32)
-    a = findings.Audited(paths=[f"{i}.png" for i in range(len(y))], splits=["train"] * len(y), labels=y,
-                         classes=["a", "b", "c"], features=x, image_sets=(images,), sizes=[(32, 32)] * len(y))
-    findings.run_audit(a)
-    assert seen and all(n == 1 for n in seen[0])
-    assert blas_threads() == before
+def blas_threads():
+    return {p["filepath"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+seen = []
+real = findings.out_of_fold_probs
+def spy(*a, **k):
+    seen.append(blas_threads())
+    return real(*a, **k)
+findings.out_of_fold_probs = spy
+before = blas_threads()
+rng = np.random.default_rng(0)
+y = np.arange(60) % 3
+x = rng.normal(0, 1, (3, 16))[y] * 4 + rng.normal(0, 1, (60, 16))
+images = rng.integers(0, 255, (60, 32, 32, 3), dtype=np.uint8)
+a = findings.Audited(paths=[f"{i}.png" for i in range(60)], splits=["train"] * 60, labels=y, classes=list("abc"),
+                     features=x, image_sets=(images,), sizes=[(32, 32)] * 60)
+findings.run_audit(a)
+after = blas_threads()
+assert len(seen) == 1 and len(seen[0]) > len(before), (before, seen)  # SciPy's BLAS loaded by then
+assert all(n == 1 for n in seen[0].values()), seen
+assert all(after[k] == n for k, n in before.items()), (before, after)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def smooth_images(n: int, side: int = 64, seed: int = 0) -> np.ndarray:
@@ -248,6 +264,13 @@ def test_train_run_audits_and_reports_leakage(tmp_path: Path, cache: str):
     assert (model.run_dir / "audit" / "audit.csv").is_file()
     assert "audit" in json.loads((model.run_dir / "summary.json").read_text())["stages"]
     assert "without the 1 that duplicate a training image" in (model.run_dir / "report.html").read_text()
+    # the run's audit read head training's first augmented view and cached the validation images' own: an audit
+    # after the run computes no feature
+    cached = set((Path(cache) / "features").iterdir())
+    again = tv.audit(str(data), backbone="tiny_cnn", pretrained=False, cache_dir=cache, out=tmp_path / "again",
+                     device="cpu", precision="fp32", mode="freeze", quiet=True)
+    assert set((Path(cache) / "features").iterdir()) == cached
+    assert again.summary["issues"] == json.loads((model.run_dir / "audit" / "audit.json").read_text())["issues"]
     off = tv.fit(str(data), backbone="tiny_cnn", pretrained=False, cache_dir=cache, out=str(tmp_path / "runs"),
                  device="cpu", precision="fp32", mode="freeze", epochs=1, audit=False, quiet=True)
     assert not (off.run_dir / "audit").exists()
@@ -291,3 +314,16 @@ def test_label_findings_name_classes_when_one_has_no_images():
     truth = {(i, name[labels[i]], name[2 - labels[i]]) for i in (5, 11)}
     found = {(f.index, f.given, f.suggested) for f in label_findings(a, 0)}
     assert found == truth
+
+
+def test_audit_reads_an_augmented_view_where_head_training_caches_one():
+    from types import SimpleNamespace
+
+    from tunevision.classify.audit import AUDIT_VIEWS, audit_views
+    from tunevision.classify.loops import AUTO_VIEW_BUDGET
+    from tunevision.core.config import TrainConfig
+    assert AUDIT_VIEWS >= 1
+    assert audit_views(SimpleNamespace(train=[None] * 245), TrainConfig()) == AUDIT_VIEWS
+    # a pass over every training image for the audit alone; a budget's seconds are for training
+    assert audit_views(SimpleNamespace(train=[None] * (AUTO_VIEW_BUDGET + 1)), TrainConfig()) == 0
+    assert audit_views(SimpleNamespace(train=[None] * 245), TrainConfig(time_budget="30")) == 0

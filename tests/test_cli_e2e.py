@@ -75,7 +75,8 @@ def test_freeze_mode_trains_only_the_head(colour_folders: Path, cache: str, tmp_
     body = create_backbone("tiny_cnn", pretrained=False).body.state_dict()
     assert all(torch.equal(saved[f"body.{k}"], v.float() if v.is_floating_point() else v) for k, v in body.items())
     assert json.loads((tmp_path / "runs" / "f" / "summary.json").read_text())["best_val_acc"] >= 0.8
-    assert len(list((Path(cache) / "features").glob("*.safetensors"))) == 4  # val, train eval, 2 views
+    # val, train eval, 2 views, and the audit's augmented view of the val images (its train one is view 1's)
+    assert len(list((Path(cache) / "features").glob("*.safetensors"))) == 5
 
 
 def test_user_errors_are_one_line(tmp_path: Path, cache: str) -> None:

@@ -33,7 +33,8 @@ class Finding:
 
 @dataclass
 class Audited:
-    """The images under audit: train then val, with their labels (-1 for none), features and own sizes."""
+    """The images under audit: train then val, with their labels (-1 for none), eval-view features, own sizes and
+    the features of augmented views of the same images (for the label heads alone)."""
     paths: list[str]
     splits: list[str]
     labels: np.ndarray
@@ -41,6 +42,7 @@ class Audited:
     features: np.ndarray
     image_sets: Sequence = ()  # uint8 square arrays whose concatenation is the images, in order
     sizes: list[tuple[int, int] | None] = field(default_factory=list)
+    views: Sequence[np.ndarray] = ()
 
     def split_index(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], int)
@@ -67,13 +69,14 @@ def probe_accuracy(a: Audited, probe, val_drop: set[int]) -> tuple[float, float]
 def label_findings(a: Audited, seed: int, probe=None) -> list[Finding]:
     """Label issues among the labelled images, over the classes that have images (a class emptied by --fixes or
     by unreadable files has no column in the heads' output), mapped back to the data's class names. The K-fold
-    heads start from `probe` when it knows the same classes."""
+    heads start from `probe` when it knows the same classes, and read the augmented views beside the eval view."""
     index = np.nonzero(a.labels >= 0)[0]
     present, compact = np.unique(a.labels[index], return_inverse=True)
     if len(index) < 4 or len(present) < 2:
         return []
     same = probe is not None and np.array_equal(probe.classes_, present)  # then its rows are the compact classes'
-    probs = out_of_fold_probs(a.features[index], compact, seed=seed, start=probe if same else None)
+    probs = out_of_fold_probs(a.features[index], compact, seed=seed, start=probe if same else None,
+                              views=[v[index] for v in a.views])
     return [Finding(int(index[i.index]), "label", round(i.score, 4), a.classes[present[compact[i.index]]],
                     a.classes[present[i.suggested]]) for i in find_label_issues(compact, probs)]
 
@@ -89,9 +92,11 @@ def duplicate_findings(a: Audited, near: Neighbours) -> list[Finding]:
 
 def run_audit(a: Audited, *, seed: int = 0) -> tuple[list[Finding], dict]:
     """All checks; returns the findings and a summary with counts and the leakage line."""
+    import sklearn.linear_model  # noqa: F401  (loads SciPy's own OpenBLAS, which the limit reaches only if loaded)
     from threadpoolctl import threadpool_limits
     # BLAS on one thread: beside torch's idle OpenMP workers, NumPy's two OpenBLAS threads made sklearn's K-fold
-    # heads 4x slower (12.2 s against 3.2 s on flowers5) and the whole audit 13.2 s against 10.4 s
+    # heads 4x slower (12.2 s against 3.2 s on flowers5) and the whole audit 13.2 s against 10.4 s. The folds then
+    # run in threads of their own (labels.out_of_fold_probs)
     with threadpool_limits(1, user_api="blas"):
         return _run_audit(a, seed)
 

@@ -2,7 +2,10 @@
 cleanlab's confident learning (`find_label_issues`), the well-kept implementation of it."""
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,28 +32,44 @@ def logistic_head(C: float = 1.0, warm: bool = False):
     return LogisticRegression(C=C, max_iter=300, warm_start=warm)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the system tells it, as in a container)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0,
-                      start=None) -> np.ndarray:
-    """(N, classes) probabilities, each row from a head that did not see that image. `start`: a head already
-    fitted on most of these images (the audit's probe, on the training split), from which each fold's head starts
-    when it has the same classes: on flowers5 the folds then take 33-47 L-BFGS steps instead of 53-72 (2.0-2.3 s
-    -> 1.2-1.5 s) to the same optimum within sklearn's tolerance (probabilities within 0.02; 329 flags, all
-    among the 332 of a cold start); without it, the same probabilities as sklearn's `cross_val_predict`."""
+                      start=None, views: Sequence[np.ndarray] = (), workers: int | None = None) -> np.ndarray:
+    """(N, classes) probabilities, each row from a head that did not see that image. `views`: features of other
+    views of the same images (augmented crops, in the same order): each head then trains on every view of its
+    images and a held-out image's row is the mean over its views. Against seeded flips, the eval view and one
+    augmented view raised hymenoptera's precision from 0.76 to 0.87 at the same recall (30 flip seeds) and
+    caltech101-25's recall from 0.93 to 0.96 (3), flowers5 unchanged (`benchmarks/audit.py`).
+    `start`: a head already fitted on most of these images (the audit's probe, on the training split), from which
+    each fold's head starts when it has the same classes: on flowers5 the folds then take 33-47 L-BFGS steps
+    instead of 53-72 to the same optimum within sklearn's tolerance (probabilities within 0.02); without it and
+    without views, the same probabilities as sklearn's `cross_val_predict`. `workers`: folds fitted at once (default:
+    the cores this process may use)."""
     from sklearn.model_selection import StratifiedKFold
     labels = np.asarray(labels)
     classes = int(labels.max()) + 1 if len(labels) else 0
     smallest = np.bincount(labels).min(initial=len(labels)) if len(labels) else 0
     k = max(2, min(folds, int(smallest) or 2, len(labels)))
-    x = normalised(features)
+    xs = [normalised(v) for v in (features, *views)]
     probs = np.zeros((len(labels), classes), np.float32)
+
+    def fold(split: tuple[np.ndarray, np.ndarray]) -> None:
+        fit_on, held = split
+        head = logistic_head(warm=start is not None)
+        if start is not None and len(np.unique(labels[fit_on])) == classes == len(start.classes_):
+            head.coef_, head.intercept_ = start.coef_.copy(), start.intercept_.copy()
+        head.fit(np.concatenate([x[fit_on] for x in xs]), np.tile(labels[fit_on], len(xs)))
+        probs[np.ix_(held, head.classes_)] = np.mean([head.predict_proba(x[held]) for x in xs], axis=0)
     with warnings.catch_warnings():  # classes thinner than K: sklearn warns and still gives every row
         warnings.simplefilter("ignore")
-        for fit_on, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, labels):
-            head = logistic_head(warm=start is not None)
-            if start is not None and len(np.unique(labels[fit_on])) == classes == len(start.classes_):
-                head.coef_, head.intercept_ = start.coef_.copy(), start.intercept_.copy()
-            head.fit(x[fit_on], labels[fit_on])
-            probs[np.ix_(held, head.classes_)] = head.predict_proba(x[held])
+        # the folds in threads, each on one BLAS thread (run_audit's limit): L-BFGS spends its time in NumPy,
+        # which lets go of the GIL; flowers5's five heads with a view 5.1 s -> 3.0 s on 2 cores, same probabilities
+        with ThreadPoolExecutor(max(1, min(k, workers or usable_cores()))) as pool:
+            list(pool.map(fold, StratifiedKFold(k, shuffle=True, random_state=seed).split(xs[0], labels)))
     return probs
 
 

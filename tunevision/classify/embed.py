@@ -38,7 +38,7 @@ class Embeddings:
 def embed_data(cfg: RunConfig, log: RunLog) -> Embeddings:
     """The pretrained body's eval-view features of every usable image of the data: the audit's, from its cache."""
     cfg, data, model, rt = pretrained(cfg, log)
-    return Embeddings([s.path for s in data.train + data.val], audit_features(model, data, cfg, rt, log))
+    return Embeddings([s.path for s in data.train + data.val], audit_features(model, data, cfg, rt, log)[0])
 
 
 def embed_images(model: Classifier, meta: BundleMeta, squares: np.ndarray, *, device: str = "auto",

@@ -23,6 +23,7 @@ from tunevision.classify.prepare import Data
 from tunevision.classify.reader import (
     TRAIN_EVAL,
     VAL_EVAL,
+    augmented_key,
     feature_reader,
     feature_views,
 )
@@ -75,8 +76,7 @@ def head_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, lo
         val_f = features(data.val_images, VAL_EVAL, eval_view)
         data.val_features = (body, val_f)
         train_f = [features(data.train_images, TRAIN_EVAL, eval_view)]
-        train_f += [features(data.train_images, ["train", t.augment, str(t.seed), str(v), "per-batch"], view)
-                    for v, view in enumerate(augmented)]
+        train_f += [features(data.train_images, augmented_key("train", t, v), view) for v, view in enumerate(augmented)]
     return torch.cat(train_f), repeat_rows(data.train_labels, 1 + views), val_f
 
 

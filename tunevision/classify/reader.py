@@ -54,6 +54,11 @@ def body_graph(cache: Path, body: str, size: int) -> Path:
 TRAIN_EVAL, VAL_EVAL = ["train", "eval"], ["val", "eval"]
 
 
+def augmented_key(split: str, t: TrainConfig, view: int) -> list[str]:
+    """The feature cache's name for augmented view `view` (0 first) of a split's images (`feature_views`' draws)."""
+    return [split, t.augment, str(t.seed), str(view), "per-batch"]
+
+
 def feature_stage(key: list[str]) -> str:
     """The stage a feature pass is charged to, whoever computes it first (head training or the audit)."""
     return f"features {key[0]} {'eval' if key[1] == 'eval' else 'augmented'} view"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tunevision.classify import multilabel
-from tunevision.classify.audit import audit_features, audit_prepared
+from tunevision.classify.audit import audit_features, audit_prepared, audit_views
 from tunevision.classify.evaluate import Evaluation
 from tunevision.classify.inference import predict_probs
 from tunevision.classify.initial import initial_model
@@ -158,10 +158,10 @@ def describe_data(data: Data, cfg: RunConfig, run_dir: Path, log: RunLog) -> Non
 
 def audit_in_run(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, run_dir: Path, log: RunLog, d: Dist
                  ) -> None:
-    """The audit on the body as training starts (pretrained): its eval-view features are the ones head training
-    caches, so in head modes it costs the checks alone. Not under torchrun (the other ranks would wait), not for
-    multi-label data, not in scratch mode (an untrained body's features say nothing about the labels), and once
-    per run folder (a resumed run keeps its audit)."""
+    """The audit on the body as training starts (pretrained): its features are the ones head training caches (eval
+    view, first augmented view), so in head modes it costs the checks and the validation images' augmented view.
+    Not under torchrun (the other ranks would wait), not for multi-label data, not in scratch mode (an untrained
+    body's features say nothing about the labels), and once per run folder (a resumed run keeps its audit)."""
     if d.enabled or data.dataset.multilabel or (run_dir / "audit" / "audit.json").is_file():
         return
     if cfg.train.mode == "scratch":
@@ -171,7 +171,8 @@ def audit_in_run(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, run
     with log.stage("audit"):
         was_training = model.training
         try:
-            audit_prepared(data, audit_features(model, data, cfg, rt, log), run_dir / "audit", cfg.train.seed, log)
+            views = audit_features(model, data, cfg, rt, log, audit_views(data, cfg.train))
+            audit_prepared(data, views, run_dir / "audit", cfg.train.seed, log)
         except TunevisionError as e:  # the audit informs; it never stops a training run
             log.info(f"[yellow]audit left out: {e}[/]")
         model.train(was_training)
