@@ -112,7 +112,7 @@ def test_the_chooser_times_each_candidate_on_the_work_then_keeps_to_the_fastest(
     assert not PathChooser([slow, fast], memo, "other machine").settled
 
 
-@pytest.mark.parametrize("bf16_rate, chosen", [(110.0, "ort"), (130.0, "bf16")])
+@pytest.mark.parametrize("bf16_rate, chosen", [(130.0, "ort"), (160.0, "bf16")])
 def test_training_features_go_inexact_only_when_clearly_faster(bf16_rate: float, chosen: str) -> None:
     ort, bf16 = _path("ort", 16, True), _path("bf16", 8, False)
     chooser = PathChooser([bf16, ort], known={"ort x16": 100.0, "bf16 x8": bf16_rate})
