@@ -187,9 +187,15 @@ def test_odd_images_by_rule():
     photo = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
     dark = (photo // 8).astype(np.uint8)
     blank = np.full((64, 64, 3), 128, np.uint8)
-    images = np.stack([photo, photo, photo, dark, blank, photo])
-    found = {(o.index, o.issue) for o in odd_images(images, [(640, 480)] * 5 + [(2000, 100)])}
+    images = np.stack([photo, photo, photo, dark, blank, photo] + [photo] * 14)
+    found = {(o.index, o.issue) for o in odd_images(images, [(640, 480)] * 5 + [(2000, 100)] + [(640, 480)] * 14)}
     assert found == {(3, "dark"), (4, "low information"), (5, "odd size")}
+    # digits on black are all low in entropy: none is odd among its own kind, a blank one still is
+    digits = np.zeros((20, 64, 64, 3), np.uint8)
+    for i, d in enumerate(digits):
+        d[8:56, 20 + i % 8:30 + i % 8] = rng.integers(150, 255, (48, 10, 1), dtype=np.uint8)
+    digits[7] = 0
+    assert {(o.index, o.issue) for o in odd_images(digits, [(64, 64)] * 20)} == {(7, "low information")}
 
 
 def test_fixes_drop_relabel_and_one_line_errors(tmp_path: Path):

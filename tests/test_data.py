@@ -98,6 +98,9 @@ def test_mnist_idx_files(tmp_path: Path) -> None:
     assert ds.classes == [str(i) for i in range(10)] and len(ds.train) + len(ds.val) == 50
     images, bad = load_images(ds.val, 32, cache_dir=None, arrays=ds.arrays)
     assert images.shape == (len(ds.val), 32, 32, 3) and not bad
+    # the folder alone, read by its files' names: the same data and split as the prefix gives
+    plain = discover(str(tmp_path))
+    assert plain.classes == ds.classes and plain.train == ds.train and np.array_equal(plain.arrays, ds.arrays)
 
 
 def test_cifar10_pickles_with_the_real_keys(tmp_path: Path) -> None:
@@ -114,5 +117,7 @@ def test_cifar10_pickles_with_the_real_keys(tmp_path: Path) -> None:
                          b"filenames": [b"x.png"] * 20}, f)
     ds = discover(f"cifar10:{tmp_path}")
     assert ds.classes[0] == "airplane" and len(ds.train) == 20 and len(ds.val) == 20 and ds.explicit_split
+    for plain in (tmp_path, root):  # the folder that holds the batches' folder, or the batches' folder itself
+        assert discover(str(plain)).classes == ds.classes and discover(str(plain)).train == ds.train
     images, _ = load_images(ds.train[:2], 32, cache_dir=None, arrays=ds.arrays)
     assert np.array_equal(images[0], ds.arrays[0])  # 32 -> 32: pixels unchanged, channels last

@@ -219,7 +219,7 @@ def build_model(cfg: RunConfig, architecture: str, backbone: Backbone, data: Dat
 def training_data_record(cfg: RunConfig, data: Data) -> dict:
     """What the bundle remembers of its data, so that `evaluate` on the same unsplit folder scores only the
     validation images instead of the ones the model was trained on."""
-    if ":" in cfg.data.data.split("/")[0]:  # mnist:DIR, cifar10:DIR name their own splits
+    if data.dataset.arrays is not None:  # MNIST, CIFAR-10 and arrays: images by index, not by file name
         return {}
     record = {"data": str(Path(cfg.data.data).expanduser().resolve()), "seed": cfg.train.seed,
               "val_fraction": cfg.data.val_fraction, "split": "given" if data.dataset.explicit_split else "seeded"}

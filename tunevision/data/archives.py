@@ -5,14 +5,36 @@ from __future__ import annotations
 import gzip
 import hashlib
 import pickle
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from tunevision.core.errors import TunevisionError
+from tunevision.core.registry import Registry
 from tunevision.data.sources import SOURCES, Dataset, Sample, stratified_split
+
+# The archive formats a plain folder may hold, each told by its files' names: `tunevision train DIR` on a folder
+# of MNIST's or CIFAR-10's distribution files reads them as the prefixed spec would, instead of finding no class
+# folder in it
+FOLDER_SIGNS: Registry[Callable[[Path], bool]] = Registry("archive format")
+
+
+@FOLDER_SIGNS.register("mnist")
+def _holds_mnist(root: Path) -> bool:
+    return any(root.glob("*-images-idx*-ubyte*")) and any(root.glob("*-labels-idx*-ubyte*"))
+
+
+@FOLDER_SIGNS.register("cifar10")
+def _holds_cifar10(root: Path) -> bool:
+    return (root / "batches.meta").is_file() or (root / "cifar-10-batches-py" / "batches.meta").is_file()
+
+
+def archive_in(root: Path) -> str | None:
+    """The SOURCES prefix of the archive format a folder holds at its top level, or None (class folders)."""
+    return next((name for name in FOLDER_SIGNS if FOLDER_SIGNS.get(name)(root)), None) if root.is_dir() else None
 
 
 def _archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes: list[str],
