@@ -157,6 +157,22 @@ def test_duplicates_exact_and_near_need_close_features_and_matching_pixels():
     assert pairs[1].similarity >= 0.99
 
 
+def test_small_images_pair_only_when_they_also_match_at_finer_detail():
+    """Digits at 24 px, read at 96 px as small images are: two bars with other strokes match on 16 px thumbnails
+    like copies do; at 32 px only the copy still does."""
+    def digit(seed: int) -> np.ndarray:
+        d = np.zeros((24, 24), np.uint8)
+        d[4:20, 10:13] = np.random.default_rng(seed).integers(150, 255, (16, 3))
+        return np.repeat(np.asarray(Image.fromarray(d).resize((96, 96), Image.BILINEAR))[..., None], 3, 2)
+    copy = np.clip(digit(0).astype(int) + np.random.default_rng(9).integers(-2, 3, (96, 96, 3)), 0, 255)
+    images = np.stack([digit(0), digit(1), copy.astype(np.uint8)])
+    same = np.ones((3, 8), np.float32)  # every pair a candidate
+    unknown = {(p.first, p.second) for p in duplicate_pairs(images, same)}
+    assert unknown == {(0, 1), (0, 2), (1, 2)}  # sizes unknown: the thumbnails alone
+    assert {(p.first, p.second) for p in duplicate_pairs(images, same, sides=np.full(3, 24))} == {(0, 2)}
+    assert {(p.first, p.second) for p in duplicate_pairs(images, same, sides=np.full(3, 500))} == unknown
+
+
 def test_outliers_flag_the_far_image_and_not_a_fixed_share():
     x, _ = clusters(n=40)
     assert len(outliers(outlier_scores(x))) <= 2

@@ -43,6 +43,7 @@ class Audited:
     image_sets: Sequence = ()  # uint8 square arrays whose concatenation is the images, in order
     sizes: list[tuple[int, int] | None] = field(default_factory=list)
     views: Sequence[np.ndarray] = ()
+    sides: np.ndarray | None = None  # each image's own shorter side in px (0: unknown), for the duplicate search
 
     def split_index(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], int)
@@ -84,7 +85,7 @@ def label_findings(a: Audited, seed: int, probe=None) -> list[Finding]:
 def duplicate_findings(a: Audited, near: Neighbours) -> list[Finding]:
     """One row per pair, on its second image: within a split `duplicate`, across splits `leakage`."""
     rows = []
-    for p in duplicate_pairs(_Concat(a.image_sets), a.features, near):
+    for p in duplicate_pairs(_Concat(a.image_sets), a.features, near, a.sides):
         issue = "duplicate" if a.splits[p.first] == a.splits[p.second] else "leakage"
         rows.append(Finding(p.second, issue, round(p.similarity, 4), suggested="drop", other=p.first))
     return rows

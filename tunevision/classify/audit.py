@@ -89,10 +89,13 @@ def file_size(path: str) -> tuple[int, int] | None:
 
 def audited(data: Data, views: list[np.ndarray]) -> Audited:
     samples = data.train + data.val
+    sizes = [file_size(s.path) for s in samples]
+    arrays = data.dataset.arrays  # MNIST, CIFAR-10: no file to read a size from; the arrays' own side
+    own = min(arrays.shape[1:3]) if arrays is not None else 0
     return Audited(paths=[s.path for s in samples], splits=["train"] * len(data.train) + ["val"] * len(data.val),
                    labels=np.array([s.label for s in samples], int), classes=data.dataset.classes,
-                   features=views[0], image_sets=(data.train_images, data.val_images),
-                   sizes=[file_size(s.path) for s in samples], views=views[1:])
+                   features=views[0], image_sets=(data.train_images, data.val_images), sizes=sizes,
+                   views=views[1:], sides=np.array([min(z) if z else own for z in sizes], int))
 
 
 def audit_prepared(data: Data, views: list[np.ndarray], folder: Path, seed: int, log: RunLog) -> AuditResult:
