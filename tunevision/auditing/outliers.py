@@ -8,7 +8,8 @@ import numpy as np
 from tunevision.auditing.labels import normalised
 from tunevision.auditing.neighbours import KnownNeighbours, Neighbours, nearest
 
-FAR_OUT = 3.0  # Tukey's "far out": beyond the third quartile plus 3 interquartile ranges of the kNN distance
+# Tukey's "far out": 3 interquartile ranges beyond the quartiles (the outliers' kNN distance, the odd images' entropy)
+FAR_OUT = 3.0
 
 
 def outlier_scores(features: np.ndarray, near: Neighbours | None = None) -> np.ndarray:
@@ -31,6 +32,11 @@ def outliers(scores: np.ndarray) -> np.ndarray:
     if len(scores) < 8:
         return np.zeros(0, int)
     distance = -np.log(np.clip(scores, 1e-12, 1))
-    q1, q3 = np.percentile(distance, [25, 75])
-    far = np.nonzero(distance > q3 + FAR_OUT * (q3 - q1))[0]
+    far = np.nonzero(distance > far_out_fences(distance)[1])[0]
     return far[np.argsort(-distance[far])]
+
+
+def far_out_fences(values: np.ndarray) -> tuple[float, float]:
+    """Tukey's far-out fences of `values`: (Q1 - FAR_OUT x IQR, Q3 + FAR_OUT x IQR)."""
+    q1, q3 = np.percentile(values, [25, 75])
+    return float(q1 - FAR_OUT * (q3 - q1)), float(q3 + FAR_OUT * (q3 - q1))

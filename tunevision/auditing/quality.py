@@ -9,10 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tunevision.auditing.outliers import far_out_fences
+
 SIDE = 128  # the checks' resolution: blur and entropy measured at one scale whatever the decode size
 DARK, LIGHT = 0.20, 0.95          # 95th / 5th brightness percentiles (0..1)
-LOW_INFORMATION = 3.0             # bits of grey-level entropy (a photo has 6-7.5; a solid or two-tone card < 3)
-FAR_OUT = 3.0                     # ... and past the data's own far-out fence: Q1 - 3 x IQR of its entropies
+LOW_INFORMATION = 3.0             # bits of grey-level entropy (a photo has 6-7.5; a solid or two-tone card < 3),
+                                  # and past the data's own lower far-out fence of entropies
 BLUR_RATIO = 0.15                 # Laplacian spread under this share of the data's median
 ODD_ASPECT, TINY = 4.0, 32        # wider than 4:1, or a side under 32 px
 
@@ -47,12 +49,6 @@ def image_stats(images, batch: int = 256) -> dict[str, np.ndarray]:
     return {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in rows.items()}
 
 
-def far_out_low(values: np.ndarray) -> float:
-    """Tukey's lower far-out fence of `values`: Q1 - FAR_OUT x IQR."""
-    q1, q3 = np.percentile(values, [25, 75])
-    return float(q1 - FAR_OUT * (q3 - q1))
-
-
 def odd_images(images, sizes: list[tuple[int, int] | None]) -> list[OddImage]:
     """Each image's issues by the rules above; `sizes` are the files' own (width, height), None where unknown."""
     stats = image_stats(images)
@@ -62,7 +58,7 @@ def odd_images(images, sizes: list[tuple[int, int] | None]) -> list[OddImage]:
     # absolute rule alone flagged 6,618 of its 10,000), caltech101-25's objects on white 0.9-3 bits (29 flagged,
     # every one a fine product shot; 14 past the fence); hymenoptera's placeholder GIF and near-blank photo (1.4
     # and 2.3 bits against a median of 7.3) and flowers5's one (2.9) stay flagged
-    low_information = min(LOW_INFORMATION, far_out_low(stats["entropy"])) if len(images) else LOW_INFORMATION
+    low_information = min(LOW_INFORMATION, far_out_fences(stats["entropy"])[0]) if len(images) else LOW_INFORMATION
     for i in range(len(images)):
         b95, b05, ent = float(stats["bright95"][i]), float(stats["bright05"][i]), float(stats["entropy"][i])
         blur = float(stats["sharpness"][i]) / median_sharp if median_sharp > 0 else 1.0
