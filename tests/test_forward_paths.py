@@ -222,7 +222,7 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     from click.testing import CliRunner
 
     import tunevision as tv
-    from tunevision.classify import evaluate, inference, serving
+    from tunevision.classify import evaluate, inference, predict, serving
     from tunevision.classify import model as api_model
     from tunevision.classify.predict import model_source
     from tunevision.cli.main import main
@@ -235,7 +235,7 @@ def test_predict_and_evaluate_find_the_graph_their_training_run_kept(tmp_path: P
     assert inference.on_body_graph(model.network, model.meta.image_size, CPU, cache) is not None
     used = []
     real = inference.on_body_graph
-    for module in (inference, evaluate, serving, api_model):
+    for module in (inference, evaluate, predict, api_model):  # where on_body_graph is called from
         monkeypatch.setattr(module, "on_body_graph", lambda *a: used.append(real(*a)) or used[-1])
     assert model.evaluate(str(colour_folders)).accuracy == run.evaluation.accuracy and used
     r = CliRunner().invoke(main, ["predict", str(run.run_dir), str(colour_folders / "red"), "--json"])

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
 from tunevision.classify.export import export_bundle
-from tunevision.classify.inference import TTA, predict_probs
+from tunevision.classify.inference import TTA, on_body_graph, predict_probs
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime
@@ -128,6 +129,15 @@ def load_predictor(source: str, device: str = "cpu", runtime: str = "torch") -> 
         model, meta = imagenet_model()
         return model.to(device), meta
     return load_bundle(source, device)
+
+
+def load_scorer(source: str, rt: Runtime, runtime: str = "torch") -> tuple[torch.nn.Module, BundleMeta]:
+    """`load_predictor` for scoring images (predict, serve): a bundle in torch runs its body on the ONNX graph its
+    training run kept, where there is one (`inference.on_body_graph`: fp32 on a CPU, checked against the body)."""
+    network, meta = load_predictor(source, rt.device, runtime)
+    if runtime == "torch":  # the bundle, not one of its exports
+        network = on_body_graph(network, meta.image_size, rt, training_cache(model_source(source))) or network
+    return network, meta
 
 
 def top_k_predictions(probs: np.ndarray, classes: list[str], names: list[str], top_k: int,

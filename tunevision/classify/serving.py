@@ -7,13 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tunevision.classify.inference import on_body_graph, predict_probs
-from tunevision.classify.predict import (
-    label_thresholds,
-    load_predictor,
-    top_k_predictions,
-    training_cache,
-)
+from tunevision.classify.inference import predict_probs
+from tunevision.classify.predict import label_thresholds, load_scorer, top_k_predictions
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from tunevision.models.bundle import BundleMeta
 
@@ -49,7 +44,5 @@ def classifier_service(source: str, runtime: str, threshold: float) -> Classifie
     """`source`: a checked model argument (predict.model_source); runtime torch | onnx | onnx-int8."""
     onnx = runtime != "torch" or source.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else "auto", INFERENCE_PRECISION)
-    model, meta = load_predictor(source, rt.device, runtime)
-    if not onnx:  # the body on the ONNX graph its training run kept, as predict does
-        model = on_body_graph(model, meta.image_size, rt, training_cache(source)) or model
+    model, meta = load_scorer(source, rt, runtime)
     return ClassifierService(model, meta, rt)

@@ -11,19 +11,11 @@ from tunevision.cli.common import make_tta, print_predictions
 def predict_classes(model: str, inputs: tuple[str, ...], *, top_k: int, as_json: bool, csv_path: str | None,
                     tta: bool, tta_crops: int, tta_reduce: str, device: str, precision: str, runtime: str,
                     threshold: float | None = None, **unused) -> None:
-    from tunevision.classify.inference import on_body_graph
-    from tunevision.classify.predict import (
-        load_predictor,
-        model_source,
-        predict_paths,
-        training_cache,
-    )
+    from tunevision.classify.predict import load_scorer, predict_paths
     from tunevision.core.runtime import resolve_runtime
     onnx = runtime == "onnx" or model.endswith(".onnx")
     rt = resolve_runtime("cpu" if onnx else device, "fp32" if onnx else precision)
-    network, meta = load_predictor(model, rt.device, runtime)
-    if runtime == "torch":  # the bundle, not one of its exports: its body may run on the graph its training kept
-        network = on_body_graph(network, meta.image_size, rt, training_cache(model_source(model))) or network
+    network, meta = load_scorer(model, rt, runtime)
     preds = predict_paths(network.to(rt.device), meta, list(inputs), rt, top_k=top_k,
                           tta=make_tta(tta, tta_crops, tta_reduce), threshold=threshold)
     print_predictions(preds, as_json, csv_path, top_k)
