@@ -6,7 +6,14 @@ from typing import Sequence
 
 import numpy as np
 
-from tunevision.auditing.duplicates import CANDIDATE, PIXEL_MATCH, duplicate_pairs
+from tunevision.auditing.duplicates import (
+    CANDIDATE,
+    FINE,
+    FINE_MATCH,
+    PIXEL_MATCH,
+    SMALL,
+    duplicate_pairs,
+)
 from tunevision.auditing.labels import (
     find_label_issues,
     logistic_head,
@@ -114,7 +121,8 @@ def _run_audit(a: Audited, seed: int) -> tuple[list[Finding], dict]:
     for f in findings:
         counts[f.issue] = counts.get(f.issue, 0) + 1
     summary = {"images": len(a.paths), "issues": counts,
-               "near_rule": {"feature_cosine": CANDIDATE, "pixel_match": PIXEL_MATCH, "neighbours": NEIGHBOURS},
+               "near_rule": {"feature_cosine": CANDIDATE, "pixel_match": PIXEL_MATCH, "neighbours": NEIGHBOURS,
+                             "images_under_px": SMALL, "also_at_px": FINE, "also_match": FINE_MATCH},
                "leaked_val": sorted(a.paths[i] for i in leaked)}
     if probe is not None:
         accuracy = probe_accuracy(a, probe, leaked)
