@@ -21,8 +21,7 @@ from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
 from tunevision.core.ui import RunLog
-from tunevision.data.annotations import sniff_format
-from tunevision.data.tables import read_label_table
+from tunevision.data.discover import task_name_for_data
 from tunevision.models.bundle import read_meta
 from tunevision.scene.api import load_scene_model, scene_model_from_result
 from tunevision.scene.export import export_scene_bundle
@@ -59,18 +58,6 @@ TASKS.register("multilabel")(Task("multilabel", _fit_classifier, model_from_resu
                                   export_bundle, classifier_service))
 TASKS.register("detect")(_scene("detect"))
 TASKS.register("segment")(_scene("segment"))
-
-
-def task_name_for_data(cfg: RunConfig) -> str:
-    """The configured task, or for 'auto': found from the data's content (annotation files: detect)."""
-    if cfg.data.task != "auto":
-        return cfg.data.task
-    source = cfg.data.data
-    if source.lower().endswith(".csv"):  # several labels in a row, or one-hot columns: multi-label
-        return "multilabel" if read_label_table(source, cfg.data.images).multilabel else "classify"
-    if ":" in source.split("/")[0]:
-        return "classify"
-    return "detect" if sniff_format(Path(source).expanduser()) else "classify"
 
 
 def for_data(cfg: RunConfig) -> Task:

@@ -36,8 +36,9 @@ from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtim
 from tunevision.core.ui import RunLog
 from tunevision.data.augment import make_pipeline
 from tunevision.data.discover import discover
+from tunevision.data.images import resolve_fit
 from tunevision.data.inputs import as_list, is_single
-from tunevision.data.preprocess import Preprocessing, resolve_fit
+from tunevision.data.preprocess import Preprocessing
 from tunevision.data.sources import Sample, load_images
 from tunevision.engine.export import Exported
 from tunevision.engine.rundir import EpochRecord, read_metrics

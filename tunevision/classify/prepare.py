@@ -11,9 +11,9 @@ from tunevision.core.config import CACHED_MODES, RunConfig
 from tunevision.core.distributed import Dist
 from tunevision.core.errors import TunevisionError
 from tunevision.core.ui import RunLog
-from tunevision.data.discover import discover
-from tunevision.data.fixes import apply_fixes
-from tunevision.data.preprocess import Preprocessing, resolve_fit
+from tunevision.data.discover import discover_run
+from tunevision.data.images import image_size_for, resolve_fit
+from tunevision.data.preprocess import Preprocessing
 from tunevision.data.sources import (
     Dataset,
     Sample,
@@ -27,12 +27,7 @@ from tunevision.models.backbones import Backbone
 
 
 def default_image_size(backbone: Backbone, mode: str) -> int:
-    """Frozen features are taken at 8/7 of the pretraining size (FixRes: RandomResizedCrop pretraining shows
-    objects larger than a same-size centre crop does). Measured with Lite0: hymenoptera 94.8 -> 96.1 %,
-    flowers5 75.1 -> 76.5 % (no views). Fine-tuning trains at the backbone's own size."""
-    if mode in CACHED_MODES and backbone.crop_pct < 1:
-        return int(round(backbone.input_size * 8 / 7 / 32) * 32)
-    return backbone.input_size
+    return image_size_for(backbone.input_size, backbone.crop_pct, mode in CACHED_MODES)
 
 
 @dataclass
@@ -153,10 +148,7 @@ def check_multilabel(cfg: RunConfig, ds: Dataset, train: list[Sample], val: list
 def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist()) -> Data:
     """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets."""
     with log.stage("discovery"):
-        ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed,
-                      images=cfg.data.images, multilabel=cfg.data.task == "multilabel")
-        if cfg.data.fixes:
-            ds.fixes = apply_fixes(ds, cfg.data.fixes, cfg.data.data)
+        ds = discover_run(cfg)
     image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
     fit = resolve_fit(cfg.data.resize, ds.multilabel)
     prep = Preprocessing.for_size(image_size, backbone.crop_pct, backbone.mean, backbone.std, fit)

@@ -44,15 +44,24 @@ def train(data: str | None, config_file: str | None, resume: str | None, nproc: 
 
     Under torchrun (`torchrun --nproc_per_node N -m tunevision train ...`) it trains with DDP; see docs/scale.md."""
     from tunevision.core.ui import RunLog, process_age
-    from tunevision.tasks import fit
 
     def go() -> None:
         if nproc is not None:
             launch_torchrun(nproc)
+        from tunevision.data import early
+        from tunevision.models.sizes import PRETRAINED_INPUT
+
+        cfg = None if resume else build_config(data, config_file, overrides)
+        if cfg is not None and not cfg.model.weights and cfg.model.backbone in PRETRAINED_INPUT:
+            helper = early.start_decoding(cfg, *PRETRAINED_INPUT[cfg.model.backbone])  # while torch is imported
+            if helper is not None:
+                atexit.register(early.stop, helper)
+        from tunevision.tasks import fit
+
         log = RunLog()
         log.startup_s = process_age()  # interpreter, imports and options: the run's stage table starts with it
-        if not resume:
-            fit(build_config(data, config_file, overrides), log=log)
+        if cfg is not None:
+            fit(cfg, log=log)
             return
         ignored = [k.partition("__")[2] or k for k, v in overrides.items() if v is not None and
                    k not in RESUMABLE_OVERRIDES] + (["--config"] if config_file else [])

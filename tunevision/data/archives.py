@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
@@ -185,6 +184,8 @@ def in_memory_source(data: Any, cache_dir: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     forms = ("data is a folder or CSV path, a list of (path, label) pairs, or (images, labels): an N x H x W [x 3] "
              "uint8 array and N class names")
+    import torch  # only the Python API passes arrays, and it has torch loaded: discovery itself stays without it
+
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
         images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
         try:

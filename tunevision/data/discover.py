@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunevision.core.config import RunConfig
+from tunevision.data.annotations import sniff_format
+
 # importing archives registers mnist:, cifar10: and npz: in SOURCES
 from tunevision.data.archives import archive_in
+from tunevision.data.fixes import apply_fixes
 from tunevision.data.sources import SOURCES, Dataset
+from tunevision.data.tables import read_label_table
 
 
 def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str = "",
@@ -22,3 +27,24 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
     return SOURCES.get(archive_in(Path(spec).expanduser()) or "folder")(spec, val_fraction, seed)
+
+
+def discover_run(cfg: RunConfig) -> Dataset:
+    """The dataset a run trains on: its data spec discovered and split by the run's seed, its --fixes applied."""
+    ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, images=cfg.data.images,
+                  multilabel=cfg.data.task == "multilabel")
+    if cfg.data.fixes:
+        ds.fixes = apply_fixes(ds, cfg.data.fixes, cfg.data.data)
+    return ds
+
+
+def task_name_for_data(cfg: RunConfig) -> str:
+    """The configured task, or for 'auto': found from the data's content (annotation files: detect)."""
+    if cfg.data.task != "auto":
+        return cfg.data.task
+    source = cfg.data.data
+    if source.lower().endswith(".csv"):  # several labels in a row, or one-hot columns: multi-label
+        return "multilabel" if read_label_table(source, cfg.data.images).multilabel else "classify"
+    if ":" in source.split("/")[0]:
+        return "classify"
+    return "detect" if sniff_format(Path(source).expanduser()) else "classify"

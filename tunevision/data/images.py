@@ -23,6 +23,28 @@ class ImageError(ValueError):
     """The file cannot be used as an image; the message is the reason shown to the user."""
 
 
+def resolve_fit(choice: str, multilabel: bool) -> str:
+    """`--resize auto`: squash for multi-label data, whose labels sit anywhere in the photo (a centre square
+    can cut the sea off a beach), crop otherwise."""
+    return choice if choice != "auto" else "squash" if multilabel else "crop"
+
+
+def resize_for(image_size: int, crop_pct: float) -> int:
+    """The decoded square's side for an `image_size` input: timm's eval convention, resize to image_size /
+    crop_pct, then centre-crop image_size."""
+    return max(image_size, round(image_size / crop_pct))
+
+
+def image_size_for(input_size: int, crop_pct: float, cached: bool) -> int:
+    """The input side a backbone trains at by default. Frozen (cached) features are taken at 8/7 of the
+    pretraining size (FixRes: RandomResizedCrop pretraining shows objects larger than a same-size centre crop
+    does). Measured with Lite0: hymenoptera 94.8 -> 96.1 %, flowers5 75.1 -> 76.5 % (no views). Fine-tuning trains
+    at the backbone's own size."""
+    if cached and crop_pct < 1:
+        return int(round(input_size * 8 / 7 / 32) * 32)
+    return input_size
+
+
 def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 

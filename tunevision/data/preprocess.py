@@ -20,13 +20,7 @@ import torch
 from PIL import Image
 
 from tunevision.data.augment import eval_view
-from tunevision.data.images import DEFAULT_MAX_PIXELS, decode_square, square
-
-
-def resolve_fit(choice: str, multilabel: bool) -> str:
-    """`--resize auto`: squash for multi-label data, whose labels sit anywhere in the photo (a centre square
-    can cut the sea off a beach), crop otherwise."""
-    return choice if choice != "auto" else "squash" if multilabel else "crop"
+from tunevision.data.images import DEFAULT_MAX_PIXELS, decode_square, resize_for, square
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class Preprocessing:
     def for_size(cls, image_size: int, crop_pct: float, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                  fit: str = "crop") -> "Preprocessing":
         """timm's eval convention: resize to image_size / crop_pct, then centre-crop image_size."""
-        return cls(image_size, max(image_size, round(image_size / crop_pct)), tuple(mean), tuple(std), fit)
+        return cls(image_size, resize_for(image_size, crop_pct), tuple(mean), tuple(std), fit)
 
     def describe(self) -> str:
         """In words, as model.json records it."""
