@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_class_folders
-from tunevision.data.sources import finish_cache_writes, load_images
+from tunevision.data.sources import load_images
 from tunevision.core.errors import TunevisionError
 from tunevision.data.discover import discover
 
@@ -65,23 +65,35 @@ def test_empty_validation_split_is_a_clear_error(tmp_path: Path) -> None:
         prepare_data(cfg, create_backbone("tiny_cnn", pretrained=False), RunLog(quiet=True))
 
 
-def test_image_cache_is_reused_and_keyed_by_size(tmp_path: Path) -> None:
+def test_image_cache_is_reused_and_keyed_by_size(tmp_path: Path, monkeypatch) -> None:
+    from tunevision.data import sources
+
     ds = discover(str(make_class_folders(tmp_path / "d", n=4)))
     a, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")
+    monkeypatch.setattr(sources, "decode_square", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     b, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")
     assert isinstance(b, np.memmap) and np.array_equal(a, b)
+    monkeypatch.undo()
     c, _ = load_images(ds.train, 24, cache_dir=tmp_path / "c")
-    finish_cache_writes()  # written behind the caller, whole by the end of a run
     assert c.shape[1] == 24 and len(list((tmp_path / "c" / "images").glob("*.npy"))) == 2
 
 
-def test_the_image_cache_is_written_behind_and_read_after_its_write(tmp_path: Path) -> None:
+def test_images_are_decoded_into_the_cache_file_whole_and_read_only(tmp_path: Path) -> None:
     ds = discover(str(make_class_folders(tmp_path / "d", n=4)))
     a, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")
-    assert not isinstance(a, np.memmap) and a.flags.writeable  # the decoded array itself, usable at once
-    b, _ = load_images(ds.train, 16, cache_dir=tmp_path / "c")  # waits for the write instead of decoding again
-    assert isinstance(b, np.memmap) and np.array_equal(a, b)
+    direct, _ = load_images(ds.train, 16, cache_dir=None)
+    assert np.array_equal(a, direct)
+    assert not a.flags.writeable  # a memory-mapped cache file: a caller writing into it would change the cache
     assert not [p for p in (tmp_path / "c" / "images").iterdir() if ".tmp" in p.name]
+    assert sorted(p.suffix for p in (tmp_path / "c" / "images").iterdir()) == [".json", ".npy"]
+
+
+def test_a_cache_folder_that_cannot_hold_the_file_costs_speed_not_the_run(tmp_path: Path) -> None:
+    ds = discover(str(make_class_folders(tmp_path / "d", n=4)))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    a, bad = load_images(ds.train, 16, cache_dir=blocked)
+    assert a.shape == (len(ds.train), 16, 16, 3) and bad == []
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

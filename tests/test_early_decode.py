@@ -103,7 +103,7 @@ def test_decoding_into_the_cache_fails_cleanly_where_it_cannot_write(tmp_path: P
     samples = discover_run(config(data, tmp_path / "cache")).train
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
-    assert decode_to_cache(samples, 32, blocked) is False
+    assert decode_to_cache(samples, 32, blocked) is None
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])

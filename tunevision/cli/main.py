@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from tunevision.cli.options import build_config, config_options
 from tunevision.core.allocator import keep_freed_memory
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
+
+if TYPE_CHECKING:
+    from tunevision.core.ui import RunLog
 
 RESUMABLE_OVERRIDES = ("train__device", "train__precision", "data__workers")  # change nothing in the result
 
@@ -43,37 +46,45 @@ def train(data: str | None, config_file: str | None, resume: str | None, nproc: 
     """Train a classifier on DATA (class folders, optional train/ val/, CSV, mnist:DIR, cifar10:DIR).
 
     Under torchrun (`torchrun --nproc_per_node N -m tunevision train ...`) it trains with DDP; see docs/scale.md."""
-    from tunevision.core.ui import RunLog, process_age
-
     def go() -> None:
         if nproc is not None:
             launch_torchrun(nproc)
-        from tunevision.data import early
+        if resume:
+            resume_run(Path(resume), data, config_file, overrides)
+            return
+        from tunevision.data.early import decoding_ahead
         from tunevision.models.sizes import PRETRAINED_INPUT
 
-        cfg = None if resume else build_config(data, config_file, overrides)
-        if cfg is not None and not cfg.model.weights and cfg.model.backbone in PRETRAINED_INPUT:
-            helper = early.start_decoding(cfg, *PRETRAINED_INPUT[cfg.model.backbone])  # while torch is imported
-            if helper is not None:
-                atexit.register(early.stop, helper)
-        from tunevision.tasks import fit
+        cfg = build_config(data, config_file, overrides)
+        with decoding_ahead(cfg, None if cfg.model.weights else PRETRAINED_INPUT.get(cfg.model.backbone)):
+            from tunevision.tasks import fit  # about 3 s of imports, while the helper decodes
 
-        log = RunLog()
-        log.startup_s = process_age()  # interpreter, imports and options: the run's stage table starts with it
-        if cfg is not None:
-            fit(cfg, log=log)
-            return
-        ignored = [k.partition("__")[2] or k for k, v in overrides.items() if v is not None and
-                   k not in RESUMABLE_OVERRIDES] + (["--config"] if config_file else [])
-        if ignored:
-            raise TunevisionError(f"--resume continues a run with its own config.yaml; it cannot change "
-                                  f"{', '.join(ignored)} (only --device, --precision, --workers). Drop them, or "
-                                  f"start a new run with --weights {resume}")
-        cfg = RunConfig.load(Path(resume) / "config.yaml")
-        changes = {k.partition("__")[2]: v for k, v in overrides.items() if v is not None}
-        cfg = RunConfig.from_options(data or "", cfg, **changes)
-        fit(cfg, log=log, resume_dir=Path(resume))
+            fit(cfg, log=started_log())
     run(go)
+
+
+def started_log() -> RunLog:
+    from tunevision.core.ui import RunLog, process_age
+
+    log = RunLog()
+    log.startup_s = process_age()  # interpreter, imports and options: the run's stage table starts with it
+    return log
+
+
+def resume_run(run_dir: Path, data: str | None, config_file: str | None, overrides: dict[str, Any]) -> None:
+    from tunevision.tasks import fit
+
+    log = started_log()
+    ignored = [k.partition("__")[2] or k for k, v in overrides.items() if v is not None and
+               k not in RESUMABLE_OVERRIDES] + (["--config"] if config_file else [])
+    if ignored:
+        raise TunevisionError(f"--resume continues a run with its own config.yaml; it cannot change "
+                              f"{', '.join(ignored)} (only --device, --precision, --workers). Drop them, or "
+                              f"start a new run with --weights {run_dir}")
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    changes = {k.partition("__")[2]: v for k, v in overrides.items() if v is not None}
+    cfg = RunConfig.from_options(data or "", cfg, **changes)
+    fit(cfg, log=log, resume_dir=run_dir)
 
 
 def launch_torchrun(nproc: int) -> None:

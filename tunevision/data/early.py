@@ -11,14 +11,18 @@ decide what it reads.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tunevision.core.config import CACHED_MODES, CLASSIFY, RunConfig
+from tunevision.core.errors import TunevisionError
 from tunevision.data.discover import discover_run, task_name_for_data
 from tunevision.data.images import image_size_for, resize_for, resolve_fit
 from tunevision.data.sources import cache_key, claim, decode_to_cache, release
@@ -61,7 +65,7 @@ def decode_for_run(cfg: RunConfig, side: int) -> int:
     try:
         for samples, npy in mine:
             decode_to_cache(samples, side, cache, max_pixels=cfg.data.max_pixels, workers=cfg.data.workers or None,
-                            fit=fit)
+                            fit=fit)  # None (a full or read-only folder): the run decodes, and says so
             release(npy)
     finally:
         for _, npy in mine:
@@ -70,9 +74,30 @@ def decode_for_run(cfg: RunConfig, side: int) -> int:
 
 
 def stop(helper: subprocess.Popen) -> None:
-    """At the run's exit: a helper still decoding belongs to a run that stopped early (bad data, Ctrl-C)."""
+    """A helper still decoding belongs to a run that stopped early, or to one that guessed another decode size."""
     if helper.poll() is None:
         helper.terminate()
+        helper.wait()
+
+
+@contextlib.contextmanager
+def decoding_ahead(cfg: RunConfig, sizes: tuple[int, float] | None) -> Iterator[None]:
+    """Run the block (the imports and the run) beside a helper decoding for it, when the backbone's `sizes` (input
+    side, crop_pct) are known. The helper stops with the block; a run refused for bad input (a bad option is only
+    found after the imports) leaves no cache folder that it and its helper made."""
+    cache = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else None
+    fresh = cache is not None and not cache.exists()
+    helper = start_decoding(cfg, *sizes) if sizes else None
+    try:
+        yield
+    except TunevisionError:
+        if helper is not None and fresh:
+            stop(helper)
+            shutil.rmtree(cache, ignore_errors=True)
+        raise
+    finally:
+        if helper is not None:
+            stop(helper)
 
 
 def _terminated(signum, frame) -> None:

@@ -235,38 +235,22 @@ def write_cached_images(npy: Path, meta: Path, images: np.ndarray, bad: list[Ski
         with open(tmp, "wb") as f:
             np.save(f, images)
         os.replace(tmp, npy)
-        tmp = meta.with_name(meta.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"skipped": [b.__dict__ for b in bad], "n": n, "bytes": npy.stat().st_size}))
-        os.replace(tmp, meta)
+        _write_meta(meta, bad, n, npy)
         return True
     except OSError as e:  # a full or read-only cache folder costs speed next time, not this run
-        tmp.unlink(missing_ok=True)
-        npy.unlink(missing_ok=True)
-        if log:
-            log.info(f"[yellow]image cache not written ({npy.parent}: {e.strerror or e}); continuing[/]")
+        _cache_not_written(npy, tmp, e, log)
         return False
 
 
-# Image caches still being written behind the run, by file: a later read of the same file in this process waits for
-# its write instead of decoding again. Bookkeeping of this process's own I/O in flight, not configuration.
-_WRITING: dict[Path, threading.Thread] = {}
-
-
-def write_behind(npy: Path, meta: Path, images: np.ndarray, bad: list[Skipped], n: int, log) -> None:
-    """`write_cached_images` in a thread: the run goes on with the decoded array in memory while it reaches the disk
-    (flowers5's 1.1 GB took 2.8 s of a 7.6 s decode when written in line)."""
-    thread = threading.Thread(target=write_cached_images, args=(npy, meta, images, bad, n, log),
-                              name=f"image cache {npy.name}")
-    _WRITING[npy] = thread
-    thread.start()
-
-
-def finish_cache_writes(npy: Path | None = None) -> None:
-    """Wait for the image cache writes still in flight (only the one of `npy`, when given)."""
-    for path in [npy] if npy is not None else list(_WRITING):
-        thread = _WRITING.pop(path, None)
-        if thread is not None:
-            thread.join()
+def _write_meta(meta: Path, bad: list[Skipped], n: int, npy: Path) -> None:
+    """The array's description, written last: its byte count marks the array as whole."""
+    tmp = meta.with_name(meta.name + f".tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_text(json.dumps({"skipped": [b.__dict__ for b in bad], "n": n, "bytes": npy.stat().st_size}))
+        os.replace(tmp, meta)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _claim_file(npy: Path) -> Path:
@@ -335,29 +319,26 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
                 progress: Callable[[int], None] | None = None, log=None) -> tuple[np.ndarray, list[Skipped]]:
     """Decode every sample once to (N, size, size, 3) uint8; return the images that worked and the failures.
 
-    With a cache folder, the array is stored as `<cache>/images/<key>.npy` (key: paths, sizes, mtimes
-    and `size`), written behind the run, and memory-mapped on later runs, so re-runs never decode again. `fit`:
-    crop or squash (`images.square`).
+    With a cache folder, the images are decoded straight into `<cache>/images/<key>.npy` (key: paths, sizes,
+    mtimes and `size`) and memory-mapped from it, then and on later runs, so re-runs never decode again; a
+    folder that cannot hold it costs speed next time, not this run. `fit`: crop or squash (`images.square`).
     Returned rows follow `samples` order with the failures removed.
     """
-    key = cache_key(samples, size, arrays, fit)
     if cache_dir is not None:
-        npy, meta = Path(cache_dir) / "images" / f"{key}.npy", Path(cache_dir) / "images" / f"{key}.json"
-        finish_cache_writes(npy)
+        npy = Path(cache_dir) / "images" / f"{cache_key(samples, size, arrays, fit)}.npy"
         wait_for_claim(npy)
-        cached = read_cached_images(npy, meta, len(samples), size, log)
+        cached = read_cached_images(npy, npy.with_suffix(".json"), len(samples), size, log)
+        if cached is None:
+            cached = decode_to_cache(samples, size, cache_dir, arrays=arrays, max_pixels=max_pixels, workers=workers,
+                                     fit=fit, progress=progress, log=log)
+        elif progress:
+            progress(len(samples))
         if cached is not None:
-            if progress:
-                progress(len(samples))
             return cached
-
     out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
     ok, bad = decode_rows(samples, out, arrays=arrays, max_pixels=max_pixels, workers=workers, fit=fit,
                           progress=progress)
-    images = out if ok.all() else out[ok]
-    if cache_dir is not None:
-        write_behind(npy, meta, images, bad, len(samples), log)
-    return images, bad
+    return (out if ok.all() else out[ok]), bad
 
 
 def decode_rows(samples: list[Sample], out: np.ndarray, *, arrays: np.ndarray | None = None,
@@ -386,38 +367,55 @@ def decode_rows(samples: list[Sample], out: np.ndarray, *, arrays: np.ndarray | 
     return ok, bad
 
 
-def decode_to_cache(samples: list[Sample], size: int, cache_dir: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    workers: int | None = None, fit: str = "crop") -> bool:
-    """Decode straight into the image cache file that `load_images` reads, with no copy in memory: writing
-    flowers5's 0.9 GB from memory took 2.4 s after a 4.7 s decode. False where the cache could not be written
-    (the run then decodes itself)."""
-    key = cache_key(samples, size, None, fit)
-    npy, meta = Path(cache_dir) / "images" / f"{key}.npy", Path(cache_dir) / "images" / f"{key}.json"
-    tmp = npy.with_name(f"{npy.name}.tmp{os.getpid()}")
+def decode_to_cache(samples: list[Sample], size: int, cache_dir: Path, *, arrays: np.ndarray | None = None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None, fit: str = "crop",
+                    progress: Callable[[int], None] | None = None, log=None
+                    ) -> tuple[np.ndarray, list[Skipped]] | None:
+    """Decode into the image cache file itself and return it memory-mapped, as `load_images` does: no copy in
+    memory to write out (flowers5's 0.9 GB took 2.4 s to write from memory after a 4.7 s decode). None, before
+    anything is decoded, where the folder cannot hold the file (full, read-only)."""
+    folder = Path(cache_dir) / "images"
+    npy = folder / f"{cache_key(samples, size, arrays, fit)}.npy"
+    meta, tmp = npy.with_suffix(".json"), npy.with_name(f"{npy.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
-        npy.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
         if hasattr(os, "posix_fallocate"):  # a full disk fails here, not as SIGBUS on a page of the mapping
             with open(tmp, "r+b") as f:
                 os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        ok, bad = decode_rows(samples, out, max_pixels=max_pixels, workers=workers, fit=fit)
-        if not ok.all():  # rare: the cache holds only the images that decoded
-            images = np.ascontiguousarray(out[ok])
-            del out
-            return write_cached_images(npy, meta, images, bad, len(samples), None)
-        del out  # no msync: the run reads these pages from memory; the kernel writes them back in its time
-        os.replace(tmp, npy)
-        meta_tmp = meta.with_name(f"{meta.name}.tmp{os.getpid()}")
-        meta_tmp.write_text(json.dumps({"skipped": [], "n": len(samples), "bytes": npy.stat().st_size}))
-        os.replace(meta_tmp, meta)
-        return True
-    except OSError:
-        with contextlib.suppress(OSError):
-            npy.unlink(missing_ok=True)
-        return False
-    finally:
+    except OSError as e:
+        _cache_not_written(npy, tmp, e, log)
+        return None
+    try:
+        ok, bad = decode_rows(samples, out, arrays=arrays, max_pixels=max_pixels, workers=workers, fit=fit,
+                              progress=progress)
+    except BaseException:  # Ctrl-C, SIGTERM: no half-written file stays behind
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        raise
+    if not ok.all():  # rare: the cache holds only the images that decoded
+        images = np.ascontiguousarray(out[ok])
+        del out
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        write_cached_images(npy, meta, images, bad, len(samples), log)
+        return images, bad
+    try:
+        os.replace(tmp, npy)
+        _write_meta(meta, bad, len(samples), npy)
+    except OSError as e:
+        _cache_not_written(npy, tmp, e, log)
+        return out, bad  # the decoded pages stay mapped, though their file is gone
+    del out  # no msync: the pages stay in memory for this run; the kernel writes them back in its own time
+    return np.load(npy, mmap_mode="r"), bad  # read-only, as a cache read later is
+
+
+def _cache_not_written(npy: Path, tmp: Path, e: OSError, log) -> None:
+    for path in (tmp, npy):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    if log:
+        log.info(f"[yellow]image cache not written ({npy.parent}: {e.strerror or e}); continuing[/]")
 
 
 def relabel(samples: list[Sample], classes: list[str], known: list[str]) -> list[Sample]:

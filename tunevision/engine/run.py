@@ -12,7 +12,6 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.output import check_run_outputs
 from tunevision.core.ui import RunLog
 from tunevision.data.augment import make_pipeline
-from tunevision.data.sources import finish_cache_writes
 from tunevision.engine.rundir import load_checkpoint, new_run_dir, remove_failed_run
 
 
@@ -60,11 +59,10 @@ def sigterm_as_interrupt():
 @contextlib.contextmanager
 def guarded_run(run_dir: Path, created: bool, log: RunLog, main: bool = True):
     """Ctrl-C or SIGTERM keep the checkpoint of the last finished epoch and print the resume command; a run that
-    fails before its first epoch leaves no folder behind. The run ends once its image cache is on disk."""
+    fails before its first epoch leaves no folder behind."""
     try:
         with sigterm_as_interrupt():
             yield
-        finish_cache_writes()
     except KeyboardInterrupt:
         remove_failed_run(run_dir, created)
         if main and run_dir.is_dir():
