@@ -66,7 +66,7 @@ def decode_for_run(cfg: RunConfig, side: int) -> int:
         for samples, npy in mine:
             decode_to_cache(samples, side, cache, max_pixels=cfg.data.max_pixels, workers=cfg.data.workers or None,
                             fit=fit)  # None (a full or read-only folder): the run decodes, and says so
-            release(npy)
+            release(npy)  # the run goes on with these images while the next part decodes
     finally:
         for _, npy in mine:
             release(npy)
