@@ -18,7 +18,15 @@ from tunevision.core.config import RunConfig
 from tunevision.data import sources
 from tunevision.data.discover import discover_run
 from tunevision.data.early import decode_for_run, start_decoding
-from tunevision.data.sources import claim, claim_holder, decode_to_cache, load_images, release, wait_for_claim
+from tunevision.data.sources import (
+    cache_file,
+    claim,
+    claim_holder,
+    decode_to_cache,
+    load_images,
+    release,
+    wait_for_claim,
+)
 
 
 def no_decoding(*args, **kwargs):
@@ -103,7 +111,7 @@ def test_decoding_into_the_cache_fails_cleanly_where_it_cannot_write(tmp_path: P
     samples = discover_run(config(data, tmp_path / "cache")).train
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
-    assert decode_to_cache(samples, 32, blocked) is None
+    assert decode_to_cache(samples, 32, cache_file(samples, 32, blocked)) is None
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])

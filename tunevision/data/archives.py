@@ -180,12 +180,12 @@ def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
 def in_memory_source(data: Any, cache_dir: Path) -> str:
     """(path, label) pairs -> a CSV; (images, labels) arrays -> an .npz; both under the cache folder, named by
     their content, so that the same data gives the same cache keys and run after run the same split."""
+    import torch  # only the Python API passes arrays, and it has torch loaded: discovery itself stays without it
+
     folder = cache_dir / "sources"
     folder.mkdir(parents=True, exist_ok=True)
     forms = ("data is a folder or CSV path, a list of (path, label) pairs, or (images, labels): an N x H x W [x 3] "
              "uint8 array and N class names")
-    import torch  # only the Python API passes arrays, and it has torch loaded: discovery itself stays without it
-
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
         images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
         try:

@@ -15,13 +15,19 @@ from tunevision.data.sources import SOURCES, Dataset
 from tunevision.data.tables import read_label_table
 
 
+def source_prefix(spec: str) -> str | None:
+    """The registered source a `prefix:` spec names (`mnist:DIR`, `cifar10:DIR`, `npz:FILE`), or None."""
+    prefix, sep, _ = spec.partition(":")
+    return prefix if sep and prefix in SOURCES and len(prefix) > 1 else None  # len>1: Windows drive letters are paths
+
+
 def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str = "",
              multilabel: bool = False) -> Dataset:
     """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a `.csv` or `.npz` suffix, the archive files a folder
     holds (MNIST's idx files, CIFAR-10's batches), or class folders."""
-    prefix, sep, rest = spec.partition(":")
-    if sep and prefix in SOURCES and len(prefix) > 1:  # len>1 so Windows drive letters stay paths
-        return SOURCES.get(prefix)(rest, val_fraction, seed)
+    prefix = source_prefix(spec)
+    if prefix:
+        return SOURCES.get(prefix)(spec.partition(":")[2], val_fraction, seed)
     if spec.lower().endswith(".csv"):
         return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel)
     if spec.lower().endswith(".npz"):
@@ -45,6 +51,6 @@ def task_name_for_data(cfg: RunConfig) -> str:
     source = cfg.data.data
     if source.lower().endswith(".csv"):  # several labels in a row, or one-hot columns: multi-label
         return "multilabel" if read_label_table(source, cfg.data.images).multilabel else "classify"
-    if ":" in source.split("/")[0]:
+    if source_prefix(source):
         return "classify"
     return "detect" if sniff_format(Path(source).expanduser()) else "classify"

@@ -25,7 +25,7 @@ from tunevision.core.config import CACHED_MODES, CLASSIFY, RunConfig
 from tunevision.core.errors import TunevisionError
 from tunevision.data.discover import discover_run, task_name_for_data
 from tunevision.data.images import image_size_for, resize_for, resolve_fit
-from tunevision.data.sources import cache_key, claim, decode_to_cache, release
+from tunevision.data.sources import cache_file, claim, decode_to_cache, release
 
 # Below the run's importing thread: the helper should take the idle core, not slow the imports down.
 NICENESS = 5
@@ -59,12 +59,12 @@ def decode_for_run(cfg: RunConfig, side: int) -> int:
         return 0
     fit = resolve_fit(cfg.data.resize, ds.multilabel)
     cache = Path(cfg.data.cache_dir).expanduser()
-    parts = [(samples, cache / "images" / f"{cache_key(samples, side, None, fit)}.npy") for samples in (ds.train, ds.val)]
+    parts = [(samples, cache_file(samples, side, cache, fit=fit)) for samples in (ds.train, ds.val)]
     # both claimed before either is decoded: the run, reaching the validation images, must find them claimed
     mine = [(samples, npy) for samples, npy in parts if not npy.is_file() and claim(npy)]
     try:
         for samples, npy in mine:
-            decode_to_cache(samples, side, cache, max_pixels=cfg.data.max_pixels, workers=cfg.data.workers or None,
+            decode_to_cache(samples, side, npy, max_pixels=cfg.data.max_pixels, workers=cfg.data.workers or None,
                             fit=fit)  # None (a full or read-only folder): the run decodes, and says so
             release(npy)  # the run goes on with these images while the next part decodes
     finally:

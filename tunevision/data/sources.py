@@ -325,11 +325,11 @@ def load_images(samples: list[Sample], size: int, *, cache_dir: Path | None, arr
     Returned rows follow `samples` order with the failures removed.
     """
     if cache_dir is not None:
-        npy = Path(cache_dir) / "images" / f"{cache_key(samples, size, arrays, fit)}.npy"
+        npy = cache_file(samples, size, cache_dir, arrays, fit)
         wait_for_claim(npy)
         cached = read_cached_images(npy, npy.with_suffix(".json"), len(samples), size, log)
         if cached is None:
-            cached = decode_to_cache(samples, size, cache_dir, arrays=arrays, max_pixels=max_pixels, workers=workers,
+            cached = decode_to_cache(samples, size, npy, arrays=arrays, max_pixels=max_pixels, workers=workers,
                                      fit=fit, progress=progress, log=log)
         elif progress:
             progress(len(samples))
@@ -367,18 +367,22 @@ def decode_rows(samples: list[Sample], out: np.ndarray, *, arrays: np.ndarray | 
     return ok, bad
 
 
-def decode_to_cache(samples: list[Sample], size: int, cache_dir: Path, *, arrays: np.ndarray | None = None,
+def cache_file(samples: list[Sample], size: int, cache_dir: Path, arrays: np.ndarray | None = None,
+               fit: str = "crop") -> Path:
+    """The image cache file of `samples` decoded at `size` (its description beside it, as .json)."""
+    return Path(cache_dir) / "images" / f"{cache_key(samples, size, arrays, fit)}.npy"
+
+
+def decode_to_cache(samples: list[Sample], size: int, npy: Path, *, arrays: np.ndarray | None = None,
                     max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None, fit: str = "crop",
                     progress: Callable[[int], None] | None = None, log=None
                     ) -> tuple[np.ndarray, list[Skipped]] | None:
-    """Decode into the image cache file itself and return it memory-mapped, as `load_images` does: no copy in
-    memory to write out (flowers5's 0.9 GB took 2.4 s to write from memory after a 4.7 s decode). None, before
-    anything is decoded, where the folder cannot hold the file (full, read-only)."""
-    folder = Path(cache_dir) / "images"
-    npy = folder / f"{cache_key(samples, size, arrays, fit)}.npy"
+    """Decode into the image cache file `npy` (`cache_file`) itself and return it memory-mapped, as `load_images`
+    does: no copy in memory to write out (flowers5's 0.9 GB took 2.4 s to write from memory after a 4.7 s decode).
+    None, before anything is decoded, where the folder cannot hold the file (full, read-only)."""
     meta, tmp = npy.with_suffix(".json"), npy.with_name(f"{npy.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        npy.parent.mkdir(parents=True, exist_ok=True)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
         if hasattr(os, "posix_fallocate"):  # a full disk fails here, not as SIGBUS on a page of the mapping
             with open(tmp, "r+b") as f:
