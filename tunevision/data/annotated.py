@@ -9,6 +9,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from tunevision.data.layout import under_leftover
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SLACK = 2.0  # pixels a box may pass the image border by (VOC's 1-based corners, rounding) before it counts as bad
 
@@ -31,8 +33,13 @@ class SceneData:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image anywhere under `folder`, in path order, what tools left behind (`__MACOSX/`, `._x.jpg`) left out."""
+    return [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and not under_leftover(p, folder)]
+
+
 def images_under(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.stem: p for p in image_files(folder)}
 
 
 def check_boxes(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, str]:

@@ -19,12 +19,21 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
 from tunevision.data.annotated import (
     IMAGE_SUFFIXES,
+    Annotated,
     SceneData,
     add_item,
     class_index,
+    image_files,
     images_under,
     mask_boxes,
     read_names,
+)
+from tunevision.data.layout import (
+    is_leftover,
+    split_dirs,
+    split_role,
+    under_leftover,
+    unwrap,
 )
 
 FORMATS: Registry[Callable[[Path], SceneData]] = Registry("annotation format")
@@ -40,28 +49,29 @@ def _format(name: str, looks_like: Callable[[Path], bool]):
 
 def sniff_format(root: Path) -> str | None:
     """The annotation format of a folder (or COCO JSON file), or None when it holds none of them."""
+    root = unwrap(root)
     folders = split_folders(root)
     if folders:
         return sniff_format(folders["train"])
     return next((name for name, looks in SENSES if looks(root)), None)
 
 
-SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val"}
-
-
 def split_folders(root: Path) -> dict[str, Path]:
-    """{'train': ..., 'val': ...} when the data comes as train/ + val/ (or valid/, validation/) folders of one
-    annotation format (Roboflow's and many other exports), else {}."""
+    """{'train': ..., 'val': ...} when the data comes as train/ + val/ (or valid/, validation/, test/ where there is
+    no val/) folders of one annotation format (Roboflow's and many other exports), else {}."""
     if not root.is_dir():
         return {}
-    found = {SPLITS[p.name.lower()]: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() in SPLITS}
-    return found if set(found) == {"train", "val"} and sniff_format(found["train"]) else {}
+    found = split_dirs(root)
+    val = found.get("val", found.get("test"))
+    train = found.get("train")
+    return {"train": train, "val": val} if train and val and sniff_format(train) else {}
 
 
 def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
     root = Path(root).expanduser()
     if not root.exists():
         raise TunevisionError(f"{root}: not found")
+    root = unwrap(root)
     folders = split_folders(root)
     if folders:
         return _read_split(folders)
@@ -124,7 +134,7 @@ def _voc_files(root: Path, sniff: bool = False) -> list[Path]:
     if not root.is_dir():
         return []
     found, genuine = [], False
-    for path in sorted(root.rglob("*.xml")):
+    for path in sorted(p for p in root.rglob("*.xml") if not under_leftover(p, root)):
         kind = _voc_kind(path)
         genuine = genuine or kind == "voc"
         if kind == "voc" and sniff:
@@ -173,8 +183,26 @@ def _coco_file(root: Path) -> Path | None:
         return root
     if not root.is_dir():
         return None
-    found = sorted(p for folder in (root, root / "annotations") if folder.is_dir() for p in folder.glob("*.json"))
-    return next((p for p in found if "coco" in p.name or "instances" in p.name or "annotations" in p.name), None)
+    found = sorted(p for folder in (root, root / "annotations") if folder.is_dir() for p in folder.glob("*.json")
+                   if not is_leftover(p.name))
+    return next((p for p in found if _looks_like_coco(p)), None)
+
+
+def _looks_like_coco(path: Path) -> bool:
+    """A COCO file by its name (free), else by its content: a JSON object with 'images' and 'annotations'. A file
+    that starts like one and does not parse counts, so that reading it says what is wrong with it."""
+    if any(hint in path.name.lower() for hint in ("coco", "instances", "annotations")):
+        return True
+    try:
+        with open(path, "rb") as f:
+            if b'"images"' not in f.read(1 << 16):
+                return False
+        data = json.loads(path.read_text())
+    except OSError:
+        return False
+    except (ValueError, UnicodeDecodeError):
+        return True
+    return isinstance(data, dict) and "images" in data and "annotations" in data
 
 
 @_format("coco", lambda root: _coco_file(root) is not None)
@@ -226,7 +254,7 @@ def read_yolo(root: Path) -> SceneData:
         raise TunevisionError(f"{root}: YOLO labels need class names; add classes.txt (one name per line) or a "
                               "data.yaml with 'names'")
     items, problems = [], []
-    for image in sorted(images_under(img_dir).values()):
+    for image in image_files(img_dir):
         label_file = lab_dir / image.relative_to(img_dir).with_suffix(".txt")
         try:
             rows = [line.split() for line in label_file.read_text().splitlines() if line.strip()] \
@@ -245,7 +273,18 @@ def read_yolo(root: Path) -> SceneData:
         cx, cy, bw, bh = values[:, 1] * w, values[:, 2] * h, values[:, 3] * w, values[:, 4] * h
         add_item(items, problems, image, np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1), cls,
              label_file, (w, h))
-    return SceneData(items, classes, "yolo", problems)
+    return SceneData(_splits_from_folders(items, img_dir), classes, "yolo", problems)
+
+
+def _splits_from_folders(items: list[Annotated], img_dir: Path) -> list[Annotated]:
+    """Ultralytics' images/train/ + images/val/ (or test/ where there is no val/): the split the folders give."""
+    parts = [it.image.relative_to(img_dir).parts for it in items]
+    roles = [split_role(p[0]) if len(p) > 1 else "" for p in parts]
+    held_out = next((role for role in ("val", "test") if role in roles), None)
+    if "train" not in roles or held_out is None:
+        return items  # no split in the folders: a seeded one is drawn
+    return [dataclass_replace(it, split={"train": "train", held_out: "val"}.get(role, "unused"))
+            for it, role in zip(items, roles)]
 
 
 # --- instance masks: images/ + masks/ (PennFudan's PNGImages/ + PedMasks/) ----------------------------------------

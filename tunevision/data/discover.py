@@ -12,7 +12,7 @@ from tunevision.data.annotations import sniff_format
 from tunevision.data.archives import archive_in
 from tunevision.data.fixes import apply_fixes
 from tunevision.data.sources import SOURCES, Dataset
-from tunevision.data.tables import read_label_table
+from tunevision.data.tables import is_table, read_label_table
 
 
 def source_prefix(spec: str) -> str | None:
@@ -23,12 +23,12 @@ def source_prefix(spec: str) -> str | None:
 
 def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str = "",
              multilabel: bool = False) -> Dataset:
-    """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a `.csv` or `.npz` suffix, the archive files a folder
-    holds (MNIST's idx files, CIFAR-10's batches), or class folders."""
+    """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a table's suffix (.csv, .tsv, .txt) or `.npz`, the
+    archive files a folder holds (MNIST's idx files, CIFAR-10's batches), or class folders."""
     prefix = source_prefix(spec)
     if prefix:
         return SOURCES.get(prefix)(spec.partition(":")[2], val_fraction, seed)
-    if spec.lower().endswith(".csv"):
+    if is_table(spec):
         return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel)
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
@@ -49,7 +49,7 @@ def task_name_for_data(cfg: RunConfig) -> str:
     if cfg.data.task != "auto":
         return cfg.data.task
     source = cfg.data.data
-    if source.lower().endswith(".csv"):  # several labels in a row, or one-hot columns: multi-label
+    if is_table(source):  # several labels in a row, or one-hot columns: multi-label
         return "multilabel" if read_label_table(source, cfg.data.images).multilabel else "classify"
     if source_prefix(source):
         return "classify"

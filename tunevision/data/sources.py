@@ -1,7 +1,7 @@
 """Find the images and labels a user points at, split them, and decode each one once into a uint8 cache.
 
 Layouts (decided by `discover`):
-  PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders
+  PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders (any case, data/layout.py)
   PATH/<class>/*                                     stratified seeded split (`val_fraction`)
   FILE.csv with columns path,label[,split]          paths relative to the CSV
   mnist:DIR, cifar10:DIR                             the standard distribution files
@@ -33,9 +33,9 @@ from tunevision.data.images import (
     is_image_name,
     square,
 )
+from tunevision.data.layout import entries, is_leftover, split_dirs, unwrap
 from tunevision.data.tables import read_label_table
 
-VAL_DIR_NAMES = ("val", "valid", "validation", "test")
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
 
 
@@ -93,17 +93,18 @@ def stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: in
 
 
 def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]]:
-    """{class name: image paths} for root/<class>/**; non-images and empty classes are reported."""
+    """{class name: image paths} for root/<class>/**; non-images and empty classes are reported, what tools left
+    behind (hidden files, `__MACOSX/`) is passed over."""
     classes: dict[str, list[str]] = {}
     skipped: list[Skipped] = []
-    for entry in sorted(root.iterdir()):
+    for entry in entries(root):
         if not entry.is_dir():
             skipped.append(Skipped(str(entry), "not inside a class folder"))
             continue
         files = []
         for dirpath, dirnames, filenames in os.walk(entry):
-            dirnames.sort()
-            for name in sorted(filenames):
+            dirnames[:] = sorted(d for d in dirnames if not is_leftover(d))
+            for name in sorted(n for n in filenames if not is_leftover(n)):
                 p = os.path.join(dirpath, name)
                 if is_image_name(name):
                     files.append(p)
@@ -116,14 +117,28 @@ def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]
     return classes, skipped
 
 
+def _holds_class_folders(folder: Path) -> bool:
+    return any(p.is_dir() for p in entries(folder))
+
+
 @SOURCES.register("folder")
 def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
-    root = Path(spec).expanduser()
-    if not root.is_dir():
-        raise TunevisionError(f"{root}: no such folder; point at a folder with one subfolder per class")
-    train_dir = root / "train"
-    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
-    if train_dir.is_dir() and val_dir is not None:
+    given = Path(spec).expanduser()
+    if not given.is_dir():
+        raise TunevisionError(f"{given}: no such folder; point at a folder with one subfolder per class")
+    root = unwrap(given)
+    inside = f" in {root.relative_to(given)}/" if root != given else ""
+    splits = split_dirs(root)
+    # a split folder holds class folders: `train/` of loose images is the class of trains, not a split
+    train_dir = splits["train"] if "train" in splits and _holds_class_folders(splits["train"]) else None
+    held_out = [splits[role] for role in ("val", "test") if role in splits] if train_dir is not None else []
+    # a Kaggle-style test/ of loose, unlabelled images cannot validate anything
+    val_dir = next((d for d in held_out if _holds_class_folders(d)), None)
+    notes = [Skipped(str(d), "a test split: not used by training (score a run on it with `tunevision evaluate "
+                             "RUN FOLDER`)" if _holds_class_folders(d) else
+                             "no class folders in it (unlabelled images?): not used for validation")
+             for d in held_out if d is not val_dir]
+    if train_dir is not None and val_dir is not None:
         train_map, skipped = _scan_class_folders(train_dir)
         val_map, val_skipped = _scan_class_folders(val_dir)
         classes = sorted(train_map)
@@ -132,13 +147,15 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         index = {c: i for i, c in enumerate(classes)}
         train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
         val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
-        return Dataset(classes, train, val, f"train/{val_dir.name} folders", skipped + val_skipped,
-                       explicit_split=True)
-    class_map, skipped = _scan_class_folders(root)
+        return Dataset(classes, train, val, f"{train_dir.name}/{val_dir.name} folders{inside}",
+                       skipped + val_skipped + notes, explicit_split=True)
+    class_map, skipped = _scan_class_folders(train_dir or root)
     classes = sorted(class_map)
     index = {c: i for i, c in enumerate(classes)}
     train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
-    return Dataset(classes, train, val, f"class folders, seeded {val_fraction:.0%} validation split", skipped)
+    what = f"class folders in {train_dir.name}/" if train_dir is not None else "class folders"
+    return Dataset(classes, train, val, f"{what}{inside}, seeded {val_fraction:.0%} validation split",
+                   skipped + notes)
 
 
 @SOURCES.register("csv")

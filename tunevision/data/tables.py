@@ -11,9 +11,8 @@ from pathlib import Path
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.images import is_image_name
+from tunevision.data.layout import split_role
 
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "test": "val", "dev": "val"}
 ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "true": 1, "false": 0, "yes": 1, "no": 0}
 LIST_SEPARATORS = ("|", ";", ",")
 
@@ -29,6 +28,14 @@ class LabelTable:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path or file:line, reason) left out
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def is_table(spec: str) -> bool:
+    """Whether a data spec names a label table: a .csv, .tsv or .txt file (a folder is never one)."""
+    return spec.lower().endswith(TABLE_SUFFIXES) and not Path(spec).expanduser().is_dir()
+
+
 def read_rows(path: Path) -> list[list[str]]:
     try:  # utf-8-sig: Excel starts its CSVs with a byte-order mark, which must not become part of the header
         text = path.read_text(encoding="utf-8-sig")
@@ -41,10 +48,14 @@ def read_rows(path: Path) -> list[list[str]]:
     except csv.Error:
         dialect = csv.excel
     try:
-        return [[c.strip() for c in r] for r in csv.reader(text.splitlines(), dialect)
+        rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines(), dialect)
                 if r and any(c.strip() for c in r) and not r[0].startswith("#")]
     except csv.Error as e:
         raise TunevisionError(f"{path}: not a readable CSV ({e})") from None
+    if rows and max(map(len, rows)) == 1 and any(len(r[0].split()) > 1 for r in rows):
+        # a list file (`images/a.jpg 3`, as Caffe and many .txt splits write them): columns split by spaces
+        rows = [r[0].split() for r in rows]
+    return rows
 
 
 def _path_column(rows: list[list[str]]) -> int:
@@ -98,7 +109,7 @@ def _split_column(header: list[str], rows: list[list[str]], skip: set[int]) -> i
         if i in skip:
             continue
         values = {r[i].lower() for r in rows if i < len(r)}
-        if name.lower() in ("split", "fold", "set", "subset") or values and values <= set(SPLIT_NAMES):
+        if name.lower() in ("split", "fold", "set", "subset") or values and all(map(split_role, values)):
             return i
     return None
 
@@ -168,7 +179,8 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
             row_labels = [t.strip() for t in (cell.split(sep) if sep else [cell]) if t.strip()]
         paths.append(r[path_col])
         labels.append(sorted(set(row_labels), key=row_labels.index))
-        splits.append(SPLIT_NAMES.get(r[split_col].lower(), "") if split_col is not None else "")
+        role = split_role(r[split_col]) if split_col is not None else ""
+        splits.append("val" if role == "test" else role)  # a table's test rows are its held-out rows
     multi = bool(hot) or multilabel or any(len(ls) > 1 for ls in labels)
     if not multi:  # one label per row: an empty cell is a mistake, not "none of these"
         keep = [i for i, ls in enumerate(labels) if ls]

@@ -1,0 +1,124 @@
+"""Data read by content whatever the folder's names: split folders in any case, the folder an archive wraps data
+in, what tools leave behind, Kaggle's unlabelled test/, list files, and detection layouts (Ultralytics' split
+image folders, a COCO file whatever its name)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from conftest import COLOURS, make_class_folders, make_image
+
+from tunevision.data.annotations import read_scene_data, sniff_format
+from tunevision.data.discover import discover
+from tunevision.data.layout import split_dirs, unwrap
+
+
+def _leave_tool_junk(folder: Path) -> None:
+    """What a macOS zip and a notebook leave in every class folder."""
+    for d in [p for p in folder.rglob("*") if p.is_dir()]:
+        (d / "._photo.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # AppleDouble: not an image
+        (d / ".ipynb_checkpoints").mkdir()
+        (d / "Thumbs.db").write_bytes(b"junk")
+    (folder / "__MACOSX").mkdir()
+    (folder / "__MACOSX" / "._x.jpg").write_bytes(b"junk")
+
+
+def test_wrapped_capitalised_splits_with_tool_junk(tmp_path):
+    inner = tmp_path / "pets" / "pets"
+    rng = np.random.default_rng(0)
+    for split, n in (("Training", 6), ("Validation", 3)):
+        for c in ("blue", "red"):
+            (inner / split / c.title()).mkdir(parents=True)
+            for i in range(n):
+                make_image(COLOURS[c], rng).save(inner / split / c.title() / f"IMG_{i}.JPG")
+    _leave_tool_junk(inner)
+    ds = discover(str(tmp_path / "pets"))
+    assert ds.classes == ["Blue", "Red"]  # not ["Training", "Validation"], nor the wrapper as one class
+    assert (len(ds.train), len(ds.val)) == (12, 6) and ds.explicit_split
+    assert all("Validation" in s.path for s in ds.val)
+    assert ds.skipped == []  # leftovers are not data: nothing to report, nothing to decode
+    assert "Training/Validation" in ds.layout and "in pets/" in ds.layout
+
+
+def test_train_with_unlabelled_test_folder_is_split_by_seed(tmp_path):
+    make_class_folders(tmp_path / "train", n=10)
+    (tmp_path / "test").mkdir()
+    for i in range(3):
+        make_image((9, 9, 9), np.random.default_rng(i)).save(tmp_path / "test" / f"{i}.jpg")
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["blue", "red"] and not ds.explicit_split
+    assert len(ds.train) + len(ds.val) == 20 and len(ds.val) == 4
+    assert [s.path for s in ds.skipped] == [str(tmp_path / "test")]
+    assert "unlabelled" in ds.skipped[0].reason
+
+
+def test_a_class_called_train_is_a_class(tmp_path):
+    """Folders of loose images named like splits (a vehicles set: train, bus) are classes, not splits."""
+    rng = np.random.default_rng(0)
+    for c in ("train", "bus", "test"):
+        (tmp_path / c).mkdir()
+        for i in range(4):
+            make_image(COLOURS["red"], rng).save(tmp_path / c / f"{i}.png")
+    assert discover(str(tmp_path)).classes == ["bus", "test", "train"]
+
+
+def test_split_roles_by_name_any_case(tmp_path):
+    for name in ("TRAINING", "Valid", "test", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "val.txt").write_text("a file is no split")
+    assert split_dirs(tmp_path) == {"train": tmp_path / "TRAINING", "val": tmp_path / "Valid",
+                                    "test": tmp_path / "test"}
+
+
+def test_unwrap_never_enters_a_folder_of_images(tmp_path):
+    make_class_folders(tmp_path / "one", n=2, classes=("blue",))
+    assert unwrap(tmp_path / "one") == tmp_path / "one"  # one class folder of images: the data itself
+    assert unwrap(tmp_path) == tmp_path / "one"         # ...which a lone wrapper folder leads to
+
+
+def test_tab_and_space_separated_lists(tmp_path):
+    make_class_folders(tmp_path / "imgs", n=6)
+    files = sorted((tmp_path / "imgs").rglob("*.*"))
+    rows = [(f.relative_to(tmp_path).as_posix(), int(f.parent.name == "red")) for f in files]
+    (tmp_path / "labels.tsv").write_text("".join(f"{p}\t{k}\n" for p, k in rows))
+    (tmp_path / "list.txt").write_text("".join(f"{p} {k}\n" for p, k in rows))
+    for name in ("labels.tsv", "list.txt"):
+        ds = discover(str(tmp_path / name))
+        assert ds.classes == ["0", "1"] and len(ds.train) + len(ds.val) == 12, name
+        assert all((Path(s.path).parent.name == "red") == (s.label == 1) for s in ds.train + ds.val)
+
+
+def _image(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_image(COLOURS["blue"], np.random.default_rng(seed), size=48).save(path)
+
+
+def test_ultralytics_split_folders_are_the_split(tmp_path):
+    root = tmp_path / "set" / "set"  # wrapped, as a zip unpacks
+    for split, n in (("train", 4), ("val", 2)):
+        for i in range(n):  # the same file names in both splits: neither may hide the other
+            _image(root / "images" / split / f"{i}.jpg", i)
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    (root / "data.yaml").write_text("names: [thing]\n")
+    (tmp_path / "set" / "__MACOSX" / "set" / "images").mkdir(parents=True)
+    (tmp_path / "set" / "__MACOSX" / "set" / "images" / "._0.jpg").write_bytes(b"junk")
+    assert sniff_format(tmp_path / "set") == "yolo"
+    data = read_scene_data(tmp_path / "set")
+    assert sorted(it.split for it in data.items) == ["train"] * 4 + ["val"] * 2
+    assert data.problems == []
+
+
+def test_coco_file_found_by_content(tmp_path):
+    images, anns = [], []
+    for i in range(3):
+        _image(tmp_path / "pics" / f"{i}.jpg", i)
+        images.append({"id": i, "file_name": f"pics/{i}.jpg", "width": 56, "height": 48})
+        anns.append({"id": i, "image_id": i, "category_id": 7, "bbox": [4, 4, 20, 20]})
+    (tmp_path / "notes.json").write_text(json.dumps({"author": "me"}))
+    (tmp_path / "train.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                    "categories": [{"id": 7, "name": "cat"}]}))
+    assert sniff_format(tmp_path) == "coco"
+    data = read_scene_data(tmp_path)
+    assert data.classes == ["cat"] and len(data.items) == 3

@@ -1,0 +1,55 @@
+"""A dataset folder's layout, read by its names the same way for every task: which subfolders are splits
+(`Training/`, `valid/`, `test/` ...), which entries tools left behind rather than data (macOS' `__MACOSX/` and
+`._name` files, `.ipynb_checkpoints/`, `Thumbs.db`), and the single folder an archive wraps its data in
+(`flowers.zip` unpacks to `flowers/flowers/...`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# every name a split folder or a CSV split cell goes by, to the role it plays
+SPLIT_NAMES = {"train": "train", "training": "train", "trn": "train",
+               "val": "val", "valid": "val", "validation": "val", "dev": "val", "eval": "val",
+               "test": "test", "testing": "test"}
+LEFTOVERS = frozenset({"__macosx", "thumbs.db", "desktop.ini", "@eadir", "$recycle.bin"})
+
+
+def split_role(name: str) -> str:
+    """'train', 'val', 'test' or '' for a folder or cell name, whatever its case."""
+    return SPLIT_NAMES.get(name.strip().lower(), "")
+
+
+def is_leftover(name: str) -> bool:
+    """Hidden files and folders and what operating systems and notebooks leave in a folder: never data (a macOS
+    zip's `._photo.jpg` is metadata that only looks like an image)."""
+    return name.startswith(".") or name.lower() in LEFTOVERS
+
+
+def under_leftover(path: Path, root: Path) -> bool:
+    """Whether `path` (below `root`) lies in, or is, a leftover entry."""
+    return any(is_leftover(part) for part in path.relative_to(root).parts)
+
+
+def entries(folder: Path) -> list[Path]:
+    """The folder's entries in name order, leftovers left out."""
+    return sorted(p for p in folder.iterdir() if not is_leftover(p.name))
+
+
+def split_dirs(root: Path) -> dict[str, Path]:
+    """{role: folder} for the split folders directly under `root` (the first by name where two share a role)."""
+    found: dict[str, Path] = {}
+    for p in entries(root):
+        role = split_role(p.name)
+        if role and p.is_dir():
+            found.setdefault(role, p)
+    return found
+
+
+def unwrap(root: Path) -> Path:
+    """The folder that holds the data: `root`, or the one folder it wraps (with folders of its own in it), as
+    archives unpack. A folder of images alone is never entered: that is one class, or the data itself."""
+    while root.is_dir():
+        inside = entries(root)
+        if not (len(inside) == 1 and inside[0].is_dir() and any(p.is_dir() for p in entries(inside[0]))):
+            return root
+        root = inside[0]
+    return root
