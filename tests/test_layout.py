@@ -122,3 +122,11 @@ def test_coco_file_found_by_content(tmp_path):
     assert sniff_format(tmp_path) == "coco"
     data = read_scene_data(tmp_path)
     assert data.classes == ["cat"] and len(data.items) == 3
+
+
+def test_predicting_a_folder_passes_over_tool_junk(tmp_path):
+    from tunevision.data.inputs import expand_inputs
+    make_class_folders(tmp_path / "photos", n=2)
+    _leave_tool_junk(tmp_path / "photos")
+    [(_, found)] = expand_inputs([str(tmp_path / "photos")])
+    assert len(found) == 4 and not any("._" in f or "__MACOSX" in f for f in found)

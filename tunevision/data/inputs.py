@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tunevision.data.images import is_image_name
+from tunevision.data.layout import under_leftover
 
 NOT_FOUND = "no such file, or no images in that folder/pattern"
 
@@ -18,7 +19,8 @@ def expand_inputs(items: list[str]) -> list[tuple[str, list[str]]]:
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(str(Path(d) / f) for d, _, fs in os.walk(p) for f in fs if is_image_name(f))
+            found = sorted(str(Path(d) / f) for d, _, fs in os.walk(p) for f in fs
+                           if is_image_name(f) and not under_leftover(Path(d) / f, p))
         elif p.is_file():
             found = [str(p)]
         else:
