@@ -130,3 +130,38 @@ def test_predicting_a_folder_passes_over_tool_junk(tmp_path):
     _leave_tool_junk(tmp_path / "photos")
     [(_, found)] = expand_inputs([str(tmp_path / "photos")])
     assert len(found) == 4 and not any("._" in f or "__MACOSX" in f for f in found)
+
+
+def test_classes_from_file_names_in_a_flat_folder(tmp_path):
+    """Kaggle's dogs-vs-cats: train/cat.0.jpg ... beside an unlabelled test1/ of numbers."""
+    rng = np.random.default_rng(0)
+    for d in ("train", "test1"):
+        (tmp_path / d).mkdir()
+    for i in range(5):
+        make_image(COLOURS["blue"], rng).save(tmp_path / "train" / f"cat.{i}.jpg")
+        make_image(COLOURS["red"], rng).save(tmp_path / "train" / f"dog.{i}.jpg")
+        make_image(COLOURS["red"], rng).save(tmp_path / "test1" / f"{i}.jpg")
+    make_image(COLOURS["red"], rng).save(tmp_path / "train" / "README.png")
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["cat", "dog"] and len(ds.train) + len(ds.val) == 10
+    assert all(Path(s.path).name.startswith(ds.classes[s.label]) for s in ds.train + ds.val)
+    assert [Path(s.path).name for s in ds.skipped] == ["README.png"]
+    assert "file names" in ds.layout
+
+
+def test_camera_names_are_no_classes(tmp_path):
+    from tunevision.data.layout import classes_from_names
+    assert classes_from_names([f"IMG_{i:04d}.jpg" for i in range(9)]) == {}
+    assert classes_from_names(["a.jpg", "b.jpg", "c.jpg"]) == {}
+    pets = [f"Abyssinian_{i}.jpg" for i in range(5)] + [f"american_bulldog ({i}).jpg" for i in range(5)]
+    assert list(classes_from_names(pets + ["photo.jpg"])) == ["Abyssinian", "american_bulldog"]
+    assert classes_from_names(pets + ["photo.jpg", "other.jpg"]) == {}  # 10 of 12: too few named
+
+
+def test_class_folders_beside_folders_without_images(tmp_path):
+    """DTD: dtd/images/<class>/ beside dtd/labels/*.txt and dtd/imdb/imdb.mat."""
+    make_class_folders(tmp_path / "dtd" / "images", n=4)
+    (tmp_path / "dtd" / "labels").mkdir()
+    (tmp_path / "dtd" / "labels" / "train1.txt").write_text("blue/blue_000.jpg\n")
+    ds = discover(str(tmp_path / "dtd"))
+    assert ds.classes == ["blue", "red"] and ds.skipped == [] and "in images/" in ds.layout

@@ -1,15 +1,18 @@
 """A dataset folder's layout, read by its names the same way for every task: which subfolders are splits
 (`Training/`, `valid/`, `test/` ...), which entries tools left behind rather than data (macOS' `__MACOSX/` and
 `._name` files, `.ipynb_checkpoints/`, `Thumbs.db`), and the single folder an archive wraps its data in
-(`flowers.zip` unpacks to `flowers/flowers/...`)."""
+(`flowers.zip` unpacks to `flowers/flowers/...`); and, for one flat folder of images, the classes their names
+give (`cat.0.jpg`, `Abyssinian_12.jpg`: fastai's `from_name_re`)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # every name a split folder or a CSV split cell goes by, to the role it plays
 SPLIT_NAMES = {"train": "train", "training": "train", "trn": "train",
                "val": "val", "valid": "val", "validation": "val", "dev": "val", "eval": "val",
                "test": "test", "testing": "test"}
+NAME_NUMBER = re.compile(r"[\W_]*\d+$")  # what numbers the images of a class: `_12`, `.0`, ` (3)`...
 LEFTOVERS = frozenset({"__macosx", "thumbs.db", "desktop.ini", "@eadir", "$recycle.bin"})
 
 
@@ -53,3 +56,14 @@ def unwrap(root: Path) -> Path:
             return root
         root = inside[0]
     return root
+
+
+def classes_from_names(files: list[str]) -> dict[str, list[str]]:
+    """{class: files} from file names less their trailing number (`cat.0.jpg` -> cat), or {} unless that names
+    two or more classes of two or more images that hold nine in ten of the files (camera names, IMG_0001.jpg,
+    give one class, and a folder of unrelated names none)."""
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        groups.setdefault(NAME_NUMBER.sub("", Path(f).stem.rstrip(") ")), []).append(f)
+    kept = {c: fs for c, fs in sorted(groups.items()) if c and len(fs) >= 2}
+    return kept if len(kept) >= 2 and sum(map(len, kept.values())) >= 0.9 * len(files) else {}

@@ -33,7 +33,7 @@ from tunevision.data.images import (
     is_image_name,
     square,
 )
-from tunevision.data.layout import entries, is_leftover, split_dirs, unwrap
+from tunevision.data.layout import classes_from_names, entries, is_leftover, split_dirs, split_role, unwrap
 from tunevision.data.tables import read_label_table
 
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
@@ -121,12 +121,37 @@ def _holds_class_folders(folder: Path) -> bool:
     return any(p.is_dir() for p in entries(folder))
 
 
+def _holds_images(folder: Path) -> bool:
+    return any(is_image_name(f) for _, _, files in os.walk(folder) for f in files)
+
+
+def _image_root(root: Path) -> Path:
+    """The one folder of class folders beside others without images (DTD's images/ beside labels/ and imdb/)."""
+    if split_dirs(root) or _loose_images(root):
+        return root
+    holders = [d for d in entries(root) if d.is_dir() and _holds_images(d)]
+    return unwrap(holders[0]) if len(holders) == 1 and _holds_class_folders(holders[0]) else root
+
+
+def _loose_images(folder: Path) -> list[str]:
+    return [str(p) for p in entries(folder) if is_image_name(p.name) and p.is_file()]
+
+
+def _named_classes(folder: Path) -> tuple[Path, dict[str, list[str]]] | None:
+    """A flat folder (no class folders in it) whose file names carry the classes: Kaggle's dogs-vs-cats train/,
+    Oxford pets' images/."""
+    if not folder.is_dir() or _holds_class_folders(folder):
+        return None
+    named = classes_from_names(_loose_images(folder))
+    return (folder, named) if named else None
+
+
 @SOURCES.register("folder")
 def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     given = Path(spec).expanduser()
     if not given.is_dir():
         raise TunevisionError(f"{given}: no such folder; point at a folder with one subfolder per class")
-    root = unwrap(given)
+    root = _image_root(unwrap(given))
     inside = f" in {root.relative_to(given)}/" if root != given else ""
     splits = split_dirs(root)
     # a split folder holds class folders: `train/` of loose images is the class of trains, not a split
@@ -149,11 +174,20 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
         return Dataset(classes, train, val, f"{train_dir.name}/{val_dir.name} folders{inside}",
                        skipped + val_skipped + notes, explicit_split=True)
-    class_map, skipped = _scan_class_folders(train_dir or root)
+    named = _named_classes(splits.get("train") if train_dir is None and "train" in splits else root)
+    if named:
+        folder, class_map = named
+        named_files = {f for files in class_map.values() for f in files}
+        skipped = [Skipped(p, "no class in its name") for p in _loose_images(folder) if p not in named_files]
+        what = f"classes from file names in {folder.name}/ (cat.0.jpg -> cat)"
+        notes = [Skipped(str(d), "no classes in its file names: not used") for d in entries(root)
+                 if d.is_dir() and d != folder and split_role(d.name) in ("val", "test")]
+    else:
+        class_map, skipped = _scan_class_folders(train_dir or root)
+        what = f"class folders in {train_dir.name}/" if train_dir is not None else "class folders"
     classes = sorted(class_map)
     index = {c: i for i, c in enumerate(classes)}
     train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
-    what = f"class folders in {train_dir.name}/" if train_dir is not None else "class folders"
     return Dataset(classes, train, val, f"{what}{inside}, seeded {val_fraction:.0%} validation split",
                    skipped + notes)
 
