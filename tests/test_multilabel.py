@@ -49,6 +49,11 @@ def write_csv(root: Path, rows: list[list[str]], style: str) -> Path:
     elif style in ("semicolon", "pipe"):
         sep = ";" if style == "semicolon" else "|"
         text = "path,labels\n" + "".join(f"images/{i}.png,{sep.join(r)}\n" for i, r in enumerate(rows))
+    elif style == "pylist":  # a pandas column of lists, written as Python prints them
+        text = "file,labels\n" + "".join(f'{i}.png,"{r}"\n' for i, r in enumerate(rows))
+    elif style == "plusminus":  # PASCAL VOC's classification lists: 1 present, -1 absent
+        text = "image,red,blue\n" + "".join(f"{i}.png,{1 if 'red' in r else -1},{1 if 'blue' in r else -1}\n"
+                                             for i, r in enumerate(rows))
     else:  # one-hot
         text = "Filenames,red,blue\n" + "".join(f"{i}.png,{int('red' in r)},{int('blue' in r)}\n"
                                                 for i, r in enumerate(rows))
@@ -56,7 +61,7 @@ def write_csv(root: Path, rows: list[list[str]], style: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("style", ["quoted", "space", "semicolon", "pipe", "onehot"])
+@pytest.mark.parametrize("style", ["quoted", "space", "semicolon", "pipe", "onehot", "pylist", "plusminus"])
 def test_every_label_table_dialect_reads_the_same_labels(tmp_path: Path, style: str) -> None:
     rows = write_scenes(tmp_path)
     table = read_label_table(write_csv(tmp_path, rows, style))

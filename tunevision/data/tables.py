@@ -13,7 +13,8 @@ from tunevision.core.errors import TunevisionError
 from tunevision.data.images import is_image_name
 from tunevision.data.layout import split_role
 
-ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "true": 1, "false": 0, "yes": 1, "no": 0}
+# -1: PASCAL VOC's classification lists mark an absent label so (1 present, 0 "difficult", counted absent here)
+ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "-1": 0, "-1.0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
 LIST_SEPARATORS = ("|", ";", ",")
 
 
@@ -44,11 +45,11 @@ def read_rows(path: Path) -> list[list[str]]:
     except OSError as e:
         raise TunevisionError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
-        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
-    try:
-        rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines(), dialect)
+        delimiter = ","
+    try:  # only the delimiter is sniffed: the sniffer takes the ' of a quoted "['a', 'b']" for the quote character
+        rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines(), delimiter=delimiter)
                 if r and any(c.strip() for c in r) and not r[0].startswith("#")]
     except csv.Error as e:
         raise TunevisionError(f"{path}: not a readable CSV ({e})") from None
@@ -176,7 +177,10 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
             row_labels = [header[i] for i in hot if ONE_HOT[r[i].lower()]]
         else:
             cell = r[label_col]
-            row_labels = [t.strip() for t in (cell.split(sep) if sep else [cell]) if t.strip()]
+            if cell.startswith("[") and cell.endswith("]"):  # a list as pandas writes one: "['sea', 'sunset']"
+                cell = cell[1:-1]
+            row_labels = [t.strip().strip("'\"").strip() for t in (cell.split(sep) if sep else [cell])]
+            row_labels = [t for t in row_labels if t]
         paths.append(r[path_col])
         labels.append(sorted(set(row_labels), key=row_labels.index))
         role = split_role(r[split_col]) if split_col is not None else ""
