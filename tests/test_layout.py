@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import COLOURS, make_class_folders, make_image
 
+from tunevision.core.errors import TunevisionError
 from tunevision.data.annotations import read_scene_data, sniff_format
 from tunevision.data.discover import discover
 from tunevision.data.layout import split_dirs, unwrap
@@ -165,3 +167,30 @@ def test_class_folders_beside_folders_without_images(tmp_path):
     (tmp_path / "dtd" / "labels" / "train1.txt").write_text("blue/blue_000.jpg\n")
     ds = discover(str(tmp_path / "dtd"))
     assert ds.classes == ["blue", "red"] and ds.skipped == [] and "in images/" in ds.layout
+
+
+def test_coco_images_found_by_name_where_file_name_does_not_say(tmp_path):
+    """COCO's own layout: annotations/instances_train.json names `0.jpg`, the image lies in train2017/."""
+    (tmp_path / "annotations").mkdir()
+    images = []
+    for i in range(2):
+        _image(tmp_path / "train2017" / f"{i}.jpg", i)
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 56, "height": 48})
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20]} for i in range(2)]
+    (tmp_path / "annotations" / "instances_train.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}]}))
+    data = read_scene_data(tmp_path)
+    assert data.problems == [] and [it.image.parent.name for it in data.items] == ["train2017"] * 2
+
+
+def test_yolo_polygon_lines_give_their_boxes(tmp_path):
+    _image(tmp_path / "images" / "a.jpg", 0)  # 56 x 48
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n1 0.25 0.25 0.75 0.25 0.5 0.75\n1 0.5 0.5 0.1\n")
+    (tmp_path / "classes.txt").write_text("box\npolygon\n")
+    with pytest.raises(TunevisionError, match="a.txt: unreadable YOLO label .*4 values in a line"):
+        read_scene_data(tmp_path)  # the line of four values: said, not guessed
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n1 0.25 0.25 0.75 0.25 0.5 0.75\n")
+    [item] = read_scene_data(tmp_path).items
+    np.testing.assert_allclose(item.boxes, [[21, 12, 35, 36], [14, 12, 42, 36]], atol=1e-4)
+    assert item.labels.tolist() == [0, 1]

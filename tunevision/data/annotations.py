@@ -224,6 +224,15 @@ def read_coco(root: Path) -> SceneData:
         if not a.get("iscrowd", 0):  # a crowd region is one box over many objects: COCO's evaluation ignores it too
             per_image.setdefault(int(a.get("image_id", -1)), []).append(a)
     folder = next((d for d in (path.parent / "images", path.parent.parent / "images", path.parent) if d.is_dir()))
+    anywhere: dict[str, Path] = {}  # filled at the first image not where file_name says (COCO's train2017/ ...)
+
+    def locate(name: str) -> Path:
+        if (folder / name).is_file() or not name:
+            return folder / name
+        if not anywhere:
+            top = path.parent.parent if path.parent.name.lower() == "annotations" else path.parent
+            anywhere.update({p.name: p for p in image_files(top)})
+        return anywhere.get(Path(name).name, folder / name)
     for image_id, anns in per_image.items():
         record = records.get(image_id)
         if record is None:
@@ -234,8 +243,9 @@ def read_coco(root: Path) -> SceneData:
             problems.append((f"{path}: {record['file_name']}", f"unknown category id {bad.get('category_id')}"))
             continue
         boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]  # COCO boxes are x, y, w, h
-        add_item(items, problems, folder / record["file_name"], boxes, [index[int(a["category_id"])] for a in anns],
-             Path(f"{path}: {record['file_name']}"), (int(record.get("width", 0)), int(record.get("height", 0))))
+        name = str(record.get("file_name", ""))
+        add_item(items, problems, locate(name), boxes, [index[int(a["category_id"])] for a in anns],
+             Path(f"{path}: {name}"), (int(record.get("width", 0)), int(record.get("height", 0))))
     return SceneData(items, classes, "coco", problems)
 
 
@@ -259,10 +269,10 @@ def read_yolo(root: Path) -> SceneData:
         try:
             rows = [line.split() for line in label_file.read_text().splitlines() if line.strip()] \
                 if label_file.is_file() else []  # no label file: an image with no objects (YOLO's convention)
-            values = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+            values = np.asarray([_yolo_box(r) for r in rows], dtype=np.float64).reshape(-1, 5)
         except (OSError, ValueError) as e:
-            problems.append((str(label_file), f"unreadable YOLO label ({type(e).__name__}); each line is "
-                                              "'class cx cy w h'"))
+            problems.append((str(label_file), f"unreadable YOLO label ({type(e).__name__}: {e}); each line is "
+                                              "'class cx cy w h' (or a polygon 'class x1 y1 x2 y2 ...')"))
             continue
         cls = values[:, 0].astype(int)
         if ((cls < 0) | (cls >= len(classes))).any():
@@ -274,6 +284,18 @@ def read_yolo(root: Path) -> SceneData:
         add_item(items, problems, image, np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1), cls,
              label_file, (w, h))
     return SceneData(_splits_from_folders(items, img_dir), classes, "yolo", problems)
+
+
+def _yolo_box(row: list[str]) -> list[float]:
+    """'class cx cy w h' as it is; Ultralytics' segment lines 'class x1 y1 x2 y2 ...' (a polygon of three or more
+    points) as the polygon's box in the same form."""
+    v = [float(x) for x in row]
+    if len(v) == 5:
+        return v
+    if len(v) < 7 or len(v) % 2 == 0:
+        raise ValueError(f"{len(v)} values in a line")
+    xs, ys = v[1::2], v[2::2]
+    return [v[0], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
 
 
 def _splits_from_folders(items: list[Annotated], img_dir: Path) -> list[Annotated]:
