@@ -33,7 +33,14 @@ from tunevision.data.images import (
     is_image_name,
     square,
 )
-from tunevision.data.layout import classes_from_names, entries, is_leftover, split_dirs, split_role, unwrap
+from tunevision.data.layout import (
+    classes_from_names,
+    entries,
+    is_leftover,
+    split_dirs,
+    split_role,
+    unwrap,
+)
 from tunevision.data.tables import read_label_table
 
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
