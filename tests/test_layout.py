@@ -194,3 +194,14 @@ def test_yolo_polygon_lines_give_their_boxes(tmp_path):
     [item] = read_scene_data(tmp_path).items
     np.testing.assert_allclose(item.boxes, [[21, 12, 35, 36], [14, 12, 42, 36]], atol=1e-4)
     assert item.labels.tolist() == [0, 1]
+
+
+def test_images_without_an_image_name_are_read_by_their_bytes(tmp_path):
+    make_class_folders(tmp_path, n=3)
+    (tmp_path / "blue" / "blue_000.jpg").rename(tmp_path / "blue" / "photo")          # saved from a browser
+    (tmp_path / "red" / "red_001.png").rename(tmp_path / "red" / "image.download")
+    (tmp_path / "red" / "notes").write_text("taken in the garden")
+    ds = discover(str(tmp_path))
+    found = {Path(s.path).name for s in ds.train + ds.val}
+    assert {"photo", "image.download"} <= found and len(found) == 6
+    assert [Path(s.path).name for s in ds.skipped] == ["notes"]

@@ -49,6 +49,20 @@ def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+# the first bytes of the formats a photo folder holds, for files whose name does not say (`photo`, `img.download`)
+MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def is_image_content(path: str | Path) -> bool:
+    """Whether a file starts as a JPEG, PNG, GIF, BMP, TIFF or WebP does (16 bytes read)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head.startswith(MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode to RGB: alpha composited on white, 16-bit scaled (not clipped) to 8-bit."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

@@ -30,6 +30,7 @@ from tunevision.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     decode_square,
+    is_image_content,
     is_image_name,
     square,
 )
@@ -113,10 +114,10 @@ def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]
             dirnames[:] = sorted(d for d in dirnames if not is_leftover(d))
             for name in sorted(n for n in filenames if not is_leftover(n)):
                 p = os.path.join(dirpath, name)
-                if is_image_name(name):
+                if is_image_name(name) or is_image_content(p):
                     files.append(p)
                 else:
-                    skipped.append(Skipped(p, "not an image file (by extension)"))
+                    skipped.append(Skipped(p, "not an image file (neither its name nor its first bytes)"))
         if files:
             classes[entry.name] = files
         else:
