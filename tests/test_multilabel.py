@@ -272,3 +272,18 @@ def test_multilabel_heads_read_stage_features_through_bundle_and_export(tmp_path
     assert r.exit_code == 0, r.output
     run = next((tmp_path / "last").iterdir())
     assert json.loads((run / "model" / "model.json").read_text())["architecture"] == "efficientnet_lite0"
+
+
+def test_table_paths_from_windows_other_machines_and_split_folders(tmp_path: Path) -> None:
+    """HAM10000: ids in a CSV, images spread over two folders; paths written on Windows or on another machine."""
+    rows = write_scenes(tmp_path, n=8, images_dir="part_1")
+    for i in range(4, 8):
+        (tmp_path / "part_2").mkdir(exist_ok=True)
+        (tmp_path / "part_1" / f"{i}.png").rename(tmp_path / "part_2" / f"{i}.png")
+    names = ["0", "1.png", "part_1\\2.png", "C:\\Users\\me\\data\\3.png", "/home/me/data/4.png", "5", "part_2/6.png",
+             "7.png"]
+    (tmp_path / "labels.csv").write_text("image,labels\n" + "".join(f'{n},"{",".join(r) or ""}"\n'
+                                                                  for n, r in zip(names, rows)))
+    table = read_label_table(tmp_path / "labels.csv")
+    assert [Path(p).name for p in table.paths] == [f"{i}.png" for i in range(8)]
+    assert all(Path(p).is_file() for p in table.paths)

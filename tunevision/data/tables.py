@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.images import is_image_name
-from tunevision.data.layout import split_role
+from tunevision.data.layout import split_role, under_leftover
 
 # -1: PASCAL VOC's classification lists mark an absent label so (1 present, 0 "difficult", counted absent here)
 ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "-1": 0, "-1.0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
@@ -88,6 +88,21 @@ def _resolve(root: Path, name: str) -> Path:
         return path
     return next((path.with_suffix(ext) for ext in (".jpg", ".png", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
                  if path.with_suffix(ext).is_file()), path)
+
+
+def _found_by_name(paths: list[Path], folders: list[Path]) -> list[str]:
+    """Each path, or where it is not, the one image of that file name (or stem, for a name without an extension)
+    under `folders`: images spread over several folders (HAM10000's `part_1/` and `part_2/`), absolute paths from
+    another machine. A name two images share stays unresolved (and is reported missing) rather than guessed."""
+    if all(p.is_file() for p in paths):
+        return [str(p) for p in paths]
+    index: dict[str, Path | None] = {}
+    for folder in folders:
+        for f in (folder.rglob("*") if folder.is_dir() else ()):
+            if is_image_name(f.name) and not under_leftover(f, folder):
+                for key in (f.name, f.stem):
+                    index[key] = None if index.get(key, f) != f else f
+    return [str(p if p.is_file() else index.get(p.name) or p) for p in paths]
 
 
 def _image_root(csv_path: Path, paths: list[str], images: str) -> Path:
@@ -190,8 +205,10 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
         keep = [i for i, ls in enumerate(labels) if ls]
         problems += [(paths[i], "no label in the CSV row") for i in range(len(labels)) if not labels[i]]
         paths, labels, splits = [paths[i] for i in keep], [labels[i] for i in keep], [splits[i] for i in keep]
+    paths = [p.replace("\\", "/") if "\\" in p and not Path(p).exists() else p for p in paths]  # written on Windows
     root = _image_root(path, paths, images)
-    paths = [str(_resolve(root, p)) for p in paths]
+    paths = _found_by_name([_resolve(root, p) for p in paths],
+                           [path.parent] + ([] if root.is_relative_to(path.parent) else [root]))
     names = [header[i] for i in hot] if hot else sorted({lab for ls in labels for lab in ls})
     kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else "one label per row")
     where = "" if root == path.parent else f", images in {root}"
