@@ -287,3 +287,12 @@ def test_table_paths_from_windows_other_machines_and_split_folders(tmp_path: Pat
     table = read_label_table(tmp_path / "labels.csv")
     assert [Path(p).name for p in table.paths] == [f"{i}.png" for i in range(8)]
     assert all(Path(p).is_file() for p in table.paths)
+
+
+def test_class_indices_take_their_names_from_a_names_file(tmp_path: Path) -> None:
+    write_scenes(tmp_path, n=4)
+    (tmp_path / "labels.csv").write_text("".join(f"images/{i}.png,{i % 2}\n" for i in range(4)))
+    assert read_label_table(tmp_path / "labels.csv").names == ["0", "1"]
+    (tmp_path / "classes.txt").write_text("sky\nsea\n")
+    table = read_label_table(tmp_path / "labels.csv")
+    assert table.names == ["sea", "sky"] and [ls[0] for ls in table.labels] == ["sky", "sea", "sky", "sea"]

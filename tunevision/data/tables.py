@@ -90,6 +90,23 @@ def _resolve(root: Path, name: str) -> Path:
                  if path.with_suffix(ext).is_file()), path)
 
 
+NAMES_FILES = ("classes.txt", "class_names.txt", "classnames.txt", "names.txt", "obj.names")
+
+
+def _class_names_file(folder: Path, names: list[str], table: Path) -> list[str]:
+    """The class names of a table whose labels are indices 0..N-1, from a names file beside it (one per line),
+    or [] (labels that are not all indices, no such file, or fewer names in it than indices)."""
+    if not names or not all(n.isdigit() for n in names):
+        return []
+    for candidate in NAMES_FILES:
+        f = folder / candidate
+        if f.is_file() and f != table:
+            lines = [line.strip() for line in f.read_text(errors="replace").splitlines() if line.strip()]
+            if len(lines) > max(int(n) for n in names) and len(set(lines)) == len(lines):
+                return lines
+    return []
+
+
 def _found_by_name(paths: list[Path], folders: list[Path]) -> list[str]:
     """Each path, or where it is not, the one image of that file name (or stem, for a name without an extension)
     under `folders`: images spread over several folders (HAM10000's `part_1/` and `part_2/`), absolute paths from
@@ -210,6 +227,10 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
     paths = _found_by_name([_resolve(root, p) for p in paths],
                            [path.parent] + ([] if root.is_relative_to(path.parent) else [root]))
     names = [header[i] for i in hot] if hot else sorted({lab for ls in labels for lab in ls})
+    named = _class_names_file(path.parent, names, table=path)
+    if named:  # class indices with their names beside the table: train on the names
+        labels = [[named[int(lab)] for lab in ls] for ls in labels]
+        names = sorted(set(named[int(n)] for n in names))
     kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else "one label per row")
     where = "" if root == path.parent else f", images in {root}"
     return LabelTable(paths, labels, splits, names, multi, f"CSV ({kind}{where})", problems)
