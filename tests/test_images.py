@@ -106,7 +106,7 @@ def test_messy_dataset_trains_on_what_works_and_lists_the_rest(tmp_path: Path) -
     ds = discover(str(root))
     assert ds.classes == ["blue", "red"]
     reasons = {Path(s.path).name: s.reason for s in ds.skipped}
-    assert "not inside a class folder" in reasons[".DS_Store"]
+    assert "left by the system or a tool" in reasons[".DS_Store"]
     assert "not an image" in reasons["notes.txt"]
     assert "empty class folder" in reasons["empty_class"]
     images, bad = load_images(ds.train + ds.val, 16, cache_dir=None)

@@ -39,7 +39,9 @@ def test_wrapped_capitalised_splits_with_tool_junk(tmp_path):
     assert ds.classes == ["Blue", "Red"]  # not ["Training", "Validation"], nor the wrapper as one class
     assert (len(ds.train), len(ds.val)) == (12, 6) and ds.explicit_split
     assert all("Validation" in s.path for s in ds.val)
-    assert ds.skipped == []  # leftovers are not data: nothing to report, nothing to decode
+    # leftovers are not data: listed as such (none decoded: an AppleDouble file is no "corrupt image")
+    assert ds.skipped and all("left by the system or a tool" in s.reason for s in ds.skipped)
+    assert not any("__MACOSX" in s.path for s in ds.train + ds.val)
     assert "Training/Validation" in ds.layout and "in pets/" in ds.layout
 
 
@@ -205,3 +207,31 @@ def test_images_without_an_image_name_are_read_by_their_bytes(tmp_path):
     found = {Path(s.path).name for s in ds.train + ds.val}
     assert {"photo", "image.download"} <= found and len(found) == 6
     assert [Path(s.path).name for s in ds.skipped] == ["notes"]
+
+
+def test_a_folder_without_class_folders_trains_on_the_table_it_comes_with(tmp_path):
+    """Kaggle: train.csv (id,label) beside train/ and test/ of loose images, and a sample_submission.csv."""
+    rng = np.random.default_rng(0)
+    for d in ("train", "test"):
+        (tmp_path / d).mkdir()
+    rows = []
+    for i in range(12):
+        colour = ("blue", "red")[i % 2]
+        make_image(COLOURS[colour], rng).save(tmp_path / "train" / f"{i:04x}.jpg")
+        make_image(COLOURS[colour], rng).save(tmp_path / "test" / f"t{i}.jpg")
+        rows.append(f"{i:04x},{colour}\n")
+    (tmp_path / "sample_submission.csv").write_text("id,label\n" + "".join(f"t{i},blue\n" for i in range(12)))
+    (tmp_path / "train.csv").write_text("id,label\n" + "".join(rows))
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["blue", "red"] and len(ds.train) + len(ds.val) == 12  # not the classes "test", "train"
+    assert all(("red", "blue")[int(Path(s.path).stem, 16) % 2 == 0] == ds.classes[s.label] for s in ds.train)
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
+
+
+def test_a_stray_table_beside_class_folders_changes_nothing(tmp_path):
+    make_class_folders(tmp_path, n=4, split=True)
+    (tmp_path / "metadata.csv").write_text("file,licence\n" + "".join(
+        f"train/blue/blue_{i:03d}.jpg,{('cc-by', 'cc0')[i % 2]}\n" for i in range(2)))
+    assert discover(str(tmp_path)).classes == ["blue", "red"]

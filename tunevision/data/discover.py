@@ -11,8 +11,9 @@ from tunevision.data.annotations import sniff_format
 # importing archives registers mnist:, cifar10: and npz: in SOURCES
 from tunevision.data.archives import archive_in
 from tunevision.data.fixes import apply_fixes
+from tunevision.data.layout import unwrap
 from tunevision.data.sources import SOURCES, Dataset
-from tunevision.data.tables import is_table, read_label_table
+from tunevision.data.tables import is_table, read_label_table, table_in
 
 
 def source_prefix(spec: str) -> str | None:
@@ -24,7 +25,8 @@ def source_prefix(spec: str) -> str | None:
 def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str = "",
              multilabel: bool = False) -> Dataset:
     """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a table's suffix (.csv, .tsv, .txt) or `.npz`, the
-    archive files a folder holds (MNIST's idx files, CIFAR-10's batches), or class folders."""
+    archive files a folder holds (MNIST's idx files, CIFAR-10's batches), the label table a folder without class
+    folders comes with (`tables.table_in`), or class folders."""
     prefix = source_prefix(spec)
     if prefix:
         return SOURCES.get(prefix)(spec.partition(":")[2], val_fraction, seed)
@@ -32,7 +34,11 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
         return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel)
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
-    return SOURCES.get(archive_in(Path(spec).expanduser()) or "folder")(spec, val_fraction, seed)
+    archive = archive_in(Path(spec).expanduser())
+    table = None if archive else table_in(unwrap(Path(spec).expanduser()))
+    if table:
+        return SOURCES.get("csv")(str(table), val_fraction, seed, images, multilabel)
+    return SOURCES.get(archive or "folder")(spec, val_fraction, seed)
 
 
 def discover_run(cfg: RunConfig) -> Dataset:
@@ -49,8 +55,11 @@ def task_name_for_data(cfg: RunConfig) -> str:
     if cfg.data.task != "auto":
         return cfg.data.task
     source = cfg.data.data
-    if is_table(source):  # several labels in a row, or one-hot columns: multi-label
-        return "multilabel" if read_label_table(source, cfg.data.images).multilabel else "classify"
     if source_prefix(source):
         return "classify"
-    return "detect" if sniff_format(Path(source).expanduser()) else "classify"
+    if not is_table(source):
+        if sniff_format(Path(source).expanduser()):
+            return "detect"
+        source = str(table_in(unwrap(Path(source).expanduser())) or "")
+    # several labels in a row, or one-hot columns: multi-label
+    return "multilabel" if source and read_label_table(source, cfg.data.images).multilabel else "classify"

@@ -100,21 +100,30 @@ def stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: in
     return train, val
 
 
+LEFTOVER = "left by the system or a tool (hidden, __MACOSX/, ._ metadata), not data: passed over"
+
+
 def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]]:
-    """{class name: image paths} for root/<class>/**; non-images and empty classes are reported, what tools left
-    behind (hidden files, `__MACOSX/`) is passed over."""
+    """{class name: image paths} for root/<class>/**; non-images and empty classes are reported, and what tools
+    left behind (hidden files, `__MACOSX/`) is listed as such without being opened."""
     classes: dict[str, list[str]] = {}
     skipped: list[Skipped] = []
-    for entry in entries(root):
+    for entry in sorted(root.iterdir()):
+        if is_leftover(entry.name):
+            skipped.append(Skipped(str(entry), LEFTOVER))
+            continue
         if not entry.is_dir():
             skipped.append(Skipped(str(entry), "not inside a class folder"))
             continue
         files = []
         for dirpath, dirnames, filenames in os.walk(entry):
+            skipped += [Skipped(os.path.join(dirpath, d), LEFTOVER) for d in sorted(dirnames) if is_leftover(d)]
             dirnames[:] = sorted(d for d in dirnames if not is_leftover(d))
-            for name in sorted(n for n in filenames if not is_leftover(n)):
+            for name in sorted(filenames):
                 p = os.path.join(dirpath, name)
-                if is_image_name(name) or is_image_content(p):
+                if is_leftover(name):
+                    skipped.append(Skipped(p, LEFTOVER))
+                elif is_image_name(name) or is_image_content(p):
                     files.append(p)
                 else:
                     skipped.append(Skipped(p, "not an image file (neither its name nor its first bytes)"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.images import is_image_name
-from tunevision.data.layout import split_role, under_leftover
+from tunevision.data.layout import entries, split_role, under_leftover
 
 # -1: PASCAL VOC's classification lists mark an absent label so (1 present, 0 "difficult", counted absent here)
 ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "-1": 0, "-1.0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
@@ -230,7 +230,35 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
     named = _class_names_file(path.parent, names, table=path)
     if named:  # class indices with their names beside the table: train on the names
         labels = [[named[int(lab)] for lab in ls] for ls in labels]
-        names = sorted(set(named[int(n)] for n in names))
+        names = sorted({named[int(n)] for n in names})
     kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else "one label per row")
     where = "" if root == path.parent else f", images in {root}"
     return LabelTable(paths, labels, splits, names, multi, f"CSV ({kind}{where})", problems)
+
+
+def _holds_no_class_folders(folder: Path) -> bool:
+    """Whether a folder's subfolders are all flat image stores rather than classes: a single one, or each named as
+    a split or as images (`train/`, `test/`, `images/`, `train_images/`), with no folders (of classes) in them."""
+    subs = [p for p in entries(folder) if p.is_dir()]
+    stores = len(subs) <= 1 or all(split_role(p.name) or any(w in p.name.lower() for w in STORE_WORDS) for p in subs)
+    return stores and not any(q.is_dir() for p in subs for q in entries(p))
+
+
+STORE_WORDS = ("image", "img", "photo", "picture", "jpg", "jpeg", "png")
+
+
+def table_in(folder: Path) -> Path | None:
+    """The label table a folder of images comes with, when its folders are not classes: Kaggle's train.csv beside
+    train/ and test/ of loose images, miml-scenes' labels.csv beside images/. The first table (by name) whose paths
+    name images that are there and whose labels give two or more classes; sample_submission.csv's do not."""
+    if not folder.is_dir() or not _holds_no_class_folders(folder):
+        return None
+    for path in (p for p in entries(folder) if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES):
+        try:
+            table = read_label_table(path)
+        except TunevisionError:
+            continue
+        found = sum(Path(p).is_file() for p in table.paths[:200])
+        if len(table.names) >= 2 and found * 2 > min(len(table.paths), 200):
+            return path
+    return None
