@@ -78,3 +78,20 @@ def write_masks(root: Path, n: int = 8, seed: int = 0) -> Path:
         Image.fromarray(image).save(root / "PNGImages" / f"im{i}.png")
         Image.fromarray(mask).save(root / "PedMasks" / f"im{i}_mask.png")
     return root
+
+
+def write_class_masks(root: Path, n: int = 8, seed: int = 0, names: str | None = "background\ncat\ndog\n",
+                      mask_dir: str = "masks") -> Path:
+    """A semantic set: rectangle k of each image is class k (1 cat, 2 dog), outlined in void (255) as in VOC."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / mask_dir).mkdir()
+    for i in range(n):
+        image, mask, boxes = draw(rng, n_max=2)
+        for x1, y1, x2, y2 in boxes:
+            mask[y1, x1:x2] = 255
+        Image.fromarray(image).save(root / "images" / f"im{i}.jpg")
+        Image.fromarray(mask).save(root / mask_dir / f"im{i}.png")
+    if names is not None:
+        (root / "classes.txt").write_text(names)
+    return root

@@ -194,3 +194,12 @@ def test_segmenters_give_full_size_logits_and_train_only_past_the_early_stages(a
     trunk = model.trunk if arch == "lraspp" else model.pyramid.trunk
     assert not any(p.requires_grad for m in (trunk.stem, *trunk.blocks[:2]) for p in m.parameters())
     assert all(p.requires_grad for p in trunk.blocks[2].parameters())
+
+
+def test_class_maps_train_a_segmenter_of_their_classes(tmp_path: Path) -> None:
+    from tests.scenes import write_class_masks
+    data = write_class_masks(tmp_path / "pets", n=8)
+    model = tv.fit(str(data), out=str(tmp_path / "runs"), quiet=True, **FAST)  # auto: class maps -> segment
+    assert model.task == "segment" and set(model.scores.per_class_iou) == {"background", "cat", "dog"}
+    assert set(model.predict(str(data / "images" / "im0.jpg")).to_dict()["pixel_fractions"]) <= {
+        "background", "cat", "dog"}

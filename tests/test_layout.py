@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import COLOURS, make_class_folders, make_image
 
 from tunevision.core.errors import TunevisionError
@@ -235,3 +236,43 @@ def test_a_stray_table_beside_class_folders_changes_nothing(tmp_path):
     (tmp_path / "metadata.csv").write_text("file,licence\n" + "".join(
         f"train/blue/blue_{i:03d}.jpg,{('cc-by', 'cc0')[i % 2]}\n" for i in range(2)))
     assert discover(str(tmp_path)).classes == ["blue", "red"]
+
+
+def test_class_maps_are_read_as_classes_and_train_a_segmenter(tmp_path):
+    """Masks whose pixel values are classes (a names file with two or more classes): each value present is one
+    region of its class; VOC's void outline is no object; `--task auto` segments."""
+    from tests.scenes import write_class_masks
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    from tunevision.data.scenes import decode_scene
+    root = write_class_masks(tmp_path / "pets")
+    data = read_scene_data(root)
+    assert data.classes == ["cat", "dog"] and data.problems == []
+    for it in data.items:
+        m = np.asarray(Image.open(it.mask))
+        assert it.labels.tolist() == [v - 1 for v in sorted(set(np.unique(m)) - {0, 255})]
+        sample = decode_scene(it, 80)
+        assert len(sample.masks) == len(sample.boxes) == len(it.labels)
+        expected = np.where(m == 255, 0, m)  # void counts as background in the class map
+        assert np.array_equal(sample.semantic().numpy(), expected)
+    assert task_name_for_data(RunConfig.from_options(str(root))) == "segment"
+    (root / "classes.txt").write_text("background\ncat\n")  # one class: values are instances of it again
+    assert task_name_for_data(RunConfig.from_options(str(root))) == "detect"
+
+
+def test_class_maps_without_names_and_values_without_a_name(tmp_path):
+    from tests.scenes import write_class_masks
+    root = write_class_masks(tmp_path / "a", names=None, mask_dir="SegmentationClass")
+    assert read_scene_data(root).classes == ["class 1", "class 2"]
+    root = write_class_masks(tmp_path / "b", names="cat\ndog\n")
+    Image.fromarray(np.full((80, 96), 3, np.uint8)).save(root / "masks" / "im0.png")
+    assert "pixel value 3 has no class" in dict(read_scene_data(root).problems)[str(root / "masks" / "im0.png")]
+
+
+def test_binary_masks_saved_as_0_and_255_are_one_object(tmp_path):
+    from tests.scenes import write_class_masks
+    root = write_class_masks(tmp_path / "cells", n=2, names=None)
+    for p in (root / "masks").iterdir():
+        Image.fromarray(np.where(np.asarray(Image.open(p)) > 0, 255, 0).astype(np.uint8)).save(p)
+    data = read_scene_data(root)
+    assert data.classes == ["object"] and all(len(it.labels) == 1 for it in data.items)

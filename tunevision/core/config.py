@@ -82,7 +82,7 @@ class DataConfig:
     data: str = opt("", "folder of class subfolders (optionally train/ and val/), a path,label CSV, "
                         "mnist:DIR or cifar10:DIR", cli=False)
     task: str = opt("auto", "classify | multilabel | detect | segment | auto (detect when DATA holds box "
-                            "annotations, multilabel when a CSV gives an image several labels or one-hot columns, "
+                            "annotations or instance masks, segment when its masks are class maps, multilabel when a CSV gives an image several labels or one-hot columns, "
                             "classify otherwise)", choices=("auto", "classify", "multilabel", "detect", "segment"))
     images: str = opt("", "folder a CSV's image paths are relative to (default: the CSV's folder, else the image "
                           "folder beside it that holds them)", tasks=CLASSIFY)

@@ -99,10 +99,20 @@ def read_names(root: Path) -> list[str]:
     return []
 
 
-def mask_boxes(mask: np.ndarray) -> np.ndarray:
-    """One box per instance id in an instance mask (ids in increasing order, 0 = background)."""
+VOID = 255  # a mask's "void" value (PASCAL VOC's object borders): neither background nor an object
+
+
+def mask_ids(mask: np.ndarray) -> np.ndarray:
+    """The object ids (or class values) a mask holds, in increasing order: not background (0), and not void (255)
+    beside other values; a binary mask's 255 (0/255 masks) is its object."""
     ids = np.unique(mask)
     ids = ids[ids != 0]
+    return ids[ids != VOID] if len(ids) > 1 else ids
+
+
+def mask_boxes(mask: np.ndarray) -> np.ndarray:
+    """One box per id in a mask (`mask_ids`' order)."""
+    ids = mask_ids(mask)
     boxes = []
     for k in ids:
         ys, xs = np.nonzero(mask == k)

@@ -26,9 +26,11 @@ from tunevision.data.annotated import (
     image_files,
     images_under,
     mask_boxes,
+    mask_ids,
     read_names,
 )
 from tunevision.data.layout import (
+    entries,
     is_leftover,
     split_dirs,
     split_role,
@@ -309,22 +311,39 @@ def _splits_from_folders(items: list[Annotated], img_dir: Path) -> list[Annotate
             for it, role in zip(items, roles)]
 
 
-# --- instance masks: images/ + masks/ (PennFudan's PNGImages/ + PedMasks/) ----------------------------------------
+# --- masks: images/ + masks/, instances (PennFudan's PNGImages/ + PedMasks/) or classes (SegmentationClass/) ----------------------------------------
+
+MASK_DIRS = ("mask", "segmentation", "groundtruth", "ground_truth")  # in a folder's name (or the name is "gt")
+IMAGE_DIRS = ("images", "imgs", "img", "pngimages", "jpegimages", "photos")
+BACKGROUND = ("background", "_background_", "__background__", "bg", "void", "none")
+
 
 def _mask_dirs(root: Path) -> tuple[Path, Path] | None:
     if not root.is_dir():
         return None
-    masks = next((p for p in sorted(root.iterdir()) if p.is_dir() and "mask" in p.name.lower()), None)
-    images = next((p for p in sorted(root.iterdir()) if p.is_dir() and p != masks and
-                   p.name.lower() in ("images", "pngimages", "jpegimages", "img")), None)
+    folders = [p for p in entries(root) if p.is_dir()]
+    masks = next((p for p in folders if any(w in p.name.lower() for w in MASK_DIRS) or p.name.lower() == "gt"), None)
+    images = next((p for p in folders if p != masks and p.name.lower() in IMAGE_DIRS), None)
     return (images, masks) if masks and images else None
+
+
+def mask_classes(root: Path, mask_dir: Path) -> tuple[list[str], bool]:
+    """(class names, whether pixel values are classes). Instance masks (PennFudan: value k = person k) hold one
+    class; masks are class maps (value v = class v, VOC's SegmentationClass) when a names file gives two or more
+    classes besides the background, or the folder says so (`SegmentationClass/`, `semantic_masks/`)."""
+    names = read_names(root)
+    if names and names[0].strip().lower() in BACKGROUND:  # value 0 is the background, named or not
+        names = names[1:]
+    semantic = len(names) >= 2 or any(w in mask_dir.name.lower() for w in ("class", "semantic"))
+    return (names if semantic else names[:1] or ["object"]), semantic
 
 
 @_format("masks", lambda root: _mask_dirs(root) is not None)
 def read_masks(root: Path) -> SceneData:
     img_dir, mask_dir = _mask_dirs(root)
     masks = {p.stem.removesuffix("_mask").removesuffix("_masks"): p for p in images_under(mask_dir).values()}
-    classes = read_names(root)[:1] or ["object"]
+    classes, semantic = mask_classes(root, mask_dir)
+    named = bool(classes) and semantic  # else a class map's names come from the values found ("class 3")
     items, problems = [], []
     for stem, image in images_under(img_dir).items():
         mask = masks.get(stem)
@@ -337,11 +356,24 @@ def read_masks(root: Path) -> SceneData:
             problems.append((str(mask), f"unreadable mask ({type(e).__name__})"))
             continue
         if m.ndim != 2:
-            problems.append((str(mask), "a mask must be single-channel (pixel value k = object k)"))
+            problems.append((str(mask), "a mask must be single-channel (pixel value k = object k, or class k)"))
             continue
-        boxes = mask_boxes(m)
-        add_item(items, problems, image, boxes, np.zeros(len(boxes), dtype=np.int64), mask, (m.shape[1], m.shape[0]),
-             mask=mask)
+        ids = mask_ids(m)
+        if semantic and named and len(ids) and ids[-1] > len(classes):
+            problems.append((str(mask), f"pixel value {ids[-1]} has no class: classes.txt names {len(classes)}"))
+            continue
+        if semantic and not named:
+            classes += [f"class {v}" for v in range(len(classes) + 1, int(ids[-1]) + 1 if len(ids) else 0)]
+        labels = ids.astype(np.int64) - 1 if semantic else np.zeros(len(ids), dtype=np.int64)
+        add_item(items, problems, image, mask_boxes(m), labels, mask, (m.shape[1], m.shape[0]), mask=mask)
     return SceneData(items, classes, "masks", problems)
 
 
+
+
+def semantic_masks(root: Path) -> bool:
+    """Whether `root` holds masks whose pixel values are classes (see `mask_classes`): a segmentation set."""
+    root = unwrap(root)
+    folders = split_folders(root)
+    dirs = _mask_dirs(folders["train"] if folders else root)
+    return bool(dirs) and sniff_format(root) == "masks" and mask_classes(dirs[1].parent, dirs[1])[1]

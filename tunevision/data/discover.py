@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunevision.core.config import RunConfig
-from tunevision.data.annotations import sniff_format
+from tunevision.data.annotations import semantic_masks, sniff_format
 
 # importing archives registers mnist:, cifar10: and npz: in SOURCES
 from tunevision.data.archives import archive_in
@@ -58,8 +58,8 @@ def task_name_for_data(cfg: RunConfig) -> str:
     if source_prefix(source):
         return "classify"
     if not is_table(source):
-        if sniff_format(Path(source).expanduser()):
-            return "detect"
+        if sniff_format(Path(source).expanduser()):  # class maps are for a segmenter, boxes for a detector
+            return "segment" if semantic_masks(Path(source).expanduser()) else "detect"
         source = str(table_in(unwrap(Path(source).expanduser())) or "")
     # several labels in a row, or one-hot columns: multi-label
     return "multilabel" if source and read_label_table(source, cfg.data.images).multilabel else "classify"

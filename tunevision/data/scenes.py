@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from tunevision.data.annotated import Annotated
+from tunevision.data.annotated import Annotated, mask_ids
 from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 
 IGNORE = 255  # mask value that the segmentation loss and metric skip (padding)
@@ -62,10 +62,12 @@ def decode_scene(item: Annotated, size: int, max_pixels: int = DEFAULT_MAX_PIXEL
     masks = None
     if item.mask is not None:
         mask = open_image(item.mask, max_pixels=max_pixels, upright=False)
+        # the ids of the full-size mask, in the boxes' order (annotated.mask_boxes): an object that resizing
+        # loses keeps its (empty) mask, so masks and boxes stay pairs
+        present = mask_ids(np.asarray(mask))
         ids = np.asarray(resize_shorter(mask, size, Image.NEAREST)[0])
-        present = np.unique(ids)
-        masks = torch.from_numpy(np.stack([ids == k for k in present[present != 0]]).astype(np.uint8)
-                                 if (present != 0).any() else np.zeros((0, *ids.shape), np.uint8))
+        masks = torch.from_numpy(np.stack([ids == k for k in present]).astype(np.uint8)
+                                 if len(present) else np.zeros((0, *ids.shape), np.uint8))
     return SceneSample(image, torch.from_numpy(item.boxes * scale).float(), torch.from_numpy(item.labels + 1),
                        masks, str(item.image))
 
