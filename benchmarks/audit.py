@@ -3,8 +3,9 @@
     python benchmarks/audit.py [--parts labels,duplicates,cost] [--out benchmarks/results/audit.md]
 
 * labels: hymenoptera with 10 training labels flipped (flip seeds 0-9: ten flips move a figure by 0.1 each, so
-  five seeds said little), caltech101-25 and flowers5 with 5 % of them flipped (seeds 0-2 and 0-1), each written
-  as a path,label,split CSV over tunevision's own seeded split; `tv.audit(csv)`; the flagged images are the
+  five seeds said little), caltech101-25 and flowers5 with 5 % of them flipped (seeds 0-2 and 0-1), miml-scenes
+  (multi-label) with one label gained or lost on 5 % of them (seeds 0-2), each written as a path,label,split CSV
+  over tunevision's own seeded split; `tv.audit(csv)`; the flagged images are the
   label rows in the audit's order (least label quality first), cut at 2 x flips.
   precision = flips among them / flagged, recall = flips among them / flips; mean over the seeds. Beside them, the
   same figures beyond the data's own doubts: the images an audit of the labels as given (no flips) already flags
@@ -36,11 +37,26 @@ DATA = ROOT.parent / "shared" / "datasets"
 
 
 def split_rows(data: Path) -> tuple[list[list[str]], list[str]]:
+    """[path, label, split] rows over tunevision's own seeded split; a multi-label image's labels joined by `;`."""
     from tunevision.data.discover import discover
     ds = discover(str(data), seed=0)
-    rows = [[str(Path(s.path).resolve()), ds.classes[s.label], split]
+
+    def label(s) -> str:
+        return ";".join(ds.classes[j] for j in s.labels) if ds.multilabel else ds.classes[s.label]
+    rows = [[str(Path(s.path).resolve()), label(s), split]
             for split, items in (("train", ds.train), ("val", ds.val)) for s in items]
     return rows, ds.classes
+
+
+def flip(row: list[str], classes: list[str], rng: np.random.Generator, multilabel: bool) -> None:
+    """A single label to another class; for multi-label data one label, drawn from all, gained or lost."""
+    if multilabel:
+        labels = set(filter(None, row[1].split(";")))
+        labels ^= {classes[rng.integers(len(classes))]}
+        row[1] = ";".join(sorted(labels))
+        return
+    others = [c for c in classes if c != row[1]]
+    row[1] = others[rng.integers(len(others))]
 
 
 def write_csv(rows: list[list[str]], path: Path) -> Path:
@@ -77,8 +93,7 @@ def labels_part(name: str, data: Path, flips: float, work: Path, cache: str, see
     n = int(round(flips * len(train))) if flips < 1 else int(flips)
     flipped = rng.choice(train, n, replace=False)
     for i in flipped:
-        others = [c for c in classes if c != rows[i][1]]
-        rows[i][1] = others[rng.integers(len(others))]
+        flip(rows[i], classes, rng, multilabel=name in MULTILABEL)
     csv_path = write_csv(rows, work / f"{name}-flipped-{seed}.csv")
     started = time.perf_counter()
     result = tv.audit(str(csv_path), out=work / f"{name}-audit-{seed}", quiet=True, cache_dir=cache)
@@ -178,7 +193,8 @@ def cost_part(work: Path) -> dict:
 
 NOTES = "## Reading these figures"
 # (data, flips: a count or a share of the training images, flip seeds)
-SETS = [("hymenoptera", 10, 10), ("caltech101-25", 0.05, 3), ("flowers5", 0.05, 2)]
+SETS = [("hymenoptera", 10, 10), ("caltech101-25", 0.05, 3), ("flowers5", 0.05, 2), ("miml-scenes", 0.05, 3)]
+MULTILABEL = {"miml-scenes"}  # a flip there toggles one of an image's five labels
 
 
 def markdown(results: dict) -> str:

@@ -349,3 +349,35 @@ def test_audit_reads_an_augmented_view_where_head_training_caches_one():
     # a pass over every training image for the audit alone; a budget's seconds are for training
     assert audit_views(SimpleNamespace(train=[None] * (AUTO_VIEW_BUDGET + 1)), TrainConfig()) == 0
     assert audit_views(SimpleNamespace(train=[None] * 245), TrainConfig(time_budget="30")) == 0
+
+
+def test_multilabel_flips_are_flagged_with_the_true_label_set_suggested():
+    """Two independent labels carried by feature directions; a few images lose or gain one label."""
+    from tunevision.auditing.labels import (
+        find_multilabel_issues,
+        out_of_fold_multilabel,
+    )
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, (200, 3))
+    w = rng.normal(0, 1, (4, 32)) * 4  # one direction per label, and one all images share (the heads see unit rows)
+    x = truth @ w[:3] + w[3] + rng.normal(0, 1, (200, 32))
+    noisy = truth.copy()
+    flipped = [5, 50, 101, 150]
+    for i in flipped:
+        noisy[i, i % 3] ^= 1
+    issues = find_multilabel_issues(noisy, out_of_fold_multilabel(x, noisy))
+    assert {i for i, _, _ in issues} == set(flipped)
+    assert all(list(suggested) == np.nonzero(truth[i])[0].tolist() for i, suggested, _ in issues)
+    assert find_multilabel_issues(truth, out_of_fold_multilabel(x, truth)) == []
+
+
+def test_multilabel_fixes_set_label_sets(tmp_path: Path):
+    ds = Dataset(["a", "b", "c"], [Sample(str(tmp_path / "x.jpg"), 0, (0,)), Sample(str(tmp_path / "y.jpg"), 1, (1, 2))],
+                 [], "test", multilabel=True)
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("path,action\nx.jpg,relabel:c;a\ny.jpg,relabel:\n")
+    apply_fixes(ds, fixes, str(tmp_path))
+    assert [(s.label, s.labels) for s in ds.train] == [(0, (0, 2)), (-1, ())]
+    fixes.write_text("path,action\nx.jpg,relabel:a;d\n")
+    with pytest.raises(TunevisionError, match="line 2: relabel to 'd'"):
+        apply_fixes(ds, fixes, str(tmp_path))

@@ -3,6 +3,7 @@ neither): every CSV dialect, every training mode, thresholds in the bundle, pred
 resume, and the bad inputs. tiny_cnn keeps each run to seconds."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -296,3 +297,12 @@ def test_class_indices_take_their_names_from_a_names_file(tmp_path: Path) -> Non
     (tmp_path / "classes.txt").write_text("sky\nsea\n")
     table = read_label_table(tmp_path / "labels.csv")
     assert table.names == ["sea", "sky"] and [ls[0] for ls in table.labels] == ["sky", "sea", "sky", "sea"]
+
+
+def test_a_multilabel_run_audits_its_label_sets(trained) -> None:
+    """Label-set issues, duplicates and odd images for multi-label data too; given and suggested are label sets."""
+    _, _, run, output = trained
+    rows = list(csv.DictReader((run / "audit" / "audit.csv").read_text().splitlines()))
+    assert "audit" in output and (run / "audit" / "audit.html").is_file()
+    assert all(set(filter(None, r["given"].split(";"))) <= {"red", "blue"} for r in rows if r["issue"] == "label")
+    assert "Data audit" in (run / "report.html").read_text()

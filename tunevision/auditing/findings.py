@@ -16,8 +16,10 @@ from tunevision.auditing.duplicates import (
 )
 from tunevision.auditing.labels import (
     find_label_issues,
+    find_multilabel_issues,
     logistic_head,
     normalised,
+    out_of_fold_multilabel,
     out_of_fold_probs,
 )
 from tunevision.auditing.neighbours import NEIGHBOURS, Neighbours, nearest
@@ -51,6 +53,7 @@ class Audited:
     sizes: list[tuple[int, int] | None] = field(default_factory=list)
     views: Sequence[np.ndarray] = ()
     sides: np.ndarray | None = None  # each image's own shorter side in px (0: unknown), for the duplicate search
+    label_sets: np.ndarray | None = None  # multi-label data: (N, classes) 0/1, every label of each image
 
     def split_index(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], int)
@@ -60,7 +63,7 @@ def probe_head(a: Audited):
     """A logistic-regression head on the training images' features (None without two classes or validation
     images): the leakage line's probe, and where the K-fold heads start."""
     train, val = a.split_index("train"), a.split_index("val")
-    if len(np.unique(a.labels[train])) < 2 or not len(val):
+    if a.label_sets is not None or len(np.unique(a.labels[train])) < 2 or not len(val):
         return None
     return logistic_head().fit(normalised(a.features)[train], a.labels[train])
 
@@ -78,6 +81,8 @@ def label_findings(a: Audited, seed: int, probe=None) -> list[Finding]:
     """Label issues among the labelled images, over the classes that have images (a class emptied by --fixes or
     by unreadable files has no column in the heads' output), mapped back to the data's class names. The K-fold
     heads start from `probe` when it knows the same classes, and read the augmented views beside the eval view."""
+    if a.label_sets is not None:
+        return multilabel_findings(a, seed)
     index = np.nonzero(a.labels >= 0)[0]
     present, compact = np.unique(a.labels[index], return_inverse=True)
     if len(index) < 4 or len(present) < 2:
@@ -87,6 +92,19 @@ def label_findings(a: Audited, seed: int, probe=None) -> list[Finding]:
                               views=[v[index] for v in a.views])
     return [Finding(int(index[i.index]), "label", round(i.score, 4), a.classes[present[compact[i.index]]],
                     a.classes[present[i.suggested]]) for i in find_label_issues(compact, probs)]
+
+
+def multilabel_findings(a: Audited, seed: int) -> list[Finding]:
+    """Label-set issues of multi-label data: given and suggested are `;`-joined names (empty: none of the labels),
+    and `relabel:a;b` in audit.csv sets an image's labels to those."""
+    if len(a.label_sets) < 4:
+        return []
+    probs = out_of_fold_multilabel(a.features, a.label_sets, seed=seed, views=a.views)
+
+    def names(indices) -> str:
+        return ";".join(a.classes[j] for j in indices)
+    return [Finding(i, "label", round(score, 4), names(np.nonzero(a.label_sets[i])[0]), names(suggested))
+            for i, suggested, score in find_multilabel_issues(a.label_sets, probs)]
 
 
 def duplicate_findings(a: Audited, near: Neighbours) -> list[Finding]:

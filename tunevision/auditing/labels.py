@@ -97,3 +97,48 @@ def find_label_issues(labels: np.ndarray, probs: np.ndarray) -> list[LabelIssue]
     others = probs.copy()
     others[np.arange(len(labels)), labels] = -1
     return [LabelIssue(int(i), int(others[i].argmax()), float(scores[i])) for i in ranked]
+
+
+def out_of_fold_multilabel(features: np.ndarray, targets: np.ndarray, folds: int = 5, seed: int = 0,
+                           views: Sequence[np.ndarray] = (), workers: int | None = None) -> np.ndarray:
+    """(N, labels) probabilities for multi-label data (`targets` N x L of 0/1), each row from heads that did not
+    see that image: one logistic regression per label (a label constant within a fold's images predicts that
+    constant), trained on every view like `out_of_fold_probs`, a held-out row the mean over its views."""
+    from sklearn.model_selection import KFold
+    targets = np.asarray(targets, np.int64)
+    k = max(2, min(folds, len(targets)))
+    xs = [normalised(v) for v in (features, *views)]
+    probs = np.zeros(targets.shape, np.float32)
+
+    def fold(split: tuple[np.ndarray, np.ndarray]) -> None:
+        fit_on, held = split
+        x = np.concatenate([v[fit_on] for v in xs])
+        for j in range(targets.shape[1]):
+            y = np.tile(targets[fit_on, j], len(xs))
+            if y.min() == y.max():
+                probs[held, j] = float(y[0])
+                continue
+            head = logistic_head().fit(x, y)
+            probs[held, j] = np.mean([head.predict_proba(v[held])[:, 1] for v in xs], axis=0)
+    with ThreadPoolExecutor(max(1, min(k, workers or usable_cores()))) as pool:
+        list(pool.map(fold, KFold(k, shuffle=True, random_state=seed).split(xs[0])))
+    return probs
+
+
+def find_multilabel_issues(targets: np.ndarray, probs: np.ndarray) -> list[tuple[int, tuple[int, ...], float]]:
+    """(image, the labels the heads suggest, label quality) for the images whose label set cleanlab's multi-label
+    confident learning doubts, as many as it counts, lowest label quality first."""
+    from cleanlab.multilabel_classification.filter import (
+        find_label_issues as cleanlab_issues,
+    )
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores
+    targets = np.asarray(targets)
+    given = [np.nonzero(row)[0].tolist() for row in targets]
+    if len(given) < 2 or targets.shape[1] < 2:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        count = int(cleanlab_issues(given, probs, n_jobs=1).sum())  # n_jobs=1: no fork (see find_label_issues)
+        scores = get_label_quality_scores(given, probs)
+    ranked = np.argsort(scores, kind="stable")[:count]
+    return [(int(i), tuple(np.nonzero(probs[i] >= 0.5)[0].tolist()), float(scores[i])) for i in ranked]

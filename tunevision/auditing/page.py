@@ -50,17 +50,21 @@ def write_audit(folder: Path, rows: list[dict], summary: dict, image: Callable[[
 def summary_html(summary: dict) -> str:
     counts = [[k, v] for k, v in sorted(summary.get("issues", {}).items())] or [["no issue found", ""]]
     parts = [f"<p>{summary.get('images', 0)} images audited.</p>", table_html(["issue", "images"], counts)]
-    if "probe_val_acc" in summary:
+    if "probe_val_acc" in summary or summary.get("leaked_val"):
         parts.append(f"<p>{leakage_line(summary)}</p>")
-    parts.append("<p>Edit the <code>action</code> column of audit.csv (keep, drop or relabel:NAME) and train with "
+    parts.append("<p>Edit the <code>action</code> column of audit.csv (keep, drop, relabel:NAME, or for multi-label "
+                 "data relabel:A;B) and train with "
                  "<code>tunevision train DATA --fixes audit.csv</code>.</p>")
     return "".join(parts)
 
 
 def leakage_line(summary: dict) -> str:
     n = len(summary.get("leaked_val", []))
-    return (f"leakage: {n} validation image(s) duplicate a training image; probe validation accuracy "
-            f"{summary['probe_val_acc']:.2%} with them, {summary['probe_val_acc_without_leaked']:.2%} without")
+    line = f"leakage: {n} validation image(s) duplicate a training image"
+    if "probe_val_acc" not in summary:  # no single-label probe (multi-label data): the run's report has the scores
+        return line
+    return (f"{line}; probe validation accuracy {summary['probe_val_acc']:.2%} with them, "
+            f"{summary['probe_val_acc_without_leaked']:.2%} without")
 
 
 def issue_html(issue: str, rows: list[dict], image: Callable[[str], np.ndarray | None]) -> str:
@@ -80,9 +84,11 @@ def issue_html(issue: str, rows: list[dict], image: Callable[[str], np.ndarray |
     return "".join(out)
 
 
-def run_section(folder: Path, predictions: list[dict]) -> tuple[str, str] | None:
+def run_section(folder: Path, predictions: list[dict], score: str = "validation accuracy"
+                ) -> tuple[str, str] | None:
     """A train run's report section from its audit/ folder; the leakage line uses the run's own validation
-    predictions (rows with path, actual, predicted), with and without the validation images that leak."""
+    predictions (rows with path, actual, predicted: a class, or a multi-label label set), with and without the
+    validation images that leak."""
     path = folder / "audit.json"
     if not path.is_file():
         return None
@@ -93,7 +99,7 @@ def run_section(folder: Path, predictions: list[dict]) -> tuple[str, str] | None
         right = [r["actual"] == r["predicted"] for r in predictions]
         kept = [ok for ok, r in zip(right, predictions) if r["path"] not in leaked]
         without = f"{sum(kept) / len(kept):.2%}" if kept else "n/a"
-        parts.append(f"<p>This run's validation accuracy: {sum(right) / len(right):.2%} on all {len(right)} images, "
+        parts.append(f"<p>This run's {score}: {sum(right) / len(right):.2%} on all {len(right)} images, "
                      f"{without} without the {len(leaked)} that duplicate a training image.</p>")
     parts.append('<p>Thumbnails of every issue: <a href="audit/audit.html">audit/audit.html</a>; every row: '
                  "audit/audit.csv.</p>")

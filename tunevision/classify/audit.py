@@ -24,7 +24,6 @@ from tunevision.classify.reader import (
     feature_views,
 )
 from tunevision.core.config import RunConfig, TrainConfig
-from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime, resolve_runtime
 from tunevision.core.ui import RunLog
 from tunevision.engine.rundir import new_run_dir, write_dataset_files
@@ -92,18 +91,19 @@ def audited(data: Data, views: list[np.ndarray]) -> Audited:
     sizes = [file_size(s.path) for s in samples]
     arrays = data.dataset.arrays  # MNIST, CIFAR-10: no file to read a size from; the arrays' own side
     own = min(arrays.shape[1:3]) if arrays is not None else 0
+    classes = data.dataset.classes
+    sets = (np.array([[s.has(j) for j in range(len(classes))] for s in samples], np.uint8)
+            if data.dataset.multilabel else None)
     return Audited(paths=[s.path for s in samples], splits=["train"] * len(data.train) + ["val"] * len(data.val),
-                   labels=np.array([s.label for s in samples], int), classes=data.dataset.classes,
+                   labels=np.array([s.label for s in samples], int), classes=classes,
                    features=views[0], image_sets=(data.train_images, data.val_images), sizes=sizes,
-                   views=views[1:], sides=np.array([min(z) if z else own for z in sizes], int))
+                   views=views[1:], sides=np.array([min(z) if z else own for z in sizes], int), label_sets=sets)
 
 
 def audit_prepared(data: Data, views: list[np.ndarray], folder: Path, seed: int, log: RunLog) -> AuditResult:
     """Every check on prepared data and the features of its views (`audit_features`); writes audit.csv,
     audit.json and audit.html in `folder`."""
     started = time.perf_counter()
-    if data.dataset.multilabel:
-        raise TunevisionError("the audit reads one label per image; this data is multi-label")
     a = audited(data, views)
     findings, summary = run_audit(a, seed=seed)
     position = {p: i for i, p in enumerate(a.paths)}

@@ -81,7 +81,10 @@ def write_report(run_dir: str | Path) -> Path:
     samples = sample_images(run)
     sections = [dataset_section(run, samples), *augmentation_section(run, samples), *training_sections(run)]
     if meta.task == "multilabel":
-        return write_page(run_dir, [*sections, *label_sections(run, top_losses_grid), model_section(run)])
+        audit = run_section(run_dir / "audit", _rows(run_dir / "eval" / "predictions.csv"),
+                            score="validation exact-match accuracy (the whole label set right)")
+        return write_page(run_dir, [*sections, *label_sections(run, top_losses_grid), *([audit] if audit else []),
+                                    model_section(run)])
     y, p, preds = validation_predictions(run)
     audit = run_section(run_dir / "audit", preds)
     sections += [results_section(run, y, p), *top_losses_section(run, preds), *calibration_section(run, y),

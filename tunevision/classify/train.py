@@ -160,9 +160,9 @@ def audit_in_run(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, run
                  ) -> None:
     """The audit on the body as training starts (pretrained): its features are the ones head training caches (eval
     view, first augmented view), so in head modes it costs the checks and the validation images' augmented view.
-    Not under torchrun (the other ranks would wait), not for multi-label data, not in scratch mode (an untrained
-    body's features say nothing about the labels), and once per run folder (a resumed run keeps its audit)."""
-    if d.enabled or data.dataset.multilabel or (run_dir / "audit" / "audit.json").is_file():
+    Not under torchrun (the other ranks would wait), not in scratch mode (an untrained body's features say
+    nothing about the labels), and once per run folder (a resumed run keeps its audit)."""
+    if d.enabled or (run_dir / "audit" / "audit.json").is_file():
         return
     if cfg.train.mode == "scratch":
         log.info("audit left out: the network starts untrained; `tunevision audit DATA` audits with pretrained "

@@ -1,5 +1,6 @@
-"""`--fixes audit.csv`: the user's decisions on an audit (keep, drop, relabel:NAME), applied to the discovered
-samples before decoding, so that the split stays the seeded one and every later stage sees the fixed labels."""
+"""`--fixes audit.csv`: the user's decisions on an audit (keep, drop, relabel:NAME; relabel:A;B for multi-label
+data), applied to the discovered samples before decoding, so that the split stays the seeded one and every later
+stage sees the fixed labels."""
 from __future__ import annotations
 
 import csv
@@ -40,11 +41,18 @@ def read_fixes(path: str | Path) -> list[tuple[int, str, str]]:
         raise TunevisionError(f"{path}: not a readable CSV ({e}); save it as CSV UTF-8") from None
 
 
+def _new_labels(action: str, multilabel: bool) -> list[str]:
+    """The class names a relabel action gives: one, or for multi-label data any number joined by `;` (none: the
+    image shows none of the labels)."""
+    label = action.partition(":")[2].strip()
+    if not multilabel:
+        return [label] if label else []
+    return [n.strip() for n in label.split(";") if n.strip()]
+
+
 def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
     """Drop and relabel `ds`'s samples in place per the fixes file; returns what was done, for the run folder.
     A path that names no image of the data, or a class it does not have, is one line with its line number."""
-    if ds.multilabel:
-        raise TunevisionError(f"{fixes}: fixes apply to single-label data; this data is multi-label")
     root = Path(data).expanduser()
     root = root.parent if root.is_file() else root
     samples = {_key(s.path): s for s in ds.train + ds.val}
@@ -54,8 +62,9 @@ def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
         if key is None:
             raise TunevisionError(f"{fixes}, line {line}: {name} is not an image of {data}; fix the path or "
                                   "delete the row")
-        label = action.partition(":")[2]
-        if action.startswith("relabel:") and label not in ds.classes:
+        unknown = [name for name in _new_labels(action, ds.multilabel) if name not in ds.classes]
+        if action.startswith("relabel:") and (unknown or not ds.multilabel and not _new_labels(action, False)):
+            label = unknown[0] if unknown else ""
             raise TunevisionError(f"{fixes}, line {line}: relabel to {label!r}, which is not a class of {data} "
                                   f"({', '.join(ds.classes)})")
         decided[key] = action
@@ -66,7 +75,9 @@ def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
         for s in items:
             action = decided.get(_key(s.path), "keep")
             if action.startswith("relabel:"):
-                s = dataclasses.replace(s, label=index[action.partition(":")[2]])
+                new = tuple(sorted(index[n] for n in _new_labels(action, ds.multilabel)))
+                s = (dataclasses.replace(s, label=new[0] if new else -1, labels=new) if ds.multilabel else
+                     dataclasses.replace(s, label=new[0]))
             if action != "drop":
                 out.append(s)
         return out
