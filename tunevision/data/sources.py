@@ -1,9 +1,11 @@
 """Find the images and labels a user points at, split them, and decode each one once into a uint8 cache.
 
-Layouts (decided by `discover`):
-  PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders (any case, data/layout.py)
+Layouts (decided by `discover`; names read by data/layout.py, any case, inside the folder an archive wraps):
+  PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders
   PATH/<class>/*                                     stratified seeded split (`val_fraction`)
-  FILE.csv with columns path,label[,split]          paths relative to the CSV
+  PATH/cat.0.jpg ... (or PATH/train/cat.0.jpg ...)   classes from the file names, seeded split
+  FILE.csv with columns path,label[,split]          paths relative to the CSV (also PATH/ with such a table
+                                                     beside folders of loose images: `tables.table_in`)
   mnist:DIR, cifar10:DIR                             the standard distribution files
 Every file that cannot be used is listed in `skipped` with its reason before training starts.
 """
