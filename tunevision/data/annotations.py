@@ -311,7 +311,7 @@ def _splits_from_folders(items: list[Annotated], img_dir: Path) -> list[Annotate
             for it, role in zip(items, roles)]
 
 
-# --- masks: images/ + masks/, instances (PennFudan's PNGImages/ + PedMasks/) or classes (SegmentationClass/) ----------------------------------------
+# --- masks: images/ + masks/, of instances (PennFudan's PedMasks/) or of classes (SegmentationClass/) --------------
 
 MASK_DIRS = ("mask", "segmentation", "groundtruth", "ground_truth")  # in a folder's name (or the name is "gt")
 IMAGE_DIRS = ("images", "imgs", "img", "pngimages", "jpegimages", "photos")
@@ -367,8 +367,6 @@ def read_masks(root: Path) -> SceneData:
         labels = ids.astype(np.int64) - 1 if semantic else np.zeros(len(ids), dtype=np.int64)
         add_item(items, problems, image, mask_boxes(m), labels, mask, (m.shape[1], m.shape[0]), mask=mask)
     return SceneData(items, classes, "masks", problems)
-
-
 
 
 def semantic_masks(root: Path) -> bool:
