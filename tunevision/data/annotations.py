@@ -311,7 +311,7 @@ def _splits_from_folders(items: list[Annotated], img_dir: Path) -> list[Annotate
             for it, role in zip(items, roles)]
 
 
-# --- masks: images/ + masks/, of instances (PennFudan's PedMasks/) or of classes (SegmentationClass/) --------------
+# --- masks: images/ + masks/, of instances (PennFudan's PedMasks/) or of classes (SegmentationClass/) -------------
 
 MASK_DIRS = ("mask", "segmentation", "groundtruth", "ground_truth")  # in a folder's name (or the name is "gt")
 IMAGE_DIRS = ("images", "imgs", "img", "pngimages", "jpegimages", "photos")
