@@ -157,6 +157,7 @@ def test_classes_from_file_names_in_a_flat_folder(tmp_path):
 def test_camera_names_are_no_classes(tmp_path):
     from tunevision.data.layout import classes_from_names
     assert classes_from_names([f"IMG_{i:04d}.jpg" for i in range(9)]) == {}
+    assert classes_from_names([f"{c}_{i:04d}.jpg" for c in ("IMG", "DSC", "PXL") for i in range(9)]) == {}
     assert classes_from_names(["a.jpg", "b.jpg", "c.jpg"]) == {}
     pets = [f"Abyssinian_{i}.jpg" for i in range(5)] + [f"american_bulldog ({i}).jpg" for i in range(5)]
     assert list(classes_from_names(pets + ["photo.jpg"])) == ["Abyssinian", "american_bulldog"]

@@ -13,6 +13,9 @@ SPLIT_NAMES = {"train": "train", "training": "train", "trn": "train",
                "val": "val", "valid": "val", "validation": "val", "dev": "val", "eval": "val",
                "test": "test", "testing": "test"}
 NAME_NUMBER = re.compile(r"[\W_]*\d+$")  # what numbers the images of a class: `_12`, `.0`, ` (3)`...
+# what cameras, phones and tools number their files by: a folder of them holds no class in its names
+CAMERA_NAMES = frozenset({"img", "dsc", "dscn", "dscf", "dcim", "pxl", "mvimg", "image", "photo", "picture",
+                          "screenshot", "frame", "scan", "untitled", "gopr", "p", "pic", "snapshot"})
 LEFTOVERS = frozenset({"__macosx", "thumbs.db", "desktop.ini", "@eadir", "$recycle.bin"})
 
 
@@ -60,10 +63,10 @@ def unwrap(root: Path) -> Path:
 
 def classes_from_names(files: list[str]) -> dict[str, list[str]]:
     """{class: files} from file names less their trailing number (`cat.0.jpg` -> cat), or {} unless that names
-    two or more classes of two or more images that hold nine in ten of the files (camera names, IMG_0001.jpg,
-    give one class, and a folder of unrelated names none)."""
+    two or more classes of two or more images that hold nine in ten of the files (camera names, IMG_0001.jpg and
+    DSC_0001.jpg, give none, nor does a folder of unrelated names)."""
     groups: dict[str, list[str]] = {}
     for f in files:
         groups.setdefault(NAME_NUMBER.sub("", Path(f).stem.rstrip(") ")), []).append(f)
-    kept = {c: fs for c, fs in sorted(groups.items()) if c and len(fs) >= 2}
+    kept = {c: fs for c, fs in sorted(groups.items()) if c and len(fs) >= 2 and c.lower() not in CAMERA_NAMES}
     return kept if len(kept) >= 2 and sum(map(len, kept.values())) >= 0.9 * len(files) else {}
