@@ -216,7 +216,8 @@ def markdown(results: dict) -> str:
             pb, rb = np.mean([r["precision_beyond"] for r in rs]), np.mean([r["recall_beyond"] for r in rs])
             lines.append(f"| {name} | {rs[0]['images']} | {rs[0]['flips']} | {len(rs)} | "
                          f"{np.mean([r['flagged_all'] for r in rs]):.0f} | {p:.3f} | {rc:.3f} | {per} | "
-                         f"{rs[0]['own_doubts']} | {pb:.3f} / {rb:.3f} | {rs[0]['probe_val_acc']} | "
+                         f"{rs[0]['own_doubts']} | {pb:.3f} / {rb:.3f} | "
+                         f"{rs[0]['probe_val_acc'] or 'n/a (multi-label: no single-label probe)'} | "
                          f"{rs[0]['seconds']} |")
         lines.append("")
     if "duplicates" in results:
