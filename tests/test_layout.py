@@ -1,6 +1,7 @@
 """Data read by content whatever the folder's names: split folders in any case, the folder an archive wraps data
-in, what tools leave behind, Kaggle's unlabelled test/, list files, and detection layouts (Ultralytics' split
-image folders, a COCO file whatever its name)."""
+in, what tools leave behind, Kaggle's unlabelled test/ and its train.csv, classes in file names, list files, images
+without an image name, and detection and segmentation layouts (Ultralytics' split image folders and polygons, a
+COCO file whatever its name and wherever its images, class maps against instance masks)."""
 from __future__ import annotations
 
 import json
