@@ -278,3 +278,28 @@ def test_binary_masks_saved_as_0_and_255_are_one_object(tmp_path):
         Image.fromarray(np.where(np.asarray(Image.open(p)) > 0, 255, 0).astype(np.uint8)).save(p)
     data = read_scene_data(root)
     assert data.classes == ["object"] and all(len(it.labels) == 1 for it in data.items)
+
+
+def test_a_box_table_is_detection_data(tmp_path):
+    """TensorFlow's object-detection CSV (the raccoon set's original form): a row per box, one with no corners for
+    an image with no object, corners in pixels or as fractions of the image."""
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    for i in range(3):
+        _image(tmp_path / "images" / f"{i}.jpg", i)  # 56 x 48
+    (tmp_path / "boxes.csv").write_text(
+        "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+        "0.jpg,56,48,cat,4,4,24,24\n0.jpg,56,48,dog,30,10,50,40\n"
+        "1.jpg,56,48,dog,0.25,0.5,0.75,1.0\n"
+        "2.jpg,56,48,,,,,\n")
+    for spec in (tmp_path / "boxes.csv", tmp_path):
+        assert task_name_for_data(RunConfig.from_options(str(spec))) == "detect"
+        data = read_scene_data(spec)
+        assert data.classes == ["cat", "dog"] and data.problems == []
+        by_name = {it.image.name: it for it in data.items}
+        assert by_name["0.jpg"].labels.tolist() == [0, 1] and len(by_name["2.jpg"].boxes) == 0
+        np.testing.assert_allclose(by_name["1.jpg"].boxes, [[14, 24, 42, 48]])
+    (tmp_path / "boxes.csv").write_text("filename,class,xmin,ymin,xmax,ymax\n0.jpg,cat,4,4,x,24\n1.jpg,cat,1,1,9,9\n")
+    data = read_scene_data(tmp_path / "boxes.csv")
+    assert [it.image.name for it in data.items] == ["1.jpg"]
+    assert "boxes.csv:2: box corners" in data.problems[0][1]

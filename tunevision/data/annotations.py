@@ -1,4 +1,5 @@
-"""Boxes and masks on disk: Pascal VOC XML, COCO JSON, YOLO txt and instance-mask folders, read into one form.
+"""Boxes and masks on disk: Pascal VOC XML, COCO JSON, YOLO txt, box tables (CSV) and mask folders, read into one
+form.
 
 Every reader returns `Annotated` items (an image, its boxes in pixels, their class indices, optionally an
 instance-mask file) and a list of problems, one `(file, reason)` per image left out: a box outside the image,
@@ -6,6 +7,7 @@ zero area, an unknown class, a missing image, an unreadable XML/JSON. Training n
 """
 from __future__ import annotations
 
+import csv
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import replace as dataclass_replace
@@ -37,6 +39,7 @@ from tunevision.data.layout import (
     under_leftover,
     unwrap,
 )
+from tunevision.data.tables import TABLE_SUFFIXES, image_paths, path_column, read_rows
 
 FORMATS: Registry[Callable[[Path], SceneData]] = Registry("annotation format")
 SENSES: list[tuple[str, Callable[[Path], bool]]] = []  # (format, "does this folder look like it?") in order
@@ -249,6 +252,83 @@ def read_coco(root: Path) -> SceneData:
         add_item(items, problems, locate(name), boxes, [index[int(a["category_id"])] for a in anns],
              Path(f"{path}: {name}"), (int(record.get("width", 0)), int(record.get("height", 0))))
     return SceneData(items, classes, "coco", problems)
+
+
+# --- a box table: one row per box (TensorFlow's object-detection CSV: filename,width,height,class,xmin,...) ------
+
+BOX_COLUMNS = (("xmin", "ymin", "xmax", "ymax"), ("x_min", "y_min", "x_max", "y_max"), ("x1", "y1", "x2", "y2"),
+               ("left", "top", "right", "bottom"))
+CLASS_COLUMNS = ("class", "label", "category", "class_name", "name", "labels")
+
+
+def _box_columns(header: list[str]) -> list[int] | None:
+    names = [h.strip().lower() for h in header]
+    return next(([names.index(c) for c in cols] for cols in BOX_COLUMNS if all(c in names for c in cols)), None)
+
+
+def _box_table(root: Path) -> Path | None:
+    """A CSV whose header names box corners (xmin..ymax, x1..y2, left..bottom): the file itself, or the one such
+    table at the top of a folder."""
+    candidates = [root] if root.is_file() else [p for p in entries(root) if p.is_file()] if root.is_dir() else []
+    for path in candidates:
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            try:
+                with open(path, encoding="utf-8-sig", errors="replace") as f:
+                    first = f.readline()
+            except OSError:
+                continue
+            if _box_columns(next(csv.reader([first], delimiter=";" if first.count(";") > first.count(",") else
+                                            "\t" if "\t" in first else ","), [])):
+                return path
+    return None
+
+
+@_format("boxes", lambda root: _box_table(root) is not None)
+def read_boxes(root: Path) -> SceneData:
+    """A box table: rows grouped by image (a row with empty corners is an image with no object); corners in
+    pixels, or as fractions of the image when none passes 1; images found as for a label table."""
+    path = _box_table(root)
+    rows = read_rows(path)
+    header, body = [h.strip().lower() for h in rows[0]], rows[1:]
+    corners = _box_columns(header)
+    image_col = path_column(body) if body else 0
+    label_col = next((header.index(c) for c in CLASS_COLUMNS if c in header), None)
+    fixed = read_names(path.parent)
+    classes, items, problems = list(fixed), [], []
+    files, _ = image_paths(path, [r[image_col] for r in body])
+    per_image: dict[str, list] = {}
+    for n, (r, file) in enumerate(zip(body, files), start=2):
+        boxes, labels, bad = per_image.setdefault(file, [[], [], ""])
+        cells = [r[i].strip() if i < len(r) else "" for i in corners]
+        if not any(cells):
+            continue
+        try:
+            box = [float(c) for c in cells]
+        except ValueError:
+            per_image[file][2] = bad or f"{path.name}:{n}: box corners {cells} are not numbers"
+            continue
+        name = r[label_col].strip() if label_col is not None and label_col < len(r) else "object"
+        index = class_index(classes, name or "object", bool(fixed))
+        if index is None:
+            per_image[file][2] = bad or f"{path.name}:{n}: unknown class {name!r} (not in classes.txt)"
+            continue
+        boxes.append(box)
+        labels.append(index)
+    for file, (boxes, labels, bad) in per_image.items():
+        if bad:
+            problems.append((file, bad))
+            continue
+        size = None
+        if boxes and max(max(b) for b in boxes) <= 1.0:  # fractions of the image
+            try:
+                with Image.open(file) as im:
+                    size = im.size
+            except Exception:  # noqa: BLE001 - add_item reports the unreadable image
+                pass
+            if size:
+                boxes = [[x1 * size[0], y1 * size[1], x2 * size[0], y2 * size[1]] for x1, y1, x2, y2 in boxes]
+        add_item(items, problems, Path(file), boxes, labels, path, size)
+    return SceneData(items, classes, "boxes", problems)
 
 
 # --- YOLO: images/ + labels/ with one "class cx cy w h" line per box, normalised ---------------------------------

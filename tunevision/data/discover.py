@@ -57,9 +57,9 @@ def task_name_for_data(cfg: RunConfig) -> str:
     source = cfg.data.data
     if source_prefix(source):
         return "classify"
-    if not is_table(source):
-        if sniff_format(Path(source).expanduser()):  # class maps are for a segmenter, boxes for a detector
-            return "segment" if semantic_masks(Path(source).expanduser()) else "detect"
-        source = str(table_in(unwrap(Path(source).expanduser())) or "")
+    path = Path(source).expanduser()
+    if sniff_format(path):  # annotations (a box table included): class maps are for a segmenter, boxes a detector
+        return "segment" if semantic_masks(path) else "detect"
+    table = source if is_table(source) else str(table_in(unwrap(path)) or "")
     # several labels in a row, or one-hot columns: multi-label
-    return "multilabel" if source and read_label_table(source, cfg.data.images).multilabel else "classify"
+    return "multilabel" if table and read_label_table(table, cfg.data.images).multilabel else "classify"

@@ -59,7 +59,7 @@ def read_rows(path: Path) -> list[list[str]]:
     return rows
 
 
-def _path_column(rows: list[list[str]]) -> int:
+def path_column(rows: list[list[str]]) -> int:
     """The column whose values are image file names (most of them)."""
     width = min(len(r) for r in rows)
     scores = [sum(is_image_name(r[i]) for r in rows[:200]) for i in range(width)]
@@ -120,6 +120,15 @@ def _found_by_name(paths: list[Path], folders: list[Path]) -> list[str]:
                 for key in (f.name, f.stem):
                     index[key] = None if index.get(key, f) != f else f
     return [str(p if p.is_file() else index.get(p.name) or p) for p in paths]
+
+
+def image_paths(table: Path, names: list[str], images: str = "") -> tuple[list[str], Path]:
+    """(the files a table's path cells name, the folder they are relative to): `--images`, the table's folder or an
+    image folder beside it; a name that is not there found by its file name (`_found_by_name`)."""
+    names = [n.replace("\\", "/") if "\\" in n and not Path(n).exists() else n for n in names]  # written on Windows
+    root = _image_root(table, names, images)
+    return _found_by_name([_resolve(root, n) for n in names],
+                          [table.parent] + ([] if root.is_relative_to(table.parent) else [root])), root
 
 
 def _image_root(csv_path: Path, paths: list[str], images: str) -> Path:
@@ -184,7 +193,7 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
     rows = read_rows(path)
     if not rows:
         raise TunevisionError(f"{path}: empty CSV; expected a path column and labels")
-    path_col = _path_column(rows)
+    path_col = path_column(rows)
     header = rows[0] if _has_header(rows, path_col) else [f"column {i + 1}" for i in range(len(rows[0]))]
     first_line = 2 if header is rows[0] else 1
     body = rows[first_line - 1:]
@@ -222,10 +231,7 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
         keep = [i for i, ls in enumerate(labels) if ls]
         problems += [(paths[i], "no label in the CSV row") for i in range(len(labels)) if not labels[i]]
         paths, labels, splits = [paths[i] for i in keep], [labels[i] for i in keep], [splits[i] for i in keep]
-    paths = [p.replace("\\", "/") if "\\" in p and not Path(p).exists() else p for p in paths]  # written on Windows
-    root = _image_root(path, paths, images)
-    paths = _found_by_name([_resolve(root, p) for p in paths],
-                           [path.parent] + ([] if root.is_relative_to(path.parent) else [root]))
+    paths, root = image_paths(path, paths, images)
     names = [header[i] for i in hot] if hot else sorted({lab for ls in labels for lab in ls})
     named = _class_names_file(path.parent, names, table=path)
     if named:  # class indices with their names beside the table: train on the names
