@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import COLOURS, make_class_folders, make_image
+from PIL import Image
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.annotations import read_scene_data, sniff_format

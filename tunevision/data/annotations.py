@@ -318,17 +318,20 @@ def read_boxes(root: Path) -> SceneData:
         if bad:
             problems.append((file, bad))
             continue
-        size = None
-        if boxes and max(max(b) for b in boxes) <= 1.0:  # fractions of the image
-            try:
-                with Image.open(file) as im:
-                    size = im.size
-            except Exception:  # noqa: BLE001 - add_item reports the unreadable image
-                pass
-            if size:
-                boxes = [[x1 * size[0], y1 * size[1], x2 * size[0], y2 * size[1]] for x1, y1, x2, y2 in boxes]
+        size = _header_size(file) if boxes and max(max(b) for b in boxes) <= 1.0 else None  # fractions
+        if size:
+            boxes = [[x1 * size[0], y1 * size[1], x2 * size[0], y2 * size[1]] for x1, y1, x2, y2 in boxes]
         add_item(items, problems, Path(file), boxes, labels, path, size)
     return SceneData(items, classes, "boxes", problems)
+
+
+def _header_size(file: str) -> tuple[int, int] | None:
+    """An image's size from its header, or None where it does not open (add_item then says why)."""
+    try:
+        with Image.open(file) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - any reason: add_item names it
+        return None
 
 
 # --- YOLO: images/ + labels/ with one "class cx cy w h" line per box, normalised ---------------------------------
