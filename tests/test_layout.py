@@ -303,3 +303,31 @@ def test_a_box_table_is_detection_data(tmp_path):
     data = read_scene_data(tmp_path / "boxes.csv")
     assert [it.image.name for it in data.items] == ["1.jpg"]
     assert "boxes.csv:2: box corners" in data.problems[0][1]
+
+
+def test_cocos_own_train_and_val_files_are_the_split(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    for split, ids, cat in (("train", range(3), "cat"), ("val", range(3, 5), "cat")):
+        images = []
+        for i in ids:
+            _image(tmp_path / f"{split}2017" / f"{i}.jpg", i)
+            images.append({"id": i, "file_name": f"{i}.jpg", "width": 56, "height": 48})
+        anns = [{"id": i, "image_id": i, "category_id": 3, "bbox": [4, 4, 20, 20]} for i in ids]
+        (tmp_path / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(
+            {"images": images, "annotations": anns, "categories": [{"id": 3, "name": cat}]}))
+    data = read_scene_data(tmp_path)
+    assert data.classes == ["cat"] and data.problems == []
+    assert sorted((it.split, it.image.parent.name) for it in data.items) == [("train", "train2017")] * 3 + [
+        ("val", "val2017")] * 2
+
+
+def test_vocs_own_image_sets_are_the_split(tmp_path):
+    from tests.scenes import write_voc
+    root = write_voc(tmp_path / "VOC2012", n=6)
+    assert {it.split for it in read_scene_data(root).items} == {""}  # no lists: a seeded split, drawn later
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("im0\nim1\nim2\n")
+    (root / "ImageSets" / "Main" / "val.txt").write_text("im3\nim4\n")
+    (root / "ImageSets" / "Main" / "box_train.txt").write_text("im0  1\nim5 -1\n")  # per-class lists: not a split
+    splits = {it.image.stem: it.split for it in read_scene_data(root).items}
+    assert splits == {"im0": "train", "im1": "train", "im2": "train", "im3": "val", "im4": "val", "im5": "unused"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
@@ -94,9 +95,14 @@ def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
 
 
 def _read_split(folders: dict[str, Path]) -> SceneData:
-    """train/ and val/ read alike; the validation labels are renamed into the training classes."""
+    """train/ and val/ read alike."""
     train = read_scene_data(folders["train"])
-    val = read_scene_data(folders["val"], train.format)
+    return _joined(train, read_scene_data(folders["val"], train.format))
+
+
+def _joined(train: SceneData, val: SceneData) -> SceneData:
+    """A training and a validation set as one, split as given; the validation labels renamed into the training
+    classes."""
     classes, problems = list(train.classes), train.problems + val.problems
     items = [dataclass_replace(it, split="train") for it in train.items]
     for it in val.items:
@@ -178,19 +184,46 @@ def read_voc(root: Path) -> SceneData:
         image = (next((p for p in beside if p.is_file()), None) or images.get(filename.stem) or images.get(xml.stem)
                  or xml.parent / filename.name)
         add_item(items, problems, image, boxes, labels, xml, size)
-    return SceneData(items, classes, "voc", problems)
+    return SceneData(_voc_split(root, items), classes, "voc", problems)
+
+
+def _voc_split(root: Path, items: list[Annotated]) -> list[Annotated]:
+    """VOC's own split: ImageSets/Main/train.txt and val.txt (or test.txt), one image name per line."""
+    sets = _subdir(root, "imagesets")
+    folder = (_subdir(sets, "main") or sets) if sets else None
+    lists = {split_role(p.stem): p for p in sorted(folder.glob("*.txt"))} if folder else {}
+    held_out = lists.get("val", lists.get("test"))
+    if "train" not in lists or held_out is None:
+        return items
+
+    def names(path: Path) -> set[str]:
+        return {line.split()[0] for line in path.read_text(errors="replace").splitlines() if line.strip()}
+    train, val = names(lists["train"]), names(held_out)
+    return [dataclass_replace(it, split="train" if it.image.stem in train else "val" if it.image.stem in val else
+                              "unused") for it in items]
 
 
 # --- COCO: one JSON for many images ---------------------------------------------------------------------------
 
-def _coco_file(root: Path) -> Path | None:
+def _coco_files(root: Path) -> list[Path]:
+    """The COCO files of a folder (or the file itself): beside the images or in annotations/."""
     if root.is_file() and root.suffix == ".json":
-        return root
+        return [root]
     if not root.is_dir():
-        return None
+        return []
     found = sorted(p for folder in (root, root / "annotations") if folder.is_dir() for p in folder.glob("*.json")
                    if not is_leftover(p.name))
-    return next((p for p in found if _looks_like_coco(p)), None)
+    return [p for p in found if _looks_like_coco(p)]
+
+
+def _coco_file(root: Path) -> Path | None:
+    return next(iter(_coco_files(root)), None)
+
+
+def _split_in_name(path: Path) -> str:
+    """The split a file's name says (`instances_train2017.json`: train), or ''."""
+    roles = {split_role(word) for word in re.split(r"[^a-z]+", path.stem.lower())} - {""}
+    return roles.pop() if len(roles) == 1 else ""
 
 
 def _looks_like_coco(path: Path) -> bool:
@@ -212,7 +245,15 @@ def _looks_like_coco(path: Path) -> bool:
 
 @_format("coco", lambda root: _coco_file(root) is not None)
 def read_coco(root: Path) -> SceneData:
-    path = _coco_file(root)
+    """One COCO file, or COCO's own pair (`instances_train2017.json` and `instances_val2017.json`) as the split."""
+    files = {_split_in_name(p): p for p in _coco_files(root)}
+    held_out = files.get("val", files.get("test"))
+    if "train" in files and held_out is not None:
+        return _joined(_read_coco_file(files["train"]), _read_coco_file(held_out))
+    return _read_coco_file(_coco_file(root))
+
+
+def _read_coco_file(path: Path) -> SceneData:
     try:
         coco = json.loads(path.read_text())
         categories = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
