@@ -381,3 +381,18 @@ def test_multilabel_fixes_set_label_sets(tmp_path: Path):
     fixes.write_text("path,action\nx.jpg,relabel:a;d\n")
     with pytest.raises(TunevisionError, match="line 2: relabel to 'd'"):
         apply_fixes(ds, fixes, str(tmp_path))
+
+
+@pytest.mark.parametrize("encoding,sep", [("cp1252", ";"), ("utf-16", "\t"), ("utf-8-sig", ",")])
+def test_a_fixes_file_as_excel_saves_it(tmp_path: Path, encoding: str, sep: str):
+    """audit.csv opened in Excel and saved back: a European Excel's ; and code page, "Unicode text", UTF-8."""
+    ds = Dataset(["café", "thé"], [Sample(str(tmp_path / "x.jpg"), 0), Sample(str(tmp_path / "y.jpg"), 0)], [], "t")
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_bytes(sep.join(["path", "issue", "action"]).encode(encoding) + "\n".join(
+        ["", sep.join(["x.jpg", "label", "relabel:thé"]), sep.join(["y.jpg", "label", "drop"]), ""]).encode(
+        encoding.replace("-sig", "").replace("utf-16", "utf-16-le")))
+    apply_fixes(ds, fixes, str(tmp_path))
+    assert [(Path(s.path).name, s.label) for s in ds.train] == [("x.jpg", 1)]
+    (tmp_path / "book.csv").write_bytes(b"PK\x03\x04" + bytes(40))
+    with pytest.raises(TunevisionError, match="an Excel workbook, not a CSV"):
+        apply_fixes(ds, tmp_path / "book.csv", str(tmp_path))

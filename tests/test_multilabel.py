@@ -306,3 +306,14 @@ def test_a_multilabel_run_audits_its_label_sets(trained) -> None:
     assert "audit" in output and (run / "audit" / "audit.html").is_file()
     assert all(set(filter(None, r["given"].split(";"))) <= {"red", "blue"} for r in rows if r["issue"] == "label")
     assert "Data audit" in (run / "report.html").read_text()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "cp1252"])
+def test_tables_as_excel_saves_them(tmp_path: Path, encoding: str) -> None:
+    """CSV UTF-8 (a byte-order mark), "Unicode text" (UTF-16, tabs), and a European Excel's own code page."""
+    write_scenes(tmp_path, n=4)
+    sep = "\t" if encoding == "utf-16" else ","
+    text = f"path{sep}label\n" + "".join(f"images/{i}.png{sep}{('café', 'crème')[i % 2]}\n" for i in range(4))
+    (tmp_path / "labels.csv").write_bytes(text.encode(encoding))
+    table = read_label_table(tmp_path / "labels.csv")
+    assert table.names == ["café", "crème"] and table.paths and all(Path(p).is_file() for p in table.paths)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from pathlib import Path
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.sources import Dataset, Sample
+from tunevision.data.tables import decoded, sniffed_delimiter
 
 
 def _key(path: str) -> str:
@@ -20,8 +22,9 @@ def read_fixes(path: str | Path) -> list[tuple[int, str, str]]:
     action is one line naming its line."""
     path = Path(path).expanduser()
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
+        text = decoded(path)  # as Excel saved it, like any label table
+        with io.StringIO(text, newline="") as f:
+            reader = csv.DictReader(f, delimiter=sniffed_delimiter(text))
             if not reader.fieldnames or not {"path", "action"} <= {c.strip() for c in reader.fieldnames}:
                 raise TunevisionError(f"{path}: a fixes file needs the columns path and action (as audit.csv has "
                                       f"them), found {', '.join(reader.fieldnames or []) or 'none'}")
@@ -35,9 +38,7 @@ def read_fixes(path: str | Path) -> list[tuple[int, str, str]]:
                 if action != "keep":
                     rows.append((reader.line_num, row["path"], action))
             return rows
-    except OSError as e:
-        raise TunevisionError(f"{path}: cannot read the fixes file ({e.strerror or e})") from None
-    except (csv.Error, UnicodeDecodeError) as e:
+    except csv.Error as e:
         raise TunevisionError(f"{path}: not a readable CSV ({e}); save it as CSV UTF-8") from None
 
 

@@ -37,17 +37,38 @@ def is_table(spec: str) -> bool:
     return spec.lower().endswith(TABLE_SUFFIXES) and not Path(spec).expanduser().is_dir()
 
 
-def read_rows(path: Path) -> list[list[str]]:
-    try:  # utf-8-sig: Excel starts its CSVs with a byte-order mark, which must not become part of the header
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise TunevisionError(f"{path}: not a UTF-8 CSV ({e}); save it as CSV UTF-8") from None
+def decoded(path: Path) -> str:
+    """A table's text whatever Excel saved it as: UTF-8 (its byte-order mark dropped, so that it does not become
+    part of the header), UTF-16 ("Unicode text", with its mark), else Windows' own code page (cp1252, an accented
+    class name from a European Excel); a byte cp1252 has no character for stays readable as latin-1. A workbook
+    (.xlsx, a zip) is one line saying so."""
+    try:
+        data = path.read_bytes()
     except OSError as e:
         raise TunevisionError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.startswith(b"PK\x03\x04"):
+        raise TunevisionError(f"{path}: an Excel workbook, not a CSV; save it as CSV UTF-8 (File > Save As)")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def sniffed_delimiter(text: str) -> str:
+    """, ; or tab, by the table's content (a European Excel separates with ;)."""
     try:
-        delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t").delimiter
+        return csv.Sniffer().sniff(text[:8192], delimiters=",;\t").delimiter
     except csv.Error:
-        delimiter = ","
+        return ","
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    text = decoded(path)
+    delimiter = sniffed_delimiter(text)
     try:  # only the delimiter is sniffed: the sniffer takes the ' of a quoted "['a', 'b']" for the quote character
         rows = [[c.strip() for c in r] for r in csv.reader(text.splitlines(), delimiter=delimiter)
                 if r and any(c.strip() for c in r) and not r[0].startswith("#")]
