@@ -331,3 +331,15 @@ def test_vocs_own_image_sets_are_the_split(tmp_path):
     (root / "ImageSets" / "Main" / "box_train.txt").write_text("im0  1\nim5 -1\n")  # per-class lists: not a split
     splits = {it.image.stem: it.split for it in read_scene_data(root).items}
     assert splits == {"im0": "train", "im1": "train", "im2": "train", "im3": "val", "im4": "val", "im5": "unused"}
+
+
+def test_roboflow_yolo_export_names_its_classes_beside_the_splits(tmp_path):
+    """train/images + train/labels, valid/..., test/..., and one data.yaml at the top."""
+    for split, n in (("train", 3), ("valid", 2), ("test", 1)):
+        for i in range(n):
+            _image(tmp_path / split / "images" / f"{i}.jpg", i)
+            (tmp_path / split / "labels").mkdir(exist_ok=True)
+            (tmp_path / split / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['thing']\n")
+    data = read_scene_data(tmp_path)
+    assert data.classes == ["thing"] and sorted(it.split for it in data.items) == ["train"] * 3 + ["val"] * 2

@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from tunevision.data.layout import under_leftover
+from tunevision.data.layout import split_role, under_leftover
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SLACK = 2.0  # pixels a box may pass the image border by (VOC's 1-based corners, rounding) before it counts as bad
@@ -88,14 +88,16 @@ def class_index(classes: list[str], name: str, fixed: bool) -> int | None:
 
 
 def read_names(root: Path) -> list[str]:
-    """classes.txt (one per line), or the `names` of a YOLO data.yaml; empty when there is neither."""
-    for p in (root / "classes.txt", root / "labels" / "classes.txt", root / "obj.names"):
-        if p.is_file():
-            return [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    for p in (root / "data.yaml", root / "dataset.yaml"):
-        if p.is_file():
-            names = (yaml.safe_load(p.read_text()) or {}).get("names", [])
-            return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    """classes.txt (one per line), or the `names` of a YOLO data.yaml; empty when there is neither. A split
+    folder's names may sit one level up, beside it and its twins (Roboflow's train/ valid/ test/ + data.yaml)."""
+    for folder in (root, root.parent) if split_role(root.name) else (root,):
+        for p in (folder / "classes.txt", folder / "labels" / "classes.txt", folder / "obj.names"):
+            if p.is_file():
+                return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        for p in (folder / "data.yaml", folder / "dataset.yaml"):
+            if p.is_file():
+                names = (yaml.safe_load(p.read_text()) or {}).get("names", [])
+                return [str(names[k]) for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
     return []
 
 
