@@ -343,3 +343,29 @@ def test_roboflow_yolo_export_names_its_classes_beside_the_splits(tmp_path):
     (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 1\nnames: ['thing']\n")
     data = read_scene_data(tmp_path)
     assert data.classes == ["thing"] and sorted(it.split for it in data.items) == ["train"] * 3 + ["val"] * 2
+
+
+def test_a_table_in_each_split_folder(tmp_path):
+    """Roboflow's classification export: train/ and valid/, each with its loose images and a one-hot
+    _classes.csv (header cells with a leading space)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("valid", 4)):
+        (tmp_path / split).mkdir()
+        rows = ["filename, blue, red"]
+        for i in range(n):
+            colour = ("blue", "red")[i % 2]
+            make_image(COLOURS[colour], rng).save(tmp_path / split / f"{i}_jpg.rf.{i:08x}.jpg")
+            rows.append(f"{i}_jpg.rf.{i:08x}.jpg, {int(colour == 'blue')}, {int(colour == 'red')}")
+        (tmp_path / split / "_classes.csv").write_text("\n".join(rows) + "\n")
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["blue", "red"] and (len(ds.train), len(ds.val)) == (8, 4) and ds.explicit_split
+    assert all(Path(s.path).parent.name == "valid" for s in ds.val)
+
+
+def test_split_folders_are_never_taken_for_classes(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        for i in range(3):
+            _image(tmp_path / split / f"{i:05x}.jpg", i)  # names that carry no class, and no table
+    with pytest.raises(TunevisionError, match="are splits, not classes"):
+        discover(str(tmp_path))

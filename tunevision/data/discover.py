@@ -12,8 +12,8 @@ from tunevision.data.annotations import semantic_masks, sniff_format
 from tunevision.data.archives import archive_in
 from tunevision.data.fixes import apply_fixes
 from tunevision.data.layout import unwrap
-from tunevision.data.sources import SOURCES, Dataset
-from tunevision.data.tables import is_table, read_label_table, table_in
+from tunevision.data.sources import SOURCES, Dataset, split_tables_source
+from tunevision.data.tables import is_table, read_label_table, split_tables, table_in
 
 
 def source_prefix(spec: str) -> str | None:
@@ -35,7 +35,11 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
     archive = archive_in(Path(spec).expanduser())
-    table = None if archive else table_in(unwrap(Path(spec).expanduser()))
+    root = unwrap(Path(spec).expanduser())
+    pair = None if archive else split_tables(root)
+    if pair:
+        return split_tables_source(*pair, images=images, multilabel=multilabel)
+    table = None if archive else table_in(root)
     if table:
         return SOURCES.get("csv")(str(table), val_fraction, seed, images, multilabel)
     return SOURCES.get(archive or "folder")(spec, val_fraction, seed)
@@ -60,6 +64,7 @@ def task_name_for_data(cfg: RunConfig) -> str:
     path = Path(source).expanduser()
     if sniff_format(path):  # annotations (a box table included): class maps are for a segmenter, boxes a detector
         return "segment" if semantic_masks(path) else "detect"
-    table = source if is_table(source) else str(table_in(unwrap(path)) or "")
+    pair = None if is_table(source) else split_tables(unwrap(path))
+    table = source if is_table(source) else str(pair[0] if pair else table_in(unwrap(path)) or "")
     # several labels in a row, or one-hot columns: multi-label
     return "multilabel" if table and read_label_table(table, cfg.data.images).multilabel else "classify"

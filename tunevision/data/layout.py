@@ -36,8 +36,8 @@ def under_leftover(path: Path, root: Path) -> bool:
 
 
 def entries(folder: Path) -> list[Path]:
-    """The folder's entries in name order, leftovers left out."""
-    return sorted(p for p in folder.iterdir() if not is_leftover(p.name))
+    """The folder's entries in name order, leftovers left out (none where it is no folder)."""
+    return sorted(p for p in folder.iterdir() if not is_leftover(p.name)) if folder.is_dir() else []
 
 
 def split_dirs(root: Path) -> dict[str, Path]:

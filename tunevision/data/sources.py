@@ -44,7 +44,7 @@ from tunevision.data.layout import (
     split_role,
     unwrap,
 )
-from tunevision.data.tables import read_label_table
+from tunevision.data.tables import LabelTable, read_label_table
 
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
 
@@ -205,10 +205,40 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         class_map, skipped = _scan_class_folders(train_dir or root)
         what = f"class folders in {train_dir.name}/" if train_dir is not None else "class folders"
     classes = sorted(class_map)
+    if len(classes) > 1 and all(split_role(c) for c in classes):  # never learn to tell train from test
+        raise TunevisionError(f"{given}: its folders ({', '.join(classes)}) are splits, not classes; put one folder "
+                              "per class in each (train/<class>/...), or a label table (CSV) beside the images")
     index = {c: i for i, c in enumerate(classes)}
     train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
     return Dataset(classes, train, val, f"{what}{inside}, seeded {val_fraction:.0%} validation split",
                    skipped + notes)
+
+
+def _table_samples(table: LabelTable, names: list[str], multilabel: bool) -> tuple[list[Sample], list[Skipped]]:
+    """A table's rows as samples of `names`; a row with a label not among them is skipped with its reason."""
+    index = {c: i for i, c in enumerate(names)}
+    samples, skipped = [], [Skipped(p, reason) for p, reason in table.problems]
+    for p, ls in zip(table.paths, table.labels):
+        unknown = [x for x in ls if x not in index]
+        if unknown:
+            skipped.append(Skipped(p, f"class {unknown[0]!r} has no training image"))
+        elif multilabel:
+            samples.append(Sample(p, index[ls[0]] if ls else -1, tuple(index[x] for x in ls)))
+        else:
+            samples.append(Sample(p, index[ls[0]]))
+    return samples, skipped
+
+
+def split_tables_source(train_csv: Path, val_csv: Path, images: str = "", multilabel: bool = False) -> Dataset:
+    """A training and a validation table (one per split folder): the split they give, the training table's
+    classes."""
+    train_table = read_label_table(train_csv, images, multilabel)
+    multilabel = multilabel or train_table.multilabel
+    val_table = read_label_table(val_csv, images, multilabel)
+    train, skipped = _table_samples(train_table, train_table.names, multilabel)
+    val, val_skipped = _table_samples(val_table, train_table.names, multilabel)
+    return Dataset(train_table.names, train, val, f"{train_table.layout} and {val_csv.parent.name}/{val_csv.name}",
+                   skipped + val_skipped, explicit_split=True, multilabel=multilabel)
 
 
 @SOURCES.register("csv")
@@ -217,13 +247,7 @@ def csv_source(spec: str, val_fraction: float, seed: int, images: str = "", mult
     if not path.is_file():
         raise TunevisionError(f"{path}: no such CSV file")
     table = read_label_table(path, images, multilabel)
-    index = {c: i for i, c in enumerate(table.names)}
-    skipped = [Skipped(p, reason) for p, reason in table.problems]
-    if table.multilabel:
-        samples = [Sample(p, index[ls[0]] if ls else -1, tuple(index[x] for x in ls))
-                   for p, ls in zip(table.paths, table.labels)]
-    else:
-        samples = [Sample(p, index[ls[0]]) for p, ls in zip(table.paths, table.labels)]
+    samples, skipped = _table_samples(table, table.names, table.multilabel)
     if any(table.splits):
         train = [s for s, split in zip(samples, table.splits) if split == "train"]
         val = [s for s, split in zip(samples, table.splits) if split == "val"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.images import is_image_name
-from tunevision.data.layout import entries, split_role, under_leftover
+from tunevision.data.layout import entries, split_dirs, split_role, under_leftover
 
 # -1: PASCAL VOC's classification lists mark an absent label so (1 present, 0 "difficult", counted absent here)
 ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "-1": 0, "-1.0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
@@ -274,7 +274,18 @@ def _holds_no_class_folders(folder: Path) -> bool:
 STORE_WORDS = ("image", "img", "photo", "picture", "jpg", "jpeg", "png")
 
 
-def table_in(folder: Path) -> Path | None:
+def split_tables(folder: Path) -> tuple[Path, Path] | None:
+    """(training table, validation table) where split folders each come with their own (Roboflow's train/ and
+    valid/, each with its `_classes.csv` beside its loose images), else None."""
+    splits = split_dirs(folder)
+    held_out = splits.get("val", splits.get("test"))
+    if "train" not in splits or held_out is None:
+        return None
+    train, val = table_in(splits["train"]), table_in(held_out, min_classes=1)
+    return (train, val) if train and val else None
+
+
+def table_in(folder: Path, min_classes: int = 2) -> Path | None:
     """The label table a folder of images comes with, when its folders are not classes: Kaggle's train.csv beside
     train/ and test/ of loose images, miml-scenes' labels.csv beside images/. The first table (by name) whose paths
     name images that are there and whose labels give two or more classes; sample_submission.csv's do not."""
@@ -286,6 +297,6 @@ def table_in(folder: Path) -> Path | None:
         except TunevisionError:
             continue
         found = sum(Path(p).is_file() for p in table.paths[:200])
-        if len(table.names) >= 2 and found * 2 > min(len(table.paths), 200):
+        if len(table.names) >= min_classes and found * 2 > min(len(table.paths), 200):
             return path
     return None
