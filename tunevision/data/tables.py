@@ -263,6 +263,9 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
     return LabelTable(paths, labels, splits, names, multi, f"CSV ({kind}{where})", problems)
 
 
+STORE_WORDS = ("image", "img", "photo", "picture", "jpg", "jpeg", "png")  # in the name of a folder of images
+
+
 def _holds_no_class_folders(folder: Path) -> bool:
     """Whether a folder's subfolders are all flat image stores rather than classes: a single one, or each named as
     a split or as images (`train/`, `test/`, `images/`, `train_images/`), with no folders (of classes) in them."""
@@ -270,8 +273,6 @@ def _holds_no_class_folders(folder: Path) -> bool:
     stores = len(subs) <= 1 or all(split_role(p.name) or any(w in p.name.lower() for w in STORE_WORDS) for p in subs)
     return stores and not any(q.is_dir() for p in subs for q in entries(p))
 
-
-STORE_WORDS = ("image", "img", "photo", "picture", "jpg", "jpeg", "png")
 
 
 def split_tables(folder: Path) -> tuple[Path, Path] | None:
