@@ -115,6 +115,23 @@ def test_mnist_idx_files(tmp_path: Path) -> None:
     assert plain.classes == ds.classes and plain.train == ds.train and np.array_equal(plain.arrays, ds.arrays)
 
 
+def test_mnist_as_kaggle_and_fashion_mnist_ship_it(tmp_path: Path) -> None:
+    """Kaggle's copy names its files `train-images.idx3-ubyte` (a dot) inside a folder of its own; Fashion-MNIST is
+    MNIST's format with a classes.txt beside it; EMNIST's letters hold more than ten classes."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "fashion" / "fashion"
+    root.mkdir(parents=True)
+    (tmp_path / "fashion" / "fashion" / "extra").mkdir()  # so the wrapper holds a folder that holds folders
+    for part, n in (("train", 40), ("test", 20)):
+        _write_idx(root / f"{part}-images.idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(root / f"{part}-labels.idx1-ubyte.gz", np.arange(n) % 12)
+    (root / "classes.txt").write_text("\n".join(f"item{i}" for i in range(12)) + "\n")
+    ds = discover(str(tmp_path / "fashion"))
+    assert ds.classes == [f"item{i}" for i in range(12)] and (len(ds.train), len(ds.val)) == (40, 20)
+    (root / "classes.txt").unlink()
+    assert discover(str(tmp_path / "fashion")).classes == [str(i) for i in range(12)]
+
+
 def test_cifar10_pickles_with_the_real_keys(tmp_path: Path) -> None:
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()

@@ -23,7 +23,7 @@ FOLDER_SIGNS: Registry[Callable[[Path], bool]] = Registry("archive format")
 
 @FOLDER_SIGNS.register("mnist")
 def _holds_mnist(root: Path) -> bool:
-    return any(root.glob("*-images-idx*-ubyte*")) and any(root.glob("*-labels-idx*-ubyte*"))
+    return any(root.glob("*-images[-.]idx*-ubyte*")) and any(root.glob("*-labels[-.]idx*-ubyte*"))
 
 
 @FOLDER_SIGNS.register("cifar10")
@@ -74,21 +74,33 @@ def _mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nd
     if len(images) != len(labels):
         raise TunevisionError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels; "
                               "they must pair one to one")
-    if labels.size and labels.max() > 9:
-        raise TunevisionError(f"{labels_path}: label {int(labels.max())} at item {int(labels.argmax())}; MNIST labels "
-                              "are 0..9")
+    # MNIST and Fashion-MNIST hold 10 classes, EMNIST up to 62: far more is a damaged or foreign label file
+    if labels.size and labels.max() >= 100:
+        raise TunevisionError(f"{labels_path}: label {int(labels.max())} at item {int(labels.argmax())}; MNIST-like "
+                              "labels are class indices under 100 (MNIST 0..9, EMNIST up to 61)")
     return images, labels.astype(np.int64)
+
+
+def _names_beside(root: Path, n: int) -> list[str]:
+    """`n` class names: a classes.txt beside the files (one per line) when it names at least `n`, else 0..n-1."""
+    names_file = root / "classes.txt"
+    if names_file.is_file():
+        names = [line.strip() for line in names_file.read_text(errors="replace").splitlines() if line.strip()]
+        if len(names) >= n and len(set(names)) == len(names):
+            return names
+    return [str(d) for d in range(max(n, 10))]
 
 
 @SOURCES.register("mnist")
 def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     root = Path(spec).expanduser()
 
-    def find(kind: str, part: str) -> Path | None:
-        hits = sorted(root.glob(f"{part}*-{kind}-idx*-ubyte*"))
+    def find(kind: str, part: str) -> Path | None:  # `-idx` as distributed, `.idx` as Kaggle's copy names them
+        hits = sorted(root.glob(f"{part}*-{kind}[-.]idx*-ubyte*"))
         return hits[0] if hits else None
 
-    pairs = [(find("images", p), find("labels", p)) for p in ("train", "t10k")]
+    test = "t10k" if find("images", "t10k") else "test"
+    pairs = [(find("images", p), find("labels", p)) for p in ("train", test)]
     pairs = [(i, l) for i, l in pairs if i and l]
     if not pairs:
         raise TunevisionError(f"{root}: no MNIST files (*-images-idx3-ubyte[.gz] and *-labels-idx1-ubyte[.gz])")
@@ -98,7 +110,9 @@ def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
                               f"{arrays[1][0].shape[1:]})")
     images = np.concatenate([a for a, _ in arrays])
     labels = np.concatenate([l for _, l in arrays])
-    classes = [str(d) for d in range(10)]
+    # MNIST's digits, or as many classes as the labels hold (EMNIST's letters); Fashion-MNIST's names from a
+    # classes.txt beside the files, as its files are MNIST's in all but their pictures
+    classes = _names_beside(root, int(labels.max()) + 1 if len(labels) else 10)
     if len(pairs) == 2:  # both official files: use the official split
         n_train = len(arrays[0][1])
         return _archive_dataset("mnist", images, labels, classes, range(n_train),

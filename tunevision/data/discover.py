@@ -34,15 +34,17 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
         return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel)
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
-    archive = archive_in(Path(spec).expanduser())
     root = unwrap(Path(spec).expanduser())
-    pair = None if archive else split_tables(root)
+    archive = archive_in(root)
+    if archive:  # inside the folder a download wraps them in, too
+        return SOURCES.get(archive)(str(root), val_fraction, seed)
+    pair = split_tables(root)
     if pair:
         return split_tables_source(*pair, images=images, multilabel=multilabel)
-    table = None if archive else table_in(root)
+    table = table_in(root)
     if table:
         return SOURCES.get("csv")(str(table), val_fraction, seed, images, multilabel)
-    return SOURCES.get(archive or "folder")(spec, val_fraction, seed)
+    return SOURCES.get("folder")(spec, val_fraction, seed)
 
 
 def discover_run(cfg: RunConfig) -> Dataset:
