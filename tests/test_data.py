@@ -150,3 +150,28 @@ def test_cifar10_pickles_with_the_real_keys(tmp_path: Path) -> None:
         assert discover(str(plain)).classes == ds.classes and discover(str(plain)).train == ds.train
     images, _ = load_images(ds.train[:2], 32, cache_dir=None, arrays=ds.arrays)
     assert np.array_equal(images[0], ds.arrays[0])  # 32 -> 32: pixels unchanged, channels last
+
+
+def test_cifar100_pickles_and_cifar10_binary(tmp_path: Path) -> None:
+    """CIFAR-100's python archive (meta, train, test with fine labels) and CIFAR-10's binary version."""
+    import pickle
+    rng = np.random.default_rng(0)
+    root = tmp_path / "c100" / "cifar-100-python"
+    root.mkdir(parents=True)
+    (root / "meta").write_bytes(pickle.dumps({b"fine_label_names": [f"k{i}".encode() for i in range(100)]}))
+    for name, n in (("train", 200), ("test", 100)):
+        (root / name).write_bytes(pickle.dumps({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+                                                b"fine_labels": [i % 100 for i in range(n)],
+                                                b"coarse_labels": [i % 20 for i in range(n)]}))
+    ds = discover(str(tmp_path / "c100"))
+    assert len(ds.classes) == 100 and ds.classes[7] == "k7" and (len(ds.train), len(ds.val)) == (200, 100)
+    assert ds.arrays.shape == (300, 32, 32, 3) and "CIFAR-100" in ds.layout
+    binary = tmp_path / "cifar-10-batches-bin"
+    binary.mkdir()
+    (binary / "batches.meta.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n\n")
+    for name, n in (("data_batch_1.bin", 30), ("test_batch.bin", 10)):
+        records = np.concatenate([(np.arange(n) % 10)[:, None], rng.integers(0, 255, (n, 3072))], 1)
+        records.astype(np.uint8).tofile(binary / name)
+    ds = discover(str(tmp_path))
+    assert ds.classes == [f"c{i}" for i in range(10)] and (len(ds.train), len(ds.val)) == (30, 10)
+    assert [ds.train[i].label for i in range(3)] == [0, 1, 2]

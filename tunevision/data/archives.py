@@ -1,5 +1,5 @@
-"""Data sources that are archives rather than folders: MNIST's idx files, CIFAR-10's pickles, and .npz arrays
-(what `tunevision.fit((images, labels))` writes). Each registers a `prefix:` in `data.SOURCES`."""
+"""Data sources that are archives rather than folders: MNIST's idx files, CIFAR-10's and CIFAR-100's batches, and
+.npz arrays (what `tunevision.fit((images, labels))` writes). Each registers a `prefix:` in `data.SOURCES`."""
 from __future__ import annotations
 
 import gzip
@@ -26,9 +26,22 @@ def _holds_mnist(root: Path) -> bool:
     return any(root.glob("*-images[-.]idx*-ubyte*")) and any(root.glob("*-labels[-.]idx*-ubyte*"))
 
 
+CIFAR_FOLDERS = ("cifar-10-batches-py", "cifar-100-python", "cifar-10-batches-bin")
+
+
+def _cifar_root(root: Path) -> Path | None:
+    """The folder of CIFAR batches at or just under `root` (the archives unpack into a folder of their own)."""
+    for folder in (root, *(root / name for name in CIFAR_FOLDERS)):
+        # CIFAR-100's `meta` is too common a name alone: with its `train` beside it
+        if (folder / "batches.meta").is_file() or (folder / "batches.meta.txt").is_file() or (
+                (folder / "meta").is_file() and (folder / "train").is_file()):
+            return folder
+    return None
+
+
 @FOLDER_SIGNS.register("cifar10")
 def _holds_cifar10(root: Path) -> bool:
-    return (root / "batches.meta").is_file() or (root / "cifar-10-batches-py" / "batches.meta").is_file()
+    return _cifar_root(root) is not None
 
 
 def archive_in(root: Path) -> str | None:
@@ -152,13 +165,42 @@ class ArraysOnly(pickle.Unpickler):
 
 @SOURCES.register("cifar10")
 def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
-    root = Path(spec).expanduser()
-    if (root / "cifar-10-batches-py").is_dir():
-        root = root / "cifar-10-batches-py"
-    meta_path = root / "batches.meta"
-    if not meta_path.is_file():
-        raise TunevisionError(f"{root}: no CIFAR-10 files (batches.meta, data_batch_*, test_batch)")
+    """CIFAR-10 (python pickles or the binary version) or CIFAR-100 (python, its 100 fine labels), as the
+    archives unpack."""
+    root = _cifar_root(Path(spec).expanduser())
+    if root is None:
+        raise TunevisionError(f"{Path(spec).expanduser()}: no CIFAR files (batches.meta with data_batch_* and "
+                              "test_batch, CIFAR-100's meta with train and test, or the binary data_batch_*.bin)")
+    try:
+        if (root / "batches.meta.txt").is_file() and not (root / "batches.meta").is_file():
+            classes, parts, test = _cifar_binary(root)
+        else:
+            classes, parts, test = _cifar_pickles(root)
+        batches = parts + ([test] if test else [])
+        images = np.concatenate([b[0] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.concatenate([b[1] for b in batches]).astype(np.int64)
+        if images.dtype != np.uint8 or len(images) != len(labels) or labels.min() < 0 or labels.max() >= len(classes):
+            raise ValueError("uint8 images, one label each, labels in 0..classes-1")
+    except (KeyError, ValueError, AttributeError, TypeError) as e:
+        raise TunevisionError(f"{root}: not CIFAR batches ({type(e).__name__}: {str(e)[:80]}); re-download the "
+                              "archive") from None
+    name = "CIFAR-100" if len(classes) == 100 else "CIFAR-10"
+    n_train = sum(len(b[1]) for b in parts)
+    if test and parts:
+        return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),
+                                range(n_train, len(labels)), f"{name} official train/test split")
+    tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
+    return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
+                            [int(s.path) for s in tr], [int(s.path) for s in va], f"{name}, seeded split")
 
+
+SOURCES.register("cifar100")(cifar10_source)  # `cifar100:DIR` reads the same way
+
+
+Batch = tuple[np.ndarray, np.ndarray]  # (N x 3072 uint8 pixels, N labels)
+
+
+def _cifar_pickles(root: Path) -> tuple[list[str], list[Batch], Batch | None]:
     def load(p: Path) -> dict:
         try:
             with open(p, "rb") as f:
@@ -167,28 +209,33 @@ def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
                 raise ValueError(f"a {type(batch).__name__}, not a dict")
             return batch
         except (pickle.UnpicklingError, ValueError, EOFError, OSError, TypeError) as e:
-            raise TunevisionError(f"{p}: not a CIFAR-10 batch ({str(e)[:100]}); re-download cifar-10-python.tar.gz"
-                                  ) from None
+            raise TunevisionError(f"{p}: not a CIFAR batch ({str(e)[:100]}); re-download the archive") from None
 
-    parts = [load(p) for p in sorted(root.glob("data_batch_*"))]
-    test = load(root / "test_batch") if (root / "test_batch").is_file() else None
-    batches = parts + ([test] if test else [])
-    try:
-        classes = [c.decode() for c in load(meta_path)[b"label_names"]]
-        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches]).astype(np.int64)
-        if images.dtype != np.uint8 or len(images) != len(labels) or labels.min() < 0 or labels.max() >= len(classes):
-            raise ValueError("uint8 images, one label each, labels in 0..classes-1")
-    except (KeyError, ValueError, AttributeError, TypeError) as e:
-        raise TunevisionError(f"{root}: not CIFAR-10 batches ({type(e).__name__}: {str(e)[:80]}); re-download "
-                              "cifar-10-python.tar.gz") from None
-    n_train = sum(len(b[b"labels"]) for b in parts)
-    if test and parts:
-        return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),
-                                range(n_train, len(labels)), "CIFAR-10 official train/test split")
-    tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
-    return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
-                            [int(s.path) for s in tr], [int(s.path) for s in va], "CIFAR-10, seeded split")
+    def batch(d: dict) -> Batch:  # CIFAR-10 `labels`, CIFAR-100 `fine_labels` (its 100 classes)
+        return np.asarray(d[b"data"]), np.asarray(d[b"labels"] if b"labels" in d else d[b"fine_labels"])
+    if (root / "batches.meta").is_file():
+        classes = [c.decode() for c in load(root / "batches.meta")[b"label_names"]]
+        parts = [batch(load(p)) for p in sorted(root.glob("data_batch_*"))]
+        test = batch(load(root / "test_batch")) if (root / "test_batch").is_file() else None
+    else:
+        classes = [c.decode() for c in load(root / "meta")[b"fine_label_names"]]
+        parts = [batch(load(root / "train"))]
+        test = batch(load(root / "test")) if (root / "test").is_file() else None
+    return classes, parts, test
+
+
+def _cifar_binary(root: Path) -> tuple[list[str], list[Batch], Batch | None]:
+    """CIFAR-10's binary version: records of one label byte and 3,072 pixel bytes."""
+    def load(p: Path) -> Batch:
+        raw = np.fromfile(p, np.uint8)
+        if raw.size % 3073:
+            raise ValueError(f"{p.name} is not a whole number of 3,073-byte records")
+        records = raw.reshape(-1, 3073)
+        return records[:, 1:], records[:, 0]
+    classes = [line.strip() for line in (root / "batches.meta.txt").read_text().splitlines() if line.strip()]
+    parts = [load(p) for p in sorted(root.glob("data_batch_*.bin"))]
+    test = load(root / "test_batch.bin") if (root / "test_batch.bin").is_file() else None
+    return classes, parts, test
 
 
 def in_memory_source(data: Any, cache_dir: Path) -> str:
