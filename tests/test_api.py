@@ -115,6 +115,22 @@ def test_fit_accepts_pairs_and_arrays(tmp_path: Path) -> None:
     assert model.classes == ["blue", "red"] and model.predict(x[0].astype(np.uint8)).label in ("red", "blue")
 
 
+def test_fit_accepts_a_dataframe(tmp_path: Path, monkeypatch) -> None:
+    """fastai's `from_df`: paths relative to the notebook's working directory, labels as a column, and for
+    multi-label data a column of lists."""
+    pd = pytest.importorskip("pandas")
+    data = make_class_folders(tmp_path / "d", n=8)
+    monkeypatch.chdir(tmp_path)
+    files = sorted(data.rglob("*.png")) + sorted(data.rglob("*.jpg"))
+    frame = pd.DataFrame({"fname": [str(f.relative_to(tmp_path)) for f in files],
+                          "label": [f.parent.name for f in files]})
+    model = tv.fit(frame, **tiny(tmp_path, mode="freeze", epochs=5, views=0))
+    assert model.classes == ["blue", "red"] and model.meta.task == "classify"
+    frame["tags"] = [[f.parent.name, "colour"] if i % 2 else [f.parent.name] for i, f in enumerate(files)]
+    model = tv.fit(frame[["fname", "tags"]], **tiny(tmp_path, mode="freeze", epochs=5, views=0))
+    assert model.classes == ["blue", "colour", "red"] and model.meta.task == "multilabel"
+
+
 def test_wrong_options_raise_the_same_line_as_the_cli(tmp_path: Path) -> None:
     with pytest.raises(tv.TunevisionError, match="unknown option 'epoch'; did you mean 'epochs'"):
         tv.fit(tmp_path, epoch=3)

@@ -13,6 +13,7 @@ import numpy as np
 
 from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
+from tunevision.data.images import is_image_name
 from tunevision.data.sources import SOURCES, Dataset, Sample, stratified_split
 
 # The archive formats a plain folder may hold, each told by its files' names: `tunevision train DIR` on a folder
@@ -239,14 +240,15 @@ def _cifar_binary(root: Path) -> tuple[list[str], list[Batch], Batch | None]:
 
 
 def in_memory_source(data: Any, cache_dir: Path) -> str:
-    """(path, label) pairs -> a CSV; (images, labels) arrays -> an .npz; both under the cache folder, named by
-    their content, so that the same data gives the same cache keys and run after run the same split."""
+    """(path, label) pairs or a DataFrame -> a CSV; (images, labels) arrays -> an .npz; both under the cache
+    folder, named by their content, so that the same data gives the same cache keys and run after run the same
+    split."""
     import torch  # only the Python API passes arrays, and it has torch loaded: discovery itself stays without it
 
     folder = cache_dir / "sources"
     folder.mkdir(parents=True, exist_ok=True)
-    forms = ("data is a folder or CSV path, a list of (path, label) pairs, or (images, labels): an N x H x W [x 3] "
-             "uint8 array and N class names")
+    forms = ("data is a folder or CSV path, a DataFrame, a list of (path, label) pairs, or (images, labels): an "
+             "N x H x W [x 3] uint8 array and N class names")
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], (np.ndarray, torch.Tensor)):
         images = np.asarray(data[0].cpu() if isinstance(data[0], torch.Tensor) else data[0])
         try:
@@ -264,6 +266,8 @@ def in_memory_source(data: Any, cache_dir: Path) -> str:
         if not path.is_file():
             np.savez(path, images=images, labels=np.array(labels))
         return f"npz:{path}"
+    if hasattr(data, "to_csv") and hasattr(data, "columns"):  # a pandas DataFrame, as fastai's `from_df` takes
+        return _frame_table(data, folder)
     if not isinstance(data, (list, tuple)) or not all(
             isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], (str, Path)) for item in data):
         raise TunevisionError(f"fit({str(data)[:40]}): {forms}")
@@ -271,6 +275,22 @@ def in_memory_source(data: Any, cache_dir: Path) -> str:
     if not pairs:
         raise TunevisionError("fit([]): no (path, label) pairs")
     text = "path,label\n" + "".join(f'"{p}","{label}"\n' for p, label in pairs)
+    path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
+    path.write_text(text)
+    return str(path)
+
+
+def _frame_table(frame: Any, folder: Path) -> str:
+    """A DataFrame as a label table, read by content like any CSV (a path column, labels as a column, a list per
+    row or 0/1 columns, a split column); the image paths made absolute from the working directory, which is what
+    they were relative to in the notebook."""
+    frame = frame.copy()
+    for column in frame.columns:
+        cells = [str(v) for v in frame[column]]
+        if cells and sum(is_image_name(c) or Path(c).expanduser().is_file() for c in cells) * 2 > len(cells):
+            frame[column] = [str(Path(c).expanduser().resolve()) if Path(c).expanduser().exists() else c
+                             for c in cells]
+    text = frame.to_csv(index=False)
     path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
     path.write_text(text)
     return str(path)
