@@ -129,6 +129,8 @@ def test_fit_accepts_a_dataframe(tmp_path: Path, monkeypatch) -> None:
     frame["tags"] = [[f.parent.name, "colour"] if i % 2 else [f.parent.name] for i, f in enumerate(files)]
     model = tv.fit(frame[["fname", "tags"]], **tiny(tmp_path, mode="freeze", epochs=5, views=0))
     assert model.classes == ["blue", "colour", "red"] and model.meta.task == "multilabel"
+    result = tv.audit(frame[["fname", "label"]], **tiny(tmp_path, mode="freeze"))
+    assert result.summary["images"] == len(files)
 
 
 def test_wrong_options_raise_the_same_line_as_the_cli(tmp_path: Path) -> None:

@@ -56,14 +56,20 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
     if isinstance(data, RunConfig):  # tv.fit(config)
         data, config = None, data
     base = RunConfig.load(config) if isinstance(config, (str, Path)) else config
-    if data is not None and not isinstance(data, (str, Path)):
-        cache = (base or RunConfig()).data.cache_dir or "~/.cache/tunevision"
-        data = in_memory_source(data, Path(options.get("cache_dir", cache)).expanduser())
-    cfg = RunConfig.from_options(str(data or ""), base, **options)
+    cfg = RunConfig.from_options(_data_spec(data, base, options), base, **options)
     if not cfg.data.data:
         raise TunevisionError("no data: tunevision.fit('photos/') with one subfolder per class")
     task = tasks.for_data(cfg)
     return task.wrap(tasks.fit(cfg, log=RunLog(quiet=quiet)), cfg)
+
+
+def _data_spec(data: Any, base: RunConfig | None, options: dict) -> str:
+    """What the API was given as data, as a spec the CLI would take: a path as it is; pairs, arrays or a DataFrame
+    written under the cache folder (`archives.in_memory_source`)."""
+    if data is None or isinstance(data, (str, Path)):
+        return str(data or "")
+    cache = (base or RunConfig()).data.cache_dir or "~/.cache/tunevision"
+    return in_memory_source(data, Path(options.get("cache_dir", cache)).expanduser())
 
 
 def audit(data: Any, *, out: str | Path | None = None, quiet: bool = False, **options: Any) -> AuditResult:
@@ -71,7 +77,7 @@ def audit(data: Any, *, out: str | Path | None = None, quiet: bool = False, **op
     exact and near duplicates and train/val leakage, outliers, dark/blurry/low-information/odd-size images.
     Writes audit.csv (edit its action column, then `tv.fit(data, fixes="audit.csv")`), audit.json and
     audit.html into `out` (default OUT/DATA-audit-N). Options as for `fit` (backbone, image_size, val_fraction...)."""
-    cfg = RunConfig.from_options(str(data), **options)
+    cfg = RunConfig.from_options(_data_spec(data, None, options), **options)
     return run_audit(cfg, log=RunLog(quiet=quiet), out=out)
 
 
@@ -126,6 +132,6 @@ class LRFind:
 def lr_find(data: Any, *, steps: int = 100, quiet: bool = False, **options: Any) -> LRFind:
     """The LR range test (whole network, mode finetune unless told): loss against learning rate, a suggestion."""
     options.setdefault("mode", "finetune")
-    cfg = RunConfig.from_options(str(data), **options)
+    cfg = RunConfig.from_options(_data_spec(data, None, options), **options)
     return LRFind(*find_lr(cfg, steps=steps, log=RunLog(quiet=quiet)))
 
