@@ -369,3 +369,18 @@ def test_split_folders_are_never_taken_for_classes(tmp_path):
             _image(tmp_path / split / f"{i:05x}.jpg", i)  # names that carry no class, and no table
     with pytest.raises(TunevisionError, match="are splits, not classes"):
         discover(str(tmp_path))
+
+
+def test_split_folders_inside_each_class_folder(tmp_path):
+    """cats/train/, cats/test/, dogs/train/, dogs/test/: the split each class folder gives."""
+    rng = np.random.default_rng(0)
+    for c in ("blue", "red"):
+        for split, n in (("train", 4), ("test", 2)):
+            (tmp_path / c / split).mkdir(parents=True)
+            for i in range(n):
+                make_image(COLOURS[c], rng).save(tmp_path / c / split / f"{i}.jpg")
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["blue", "red"] and (len(ds.train), len(ds.val)) == (8, 4) and ds.explicit_split
+    assert all(Path(s.path).parent.name == "test" for s in ds.val)
+    make_image(COLOURS["red"], rng).save(tmp_path / "red" / "loose.jpg")  # an image in no split: a seeded split
+    assert not discover(str(tmp_path)).explicit_split

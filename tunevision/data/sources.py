@@ -3,6 +3,7 @@
 Layouts (decided by `discover`; names read by data/layout.py, any case, inside the folder an archive wraps):
   PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders
   PATH/<class>/*                                     stratified seeded split (`val_fraction`)
+  PATH/<class>/{train,test}/*                        the split inside each class folder
   PATH/cat.0.jpg ... (or PATH/train/cat.0.jpg ...)   classes from the file names, seeded split
   FILE.csv with columns path,label[,split]          paths relative to the CSV (also PATH/ with such a table
                                                      beside folders of loose images: `tables.table_in`)
@@ -209,9 +210,30 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         raise TunevisionError(f"{given}: its folders ({', '.join(classes)}) are splits, not classes; put one folder "
                               "per class in each (train/<class>/...), or a label table (CSV) beside the images")
     index = {c: i for i, c in enumerate(classes)}
+    inner = None if named else _split_inside_classes(class_map, train_dir or root)
+    if inner:  # <class>/train/ + <class>/test/: the split each class folder gives
+        train = [Sample(p, index[c]) for c in classes for p in class_map[c] if inner[p] == "train"]
+        val = [Sample(p, index[c]) for c in classes for p in class_map[c] if inner[p] == "val"]
+        return Dataset(classes, train, val, f"{what}{inside}, each with its own split folders", skipped + notes,
+                       explicit_split=True)
     train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
     return Dataset(classes, train, val, f"{what}{inside}, seeded {val_fraction:.0%} validation split",
                    skipped + notes)
+
+
+def _split_inside_classes(class_map: dict[str, list[str]], base: Path) -> dict[str, str] | None:
+    """{image: 'train' | 'val' | 'unused'} where every image lies in a split folder inside its class folder
+    (`cats/train/`, `cats/test/`) and the classes hold a training and a held-out split; else None."""
+    roles = {}
+    for c, files in class_map.items():
+        for f in files:
+            parts = Path(f).relative_to(base / c).parts
+            roles[f] = split_role(parts[0]) if len(parts) > 1 else ""
+    present = set(roles.values())
+    held_out = "val" if "val" in present else "test" if "test" in present else None
+    if "" in present or "train" not in present or held_out is None:
+        return None
+    return {f: {"train": "train", held_out: "val"}.get(role, "unused") for f, role in roles.items()}
 
 
 def _table_samples(table: LabelTable, names: list[str], multilabel: bool) -> tuple[list[Sample], list[Skipped]]:
