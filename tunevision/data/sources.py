@@ -184,16 +184,7 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
                              "no class folders in it (unlabelled images?): not used for validation")
              for d in held_out if d is not val_dir]
     if train_dir is not None and val_dir is not None:
-        train_map, skipped = _scan_class_folders(train_dir)
-        val_map, val_skipped = _scan_class_folders(val_dir)
-        classes = sorted(train_map)
-        for name in sorted(set(val_map) - set(train_map)):
-            val_skipped += [Skipped(p, f"class {name!r} has no training folder") for p in val_map.pop(name)]
-        index = {c: i for i, c in enumerate(classes)}
-        train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
-        val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
-        return Dataset(classes, train, val, f"{train_dir.name}/{val_dir.name} folders{inside}",
-                       skipped + val_skipped + notes, explicit_split=True)
+        return _from_split_folders(train_dir, val_dir, f"{train_dir.name}/{val_dir.name} folders{inside}", notes)
     named = _named_classes(splits.get("train") if train_dir is None and "train" in splits else root)
     if named:
         folder, class_map = named
@@ -219,6 +210,19 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
     return Dataset(classes, train, val, f"{what}{inside}, seeded {val_fraction:.0%} validation split",
                    skipped + notes)
+
+
+def _from_split_folders(train_dir: Path, val_dir: Path, layout: str, notes: list[Skipped]) -> Dataset:
+    """train/<class>/ and val/<class>/: the classes are the training folder's."""
+    train_map, skipped = _scan_class_folders(train_dir)
+    val_map, val_skipped = _scan_class_folders(val_dir)
+    classes = sorted(train_map)
+    for name in sorted(set(val_map) - set(train_map)):
+        val_skipped += [Skipped(p, f"class {name!r} has no training folder") for p in val_map.pop(name)]
+    index = {c: i for i, c in enumerate(classes)}
+    train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
+    val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
+    return Dataset(classes, train, val, layout, skipped + val_skipped + notes, explicit_split=True)
 
 
 def _split_inside_classes(class_map: dict[str, list[str]], base: Path) -> dict[str, str] | None:
