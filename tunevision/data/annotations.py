@@ -33,10 +33,12 @@ from tunevision.data.annotated import (
     read_names,
 )
 from tunevision.data.layout import (
+    assigned_splits,
     entries,
     is_leftover,
     split_dirs,
     split_role,
+    training_and_held_out,
     under_leftover,
     unwrap,
 )
@@ -67,10 +69,8 @@ def split_folders(root: Path) -> dict[str, Path]:
     no val/) folders of one annotation format (Roboflow's and many other exports), else {}."""
     if not root.is_dir():
         return {}
-    found = split_dirs(root)
-    val = found.get("val", found.get("test"))
-    train = found.get("train")
-    return {"train": train, "val": val} if train and val and sniff_format(train) else {}
+    folders = training_and_held_out(split_dirs(root))
+    return {"train": folders[0], "val": folders[1]} if folders and sniff_format(folders[0]) else {}
 
 
 def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
@@ -191,14 +191,13 @@ def _voc_split(root: Path, items: list[Annotated]) -> list[Annotated]:
     """VOC's own split: ImageSets/Main/train.txt and val.txt (or test.txt), one image name per line."""
     sets = _subdir(root, "imagesets")
     folder = (_subdir(sets, "main") or sets) if sets else None
-    lists = {split_role(p.stem): p for p in sorted(folder.glob("*.txt"))} if folder else {}
-    held_out = lists.get("val", lists.get("test"))
-    if "train" not in lists or held_out is None:
+    lists = training_and_held_out({split_role(p.stem): p for p in sorted(folder.glob("*.txt"))} if folder else {})
+    if lists is None:
         return items
 
     def names(path: Path) -> set[str]:
         return {line.split()[0] for line in path.read_text(errors="replace").splitlines() if line.strip()}
-    train, val = names(lists["train"]), names(held_out)
+    train, val = map(names, lists)
     return [dataclass_replace(it, split="train" if it.image.stem in train else "val" if it.image.stem in val else
                               "unused") for it in items]
 
@@ -246,10 +245,9 @@ def _looks_like_coco(path: Path) -> bool:
 @_format("coco", lambda root: _coco_file(root) is not None)
 def read_coco(root: Path) -> SceneData:
     """One COCO file, or COCO's own pair (`instances_train2017.json` and `instances_val2017.json`) as the split."""
-    files = {_split_in_name(p): p for p in _coco_files(root)}
-    held_out = files.get("val", files.get("test"))
-    if "train" in files and held_out is not None:
-        return _joined(_read_coco_file(files["train"]), _read_coco_file(held_out))
+    pair = training_and_held_out({_split_in_name(p): p for p in _coco_files(root)})
+    if pair:
+        return _joined(*map(_read_coco_file, pair))
     return _read_coco_file(_coco_file(root))
 
 
@@ -427,12 +425,8 @@ def _yolo_box(row: list[str]) -> list[float]:
 def _splits_from_folders(items: list[Annotated], img_dir: Path) -> list[Annotated]:
     """Ultralytics' images/train/ + images/val/ (or test/ where there is no val/): the split the folders give."""
     parts = [it.image.relative_to(img_dir).parts for it in items]
-    roles = [split_role(p[0]) if len(p) > 1 else "" for p in parts]
-    held_out = next((role for role in ("val", "test") if role in roles), None)
-    if "train" not in roles or held_out is None:
-        return items  # no split in the folders: a seeded one is drawn
-    return [dataclass_replace(it, split={"train": "train", held_out: "val"}.get(role, "unused"))
-            for it, role in zip(items, roles)]
+    splits = assigned_splits([split_role(p[0]) if len(p) > 1 else "" for p in parts])
+    return items if splits is None else [dataclass_replace(it, split=s) for it, s in zip(items, splits)]
 
 
 # --- masks: images/ + masks/, of instances (PennFudan's PedMasks/) or of classes (SegmentationClass/) -------------

@@ -40,6 +40,31 @@ def entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not is_leftover(p.name)) if folder.is_dir() else []
 
 
+def has_subfolders(folder: Path) -> bool:
+    """Whether a folder holds folders (of classes, of splits), leftovers not counted."""
+    return any(p.is_dir() for p in entries(folder))
+
+
+def held_out_role(roles) -> str | None:
+    """The role that validates among `roles`: val, else test (a set's own test split where it has no val)."""
+    return next((role for role in ("val", "test") if role in roles), None)
+
+
+def training_and_held_out(splits: dict[str, Path]) -> tuple[Path, Path] | None:
+    """(training, validation) of a `split_dirs` (or any role -> thing) mapping, or None without both."""
+    role = held_out_role(splits)
+    return (splits["train"], splits[role]) if "train" in splits and role else None
+
+
+def assigned_splits(roles: list[str]) -> list[str] | None:
+    """Each item's split, 'train', 'val' or 'unused', from its role ('' for none), where the roles hold a training
+    and a held-out one; else None (no split given: a seeded one is drawn)."""
+    role = held_out_role(roles)
+    if "train" not in roles or role is None:
+        return None
+    return [{"train": "train", role: "val"}.get(r, "unused") for r in roles]
+
+
 def split_dirs(root: Path) -> dict[str, Path]:
     """{role: folder} for the split folders directly under `root` (the first by name where two share a role)."""
     found: dict[str, Path] = {}
@@ -55,7 +80,7 @@ def unwrap(root: Path) -> Path:
     archives unpack. A folder of images alone is never entered: that is one class, or the data itself."""
     while root.is_dir():
         inside = entries(root)
-        if not (len(inside) == 1 and inside[0].is_dir() and any(p.is_dir() for p in entries(inside[0]))):
+        if not (len(inside) == 1 and inside[0].is_dir() and has_subfolders(inside[0])):
             return root
         root = inside[0]
     return root

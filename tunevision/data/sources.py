@@ -38,8 +38,10 @@ from tunevision.data.images import (
     square,
 )
 from tunevision.data.layout import (
+    assigned_splits,
     classes_from_names,
     entries,
+    has_subfolders,
     is_leftover,
     split_dirs,
     split_role,
@@ -137,10 +139,6 @@ def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]
     return classes, skipped
 
 
-def _holds_class_folders(folder: Path) -> bool:
-    return any(p.is_dir() for p in entries(folder))
-
-
 def _holds_images(folder: Path) -> bool:
     return any(is_image_name(f) for _, _, files in os.walk(folder) for f in files)
 
@@ -150,7 +148,7 @@ def _image_root(root: Path) -> Path:
     if split_dirs(root) or _loose_images(root):
         return root
     holders = [d for d in entries(root) if d.is_dir() and _holds_images(d)]
-    return unwrap(holders[0]) if len(holders) == 1 and _holds_class_folders(holders[0]) else root
+    return unwrap(holders[0]) if len(holders) == 1 and has_subfolders(holders[0]) else root
 
 
 def _loose_images(folder: Path) -> list[str]:
@@ -160,7 +158,7 @@ def _loose_images(folder: Path) -> list[str]:
 def _named_classes(folder: Path) -> tuple[Path, dict[str, list[str]]] | None:
     """A flat folder (no class folders in it) whose file names carry the classes: Kaggle's dogs-vs-cats train/,
     Oxford pets' images/."""
-    if not folder.is_dir() or _holds_class_folders(folder):
+    if not folder.is_dir() or has_subfolders(folder):
         return None
     named = classes_from_names(_loose_images(folder))
     return (folder, named) if named else None
@@ -175,12 +173,12 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     inside = f" in {root.relative_to(given)}/" if root != given else ""
     splits = split_dirs(root)
     # a split folder holds class folders: `train/` of loose images is the class of trains, not a split
-    train_dir = splits["train"] if "train" in splits and _holds_class_folders(splits["train"]) else None
+    train_dir = splits["train"] if "train" in splits and has_subfolders(splits["train"]) else None
     held_out = [splits[role] for role in ("val", "test") if role in splits] if train_dir is not None else []
     # a Kaggle-style test/ of loose, unlabelled images cannot validate anything
-    val_dir = next((d for d in held_out if _holds_class_folders(d)), None)
+    val_dir = next((d for d in held_out if has_subfolders(d)), None)
     notes = [Skipped(str(d), "a test split: not used by training (score a run on it with `tunevision evaluate "
-                             "RUN FOLDER`)" if _holds_class_folders(d) else
+                             "RUN FOLDER`)" if has_subfolders(d) else
                              "no class folders in it (unlabelled images?): not used for validation")
              for d in held_out if d is not val_dir]
     if train_dir is not None and val_dir is not None:
@@ -228,16 +226,10 @@ def _from_split_folders(train_dir: Path, val_dir: Path, layout: str, notes: list
 def _split_inside_classes(class_map: dict[str, list[str]], base: Path) -> dict[str, str] | None:
     """{image: 'train' | 'val' | 'unused'} where every image lies in a split folder inside its class folder
     (`cats/train/`, `cats/test/`) and the classes hold a training and a held-out split; else None."""
-    roles = {}
-    for c, files in class_map.items():
-        for f in files:
-            parts = Path(f).relative_to(base / c).parts
-            roles[f] = split_role(parts[0]) if len(parts) > 1 else ""
-    present = set(roles.values())
-    held_out = "val" if "val" in present else "test" if "test" in present else None
-    if "" in present or "train" not in present or held_out is None:
-        return None
-    return {f: {"train": "train", held_out: "val"}.get(role, "unused") for f, role in roles.items()}
+    placed = [(f, Path(f).relative_to(base / c).parts) for c, fs in class_map.items() for f in fs]
+    roles = [split_role(parts[0]) if len(parts) > 1 else "" for _, parts in placed]
+    splits = None if "" in roles else assigned_splits(roles)
+    return {f: split for (f, _), split in zip(placed, splits)} if splits else None
 
 
 def _table_samples(table: LabelTable, names: list[str], multilabel: bool) -> tuple[list[Sample], list[Skipped]]:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.images import is_image_name
-from tunevision.data.layout import entries, split_dirs, split_role, under_leftover
+from tunevision.data.layout import (
+    entries,
+    has_subfolders,
+    split_dirs,
+    split_role,
+    training_and_held_out,
+    under_leftover,
+)
 
 # -1: PASCAL VOC's classification lists mark an absent label so (1 present, 0 "difficult", counted absent here)
 ONE_HOT = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "-1": 0, "-1.0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
@@ -271,18 +278,17 @@ def _holds_no_class_folders(folder: Path) -> bool:
     a split or as images (`train/`, `test/`, `images/`, `train_images/`), with no folders (of classes) in them."""
     subs = [p for p in entries(folder) if p.is_dir()]
     stores = len(subs) <= 1 or all(split_role(p.name) or any(w in p.name.lower() for w in STORE_WORDS) for p in subs)
-    return stores and not any(q.is_dir() for p in subs for q in entries(p))
+    return stores and not any(has_subfolders(p) for p in subs)
 
 
 
 def split_tables(folder: Path) -> tuple[Path, Path] | None:
     """(training table, validation table) where split folders each come with their own (Roboflow's train/ and
     valid/, each with its `_classes.csv` beside its loose images), else None."""
-    splits = split_dirs(folder)
-    held_out = splits.get("val", splits.get("test"))
-    if "train" not in splits or held_out is None:
+    folders = training_and_held_out(split_dirs(folder))
+    if folders is None:
         return None
-    train, val = table_in(splits["train"]), table_in(held_out, min_classes=1)
+    train, val = table_in(folders[0]), table_in(folders[1], min_classes=1)
     return (train, val) if train and val else None
 
 
