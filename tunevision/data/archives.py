@@ -15,6 +15,7 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
 from tunevision.data.images import is_image_name
 from tunevision.data.sources import SOURCES, Dataset, Sample, stratified_split
+from tunevision.data.tables import names_beside
 
 # The archive formats a plain folder may hold, each told by its files' names: `tunevision train DIR` on a folder
 # of MNIST's or CIFAR-10's distribution files reads them as the prefixed spec would, instead of finding no class
@@ -95,16 +96,6 @@ def _mnist_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nd
     return images, labels.astype(np.int64)
 
 
-def _names_beside(root: Path, n: int) -> list[str]:
-    """`n` class names: a classes.txt beside the files (one per line) when it names at least `n`, else 0..n-1."""
-    names_file = root / "classes.txt"
-    if names_file.is_file():
-        names = [line.strip() for line in names_file.read_text(errors="replace").splitlines() if line.strip()]
-        if len(names) >= n and len(set(names)) == len(names):
-            return names
-    return [str(d) for d in range(max(n, 10))]
-
-
 @SOURCES.register("mnist")
 def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     root = Path(spec).expanduser()
@@ -125,8 +116,9 @@ def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     images = np.concatenate([a for a, _ in arrays])
     labels = np.concatenate([l for _, l in arrays])
     # MNIST's digits, or as many classes as the labels hold (EMNIST's letters); Fashion-MNIST's names from a
-    # classes.txt beside the files, as its files are MNIST's in all but their pictures
-    classes = _names_beside(root, int(labels.max()) + 1 if len(labels) else 10)
+    # names file beside the files (tables.names_beside), as its files are MNIST's in all but their pictures
+    count = int(labels.max()) + 1 if len(labels) else 10
+    classes = names_beside(root, count) or [str(d) for d in range(max(count, 10))]
     if len(pairs) == 2:  # both official files: use the official split
         n_train = len(arrays[0][1])
         return _archive_dataset("mnist", images, labels, classes, range(n_train),

@@ -121,18 +121,24 @@ def _resolve(root: Path, name: str) -> Path:
 NAMES_FILES = ("classes.txt", "class_names.txt", "classnames.txt", "names.txt", "obj.names")
 
 
-def _class_names_file(folder: Path, names: list[str], table: Path) -> list[str]:
-    """The class names of a table whose labels are indices 0..N-1, from a names file beside it (one per line),
-    or [] (labels that are not all indices, no such file, or fewer names in it than indices)."""
-    if not names or not all(n.isdigit() for n in names):
-        return []
+def names_beside(folder: Path, count: int, table: Path | None = None) -> list[str]:
+    """Class names for indices 0..count-1 from a names file in `folder` (one per line; not `table` itself), or
+    [] where there is none that names as many, each once."""
     for candidate in NAMES_FILES:
         f = folder / candidate
         if f.is_file() and f != table:
             lines = [line.strip() for line in f.read_text(errors="replace").splitlines() if line.strip()]
-            if len(lines) > max(int(n) for n in names) and len(set(lines)) == len(lines):
+            if len(lines) >= count and len(set(lines)) == len(lines):
                 return lines
     return []
+
+
+def _class_names_file(folder: Path, names: list[str], table: Path) -> list[str]:
+    """The class names of a table whose labels are indices 0..N-1, from a names file beside it, or [] (labels
+    that are not all indices, no such file, or fewer names in it than indices)."""
+    if not names or not all(n.isdigit() for n in names):
+        return []
+    return names_beside(folder, max(int(n) for n in names) + 1, table)
 
 
 def _found_by_name(paths: list[Path], folders: list[Path]) -> list[str]:
