@@ -488,8 +488,9 @@ def read_masks(root: Path) -> SceneData:
 
 
 def semantic_masks(root: Path) -> bool:
-    """Whether `root` holds masks whose pixel values are classes (see `mask_classes`): a segmentation set."""
+    """Whether `root`, which `sniff_format` found to hold masks, holds masks whose pixel values are classes (see
+    `mask_classes`): a segmentation set."""
     root = unwrap(root)
     folders = split_folders(root)
     dirs = _mask_dirs(folders["train"] if folders else root)
-    return bool(dirs) and sniff_format(root) == "masks" and mask_classes(dirs[1].parent, dirs[1])[1]
+    return bool(dirs) and mask_classes(dirs[1].parent, dirs[1])[1]

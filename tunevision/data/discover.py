@@ -38,13 +38,22 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
     archive = archive_in(root)
     if archive:  # inside the folder a download wraps them in, too
         return SOURCES.get(archive)(str(root), val_fraction, seed)
+    tables = folder_tables(root)
+    if tables and tables[1]:
+        return split_tables_source(*tables, images=images, multilabel=multilabel)
+    if tables:
+        return SOURCES.get("csv")(str(tables[0]), val_fraction, seed, images, multilabel)
+    return SOURCES.get("folder")(spec, val_fraction, seed)
+
+
+def folder_tables(root: Path) -> tuple[Path, Path | None] | None:
+    """The label tables a folder's images come with: one in each split folder (training, validation), or one for
+    them all (and None), or None where the folders hold the classes."""
     pair = split_tables(root)
     if pair:
-        return split_tables_source(*pair, images=images, multilabel=multilabel)
+        return pair
     table = table_in(root)
-    if table:
-        return SOURCES.get("csv")(str(table), val_fraction, seed, images, multilabel)
-    return SOURCES.get("folder")(spec, val_fraction, seed)
+    return (table, None) if table else None
 
 
 def discover_run(cfg: RunConfig) -> Dataset:
@@ -64,9 +73,10 @@ def task_name_for_data(cfg: RunConfig) -> str:
     if source_prefix(source):
         return "classify"
     path = Path(source).expanduser()
-    if sniff_format(path):  # annotations (a box table included): class maps are for a segmenter, boxes a detector
-        return "segment" if semantic_masks(path) else "detect"
-    pair = None if is_table(source) else split_tables(unwrap(path))
-    table = source if is_table(source) else str(pair[0] if pair else table_in(unwrap(path)) or "")
+    fmt = sniff_format(path)  # annotations (a box table included): class maps are for a segmenter, boxes a detector
+    if fmt:
+        return "segment" if fmt == "masks" and semantic_masks(path) else "detect"
+    tables = None if is_table(source) else folder_tables(unwrap(path))
+    table = source if is_table(source) else str(tables[0]) if tables else ""
     # several labels in a row, or one-hot columns: multi-label
     return "multilabel" if table and read_label_table(table, cfg.data.images).multilabel else "classify"
