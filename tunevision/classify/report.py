@@ -80,15 +80,17 @@ def write_report(run_dir: str | Path) -> Path:
                    json.loads((run_dir / "summary.json").read_text()))
     samples = sample_images(run)
     sections = [dataset_section(run, samples), *augmentation_section(run, samples), *training_sections(run)]
-    if meta.task == "multilabel":
-        audit = run_section(run_dir / "audit", _rows(run_dir / "eval" / "predictions.csv"),
-                            score="validation exact-match accuracy (the whole label set right)")
-        return write_page(run_dir, [*sections, *label_sections(run, top_losses_grid), *([audit] if audit else []),
+    preds = _rows(run_dir / "eval" / "predictions.csv")
+    multilabel = meta.task == "multilabel"
+    audit = run_section(run_dir / "audit", preds, score="validation exact-match accuracy (the whole label set right)"
+                        if multilabel else "validation accuracy")
+    audit_sections = [audit] if audit else []
+    if multilabel:
+        return write_page(run_dir, [*sections, *label_sections(run, top_losses_grid), *audit_sections,
                                     model_section(run)])
-    y, p, preds = validation_predictions(run)
-    audit = run_section(run_dir / "audit", preds)
+    y, p = validation_labels(run, preds)
     sections += [results_section(run, y, p), *top_losses_section(run, preds), *calibration_section(run, y),
-                 *([audit] if audit else []), model_section(run)]
+                 *audit_sections, model_section(run)]
     return write_page(run_dir, sections)
 
 
@@ -166,10 +168,10 @@ def training_sections(run: RunFiles) -> list[tuple[str, str]]:
     return sections
 
 
-def validation_predictions(run: RunFiles) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    preds = _rows(run.run_dir / "eval" / "predictions.csv")
+def validation_labels(run: RunFiles, preds: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(actual, predicted) class indices of the validation predictions (eval/predictions.csv's rows)."""
     index = {c: i for i, c in enumerate(run.classes)}
-    return (np.array([index[r["actual"]] for r in preds]), np.array([index[r["predicted"]] for r in preds]), preds)
+    return np.array([index[r["actual"]] for r in preds]), np.array([index[r["predicted"]] for r in preds])
 
 
 def results_section(run: RunFiles, y: np.ndarray, p: np.ndarray) -> tuple[str, str]:
