@@ -151,7 +151,8 @@ def test_classes_from_file_names_in_a_flat_folder(tmp_path):
     ds = discover(str(tmp_path))
     assert ds.classes == ["cat", "dog"] and len(ds.train) + len(ds.val) == 10
     assert all(Path(s.path).name.startswith(ds.classes[s.label]) for s in ds.train + ds.val)
-    assert [Path(s.path).name for s in ds.skipped] == ["README.png"]
+    assert [(Path(s.path).name, s.reason) for s in ds.skipped] == [
+        ("README.png", "no class in its name"), ("test1", "no classes in its file names: not used")]
     assert "file names" in ds.layout
 
 
@@ -302,7 +303,7 @@ def test_a_box_table_is_detection_data(tmp_path):
     (tmp_path / "boxes.csv").write_text("filename,class,xmin,ymin,xmax,ymax\n0.jpg,cat,4,4,x,24\n1.jpg,cat,1,1,9,9\n")
     data = read_scene_data(tmp_path / "boxes.csv")
     assert [it.image.name for it in data.items] == ["1.jpg"]
-    assert "boxes.csv:2: box corners" in data.problems[0][1]
+    assert "boxes.csv:2: box [" in data.problems[0][1] and "not four numbers" in data.problems[0][1]
 
 
 def test_cocos_own_train_and_val_files_are_the_split(tmp_path):
@@ -384,3 +385,181 @@ def test_split_folders_inside_each_class_folder(tmp_path):
     assert all(Path(s.path).parent.name == "test" for s in ds.val)
     make_image(COLOURS["red"], rng).save(tmp_path / "red" / "loose.jpg")  # an image in no split: a seeded split
     assert not discover(str(tmp_path)).explicit_split
+
+
+def _oxford_pet(root: Path, boxes_for_all: bool = False) -> Path:
+    """Oxford-IIIT Pet as it unpacks: images/Breed_N.jpg (a stray .mat among them) beside annotations/ with
+    list files naming the split (`Breed_N classid species breedid`), trimaps/ (PNG: images too) and head boxes in
+    xmls/ for the trainval photos alone."""
+    pet = root / "oxford-iiit-pet"
+    rng = np.random.default_rng(0)
+    for d in ("images", "annotations/trimaps", "annotations/xmls"):
+        (pet / d).mkdir(parents=True)
+    trainval, test = [], []
+    for k, (breed, colour) in enumerate((("Abyssinian", "blue"), ("american_bulldog", "red")), 1):
+        for i in range(1, 7):
+            stem = f"{breed}_{i}"
+            make_image(COLOURS[colour], rng).save(pet / "images" / f"{stem}.jpg")
+            Image.fromarray(np.full((40, 48), 2, np.uint8)).save(pet / "annotations" / "trimaps" / f"{stem}.png")
+            if i == 6:
+                continue  # in no list, as some of the real set's photos
+            (trainval if i <= 3 else test).append(f"{stem} {k} {k} 1")
+            if i <= 3 or boxes_for_all:
+                (pet / "annotations" / "xmls" / f"{stem}.xml").write_text(
+                    f"<annotation><filename>{stem}.jpg</filename><size><width>48</width><height>40</height>"
+                    f"<depth>3</depth></size><object><name>{'cat' if k == 1 else 'dog'}</name><bndbox><xmin>4"
+                    "</xmin><ymin>4</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object></annotation>")
+    (pet / "images" / "Abyssinian_100.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    (pet / "annotations" / "list.txt").write_text("#Image CLASS-ID SPECIES BREED ID\n" + "\n".join(trainval + test))
+    (pet / "annotations" / "trainval.txt").write_text("\n".join(trainval) + "\n")
+    (pet / "annotations" / "test.txt").write_text("\n".join(test) + "\n")
+    return pet
+
+
+def test_oxford_pet_classes_from_names_split_from_its_lists(tmp_path):
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    pet = _oxford_pet(tmp_path)
+    for spec in (tmp_path, pet, pet / "images"):  # the download, the data, or its images/ as fastai's lesson does
+        ds = discover(str(spec))
+        assert ds.classes == ["Abyssinian", "american_bulldog"] and ds.explicit_split  # not annotations/images
+        assert sorted(Path(s.path).stem for s in ds.train) == [f"{b}_{i}" for b in ds.classes for i in (1, 2, 3)]
+        assert sorted(Path(s.path).stem for s in ds.val) == [f"{b}_{i}" for b in ds.classes for i in (4, 5)]
+        assert all(Path(s.path).parent.name == "images" for s in ds.train + ds.val)  # no trimap is a photo
+        assert sorted(Path(s.path).stem for s in ds.skipped) == ["Abyssinian_6", "american_bulldog_6"]
+        assert "trainval.txt and test.txt" in ds.layout
+        # head boxes for half the photos: the names' breeds are what a user means; boxes only when asked for
+        assert task_name_for_data(RunConfig.from_options(str(spec))) == "classify"
+    assert task_name_for_data(RunConfig.from_options(str(pet), task="detect")) == "detect"
+    assert read_scene_data(pet).classes == ["cat", "dog"]
+
+
+def test_boxes_for_every_named_image_are_detection_data(tmp_path):
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    pet = _oxford_pet(tmp_path, boxes_for_all=True)
+    for f in (pet / "images").glob("*_6.jpg"):
+        f.unlink()  # every photo left has its box
+    assert task_name_for_data(RunConfig.from_options(str(pet))) == "detect"
+
+
+def test_split_lists_by_name(tmp_path):
+    from tunevision.data.layout import listed_splits
+    files = [f"/d/im{i}.jpg" for i in range(6)]
+
+    def write(name: str, text: str) -> Path:
+        (tmp_path / name).write_text(text)
+        return tmp_path / name
+    trainval = write("trainval.txt", "# header\nim0 1\nim1.jpg 2\nim2\n")  # names with and without extension
+    assert listed_splits({"train": trainval, "test": write("test.txt", "im3\nim4\n")}, files) == [
+        "train", "train", "train", "val", "val", "unused"]
+    assert listed_splits({"train": trainval, "test": write("test.txt", "other\n")}, files) is None  # none held out
+    assert listed_splits({"train": trainval}, files) is None  # a training list alone names no split
+    # lists that name fewer than half the images are no split of them
+    assert listed_splits({"train": write("train.txt", "im0\n"), "val": write("val.txt", "im1\n")}, files) is None
+
+
+def test_vocs_trainval_and_test_lists_are_the_split(tmp_path):
+    from tests.scenes import write_voc
+    from tunevision.data.layout import split_lists
+    root = write_voc(tmp_path / "VOC2007", n=6)
+    main = root / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "trainval.txt").write_text("im0\nim1\nim2\nim3\n")
+    (main / "test.txt").write_text("im4\nim5\n")
+    assert {it.image.stem: it.split for it in read_scene_data(root).items} == {
+        "im0": "train", "im1": "train", "im2": "train", "im3": "train", "im4": "val", "im5": "val"}
+    (main / "train.txt").write_text("im0\nim1\n")
+    (main / "val.txt").write_text("im2\nim3\n")
+    assert split_lists(main)["train"].name == "train.txt"  # train.txt wins over trainval.txt, which holds val too
+    assert {it.image.stem: it.split for it in read_scene_data(root).items} == {
+        "im0": "train", "im1": "train", "im2": "val", "im3": "val", "im4": "unused", "im5": "unused"}
+
+
+def test_the_column_named_label_among_other_facts(tmp_path):
+    """The clothing dataset's images.csv: `image,sender_id,label,kids`, names without an extension; the sender ids
+    and the 0/1 kids column are facts about the photo, not its classes (they were read as one-hot labels)."""
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    rng = np.random.default_rng(0)
+    (tmp_path / "images_original").mkdir()
+    rows = ["image,sender_id,label,kids"]
+    for i in range(12):
+        colour, label = (("blue", "T-Shirt"), ("red", "Shoes"))[i % 2]
+        make_image(COLOURS[colour], rng).save(tmp_path / "images_original" / f"4285fab0-{i:04d}.jpg")
+        rows.append(f"4285fab0-{i:04d},{100 + i % 5},{label},{'True' if i % 3 else 'False'}")
+    (tmp_path / "images.csv").write_text("\n".join(rows) + "\n")
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["Shoes", "T-Shirt"] and not ds.multilabel and len(ds.train) + len(ds.val) == 12
+
+
+def test_image_ids_without_extension_spread_over_two_folders(tmp_path):
+    """HAM10000: its metadata's image_id (no extension) after a lesion_id, the diagnosis in `dx`, the photos split
+    over HAM10000_images_part_1/ and part_2/."""
+    rng = np.random.default_rng(0)
+    rows = ["lesion_id,image_id,dx,dx_type,age,sex,localization"]
+    for i in range(12):
+        part = tmp_path / f"HAM10000_images_part_{i % 2 + 1}"
+        part.mkdir(exist_ok=True)
+        make_image(COLOURS["blue" if i < 6 else "red"], rng).save(part / f"ISIC_{i:07d}.jpg")
+        rows.append(f"HAM_{i // 2:07d},ISIC_{i:07d},{'nv' if i < 6 else 'mel'},histo,45.0,male,back")
+    (tmp_path / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["mel", "nv"] and ds.skipped == []
+    assert all(Path(s.path).is_file() and (ds.classes[s.label] == "nv") == (int(Path(s.path).stem[5:]) < 6)
+               for s in ds.train + ds.val)
+
+
+def test_split_folders_named_with_more_words_and_wrapped_again(tmp_path):
+    """Kaggle's cat-and-dog (training_set/training_set/<class>/, test_set/test_set/<class>/) and Intel's scenes
+    (seg_train/seg_train/, seg_test/seg_test/, an unlabelled seg_pred/seg_pred/): trained on the classes
+    'training_set' and 'test_set' before."""
+    from tunevision.data.layout import split_role
+    for split, n in (("training_set", 6), ("test_set", 3)):
+        make_class_folders(tmp_path / "cd" / split / split, n=n)
+    for split, n in (("seg_train", 6), ("seg_test", 3), ("seg_pred", 2)):
+        make_class_folders(tmp_path / "intel" / split / split, n=n)
+    for name in ("cd", "intel"):
+        ds = discover(str(tmp_path / name))
+        assert ds.classes == ["blue", "red"] and ds.explicit_split and (len(ds.train), len(ds.val)) == (12, 6)
+    assert [split_role(n) for n in ("train2017", "TEST_SET", "dataset-val", "test_tube", "seg_pred", "trainval")] == [
+        "train", "test", "val", "", "", ""]
+
+
+def test_food101_meta_lists_split_its_class_folders(tmp_path):
+    """food-101/images/<class>/<id>.jpg beside meta/train.txt and meta/test.txt (`class/id` lines); the same file
+    name in two classes is told apart by its class folder."""
+    root = tmp_path / "food-101"
+    make_class_folders(root / "images", n=6)  # blue/blue_000.jpg ..., red/red_000.png ...
+    for f in (root / "images").rglob("*_00[0-5].*"):
+        f.rename(f.with_name(f.name.split("_")[1]))  # 000.jpg in both classes
+    (root / "meta").mkdir()
+    (root / "meta" / "train.txt").write_text("".join(f"{c}/{i:03d}\n" for c in ("blue", "red") for i in range(4)))
+    (root / "meta" / "test.txt").write_text("blue/004\nblue/005\nred/004\n")
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["blue", "red"] and ds.explicit_split and "train.txt and test.txt in meta/" in ds.layout
+    assert sorted(f"{ds.classes[s.label]}/{Path(s.path).stem}" for s in ds.val) == ["blue/004", "blue/005", "red/004"]
+    assert len(ds.train) == 8 and [Path(s.path).name for s in ds.skipped] == ["005.png"]
+
+
+def test_box_tables_of_a_corner_and_a_size(tmp_path):
+    """Global Wheat's train.csv (`image_id,width,height,bbox,source`, the box a COCO-style [x, y, w, h] list in one
+    cell, ids without an extension, the images in train/) and a table of x,y,w,h columns."""
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    for i in range(2):
+        _image(tmp_path / "wheat" / "train" / f"b6ab77fd{i}.jpg", i)  # 56 x 48
+    (tmp_path / "wheat" / "train.csv").write_text(
+        'image_id,width,height,bbox,source\n'
+        'b6ab77fd0,56,48,"[4.0, 6.0, 20.0, 10.0]",usask_1\n'
+        'b6ab77fd0,56,48,"[30.0, 20.0, 8.0, 8.0]",usask_1\n'
+        'b6ab77fd1,56,48,"[1.0, 2.0, 3.0, 4.0]",arvalis_1\n')
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path / "wheat"))) == "detect"
+    data = read_scene_data(tmp_path / "wheat")
+    assert data.problems == [] and data.classes == ["object"]
+    by_name = {it.image.name: it.boxes.tolist() for it in data.items}
+    assert by_name == {"b6ab77fd0.jpg": [[4, 6, 24, 16], [30, 20, 38, 28]], "b6ab77fd1.jpg": [[1, 2, 4, 6]]}
+    _image(tmp_path / "xywh" / "0.jpg", 0)
+    (tmp_path / "xywh" / "boxes.csv").write_text("file,label,x,y,w,h\n0.jpg,cat,4,4,10,20\n")
+    assert read_scene_data(tmp_path / "xywh").items[0].boxes.tolist() == [[4, 4, 14, 24]]

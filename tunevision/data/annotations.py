@@ -36,7 +36,9 @@ from tunevision.data.layout import (
     assigned_splits,
     entries,
     is_leftover,
+    listed_splits,
     split_dirs,
+    split_lists,
     split_role,
     training_and_held_out,
     under_leftover,
@@ -188,18 +190,12 @@ def read_voc(root: Path) -> SceneData:
 
 
 def _voc_split(root: Path, items: list[Annotated]) -> list[Annotated]:
-    """VOC's own split: ImageSets/Main/train.txt and val.txt (or test.txt), one image name per line."""
+    """VOC's own split: ImageSets/Main/train.txt (or trainval.txt) and val.txt (or test.txt), one image name per
+    line."""
     sets = _subdir(root, "imagesets")
     folder = (_subdir(sets, "main") or sets) if sets else None
-    lists = training_and_held_out({split_role(p.stem): p for p in sorted(folder.glob("*.txt"))} if folder else {})
-    if lists is None:
-        return items
-
-    def names(path: Path) -> set[str]:
-        return {line.split()[0] for line in path.read_text(errors="replace").splitlines() if line.strip()}
-    train, val = map(names, lists)
-    return [dataclass_replace(it, split="train" if it.image.stem in train else "val" if it.image.stem in val else
-                              "unused") for it in items]
+    splits = listed_splits(split_lists(folder), [str(it.image) for it in items]) if folder else None
+    return items if splits is None else [dataclass_replace(it, split=s) for it, s in zip(items, splits)]
 
 
 # --- COCO: one JSON for many images ---------------------------------------------------------------------------
@@ -297,17 +293,37 @@ def _read_coco_file(path: Path) -> SceneData:
 
 BOX_COLUMNS = (("xmin", "ymin", "xmax", "ymax"), ("x_min", "y_min", "x_max", "y_max"), ("x1", "y1", "x2", "y2"),
                ("left", "top", "right", "bottom"))
+# a corner and a size: (x, y, w, h) columns, or one cell holding the four as COCO does (Global Wheat's
+# `bbox` = "[834.0, 222.0, 56.0, 36.0]")
+SIZE_COLUMNS = (("x", "y", "w", "h"), ("x", "y", "width", "height"), ("bbox_x", "bbox_y", "bbox_width", "bbox_height"))
+LIST_COLUMNS = ("bbox", "bounding_box", "bboxes")
 CLASS_COLUMNS = ("class", "label", "category", "class_name", "name", "labels")
 
 
-def _box_columns(header: list[str]) -> list[int] | None:
+def _box_columns(header: list[str]) -> tuple[list[int], bool] | None:
+    """(the columns of a box, whether they give a corner and a size rather than two corners), or None."""
     names = [h.strip().lower() for h in header]
-    return next(([names.index(c) for c in cols] for cols in BOX_COLUMNS if all(c in names for c in cols)), None)
+    if len(names) < 2:  # a names file (classes.txt) is no table of boxes, whatever its first name
+        return None
+    for forms, sized in ((BOX_COLUMNS, False), (SIZE_COLUMNS, True), ([(c,) for c in LIST_COLUMNS], True)):
+        found = next(([names.index(c) for c in cols] for cols in forms if all(c in names for c in cols)), None)
+        if found:
+            return found, sized
+    return None
+
+
+def _box_cells(row: list[str], columns: list[int]) -> list[str]:
+    """The four numbers of a row's box as text: from their columns, or from the one cell that lists them."""
+    cells = [row[i].strip() if i < len(row) else "" for i in columns]
+    if len(cells) == 1:
+        inside = cells[0].strip("[]() ")
+        return [c.strip() for c in inside.replace(";", ",").split(",")] if inside else [""] * 4
+    return cells
 
 
 def _box_table(root: Path) -> Path | None:
-    """A CSV whose header names box corners (xmin..ymax, x1..y2, left..bottom): the file itself, or the one such
-    table at the top of a folder."""
+    """A CSV whose header names a box (corners xmin..ymax, x1..y2, left..bottom; a corner and a size x,y,w,h; a
+    `bbox` list cell): the file itself, or the one such table at the top of a folder."""
     candidates = [root] if root.is_file() else [p for p in entries(root) if p.is_file()] if root.is_dir() else []
     for path in candidates:
         if path.suffix.lower() in TABLE_SUFFIXES:
@@ -329,7 +345,7 @@ def read_boxes(root: Path) -> SceneData:
     path = _box_table(root)
     rows = read_rows(path)
     header, body = [h.strip().lower() for h in rows[0]], rows[1:]
-    corners = _box_columns(header)
+    columns, sized = _box_columns(header)
     image_col = path_column(body) if body else 0
     label_col = next((header.index(c) for c in CLASS_COLUMNS if c in header), None)
     fixed = read_names(path.parent)
@@ -338,14 +354,18 @@ def read_boxes(root: Path) -> SceneData:
     per_image: dict[str, list] = {}
     for n, (r, file) in enumerate(zip(body, files), start=2):
         boxes, labels, bad = per_image.setdefault(file, [[], [], ""])
-        cells = [r[i].strip() if i < len(r) else "" for i in corners]
+        cells = _box_cells(r, columns)
         if not any(cells):
             continue
         try:
             box = [float(c) for c in cells]
+            if len(box) != 4:
+                raise ValueError
         except ValueError:
-            per_image[file][2] = bad or f"{path.name}:{n}: box corners {cells} are not numbers"
+            per_image[file][2] = bad or f"{path.name}:{n}: box {cells} is not four numbers"
             continue
+        if sized:  # corner and size -> two corners
+            box = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
         name = r[label_col].strip() if label_col is not None and label_col < len(r) else "object"
         index = class_index(classes, name or "object", bool(fixed))
         if index is None:

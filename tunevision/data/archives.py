@@ -51,7 +51,7 @@ def archive_in(root: Path) -> str | None:
     return next((name for name in FOLDER_SIGNS if FOLDER_SIGNS.get(name)(root)), None) if root.is_dir() else None
 
 
-def _archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes: list[str],
+def archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes: list[str],
                      train_idx: Iterable[int], val_idx: Iterable[int], layout: str) -> Dataset:
     train = [Sample(f"{name}#{i}", int(labels[i])) for i in train_idx]
     val = [Sample(f"{name}#{i}", int(labels[i])) for i in val_idx]
@@ -121,10 +121,10 @@ def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     classes = names_beside(root, count) or [str(d) for d in range(max(count, 10))]
     if len(pairs) == 2:  # both official files: use the official split
         n_train = len(arrays[0][1])
-        return _archive_dataset("mnist", images, labels, classes, range(n_train),
+        return archive_dataset("mnist", images, labels, classes, range(n_train),
                                 range(n_train, len(labels)), "MNIST official train/test split")
     tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
-    return _archive_dataset("mnist", images, labels, classes, [int(s.path) for s in tr],
+    return archive_dataset("mnist", images, labels, classes, [int(s.path) for s in tr],
                             [int(s.path) for s in va], f"MNIST {pairs[0][0].name}, seeded split")
 
 
@@ -140,7 +140,7 @@ def npz_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     classes = sorted(set(names))
     labels = np.array([classes.index(n) for n in names])
     tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
-    return _archive_dataset("npz", images, labels, classes, [int(s.path) for s in tr], [int(s.path) for s in va],
+    return archive_dataset("npz", images, labels, classes, [int(s.path) for s in tr], [int(s.path) for s in va],
                             f"arrays ({len(images)} images), seeded {val_fraction:.0%} validation split")
 
 
@@ -180,10 +180,10 @@ def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     name = "CIFAR-100" if len(classes) == 100 else "CIFAR-10"
     n_train = sum(len(b[1]) for b in parts)
     if test and parts:
-        return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),
+        return archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),
                                 range(n_train, len(labels)), f"{name} official train/test split")
     tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
-    return _archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
+    return archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
                             [int(s.path) for s in tr], [int(s.path) for s in va], f"{name}, seeded split")
 
 

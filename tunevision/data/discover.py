@@ -6,13 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunevision.core.config import RunConfig
-from tunevision.data.annotations import semantic_masks, sniff_format
+from tunevision.core.errors import TunevisionError
+from tunevision.data.annotations import read_scene_data, semantic_masks, sniff_format
 
-# importing archives registers mnist:, cifar10: and npz: in SOURCES
+# importing archives registers mnist:, cifar10: and npz: in SOURCES, and pixels its pixels:
 from tunevision.data.archives import archive_in
 from tunevision.data.fixes import apply_fixes
 from tunevision.data.layout import unwrap
-from tunevision.data.sources import SOURCES, Dataset, split_tables_source
+from tunevision.data.pixels import pixel_table
+from tunevision.data.sources import SOURCES, Dataset, named_images, split_tables_source
 from tunevision.data.tables import is_table, read_label_table, split_tables, table_in
 
 
@@ -24,13 +26,16 @@ def source_prefix(spec: str) -> str | None:
 
 def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str = "",
              multilabel: bool = False) -> Dataset:
-    """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a table's suffix (.csv, .tsv, .txt) or `.npz`, the
-    archive files a folder holds (MNIST's idx files, CIFAR-10's batches), the label table a folder without class
+    """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a table's suffix (.csv, .tsv, .txt: of paths and labels,
+    or of pixel rows) or `.npz`, the archive files a folder holds (MNIST's idx files, CIFAR-10's batches, tables of
+    pixel rows), the label table a folder without class
     folders comes with (`tables.table_in`), or class folders."""
     prefix = source_prefix(spec)
     if prefix:
         return SOURCES.get(prefix)(spec.partition(":")[2], val_fraction, seed)
     if is_table(spec):
+        if pixel_table(Path(spec).expanduser()):
+            return SOURCES.get("pixels")(spec, val_fraction, seed)
         return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel)
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
@@ -70,13 +75,27 @@ def task_name_for_data(cfg: RunConfig) -> str:
     if cfg.data.task != "auto":
         return cfg.data.task
     source = cfg.data.data
-    if source_prefix(source):
-        return "classify"
     path = Path(source).expanduser()
+    if source_prefix(source) or pixel_table(path) or archive_in(unwrap(path)):
+        return "classify"
     fmt = sniff_format(path)  # annotations (a box table included): class maps are for a segmenter, boxes a detector
-    if fmt:
+    if fmt and not _names_label_more(path, fmt):
         return "segment" if fmt == "masks" and semantic_masks(path) else "detect"
     tables = None if is_table(source) else folder_tables(unwrap(path))
     table = source if is_table(source) else str(tables[0]) if tables else ""
     # several labels in a row, or one-hot columns: multi-label
     return "multilabel" if table and read_label_table(table, cfg.data.images).multilabel else "classify"
+
+
+def _names_label_more(path: Path, fmt: str) -> bool:
+    """Whether images whose names carry two or more classes come with boxes or masks for fewer than nine in ten of
+    them (Oxford-IIIT Pet: its 37 breeds in the names, head boxes and trimaps for half the photos): then a user
+    means the names' classes, and `--task detect` still reads the boxes."""
+    named = named_images(path)
+    if not named:
+        return False
+    try:
+        annotated = len(read_scene_data(path, fmt).items)
+    except TunevisionError:
+        return True
+    return annotated < 0.9 * sum(map(len, named.values()))

@@ -1,8 +1,9 @@
 """A dataset folder's layout, read by its names the same way for every task: which subfolders are splits
 (`Training/`, `valid/`, `test/` ...), which entries tools left behind rather than data (macOS' `__MACOSX/` and
 `._name` files, `.ipynb_checkpoints/`, `Thumbs.db`), and the single folder an archive wraps its data in
-(`flowers.zip` unpacks to `flowers/flowers/...`); and, for one flat folder of images, the classes their names
-give (`cat.0.jpg`, `Abyssinian_12.jpg`: fastai's `from_name_re`)."""
+(`flowers.zip` unpacks to `flowers/flowers/...`); for one flat folder of images, the classes their names
+give (`cat.0.jpg`, `Abyssinian_12.jpg`: fastai's `from_name_re`); and the split that list files name (`trainval.txt`
+and `test.txt` beside Oxford-IIIT Pet's images, VOC's `ImageSets/Main/`)."""
 from __future__ import annotations
 
 import re
@@ -16,12 +17,26 @@ NAME_NUMBER = re.compile(r"[\W_]*\d+$")  # what numbers the images of a class: `
 # what cameras, phones and tools number their files by: a folder of them holds no class in its names
 CAMERA_NAMES = frozenset({"img", "dsc", "dscn", "dscf", "dcim", "pxl", "mvimg", "image", "photo", "picture",
                           "screenshot", "frame", "scan", "untitled", "gopr", "p", "pic", "snapshot"})
+# what a folder of the photos themselves is called beside one of annotations (masks, trimaps) that are images too
+IMAGE_FOLDER_NAMES = frozenset({"images", "imgs", "jpegimages", "photos", "pictures"})
 LEFTOVERS = frozenset({"__macosx", "thumbs.db", "desktop.ini", "@eadir", "$recycle.bin"})
 
 
+# words a split's name may carry besides the split's own (Kaggle's training_set/, test_set/, seg_train/, train2017/)
+SPLIT_AFFIXES = frozenset({"set", "sets", "data", "dataset", "images", "image", "imgs", "img", "photos", "pictures",
+                           "files", "split", "folder", "dir", "seg", "all", "full", "final"})
+
+
 def split_role(name: str) -> str:
-    """'train', 'val', 'test' or '' for a folder or cell name, whatever its case."""
-    return SPLIT_NAMES.get(name.strip().lower(), "")
+    """'train', 'val', 'test' or '' for a folder or cell name, whatever its case: a split's name alone, or with
+    numbers and words that name no class around it (`training_set`, `seg_test`, `val2017`; `test_tube` is a class)."""
+    key = name.strip().lower()
+    if key in SPLIT_NAMES:
+        return SPLIT_NAMES[key]
+    words = [w for w in re.split(r"[^a-z]+", key) if w]
+    roles = {SPLIT_NAMES[w] for w in words if w in SPLIT_NAMES}
+    rest = [w for w in words if w not in SPLIT_NAMES]
+    return roles.pop() if len(roles) == 1 and len(rest) < len(words) and set(rest) <= SPLIT_AFFIXES else ""
 
 
 def is_leftover(name: str) -> bool:
@@ -66,12 +81,13 @@ def assigned_splits(roles: list[str]) -> list[str] | None:
 
 
 def split_dirs(root: Path) -> dict[str, Path]:
-    """{role: folder} for the split folders directly under `root` (the first by name where two share a role)."""
+    """{role: folder} for the split folders directly under `root` (the first by name where two share a role), each
+    entered where it wraps its data in one more folder (Kaggle's training_set/training_set/<class>/)."""
     found: dict[str, Path] = {}
     for p in entries(root):
         role = split_role(p.name)
         if role and p.is_dir():
-            found.setdefault(role, p)
+            found.setdefault(role, unwrap(p))
     return found
 
 
@@ -95,3 +111,44 @@ def classes_from_names(files: list[str]) -> dict[str, list[str]]:
         groups.setdefault(NAME_NUMBER.sub("", Path(f).stem.rstrip(") ")), []).append(f)
     kept = {c: fs for c, fs in sorted(groups.items()) if c and len(fs) >= 2 and c.lower() not in CAMERA_NAMES}
     return kept if len(kept) >= 2 and sum(map(len, kept.values())) >= 0.9 * len(files) else {}
+
+
+def split_lists(folder: Path) -> dict[str, Path]:
+    """{role: list file} for the split lists in a folder: `train.txt` (else `trainval.txt`, VOC's and Oxford-IIIT
+    Pet's name for training and validation together), `val.txt`, `test.txt`, any case. Per-class lists
+    (`cat_train.txt`) are no split lists, nor are numbered alternatives (DTD's train1.txt ... train10.txt, each a
+    third of its images: a seeded split trains on more)."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.glob("*.txt"), key=lambda p: p.name.lower()) if folder.is_dir() else []:
+        role = SPLIT_NAMES.get(p.stem.lower()) or ("train" if p.stem.lower() == "trainval" else "")
+        if role:
+            found.setdefault(role, p)  # name order: train.txt before trainval.txt
+    return found
+
+
+def listed_names(path: Path) -> set[str]:
+    """The image names a list file gives: the first word of each line (`Abyssinian_100 1 1 1`, Food-101's
+    `apple_pie/1005649`), comments (`#`) left out; each with and without its extension, since lists give either."""
+    words = [line.split()[0].replace("\\", "/") for line in path.read_text(errors="replace").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    return {w for word in words for w in (word, str(Path(word).with_suffix("")) if Path(word).suffix else word)}
+
+
+def _list_keys(file: str) -> tuple[str, ...]:
+    """What a list may call a file: its class folder and name (`apple_pie/1005649`), or its name alone."""
+    p = Path(file)
+    return f"{p.parent.name}/{p.stem}", f"{p.parent.name}/{p.name}", p.stem, p.name
+
+
+def listed_splits(lists: dict[str, Path], files: list[str]) -> list[str] | None:
+    """Each file's split ('train', 'val', 'unused') as the training and held-out lists name it, or None where they
+    give no such pair or name fewer than half the files (a stray list names no split)."""
+    pair = training_and_held_out(lists)
+    if pair is None:
+        return None
+    train, held = map(listed_names, pair)
+    roles = ["train" if any(k in train for k in keys) else "val" if any(k in held for k in keys) else ""
+             for keys in map(_list_keys, files)]
+    if sum(map(bool, roles)) < len(files) / 2:
+        return None
+    return assigned_splits(roles)

@@ -38,13 +38,17 @@ from tunevision.data.images import (
     square,
 )
 from tunevision.data.layout import (
+    IMAGE_FOLDER_NAMES,
     assigned_splits,
     classes_from_names,
     entries,
     has_subfolders,
     is_leftover,
+    listed_splits,
     split_dirs,
+    split_lists,
     split_role,
+    training_and_held_out,
     unwrap,
 )
 from tunevision.data.tables import LabelTable, read_label_table
@@ -144,11 +148,21 @@ def _holds_images(folder: Path) -> bool:
 
 
 def _image_root(root: Path) -> Path:
-    """The one folder of class folders beside others without images (DTD's images/ beside labels/ and imdb/)."""
+    """The one folder of the images beside others without (DTD's images/<class>/ beside labels/ and imdb/), or
+    named for them beside annotations that are images too (Oxford-IIIT Pet's images/ beside annotations/trimaps/);
+    with class folders in it, or one flat folder whose file names carry the classes."""
     if split_dirs(root) or _loose_images(root):
         return root
     holders = [d for d in entries(root) if d.is_dir() and _holds_images(d)]
-    return unwrap(holders[0]) if len(holders) == 1 and has_subfolders(holders[0]) else root
+    if len(holders) > 1:
+        holders = [d for d in holders if d.name.lower() in IMAGE_FOLDER_NAMES]
+    if len(holders) != 1:
+        return root
+    folder = unwrap(holders[0])
+    inside = entries(folder)
+    if len(inside) == 1 and inside[0].is_dir():  # Kaggle's images/images/
+        folder = inside[0]
+    return folder if has_subfolders(folder) or _named_classes(folder) else root
 
 
 def _loose_images(folder: Path) -> list[str]:
@@ -162,6 +176,13 @@ def _named_classes(folder: Path) -> tuple[Path, dict[str, list[str]]] | None:
         return None
     named = classes_from_names(_loose_images(folder))
     return (folder, named) if named else None
+
+
+def named_images(root: Path) -> dict[str, list[str]]:
+    """{class: files} where a folder's images carry their classes in their names (as `folder_source` reads it),
+    else {}."""
+    named = _named_classes(_image_root(unwrap(root)))
+    return named[1] if named else {}
 
 
 @SOURCES.register("folder")
@@ -188,7 +209,7 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         folder, class_map = named
         named_files = {f for files in class_map.values() for f in files}
         skipped = [Skipped(p, "no class in its name") for p in _loose_images(folder) if p not in named_files]
-        what = f"classes from file names in {folder.name}/ (cat.0.jpg -> cat)"
+        what = f"classes from file names{f' in {folder.name}/' if folder != root else ''} (cat.0.jpg -> cat)"
         notes = [Skipped(str(d), "no classes in its file names: not used") for d in entries(root)
                  if d.is_dir() and d != folder and split_role(d.name) in ("val", "test")]
     else:
@@ -199,12 +220,16 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         raise TunevisionError(f"{given}: its folders ({', '.join(classes)}) are splits, not classes; put one folder "
                               "per class in each (train/<class>/...), or a label table (CSV) beside the images")
     index = {c: i for i, c in enumerate(classes)}
-    inner = None if named else _split_inside_classes(class_map, train_dir or root)
-    if inner:  # <class>/train/ + <class>/test/: the split each class folder gives
+    # <class>/train/ + <class>/test/, else lists naming the split (Oxford-IIIT Pet's, Food-101's meta/)
+    inner, how = (None, "") if named else \
+        (_split_inside_classes(class_map, train_dir or root), "each with its own split folders")
+    if not inner and train_dir is None:
+        inner, how = _listed_split(named[0] if named else root, class_map)
+    if inner:
         train = [Sample(p, index[c]) for c in classes for p in class_map[c] if inner[p] == "train"]
         val = [Sample(p, index[c]) for c in classes for p in class_map[c] if inner[p] == "val"]
-        return Dataset(classes, train, val, f"{what}{inside}, each with its own split folders", skipped + notes,
-                       explicit_split=True)
+        unused = [Skipped(p, "in none of the split lists: not used") for p, split in inner.items() if split == "unused"]
+        return Dataset(classes, train, val, f"{what}{inside}, {how}", skipped + unused + notes, explicit_split=True)
     train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
     return Dataset(classes, train, val, f"{what}{inside}, seeded {val_fraction:.0%} validation split",
                    skipped + notes)
@@ -221,6 +246,20 @@ def _from_split_folders(train_dir: Path, val_dir: Path, layout: str, notes: list
     train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
     val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
     return Dataset(classes, train, val, layout, skipped + val_skipped + notes, explicit_split=True)
+
+
+def _listed_split(folder: Path, class_map: dict[str, list[str]]) -> tuple[dict[str, str] | None, str]:
+    """({image: 'train' | 'val' | 'unused'}, how) where split lists beside the images name them: in their folder,
+    the one above it or a folder beside them (Oxford-IIIT Pet's annotations/trainval.txt and test.txt); else
+    (None, '')."""
+    files = [f for fs in class_map.values() for f in fs]
+    for place in (folder, folder.parent, *(d for d in entries(folder.parent) if d.is_dir() and d != folder)):
+        lists = split_lists(place)
+        splits = listed_splits(lists, files)
+        if splits:
+            pair = training_and_held_out(lists)
+            return dict(zip(files, splits)), f"split as {' and '.join(p.name for p in pair)} in {place.name}/ list it"
+    return None, ""
 
 
 def _split_inside_classes(class_map: dict[str, list[str]], base: Path) -> dict[str, str] | None:

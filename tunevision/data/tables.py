@@ -87,12 +87,21 @@ def read_rows(path: Path) -> list[list[str]]:
     return rows
 
 
+# what a column of image names without an extension is called (HAM10000's image_id after its lesion_id), by rank
+PATH_WORDS = ("path", "filepath", "file_path", "filename", "file_name", "file", "image_path", "image_name", "image",
+              "image_id", "img", "id", "name")
+
+
 def path_column(rows: list[list[str]]) -> int:
-    """The column whose values are image file names (most of them)."""
+    """The column whose values are image file names (most of them), else the one the header names so, else the
+    first."""
     width = min(len(r) for r in rows)
     scores = [sum(is_image_name(r[i]) for r in rows[:200]) for i in range(width)]
     best = max(range(width), key=lambda i: scores[i])
-    return best if scores[best] else 0
+    if scores[best]:
+        return best
+    words = [c.strip().lower() for c in rows[0][:width]]
+    return next((words.index(w) for w in PATH_WORDS if w in words), 0)
 
 
 HEADER_WORDS = {"path", "file", "filename", "filenames", "image", "images", "image_name", "image_id", "id", "name",
@@ -209,6 +218,26 @@ def _one_hot_columns(header: list[str], rows: list[list[str]], skip: set[int]) -
     return cols if len(cols) >= 2 else []
 
 
+LABEL_WORDS = {"label", "labels", "class", "classes", "class_name", "classname", "label_name", "category",
+               "categories", "tag", "tags", "target", "y", "breed", "species", "diagnosis", "dx"}
+
+
+def _named_label_columns(header: list[str], skip: set[int], named: bool) -> list[int]:
+    return [i for i, h in enumerate(header) if named and i not in skip and h.strip().lower() in LABEL_WORDS]
+
+
+def _label_column(header: list[str], rows: list[list[str]], skip: set[int], named: bool) -> int | None:
+    """The column of labels: the one its header names so (clothing's `image,sender_id,label,kids`), else the first
+    whose values repeat as classes do (at most one distinct value in two rows; HAM10000's `dx` after its
+    `lesion_id`), else the first besides the path (and split) columns."""
+    rest = [i for i in range(len(header)) if i not in skip]
+    by_name = _named_label_columns(header, skip, named)
+    if by_name:
+        return by_name[0]
+    repeats = [i for i in rest if 2 <= len({r[i] for r in rows if i < len(r)}) <= len(rows) / 2]
+    return (repeats or rest or [None])[0]
+
+
 def _separator(header_name: str, cells: list[str], multilabel: bool) -> str | None:
     """How a label-list column separates its labels, or None for one label per row."""
     for sep in LIST_SEPARATORS:
@@ -236,9 +265,11 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
                               "columns, one per label)")
     split_col = _split_column(header, body, {path_col})
     skip = {path_col} | ({split_col} if split_col is not None else set())
-    hot = _one_hot_columns(header, body, skip)
+    label_col = _label_column(header, body, skip, named=header is rows[0])
+    # a column named for the labels, of class names, leaves 0/1 columns beside it as other facts (clothing's kids)
+    hot = [] if label_col in _named_label_columns(header, skip, header is rows[0]) and not all(
+        r[label_col].lower() in ONE_HOT for r in body if label_col < len(r)) else _one_hot_columns(header, body, skip)
     paths, labels, splits, problems = [], [], [], []
-    label_col = next((i for i in range(len(header)) if i not in skip), None)
     sep = None if hot else _separator(header[label_col], [r[label_col] for r in body if label_col < len(r)],
                                       multilabel)
     for n, r in enumerate(body, start=first_line):
