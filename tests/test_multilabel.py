@@ -317,3 +317,28 @@ def test_tables_as_excel_saves_them(tmp_path: Path, encoding: str) -> None:
     (tmp_path / "labels.csv").write_bytes(text.encode(encoding))
     table = read_label_table(tmp_path / "labels.csv")
     assert table.names == ["café", "crème"] and table.paths and all(Path(p).is_file() for p in table.paths)
+
+
+def test_multilabel_from_the_objects_of_a_voc_folder(tmp_path: Path) -> None:
+    """`--task multilabel` on detection data (VOC2007's classification benchmark): each image labelled with the
+    classes of its boxes, none for an image without any, the split its ImageSets give."""
+    from tunevision.data.discover import discover
+    rows = write_scenes(tmp_path / "VOC", n=24)
+    (tmp_path / "VOC" / "Annotations").mkdir()
+    for i, labels in enumerate(rows):
+        boxes = "".join(f"<object><name>{c}</name><bndbox><xmin>{1 if c == 'red' else 25}</xmin><ymin>1</ymin>"
+                        f"<xmax>{23 if c == 'red' else 47}</xmax><ymax>39</ymax></bndbox></object>" for c in labels)
+        (tmp_path / "VOC" / "Annotations" / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.png</filename><size><width>48</width><height>40</height></size>{boxes}"
+            "</annotation>")
+    (tmp_path / "VOC" / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "VOC" / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in range(16)))
+    (tmp_path / "VOC" / "ImageSets" / "Main" / "val.txt").write_text("".join(f"{i}\n" for i in range(16, 24)))
+    ds = discover(str(tmp_path / "VOC"), multilabel=True)
+    assert ds.multilabel and ds.explicit_split and (len(ds.train), len(ds.val)) == (16, 8)
+    assert {Path(s.path).stem: sorted(ds.classes[k] for k in s.labels) for s in ds.train + ds.val} == {
+        str(i): sorted(r) for i, r in enumerate(rows)}
+    run = tv.fit(str(tmp_path / "VOC"), task="multilabel", backbone="tiny_cnn", pretrained=False, epochs=2,
+                 device="cpu", cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), quiet=True)
+    meta = json.loads((Path(run.run_dir) / "model" / "model.json").read_text())
+    assert meta["task"] == "multilabel" and sorted(meta["classes"]) == ["blue", "red"]

@@ -82,8 +82,10 @@ class DataConfig:
     data: str = opt("", "folder of class subfolders (optionally train/ and val/), a path,label CSV, "
                         "mnist:DIR or cifar10:DIR", cli=False)
     task: str = opt("auto", "classify | multilabel | detect | segment | auto (detect when DATA holds box "
-                            "annotations or instance masks, segment when its masks are class maps, multilabel when a CSV gives an image several labels or one-hot columns, "
-                            "classify otherwise)", choices=("auto", "classify", "multilabel", "detect", "segment"))
+                            "annotations or instance masks, segment when its masks are class maps, multilabel when a "
+                            "CSV gives an image several labels or one-hot columns, classify otherwise); multilabel "
+                            "on boxes or masks labels each image with its objects' classes",
+                    choices=("auto", "classify", "multilabel", "detect", "segment"))
     images: str = opt("", "folder a CSV's image paths are relative to (default: the CSV's folder, else the image "
                           "folder beside it that holds them)", tasks=CLASSIFY)
     val_fraction: float = opt(0.2, "validation share when the data has no split (stratified, seeded)",

@@ -14,7 +14,15 @@ from tunevision.data.archives import archive_in
 from tunevision.data.fixes import apply_fixes
 from tunevision.data.layout import unwrap
 from tunevision.data.pixels import pixel_table
-from tunevision.data.sources import SOURCES, Dataset, named_images, split_tables_source
+from tunevision.data.sources import (
+    SOURCES,
+    Dataset,
+    Sample,
+    Skipped,
+    multilabel_split,
+    named_images,
+    split_tables_source,
+)
 from tunevision.data.tables import is_table, read_label_table, split_tables, table_in
 
 
@@ -40,6 +48,8 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
     root = unwrap(Path(spec).expanduser())
+    if multilabel and sniff_format(root):
+        return objects_as_labels(root, val_fraction, seed)
     archive = archive_in(root)
     if archive:  # inside the folder a download wraps them in, too
         return SOURCES.get(archive)(str(root), val_fraction, seed)
@@ -49,6 +59,28 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
     if tables:
         return SOURCES.get("csv")(str(tables[0]), val_fraction, seed, images, multilabel)
     return SOURCES.get("folder")(spec, val_fraction, seed)
+
+
+def objects_as_labels(root: Path, val_fraction: float, seed: int) -> Dataset:
+    """Multi-label data from boxes or masks (`--task multilabel` on a VOC, COCO or YOLO folder): each image
+    labelled with the classes of its objects, none for an image without any (VOC2007's classification benchmark
+    from its detection annotations); the annotations' own split where they give one."""
+    data = read_scene_data(root)
+    samples = []
+    for it in data.items:
+        labels = tuple(sorted({int(k) for k in it.labels}))
+        samples.append(Sample(str(it.image), labels[0] if labels else -1, labels))
+    splits = [it.split for it in data.items]
+    skipped = [Skipped(str(f), reason) for f, reason in data.problems]
+    layout = f"{data.format} annotations, each image labelled with its objects' classes"
+    if "train" in splits and "val" in splits:
+        train = [s for s, split in zip(samples, splits) if split == "train"]
+        val = [s for s, split in zip(samples, splits) if split == "val"]
+        return Dataset(data.classes, train, val, f"{layout}, their split", skipped, explicit_split=True,
+                       multilabel=True)
+    train, val = multilabel_split(samples, len(data.classes), val_fraction, seed)
+    return Dataset(data.classes, train, val, f"{layout}, seeded {val_fraction:.0%} validation split", skipped,
+                   multilabel=True)
 
 
 def folder_tables(root: Path) -> tuple[Path, Path | None] | None:
