@@ -563,3 +563,46 @@ def test_box_tables_of_a_corner_and_a_size(tmp_path):
     _image(tmp_path / "xywh" / "0.jpg", 0)
     (tmp_path / "xywh" / "boxes.csv").write_text("file,label,x,y,w,h\n0.jpg,cat,4,4,10,20\n")
     assert read_scene_data(tmp_path / "xywh").items[0].boxes.tolist() == [[4, 4, 14, 24]]
+
+
+def test_label_column_chooses_among_several(tmp_path):
+    """Fashion products' styles.csv: `id,gender,masterCategory,articleType,...`, ids without an extension in
+    images/. By content the first repeating column (gender) is the label; --label-column picks another, by name
+    or number, an unknown one is one line listing the columns, and evaluate reads the column the model trained on."""
+    import tunevision as tv
+    rng = np.random.default_rng(0)
+    work, tmp_path = tmp_path, tmp_path / "fashion"
+    (tmp_path / "images").mkdir(parents=True)
+    rows = ["id,gender,masterCategory,articleType"]
+    for i in range(24):
+        colour, kind = (("blue", "Shirts"), ("red", "Jeans"))[i % 2]
+        make_image(COLOURS[colour], rng).save(tmp_path / "images" / f"{15970 + i}.jpg")
+        rows.append(f"{15970 + i},{('Men', 'Women', 'Boys')[i % 3]},Apparel,{kind}")
+    (tmp_path / "styles.csv").write_text("\n".join(rows) + "\n")
+    assert discover(str(tmp_path)).classes == ["Boys", "Men", "Women"]
+    for column in ("articleType", "ARTICLETYPE", "4"):
+        assert discover(str(tmp_path), label_column=column).classes == ["Jeans", "Shirts"]
+    with pytest.raises(TunevisionError, match=r"styles\.csv: no column 'colour' .*id, gender, masterCategory"):
+        discover(str(tmp_path / "styles.csv"), label_column="colour")
+    model = tv.fit(str(tmp_path), label_column="articleType", backbone="tiny_cnn", pretrained=False, epochs=1,
+                   device="cpu", cache_dir=str(work / "c"), out=str(work / "runs"), quiet=True, audit=False)
+    assert model.classes == ["Jeans", "Shirts"]
+    assert model.evaluate(str(tmp_path)).classes == ["Jeans", "Shirts"]
+
+
+def test_runs_written_inside_the_data_folder_are_no_class(tmp_path, monkeypatch):
+    """`cd data && tunevision train .` twice: the second run learnt a class "runs" from the first run's report
+    pictures. A run, audit or bundle folder (and a folder of them) is never data."""
+    import tunevision as tv
+    make_class_folders(tmp_path / "data", n=6)
+    monkeypatch.chdir(tmp_path / "data")
+    for _ in range(2):
+        model = tv.fit(".", backbone="tiny_cnn", pretrained=False, epochs=1, device="cpu",
+                       cache_dir=str(tmp_path / "c"), quiet=True, audit=False)
+        assert model.classes == ["blue", "red"]
+    assert len(list((tmp_path / "data" / "runs").iterdir())) == 2
+    model.save(tmp_path / "data" / "bundle")
+    ds = discover(".")
+    assert ds.classes == ["blue", "red"]
+    assert sorted((Path(s.path).name, "written by tunevision" in s.reason) for s in ds.skipped) == [
+        ("bundle", True), ("runs", True)]

@@ -53,7 +53,7 @@ def embed_images(model: Classifier, meta: BundleMeta, squares: np.ndarray, *, de
 def embed_folder(model: Classifier, meta: BundleMeta, data: str, log: RunLog, cache: str | None = None
                  ) -> Embeddings:
     """A bundle's features of every image `data` names (all splits), cached by weights and images."""
-    ds = discover(data, multilabel=meta.task == "multilabel")
+    ds = discover(data, multilabel=meta.task == "multilabel", label_column=meta.extra.get("label_column", ""))
     samples = sorted(ds.train + ds.val, key=lambda s: s.path)
     folder = Path(cache).expanduser() if cache else None
     with log.progress(len(samples), "decoding images") as advance:

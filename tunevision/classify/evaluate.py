@@ -174,7 +174,8 @@ class EvalSet:
 def _scored_samples(meta: BundleMeta, data: str) -> tuple[Dataset, list[Sample], str]:
     """The samples to score and a sentence saying which: a named validation split; the model's own validation
     split when `data` is the unsplit folder it was trained on (its other images trained it); else all images."""
-    kind = {"multilabel": meta.task == "multilabel"}  # a multi-label model reads its CSVs as label lists
+    # a multi-label model reads its CSVs as label lists; a table's labels come from the column they trained from
+    kind = {"multilabel": meta.task == "multilabel", "label_column": meta.extra.get("label_column", "")}
     trained_on = meta.extra.get("data", "")
     same = bool(trained_on) and Path(data).expanduser().resolve() == Path(trained_on).resolve()
     if same and isinstance(meta.extra.get("train_files"), list):

@@ -40,7 +40,8 @@ class Int8Report:
 
 def _samples(meta: BundleMeta, data: str, split: str, n: int | None = None) -> tuple[list[Sample], object]:
     """The `split` samples of `data` (seeded as the bundle recorded), labelled with the bundle's classes."""
-    ds = discover(data, val_fraction=meta.extra.get("val_fraction", 0.2), seed=meta.extra.get("seed", 0))
+    ds = discover(data, val_fraction=meta.extra.get("val_fraction", 0.2), seed=meta.extra.get("seed", 0),
+                  label_column=meta.extra.get("label_column", ""))
     samples = relabel(getattr(ds, split), ds.classes, meta.classes)
     if n is not None:
         samples = [samples[i] for i in sorted(torch.randperm(len(samples), generator=torch.Generator()

@@ -223,6 +223,8 @@ def training_data_record(cfg: RunConfig, data: Data) -> dict:
         return {}
     record = {"data": str(Path(cfg.data.data).expanduser().resolve()), "seed": cfg.train.seed,
               "val_fraction": cfg.data.val_fraction, "split": "given" if data.dataset.explicit_split else "seeded"}
+    if cfg.data.label_column:  # evaluate reads the table's labels from the same column
+        record["label_column"] = cfg.data.label_column
     if not data.dataset.explicit_split:  # which images trained it, by name: a re-drawn split would not know
         record["train_files"] = sorted(relative_names([s.path for s in data.train], cfg.data.data))
     return record

@@ -88,6 +88,8 @@ class DataConfig:
                     choices=("auto", "classify", "multilabel", "detect", "segment"))
     images: str = opt("", "folder a CSV's image paths are relative to (default: the CSV's folder, else the image "
                           "folder beside it that holds them)", tasks=CLASSIFY)
+    label_column: str = opt("", "a label table's column of labels, by its name or number (1 = the first); empty = "
+                                "found by content (the one named label, class, category...)", tasks=CLASSIFY)
     val_fraction: float = opt(0.2, "validation share when the data has no split (stratified, seeded)",
                               check=lambda v: 0 < v < 1, allowed="between 0 and 1 (exclusive)")
     image_size: int = opt(0, "training/eval input size in pixels; 0 = the backbone's own (8/7 of it for "

@@ -52,7 +52,7 @@ def archive_in(root: Path) -> str | None:
 
 
 def archive_dataset(name: str, arrays: np.ndarray, labels: np.ndarray, classes: list[str],
-                     train_idx: Iterable[int], val_idx: Iterable[int], layout: str) -> Dataset:
+                    train_idx: Iterable[int], val_idx: Iterable[int], layout: str) -> Dataset:
     train = [Sample(f"{name}#{i}", int(labels[i])) for i in train_idx]
     val = [Sample(f"{name}#{i}", int(labels[i])) for i in val_idx]
     return Dataset(classes, train, val, layout, arrays=arrays, explicit_split="official" in layout)
@@ -122,10 +122,10 @@ def mnist_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     if len(pairs) == 2:  # both official files: use the official split
         n_train = len(arrays[0][1])
         return archive_dataset("mnist", images, labels, classes, range(n_train),
-                                range(n_train, len(labels)), "MNIST official train/test split")
+                               range(n_train, len(labels)), "MNIST official train/test split")
     tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
     return archive_dataset("mnist", images, labels, classes, [int(s.path) for s in tr],
-                            [int(s.path) for s in va], f"MNIST {pairs[0][0].name}, seeded split")
+                           [int(s.path) for s in va], f"MNIST {pairs[0][0].name}, seeded split")
 
 
 @SOURCES.register("npz")
@@ -141,7 +141,7 @@ def npz_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     labels = np.array([classes.index(n) for n in names])
     tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
     return archive_dataset("npz", images, labels, classes, [int(s.path) for s in tr], [int(s.path) for s in va],
-                            f"arrays ({len(images)} images), seeded {val_fraction:.0%} validation split")
+                           f"arrays ({len(images)} images), seeded {val_fraction:.0%} validation split")
 
 
 class ArraysOnly(pickle.Unpickler):
@@ -181,10 +181,10 @@ def cifar10_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     n_train = sum(len(b[1]) for b in parts)
     if test and parts:
         return archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes, range(n_train),
-                                range(n_train, len(labels)), f"{name} official train/test split")
+                               range(n_train, len(labels)), f"{name} official train/test split")
     tr, va = stratified_split([(f"{i:08d}", int(l)) for i, l in enumerate(labels)], val_fraction, seed)
     return archive_dataset("cifar10", np.ascontiguousarray(images), labels, classes,
-                            [int(s.path) for s in tr], [int(s.path) for s in va], f"{name}, seeded split")
+                           [int(s.path) for s in tr], [int(s.path) for s in va], f"{name}, seeded split")
 
 
 SOURCES.register("cifar100")(cifar10_source)  # `cifar100:DIR` reads the same way

@@ -33,18 +33,18 @@ def source_prefix(spec: str) -> str | None:
 
 
 def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str = "",
-             multilabel: bool = False) -> Dataset:
+             multilabel: bool = False, label_column: str = "") -> Dataset:
     """Dispatch on the spec's prefix (`mnist:`, `cifar10:`), a table's suffix (.csv, .tsv, .txt: of paths and labels,
-    or of pixel rows) or `.npz`, the archive files a folder holds (MNIST's idx files, CIFAR-10's batches, tables of
-    pixel rows), the label table a folder without class
-    folders comes with (`tables.table_in`), or class folders."""
+    or of pixel rows) or `.npz`, the annotations a folder holds when multi-label data is asked for (its objects'
+    classes), the archive files it holds (MNIST's idx files, CIFAR-10's batches, tables of pixel rows), the label
+    table a folder without class folders comes with (`tables.table_in`), or class folders."""
     prefix = source_prefix(spec)
     if prefix:
         return SOURCES.get(prefix)(spec.partition(":")[2], val_fraction, seed)
     if is_table(spec):
         if pixel_table(Path(spec).expanduser()):
             return SOURCES.get("pixels")(spec, val_fraction, seed)
-        return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel)
+        return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel, label_column)
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
     root = unwrap(Path(spec).expanduser())
@@ -53,11 +53,11 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
     archive = archive_in(root)
     if archive:  # inside the folder a download wraps them in, too
         return SOURCES.get(archive)(str(root), val_fraction, seed)
-    tables = folder_tables(root)
+    tables = folder_tables(root, label_column)
     if tables and tables[1]:
-        return split_tables_source(*tables, images=images, multilabel=multilabel)
+        return split_tables_source(*tables, images=images, multilabel=multilabel, label_column=label_column)
     if tables:
-        return SOURCES.get("csv")(str(tables[0]), val_fraction, seed, images, multilabel)
+        return SOURCES.get("csv")(str(tables[0]), val_fraction, seed, images, multilabel, label_column)
     return SOURCES.get("folder")(spec, val_fraction, seed)
 
 
@@ -83,20 +83,20 @@ def objects_as_labels(root: Path, val_fraction: float, seed: int) -> Dataset:
                    multilabel=True)
 
 
-def folder_tables(root: Path) -> tuple[Path, Path | None] | None:
+def folder_tables(root: Path, label_column: str = "") -> tuple[Path, Path | None] | None:
     """The label tables a folder's images come with: one in each split folder (training, validation), or one for
     them all (and None), or None where the folders hold the classes."""
-    pair = split_tables(root)
+    pair = split_tables(root, label_column)
     if pair:
         return pair
-    table = table_in(root)
+    table = table_in(root, label_column=label_column)
     return (table, None) if table else None
 
 
 def discover_run(cfg: RunConfig) -> Dataset:
     """The dataset a run trains on: its data spec discovered and split by the run's seed, its --fixes applied."""
     ds = discover(cfg.data.data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, images=cfg.data.images,
-                  multilabel=cfg.data.task == "multilabel")
+                  multilabel=cfg.data.task == "multilabel", label_column=cfg.data.label_column)
     if cfg.data.fixes:
         ds.fixes = apply_fixes(ds, cfg.data.fixes, cfg.data.data)
     return ds
@@ -113,10 +113,12 @@ def task_name_for_data(cfg: RunConfig) -> str:
     fmt = sniff_format(path)  # annotations (a box table included): class maps are for a segmenter, boxes a detector
     if fmt and not _names_label_more(path, fmt):
         return "segment" if fmt == "masks" and semantic_masks(path) else "detect"
-    tables = None if is_table(source) else folder_tables(unwrap(path))
+    label_column = cfg.data.label_column
+    tables = None if is_table(source) else folder_tables(unwrap(path), label_column)
     table = source if is_table(source) else str(tables[0]) if tables else ""
     # several labels in a row, or one-hot columns: multi-label
-    return "multilabel" if table and read_label_table(table, cfg.data.images).multilabel else "classify"
+    return "multilabel" if table and read_label_table(table, cfg.data.images, label_column=label_column).multilabel \
+        else "classify"
 
 
 def _names_label_more(path: Path, fmt: str) -> bool:

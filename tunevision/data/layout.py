@@ -1,11 +1,12 @@
 """A dataset folder's layout, read by its names the same way for every task: which subfolders are splits
 (`Training/`, `valid/`, `test/` ...), which entries tools left behind rather than data (macOS' `__MACOSX/` and
-`._name` files, `.ipynb_checkpoints/`, `Thumbs.db`), and the single folder an archive wraps its data in
-(`flowers.zip` unpacks to `flowers/flowers/...`); for one flat folder of images, the classes their names
-give (`cat.0.jpg`, `Abyssinian_12.jpg`: fastai's `from_name_re`); and the split that list files name (`trainval.txt`
-and `test.txt` beside Oxford-IIIT Pet's images, VOC's `ImageSets/Main/`)."""
+`._name` files, `.ipynb_checkpoints/`, `Thumbs.db`, tunevision's own runs), and the single folder an archive wraps
+its data in (`flowers.zip` unpacks to `flowers/flowers/...`); for one flat folder of images, the classes their
+names give (`cat.0.jpg`, `Abyssinian_12.jpg`: fastai's `from_name_re`); and the split that list files name
+(`trainval.txt` and `test.txt` beside Oxford-IIIT Pet's images, VOC's `ImageSets/Main/`)."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -19,6 +20,8 @@ CAMERA_NAMES = frozenset({"img", "dsc", "dscn", "dscf", "dcim", "pxl", "mvimg", 
                           "screenshot", "frame", "scan", "untitled", "gopr", "p", "pic", "snapshot"})
 # what a folder of the photos themselves is called beside one of annotations (masks, trimaps) that are images too
 IMAGE_FOLDER_NAMES = frozenset({"images", "imgs", "jpegimages", "photos", "pictures"})
+# files tunevision writes together: a run folder, an audit folder, a bundle
+OUTPUT_SIGNS = (("config.yaml", "train.log"), ("audit.csv", "audit.html"), ("model.json", "model.safetensors"))
 LEFTOVERS = frozenset({"__macosx", "thumbs.db", "desktop.ini", "@eadir", "$recycle.bin"})
 
 
@@ -50,9 +53,32 @@ def under_leftover(path: Path, root: Path) -> bool:
     return any(is_leftover(part) for part in path.relative_to(root).parts)
 
 
+def _written_here(folder: str) -> bool:
+    return any(all(os.path.isfile(os.path.join(folder, name)) for name in sign) for sign in OUTPUT_SIGNS)
+
+
+def is_output(folder: Path) -> bool:
+    """Whether tunevision wrote this folder (a run, an audit, a bundle) or folders of them (`--out`'s runs/, where
+    the run that is starting has written nothing yet): never data. A second `tunevision train .` inside the data
+    folder learnt a class "runs" from the first run's report pictures."""
+    if _written_here(str(folder)):
+        return True
+    try:
+        with os.scandir(folder) as found:
+            subfolders = [e.path for e in found if e.is_dir()]
+    except OSError:
+        return False
+    return any(map(_written_here, subfolders))
+
+
 def entries(folder: Path) -> list[Path]:
-    """The folder's entries in name order, leftovers left out (none where it is no folder)."""
-    return sorted(p for p in folder.iterdir() if not is_leftover(p.name)) if folder.is_dir() else []
+    """The folder's entries in name order, leftovers and tunevision's own output left out (none where it is no
+    folder)."""
+    if not folder.is_dir():
+        return []
+    with os.scandir(folder) as found:
+        return sorted(Path(e.path) for e in found
+                      if not is_leftover(e.name) and not (e.is_dir() and is_output(Path(e.path))))
 
 
 def has_subfolders(folder: Path) -> bool:

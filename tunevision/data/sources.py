@@ -44,6 +44,7 @@ from tunevision.data.layout import (
     entries,
     has_subfolders,
     is_leftover,
+    is_output,
     listed_splits,
     split_dirs,
     split_lists,
@@ -110,6 +111,7 @@ def stratified_split(items: list[tuple[str, int]], val_fraction: float, seed: in
 
 
 LEFTOVER = "left by the system or a tool (hidden, __MACOSX/, ._ metadata), not data: passed over"
+OWN_OUTPUT = "written by tunevision (runs, an audit, a bundle), not data: passed over"
 
 
 def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]]:
@@ -120,6 +122,9 @@ def _scan_class_folders(root: Path) -> tuple[dict[str, list[str]], list[Skipped]
     for entry in sorted(root.iterdir()):
         if is_leftover(entry.name):
             skipped.append(Skipped(str(entry), LEFTOVER))
+            continue
+        if entry.is_dir() and is_output(entry):
+            skipped.append(Skipped(str(entry), OWN_OUTPUT))
             continue
         if not entry.is_dir():
             skipped.append(Skipped(str(entry), "not inside a class folder"))
@@ -286,12 +291,13 @@ def _table_samples(table: LabelTable, names: list[str], multilabel: bool) -> tup
     return samples, skipped
 
 
-def split_tables_source(train_csv: Path, val_csv: Path, images: str = "", multilabel: bool = False) -> Dataset:
+def split_tables_source(train_csv: Path, val_csv: Path, images: str = "", multilabel: bool = False,
+                        label_column: str = "") -> Dataset:
     """A training and a validation table (one per split folder): the split they give, the training table's
     classes."""
-    train_table = read_label_table(train_csv, images, multilabel)
+    train_table = read_label_table(train_csv, images, multilabel, label_column)
     multilabel = multilabel or train_table.multilabel
-    val_table = read_label_table(val_csv, images, multilabel)
+    val_table = read_label_table(val_csv, images, multilabel, label_column)
     train, skipped = _table_samples(train_table, train_table.names, multilabel)
     val, val_skipped = _table_samples(val_table, train_table.names, multilabel)
     return Dataset(train_table.names, train, val, f"{train_table.layout} and {val_csv.parent.name}/{val_csv.name}",
@@ -299,11 +305,12 @@ def split_tables_source(train_csv: Path, val_csv: Path, images: str = "", multil
 
 
 @SOURCES.register("csv")
-def csv_source(spec: str, val_fraction: float, seed: int, images: str = "", multilabel: bool = False) -> Dataset:
+def csv_source(spec: str, val_fraction: float, seed: int, images: str = "", multilabel: bool = False,
+               label_column: str = "") -> Dataset:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise TunevisionError(f"{path}: no such CSV file")
-    table = read_label_table(path, images, multilabel)
+    table = read_label_table(path, images, multilabel, label_column)
     samples, skipped = _table_samples(table, table.names, table.multilabel)
     if any(table.splits):
         train = [s for s, split in zip(samples, table.splits) if split == "train"]

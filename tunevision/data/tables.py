@@ -238,6 +238,17 @@ def _label_column(header: list[str], rows: list[list[str]], skip: set[int], name
     return (repeats or rest or [None])[0]
 
 
+def _chosen_column(path: Path, header: list[str], wanted: str) -> int:
+    """The column --label-column names: by its header (any case), or its number from 1."""
+    names = [h.strip().lower() for h in header]
+    if wanted.strip().lower() in names:
+        return names.index(wanted.strip().lower())
+    if wanted.strip().isdigit() and 1 <= int(wanted) <= len(header):
+        return int(wanted) - 1
+    raise TunevisionError(f"{path}: no column {wanted!r} for --label-column; its columns are "
+                          f"{', '.join(h.strip() for h in header)} (or a number from 1 to {len(header)})")
+
+
 def _separator(header_name: str, cells: list[str], multilabel: bool) -> str | None:
     """How a label-list column separates its labels, or None for one label per row."""
     for sep in LIST_SEPARATORS:
@@ -249,9 +260,11 @@ def _separator(header_name: str, cells: list[str], multilabel: bool) -> str | No
     return None
 
 
-def read_label_table(path: str | Path, images: str = "", multilabel: bool = False) -> LabelTable:
+def read_label_table(path: str | Path, images: str = "", multilabel: bool = False, label_column: str = ""
+                     ) -> LabelTable:
     """A CSV of images and labels, read by content (see the module docstring). `multilabel`: the caller's
-    --task multilabel, which also reads space-separated label lists."""
+    --task multilabel, which also reads space-separated label lists. `label_column`: the user's --label-column (a
+    name or a 1-based number), where a table holds several columns that could be labels."""
     path = Path(path).expanduser()
     rows = read_rows(path)
     if not rows:
@@ -265,9 +278,10 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
                               "columns, one per label)")
     split_col = _split_column(header, body, {path_col})
     skip = {path_col} | ({split_col} if split_col is not None else set())
-    label_col = _label_column(header, body, skip, named=header is rows[0])
+    label_col = _chosen_column(path, header, label_column) if label_column else \
+        _label_column(header, body, skip, named=header is rows[0])
     # a column named for the labels, of class names, leaves 0/1 columns beside it as other facts (clothing's kids)
-    hot = [] if label_col in _named_label_columns(header, skip, header is rows[0]) and not all(
+    hot = [] if label_column or label_col in _named_label_columns(header, skip, header is rows[0]) and not all(
         r[label_col].lower() in ONE_HOT for r in body if label_col < len(r)) else _one_hot_columns(header, body, skip)
     paths, labels, splits, problems = [], [], [], []
     sep = None if hot else _separator(header[label_col], [r[label_col] for r in body if label_col < len(r)],
@@ -319,17 +333,17 @@ def _holds_no_class_folders(folder: Path) -> bool:
 
 
 
-def split_tables(folder: Path) -> tuple[Path, Path] | None:
+def split_tables(folder: Path, label_column: str = "") -> tuple[Path, Path] | None:
     """(training table, validation table) where split folders each come with their own (Roboflow's train/ and
     valid/, each with its `_classes.csv` beside its loose images), else None."""
     folders = training_and_held_out(split_dirs(folder))
     if folders is None:
         return None
-    train, val = table_in(folders[0]), table_in(folders[1], min_classes=1)
+    train, val = table_in(folders[0], label_column=label_column), table_in(folders[1], 1, label_column)
     return (train, val) if train and val else None
 
 
-def table_in(folder: Path, min_classes: int = 2) -> Path | None:
+def table_in(folder: Path, min_classes: int = 2, label_column: str = "") -> Path | None:
     """The label table a folder of images comes with, when its folders are not classes: Kaggle's train.csv beside
     train/ and test/ of loose images, miml-scenes' labels.csv beside images/. The first table (by name) whose paths
     name images that are there and whose labels give two or more classes; sample_submission.csv's do not."""
@@ -337,7 +351,7 @@ def table_in(folder: Path, min_classes: int = 2) -> Path | None:
         return None
     for path in (p for p in entries(folder) if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES):
         try:
-            table = read_label_table(path)
+            table = read_label_table(path, label_column=label_column)
         except TunevisionError:
             continue
         found = sum(Path(p).is_file() for p in table.paths[:200])
