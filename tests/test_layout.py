@@ -606,3 +606,16 @@ def test_runs_written_inside_the_data_folder_are_no_class(tmp_path, monkeypatch)
     assert ds.classes == ["blue", "red"]
     assert sorted((Path(s.path).name, "written by tunevision" in s.reason) for s in ds.skipped) == [
         ("bundle", True), ("runs", True)]
+
+
+def test_a_coco_category_no_box_uses_is_no_class(tmp_path):
+    """Roboflow's COCO export lists the dataset as category 0 ("boxes", the supercategory of "box"): it made a
+    second, empty class for the detector."""
+    from tests.scenes import write_coco
+    root = write_coco(tmp_path / "train", n=4)
+    coco = json.loads((root / "annotations.json").read_text())
+    coco["categories"].insert(0, {"id": 0, "name": "boxes", "supercategory": "none"})
+    (root / "annotations.json").write_text(json.dumps(coco))
+    data = read_scene_data(root)
+    assert data.classes == ["box"] and data.problems == []
+    assert {int(k) for it in data.items for k in it.labels} == {0}

@@ -256,8 +256,12 @@ def _read_coco_file(path: Path) -> SceneData:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TunevisionError(f"{path}: unreadable COCO JSON ({type(e).__name__}: {str(e)[:80]}); it needs "
                               "'images', 'annotations' and 'categories'") from None
-    classes = [categories[k] for k in sorted(categories)]
-    index = {k: i for i, k in enumerate(sorted(categories))}
+    # a category no box uses is no class a detector can learn: Roboflow's exports list their dataset's name as
+    # category 0 ("raccoons", the supercategory of "raccoon"), which made a second, empty class
+    used = {int(a.get("category_id", -1)) for a in annotations if isinstance(a, dict)}
+    kept = sorted(k for k in categories if k in used) or sorted(categories)
+    classes = [categories[k] for k in kept]
+    index = {k: i for i, k in enumerate(kept)}
     per_image: dict[int, list[dict]] = {k: [] for k in records}
     items, problems = [], []
     for a in annotations:
