@@ -96,3 +96,21 @@ def test_a_broken_pixel_cell_is_one_line_with_its_row(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(TunevisionError, match=r"train\.csv:4: an empty pixel cell"):
         discover(str(path))
+
+
+def test_a_model_trained_on_pixel_rows_predicts_an_unlabelled_table(tmp_path):
+    """Kaggle's digits: train on train.csv, predict test.csv's rows (each a picture named test.csv#N)."""
+    import tunevision as tv
+    rng = np.random.default_rng(6)
+    labels = np.arange(30) % 2
+    x = np.zeros((30, 8, 8), np.uint8)
+    x[labels == 1, :, :4] = 220  # class 1: a bright left half
+    x = np.clip(x + rng.integers(0, 30, x.shape), 0, 255).astype(np.uint8)
+    _write(tmp_path / "train.csv", x, labels)
+    _write(tmp_path / "test.csv", x[:6], None)
+    model = tv.fit(str(tmp_path / "train.csv"), backbone="tiny_cnn", pretrained=False, epochs=3, device="cpu",
+                   cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), quiet=True, audit=False)
+    preds = model.predict(str(tmp_path / "test.csv"), top_k=1)
+    assert [p.path for p in preds] == [f"{tmp_path / 'test.csv'}#{k}" for k in range(1, 7)]
+    assert all(not p.error and p.label in ("0", "1") for p in preds)
+    assert model.predict_proba(str(tmp_path / "test.csv")).shape == (6, 2)

@@ -20,8 +20,10 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import Runtime
 from tunevision.data.images import DEFAULT_MAX_PIXELS
 from tunevision.data.inputs import NOT_FOUND, expand_inputs
+from tunevision.data.pixels import read_pictures
 from tunevision.data.preprocess import Preprocessing
 from tunevision.data.sources import Sample, load_images
+from tunevision.data.tables import is_table
 from tunevision.models.backbones import Classifier, create_backbone, imagenet_classifier
 from tunevision.models.bundle import BundleMeta, bundle_dir, load_bundle
 
@@ -169,8 +171,13 @@ def label_thresholds(meta: BundleMeta, threshold: float | None = None) -> list[f
 def decode_inputs(inputs: Sequence[Any], prep: Preprocessing, *, max_pixels: int = DEFAULT_MAX_PIXELS
                   ) -> tuple[list[str], list[np.ndarray | str]]:
     """(names, decoded square or the reason there is none) for every image the inputs stand for, in input order:
-    files, folders and globs (all their files decoded together, in threads), PIL images, arrays and tensors."""
-    found = {i: expand_inputs([str(item)])[0][1] for i, item in enumerate(inputs) if isinstance(item, (str, Path))}
+    files, folders and globs (all their files decoded together, in threads), tables of pixel rows (each row a
+    picture named `test.csv#1`, `#2`...: Kaggle's MNIST test.csv), PIL images, arrays and tensors."""
+    tables = {i: read_pictures(Path(item).expanduser()) for i, item in enumerate(inputs)
+              if isinstance(item, (str, Path)) and is_table(str(item))}
+    tables = {i: pictures for i, pictures in tables.items() if pictures is not None}
+    found = {i: expand_inputs([str(item)])[0][1] for i, item in enumerate(inputs)
+             if isinstance(item, (str, Path)) and i not in tables}
     paths = [p for ps in found.values() for p in ps]
     squares, bad = load_images([Sample(p, -1) for p in paths], prep.resize_size, cache_dir=None,
                                max_pixels=max_pixels, fit=prep.fit)
@@ -178,7 +185,10 @@ def decode_inputs(inputs: Sequence[Any], prep: Preprocessing, *, max_pixels: int
     names: list[str] = []
     items: list[np.ndarray | str] = []
     for i, item in enumerate(inputs):
-        if i not in found:
+        if i in tables:
+            names += [f"{item}#{row}" for row in range(1, len(tables[i]) + 1)]
+            items += [prep.square(picture) for picture in tables[i]]
+        elif i not in found:
             names.append(f"image {i}")
             try:
                 items.append(prep.square(item))

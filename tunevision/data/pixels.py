@@ -110,6 +110,13 @@ def _read(table: PixelTable) -> tuple[np.ndarray, list[str] | None]:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8).reshape(-1, *table.shape), labels
 
 
+def read_pictures(path: Path) -> np.ndarray | None:
+    """The pictures a table of pixel rows holds, labelled or not (Kaggle's test.csv, to predict), or None where
+    `path` is no such table."""
+    table = pixel_table(path)
+    return _read(table)[0] if table else None
+
+
 def _tables(root: Path) -> list[PixelTable]:
     found = (pixel_table(p) for p in entries(root))
     return [t for t in found if t]
