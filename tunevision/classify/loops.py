@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
 from typing import Callable, Sequence
 
 import numpy as np
@@ -42,7 +43,7 @@ from tunevision.engine.optim import (
     train_step,
 )
 from tunevision.engine.rundir import EpochRecord
-from tunevision.models.backbones import Classifier, body_stages, training_mode
+from tunevision.models.backbones import Classifier, StageFeatures, body_stages, training_mode
 
 OnEpoch = Callable[[list[EpochRecord], nn.Module, Callable[[], dict] | None], bool]
 HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch
@@ -92,6 +93,12 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     model.body.requires_grad_(False).eval()  # BatchNorm statistics stay those of pretraining
     x, y, val_x = head_features(model, data, cfg, rt, log, d)
     history = []
+    if d.main and cfg.model.features == "auto" and not data.dataset.multilabel and isinstance(model.body, StageFeatures):
+        stages, final = probe_features(model, x[:len(data.train)], y[:len(data.train)], val_x, data, cfg.train, rt)
+        log.info(f"features: {'stage' if stages > final else 'final'} features (a head on the eval view: "
+                 f"validation {stages:.2%} with the stages' beside the final, {final:.2%} on the final alone)")
+        if stages <= final:
+            x, val_x = final_only(model, x), final_only(model, val_x)
     if d.main:
         history = fit_cached(nn.Sequential(model.dropout, model.head), model, x.to(rt.device), y.to(rt.device),
                              val_x.to(rt.device), data, cfg.train, rt, make_optimizer(model, cfg.train), on_epoch,
@@ -99,6 +106,39 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     if d.enabled:
         model.head.load_state_dict(d.broadcast(model.head.state_dict()))
     return history
+
+
+def probe_features(model: Classifier, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, data: Data,
+                   t: TrainConfig, rt: Runtime) -> tuple[float, float]:
+    """`--features auto` for single-label data: the best validation accuracy of a head trained (the run's own
+    recipe, the eval view alone) on the stage features beside the final ones, and of one on the final features
+    alone. Stages took MNIST from 96.65 to 98.95 % and flowers5 from 76.39 to 77.08 %, and cost caltech101-25
+    (17 images a class, 101 classes) 90.97 -> 90.22 %: which pays depends on the data."""
+    scores = []
+    for width in (x.shape[1], model.body.final_width):
+        head = nn.Linear(width, model.head.out_features)
+        nn.init.xavier_uniform_(head.weight)
+        nn.init.zeros_(head.bias)
+        net = nn.Sequential(nn.Dropout(model.dropout.p), head).to(rt.device)
+        # make_optimizer reads a model's body and head: the probe has a head alone
+        opt = make_optimizer(types.SimpleNamespace(body=nn.Module(), head=head), t)
+        history = fit_cached(net, model, x[:, -width:].to(rt.device), y.to(rt.device),
+                             val_x[:, -width:].to(rt.device), data, t, rt, opt, lambda *_: False, batch=HEAD_BATCH,
+                             min_batch=1)
+        scores.append(max((r.val_acc for r in history), default=0.0))
+    return scores[0], scores[1]
+
+
+def final_only(model: Classifier, features: torch.Tensor) -> torch.Tensor:
+    """The features with the stage columns zeroed, and the head's weights on them too: trained so, the head reads
+    the final features alone and keeps them at zero (no gradient reaches them, and decay keeps zero at zero), so
+    the bundle's stage-feature body gives a final-features model."""
+    stage_width = features.shape[1] - model.body.final_width
+    with torch.no_grad():
+        model.head.weight[:, :stage_width] = 0
+    out = features.clone()
+    out[:, :stage_width] = 0
+    return out
 
 
 def fit_cached(net: nn.Module, model: Classifier, x: torch.Tensor, y: torch.Tensor, val_x: torch.Tensor, data: Data,

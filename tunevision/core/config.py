@@ -127,7 +127,8 @@ class ModelConfig:
     features: str = opt("auto", "what a head on the frozen body reads (mode auto or freeze, no --time-budget; other "
                                 "modes read last): last (its pooled final features) | stages (also the pooled "
                                 "outputs of its last four block stages; EfficientNet/MobileNet bodies); auto = stages "
-                                "for multilabel where the body has them, last otherwise",
+                                "for multilabel where the body has them; for one label per image, whichever a head "
+                                "on the eval view scores better on validation",
                         choices=("auto", "last", "stages"), tasks=CLASSIFY)
 
     def __post_init__(self) -> None:

@@ -256,6 +256,7 @@ class StageFeatures(nn.Module):
         self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
         self.conv_head, self.bn2, self.global_pool = net.conv_head, net.bn2, net.global_pool
         self.tapped = tuple(range(max(len(self.blocks) - 4, 0), len(self.blocks)))
+        self.final_width = net.conv_head.out_channels  # the last columns of the output: the final features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn1(self.conv_stem(x))
