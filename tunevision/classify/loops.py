@@ -43,7 +43,12 @@ from tunevision.engine.optim import (
     train_step,
 )
 from tunevision.engine.rundir import EpochRecord
-from tunevision.models.backbones import Classifier, StageFeatures, body_stages, training_mode
+from tunevision.models.backbones import (
+    Classifier,
+    StageFeatures,
+    body_stages,
+    training_mode,
+)
 
 OnEpoch = Callable[[list[EpochRecord], nn.Module, Callable[[], dict] | None], bool]
 HEAD_BATCH = 256  # features are cheap: big batches mean few optimizer steps per epoch
