@@ -98,7 +98,8 @@ def fit_head(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: Ru
     model.body.requires_grad_(False).eval()  # BatchNorm statistics stay those of pretraining
     x, y, val_x = head_features(model, data, cfg, rt, log, d)
     history = []
-    if d.main and cfg.model.features == "auto" and not data.dataset.multilabel and isinstance(model.body, StageFeatures):
+    chooses = cfg.model.features == "auto" and not data.dataset.multilabel and isinstance(model.body, StageFeatures)
+    if d.main and chooses:
         stages, final = probe_features(model, x[:len(data.train)], y[:len(data.train)], val_x, data, cfg.train, rt)
         log.info(f"features: {'stage' if stages > final else 'final'} features (a head on the eval view: "
                  f"validation {stages:.2%} with the stages' beside the final, {final:.2%} on the final alone)")
@@ -120,17 +121,20 @@ def probe_features(model: Classifier, x: torch.Tensor, y: torch.Tensor, val_x: t
     alone. Stages took MNIST from 96.65 to 98.95 % and flowers5 from 76.39 to 77.08 %, and cost caltech101-25
     (17 images a class, 101 classes) 90.97 -> 90.22 %: which pays depends on the data."""
     scores = []
-    for width in (x.shape[1], model.body.final_width):
-        head = nn.Linear(width, model.head.out_features)
-        nn.init.xavier_uniform_(head.weight)
-        nn.init.zeros_(head.bias)
-        net = nn.Sequential(nn.Dropout(model.dropout.p), head).to(rt.device)
-        # make_optimizer reads a model's body and head: the probe has a head alone
-        opt = make_optimizer(types.SimpleNamespace(body=nn.Module(), head=head), t)
-        history = fit_cached(net, model, x[:, -width:].to(rt.device), y.to(rt.device),
-                             val_x[:, -width:].to(rt.device), data, t, rt, opt, lambda *_: False, batch=HEAD_BATCH,
-                             min_batch=1)
-        scores.append(max((r.val_acc for r in history), default=0.0))
+    # its own seeded draws, the run's left as they were: a resumed run probes to the same choice
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        for width in (x.shape[1], model.body.final_width):
+            head = nn.Linear(width, model.head.out_features)
+            nn.init.xavier_uniform_(head.weight)
+            nn.init.zeros_(head.bias)
+            net = nn.Sequential(nn.Dropout(model.dropout.p), head).to(rt.device)
+            # make_optimizer reads a model's body and head: the probe has a head alone
+            opt = make_optimizer(types.SimpleNamespace(body=nn.Module(), head=head), t)
+            history = fit_cached(net, model, x[:, -width:].to(rt.device), y.to(rt.device),
+                                 val_x[:, -width:].to(rt.device), data, t, rt, opt, lambda *_: False,
+                                 batch=HEAD_BATCH, min_batch=1)
+            scores.append(max((r.val_acc for r in history), default=0.0))
     return scores[0], scores[1]
 
 
