@@ -1,7 +1,9 @@
-"""Data read by content whatever the folder's names: split folders in any case, the folder an archive wraps data
-in, what tools leave behind, Kaggle's unlabelled test/ and its train.csv, classes in file names, list files, images
-without an image name, and detection and segmentation layouts (Ultralytics' split image folders and polygons, a
-COCO file whatever its name and wherever its images, class maps against instance masks)."""
+"""Data read by content whatever the folder's names: split folders in any case (and Kaggle's training_set/,
+seg_train/), the folder an archive wraps data in, what tools leave behind and tunevision's own runs, Kaggle's
+unlabelled test/ and its train.csv, classes in file names, split lists (Oxford-IIIT Pet, Food-101, VOC), label
+columns among other facts, images without an image name, and detection and segmentation layouts (Ultralytics'
+split image folders and polygons, a COCO file whatever its name and wherever its images, box tables, class maps
+against instance masks)."""
 from __future__ import annotations
 
 import json
@@ -476,19 +478,24 @@ def test_vocs_trainval_and_test_lists_are_the_split(tmp_path):
         "im0": "train", "im1": "train", "im2": "val", "im3": "val", "im4": "unused", "im5": "unused"}
 
 
+def _photos_and_table(images: Path, table: Path, header: str, n: int, name, cells) -> None:
+    """n photos, blue and red in turn, named `name(i)` in `images`, and a table beside them: a row per photo, its
+    name (no extension) then `cells(i)`."""
+    rng = np.random.default_rng(0)
+    images.mkdir(parents=True)
+    for i in range(n):
+        make_image(COLOURS[("blue", "red")[i % 2]], rng).save(images / f"{name(i)}.jpg")
+    table.write_text("\n".join([header] + [f"{name(i)},{cells(i)}" for i in range(n)]) + "\n")
+
+
 def test_the_column_named_label_among_other_facts(tmp_path):
     """The clothing dataset's images.csv: `image,sender_id,label,kids`, names without an extension; the sender ids
     and the 0/1 kids column are facts about the photo, not its classes (they were read as one-hot labels)."""
     from tunevision.core.config import RunConfig
     from tunevision.data.discover import task_name_for_data
-    rng = np.random.default_rng(0)
-    (tmp_path / "images_original").mkdir()
-    rows = ["image,sender_id,label,kids"]
-    for i in range(12):
-        colour, label = (("blue", "T-Shirt"), ("red", "Shoes"))[i % 2]
-        make_image(COLOURS[colour], rng).save(tmp_path / "images_original" / f"4285fab0-{i:04d}.jpg")
-        rows.append(f"4285fab0-{i:04d},{100 + i % 5},{label},{'True' if i % 3 else 'False'}")
-    (tmp_path / "images.csv").write_text("\n".join(rows) + "\n")
+    _photos_and_table(tmp_path / "images_original", tmp_path / "images.csv", "image,sender_id,label,kids", 12,
+                      lambda i: f"4285fab0-{i:04d}",
+                      lambda i: f"{100 + i % 5},{('T-Shirt', 'Shoes')[i % 2]},{'True' if i % 3 else 'False'}")
     assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
     ds = discover(str(tmp_path))
     assert ds.classes == ["Shoes", "T-Shirt"] and not ds.multilabel and len(ds.train) + len(ds.val) == 12
@@ -570,15 +577,10 @@ def test_label_column_chooses_among_several(tmp_path):
     images/. By content the first repeating column (gender) is the label; --label-column picks another, by name
     or number, an unknown one is one line listing the columns, and evaluate reads the column the model trained on."""
     import tunevision as tv
-    rng = np.random.default_rng(0)
     work, tmp_path = tmp_path, tmp_path / "fashion"
-    (tmp_path / "images").mkdir(parents=True)
-    rows = ["id,gender,masterCategory,articleType"]
-    for i in range(24):
-        colour, kind = (("blue", "Shirts"), ("red", "Jeans"))[i % 2]
-        make_image(COLOURS[colour], rng).save(tmp_path / "images" / f"{15970 + i}.jpg")
-        rows.append(f"{15970 + i},{('Men', 'Women', 'Boys')[i % 3]},Apparel,{kind}")
-    (tmp_path / "styles.csv").write_text("\n".join(rows) + "\n")
+    _photos_and_table(tmp_path / "images", tmp_path / "styles.csv", "id,gender,masterCategory,articleType", 24,
+                      lambda i: str(15970 + i), lambda i: f"{('Men', 'Women', 'Boys')[i % 3]},Apparel,"
+                                                          f"{('Shirts', 'Jeans')[i % 2]}")
     assert discover(str(tmp_path)).classes == ["Boys", "Men", "Women"]
     for column in ("articleType", "ARTICLETYPE", "4"):
         assert discover(str(tmp_path), label_column=column).classes == ["Jeans", "Shirts"]
