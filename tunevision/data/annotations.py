@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
@@ -38,6 +37,7 @@ from tunevision.data.layout import (
     is_leftover,
     listed_splits,
     split_dirs,
+    split_in_name,
     split_lists,
     split_role,
     training_and_held_out,
@@ -215,12 +215,6 @@ def _coco_file(root: Path) -> Path | None:
     return next(iter(_coco_files(root)), None)
 
 
-def _split_in_name(path: Path) -> str:
-    """The split a file's name says (`instances_train2017.json`: train), or ''."""
-    roles = {split_role(word) for word in re.split(r"[^a-z]+", path.stem.lower())} - {""}
-    return roles.pop() if len(roles) == 1 else ""
-
-
 def _looks_like_coco(path: Path) -> bool:
     """A COCO file by its name (free), else by its content: a JSON object with 'images' and 'annotations'. A file
     that starts like one and does not parse counts, so that reading it says what is wrong with it."""
@@ -241,7 +235,7 @@ def _looks_like_coco(path: Path) -> bool:
 @_format("coco", lambda root: _coco_file(root) is not None)
 def read_coco(root: Path) -> SceneData:
     """One COCO file, or COCO's own pair (`instances_train2017.json` and `instances_val2017.json`) as the split."""
-    pair = training_and_held_out({_split_in_name(p): p for p in _coco_files(root)})
+    pair = training_and_held_out({split_in_name(p): p for p in _coco_files(root)})
     if pair:
         return _joined(*map(_read_coco_file, pair))
     return _read_coco_file(_coco_file(root))

@@ -42,6 +42,13 @@ def split_role(name: str) -> str:
     return roles.pop() if len(roles) == 1 and len(rest) < len(words) and set(rest) <= SPLIT_AFFIXES else ""
 
 
+def split_in_name(path: Path) -> str:
+    """The split a file's name says among its other words (`instances_train2017.json`, `fashion-mnist_test.csv`),
+    or '' where it names none or more than one."""
+    roles = {split_role(word) for word in re.split(r"[^a-z]+", path.stem.lower())} - {""}
+    return roles.pop() if len(roles) == 1 else ""
+
+
 def is_leftover(name: str) -> bool:
     """Hidden files and folders and what operating systems and notebooks leave in a folder: never data (a macOS
     zip's `._photo.jpg` is metadata that only looks like an image)."""

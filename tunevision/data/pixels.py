@@ -14,7 +14,7 @@ import numpy as np
 
 from tunevision.core.errors import TunevisionError
 from tunevision.data.archives import FOLDER_SIGNS, archive_dataset
-from tunevision.data.layout import entries, held_out_role, split_role
+from tunevision.data.layout import entries, held_out_role, split_in_name
 from tunevision.data.sources import SOURCES, Dataset, Skipped, stratified_split
 from tunevision.data.tables import TABLE_SUFFIXES, names_beside, sniffed_delimiter
 
@@ -122,11 +122,6 @@ def _tables(root: Path) -> list[PixelTable]:
     return [t for t in found if t]
 
 
-def _role(path: Path) -> str:
-    """The split a table's name gives (`fashion-mnist_test.csv`: test), or ''."""
-    return next((r for r in map(split_role, re.split(r"[^a-z]+", path.stem.lower())) if r), "")
-
-
 @FOLDER_SIGNS.register("pixels")
 def _holds_pixel_tables(root: Path) -> bool:
     return any(t.label is not None for t in _tables(root))
@@ -144,7 +139,7 @@ def pixels_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     labelled = [t for t in tables if t.label is not None]
     if not labelled:
         raise TunevisionError(f"{path}: its pixel rows have no label column; training needs one (label,pixel0,...)")
-    roles = {_role(t.path): t for t in labelled}
+    roles = {split_in_name(t.path): t for t in labelled}
     pair = [roles["train"], roles[held_out_role(roles)]] if "train" in roles and held_out_role(roles) else None
     if pair and pair[0].shape != pair[1].shape:
         raise TunevisionError(f"{pair[1].path}: {pair[1].shape} pixels a row where {pair[0].path.name} has "
