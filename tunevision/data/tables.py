@@ -222,20 +222,16 @@ LABEL_WORDS = {"label", "labels", "class", "classes", "class_name", "classname",
                "categories", "tag", "tags", "target", "y", "breed", "species", "diagnosis", "dx"}
 
 
-def _named_label_columns(header: list[str], skip: set[int], named: bool) -> list[int]:
-    return [i for i, h in enumerate(header) if named and i not in skip and h.strip().lower() in LABEL_WORDS]
-
-
-def _label_column(header: list[str], rows: list[list[str]], skip: set[int], named: bool) -> int | None:
-    """The column of labels: the one its header names so (clothing's `image,sender_id,label,kids`), else the first
-    whose values repeat as classes do (at most one distinct value in two rows; HAM10000's `dx` after its
-    `lesion_id`), else the first besides the path (and split) columns."""
+def _label_column(header: list[str], rows: list[list[str]], skip: set[int], named: bool) -> tuple[int | None, bool]:
+    """(the column of labels, whether its header names it so): the one a header word names (clothing's
+    `image,sender_id,label,kids`), else the first whose values repeat as classes do (at most one distinct value in
+    two rows; HAM10000's `dx` after its `lesion_id`), else the first besides the path (and split) columns."""
     rest = [i for i in range(len(header)) if i not in skip]
-    by_name = _named_label_columns(header, skip, named)
+    by_name = [i for i in rest if named and header[i].strip().lower() in LABEL_WORDS]
     if by_name:
-        return by_name[0]
+        return by_name[0], True
     repeats = [i for i in rest if 2 <= len({r[i] for r in rows if i < len(r)}) <= len(rows) / 2]
-    return (repeats or rest or [None])[0]
+    return (repeats or rest or [None])[0], False
 
 
 def _chosen_column(path: Path, header: list[str], wanted: str) -> int:
@@ -278,11 +274,12 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
                               "columns, one per label)")
     split_col = _split_column(header, body, {path_col})
     skip = {path_col} | ({split_col} if split_col is not None else set())
-    label_col = _chosen_column(path, header, label_column) if label_column else \
+    label_col, by_name = (_chosen_column(path, header, label_column), True) if label_column else \
         _label_column(header, body, skip, named=header is rows[0])
-    # a column named for the labels, of class names, leaves 0/1 columns beside it as other facts (clothing's kids)
-    hot = [] if label_column or label_col in _named_label_columns(header, skip, header is rows[0]) and not all(
-        r[label_col].lower() in ONE_HOT for r in body if label_col < len(r)) else _one_hot_columns(header, body, skip)
+    # a column chosen or named for the labels leaves 0/1 columns beside it as other facts (clothing's kids), unless
+    # it is itself one of them
+    hot = [] if label_column or by_name and not all(r[label_col].lower() in ONE_HOT for r in body
+                                                    if label_col < len(r)) else _one_hot_columns(header, body, skip)
     paths, labels, splits, problems = [], [], [], []
     sep = None if hot else _separator(header[label_col], [r[label_col] for r in body if label_col < len(r)],
                                       multilabel)
@@ -330,7 +327,6 @@ def _holds_no_class_folders(folder: Path) -> bool:
     subs = [p for p in entries(folder) if p.is_dir()]
     stores = len(subs) <= 1 or all(split_role(p.name) or any(w in p.name.lower() for w in STORE_WORDS) for p in subs)
     return stores and not any(has_subfolders(p) for p in subs)
-
 
 
 def split_tables(folder: Path, label_column: str = "") -> tuple[Path, Path] | None:
