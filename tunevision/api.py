@@ -48,8 +48,9 @@ def fit(data: Any = None, config: RunConfig | str | Path | None = None, *, quiet
 
     data: a folder of class subfolders (optionally train/ and val/), a CSV of path,label[,split], "mnist:DIR",
     "cifar10:DIR", a pandas DataFrame (a path column and labels, read like a CSV), a list of (path, label) pairs,
-    or a pair (images, labels) of an N x H x W [x 3] uint8 array and N class names. config: a RunConfig or a YAML file; options override it. quiet: no console output
-    (train.log is still written). A wrong option name or value raises TunevisionError.
+    or a pair (images, labels) of an N x H x W [x 3] uint8 array and N class names. config: a RunConfig or a YAML
+    file; options override it. quiet: no console output (train.log is still written). A wrong option name or value
+    raises TunevisionError.
 
     Options (each also a `tunevision train --flag` and a key of config.yaml):
     """

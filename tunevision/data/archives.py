@@ -266,7 +266,11 @@ def in_memory_source(data: Any, cache_dir: Path) -> str:
     pairs = [(str(Path(p).expanduser().resolve()), str(label)) for p, label in data]
     if not pairs:
         raise TunevisionError("fit([]): no (path, label) pairs")
-    text = "path,label\n" + "".join(f'"{p}","{label}"\n' for p, label in pairs)
+    return _stored_table("path,label\n" + "".join(f'"{p}","{label}"\n' for p, label in pairs), folder)
+
+
+def _stored_table(text: str, folder: Path) -> str:
+    """A table written under `folder`, named by its content (the same data: the same file, caches and split)."""
     path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
     path.write_text(text)
     return str(path)
@@ -282,7 +286,4 @@ def _frame_table(frame: Any, folder: Path) -> str:
         if cells and sum(is_image_name(c) or Path(c).expanduser().is_file() for c in cells) * 2 > len(cells):
             frame[column] = [str(Path(c).expanduser().resolve()) if Path(c).expanduser().exists() else c
                              for c in cells]
-    text = frame.to_csv(index=False)
-    path = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.csv"
-    path.write_text(text)
-    return str(path)
+    return _stored_table(frame.to_csv(index=False), folder)
