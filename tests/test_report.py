@@ -46,3 +46,20 @@ def test_training_writes_a_report_with_every_section(colour_folders: Path, cache
     img = next((colour_folders / "red").glob("*.png"))
     r = CliRunner().invoke(main, ["gradcam", str(run), str(img), "--class", "red", "--out", str(tmp_path / "g.png")])
     assert r.exit_code == 0 and Image.open(tmp_path / "g.png").size[0] > 32  # the image, title and colour scale
+
+
+def test_a_run_on_arrays_shows_its_pictures(tmp_path: Path) -> None:
+    """Samples, augmentation and top losses of data held in arrays (MNIST's files, CIFAR's batches, a table of
+    pixel rows, tv.fit((images, labels))): the report read the files their `NAME#i` paths are not, and drew blank
+    grids."""
+    import tunevision as tv
+    rng = np.random.default_rng(0)
+    labels = np.array(["dark", "light"] * 12)
+    images = np.where(labels[:, None, None, None] == "light", 200, 40).astype(np.uint8) + \
+        rng.integers(0, 40, (24, 20, 20, 3), dtype=np.uint8)
+    model = tv.fit((images, labels), backbone="tiny_cnn", pretrained=False, epochs=2, device="cpu", audit=False,
+                   cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), quiet=True)
+    report = Path(model.run_dir) / "report"
+    for name in ("samples.png", "augmentation.png", "top_losses.png"):
+        pixels = np.asarray(Image.open(report / name).convert("L"), np.float32)
+        assert pixels.std() > 10, name  # pictures, not an empty white grid

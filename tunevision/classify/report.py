@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from tunevision.auditing.page import run_section
 from tunevision.classify.evaluate import confusion_matrix, per_class_metrics
 from tunevision.classify.gradcam import gradcam, overlay_heatmap
 from tunevision.classify.report_labels import label_sections
+from tunevision.core.errors import TunevisionError
 from tunevision.data.augment import make_pipeline
+from tunevision.data.discover import discover
 from tunevision.data.images import ImageError
 from tunevision.data.preprocess import Preprocessing
 from tunevision.engine.calibrate import expected_calibration_error, reliability
@@ -40,13 +43,35 @@ def _decode(path: str, prep: Preprocessing) -> np.ndarray | None:
         return None
 
 
-def top_losses_grid(model, meta, rows: list[tuple[str, str, str, float]], path: Path | None = None):
+def image_reader(spec: str, prep: Preprocessing) -> Callable[[str], np.ndarray | None]:
+    """A sample's path (split.csv's, predictions.csv's) as the model's square, None where it cannot be read: a
+    file decoded, or an archive's `NAME#i` (MNIST, CIFAR, a table of pixel rows, arrays) taken from the data the
+    run read, discovered once at the first such path (the report's samples and top losses were blank for them)."""
+    arrays: list = []
+
+    def read(path: str) -> np.ndarray | None:
+        _, sep, index = path.rpartition("#")
+        if not (sep and index.isdigit()) or Path(path).is_file():
+            return _decode(path, prep)
+        if not arrays:
+            try:
+                arrays.append(discover(spec).arrays)
+            except TunevisionError:  # the data moved since the run: the report goes without these pictures
+                arrays.append(None)
+        return prep.square(arrays[0][int(index)]) if arrays[0] is not None and int(index) < len(arrays[0]) else None
+    return read
+
+
+def top_losses_grid(model, meta, rows: list[tuple[str, str, str, float]], path: Path | None = None,
+                    read: Callable[[str], np.ndarray | None] | None = None):
     """rows: (image path, actual, predicted, probability); each shown with Grad-CAM of the predicted class.
-    Returns the figure, or None when no image could be read."""
+    Returns the figure, or None when no image could be read. `read`: how a path becomes a square (default: a
+    file decoded)."""
     grid, labels = [], []
     prep = meta.preprocess
+    read = read or (lambda image_path: _decode(image_path, prep))
     for image_path, actual, predicted, prob in rows:
-        im = _decode(image_path, prep)
+        im = read(image_path)
         if im is None:
             continue
         heat, _ = gradcam(model, prep.batch(torch.from_numpy(im[None])), meta.classes.index(predicted))
@@ -65,6 +90,7 @@ class RunFiles:
     cfg: dict
     dataset: dict
     summary: dict
+    read: Callable[[str], np.ndarray | None]  # a sample's path as the model's square (`image_reader`)
 
     @property
     def classes(self) -> list[str]:
@@ -75,9 +101,10 @@ def write_report(run_dir: str | Path) -> Path:
     """Build `run_dir/report.html` and its PNGs (in `run_dir/report/`) from what the run wrote."""
     run_dir = Path(run_dir)
     model, meta = load_bundle(bundle_dir(run_dir))
-    run = RunFiles(run_dir, run_dir / "report", model, meta, yaml.safe_load((run_dir / "config.yaml").read_text()),
-                   json.loads((run_dir / "dataset.json").read_text()),
-                   json.loads((run_dir / "summary.json").read_text()))
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    run = RunFiles(run_dir, run_dir / "report", model, meta, cfg, json.loads((run_dir / "dataset.json").read_text()),
+                   json.loads((run_dir / "summary.json").read_text()),
+                   image_reader(cfg["data"]["data"], meta.preprocess))
     samples = sample_images(run)
     sections = [dataset_section(run, samples), *augmentation_section(run, samples), *training_sections(run)]
     preds = _rows(run_dir / "eval" / "predictions.csv")
@@ -101,7 +128,7 @@ def sample_images(run: RunFiles) -> tuple[list[np.ndarray], list[str], int]:
     per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // len(classes)))
     for c in classes[:MAX_SAMPLES]:
         for r in [r for r in split if r["split"] == "train" and c in r["label"].split(";")][:per_class]:
-            im = _decode(r["path"], run.meta.preprocess)
+            im = run.read(r["path"])
             if im is not None:
                 samples.append(im)
                 titles.append(c)
@@ -193,7 +220,7 @@ def results_section(run: RunFiles, y: np.ndarray, p: np.ndarray) -> tuple[str, s
 def top_losses_section(run: RunFiles, preds: list[dict]) -> list[tuple[str, str]]:
     worst = sorted(preds, key=lambda r: -float(r["loss"]))[:TOP_LOSSES]
     if not top_losses_grid(run.model, run.meta, [(r["path"], r["actual"], r["predicted"], float(r["confidence"]))
-                                                 for r in worst], run.out / "top_losses.png"):
+                                                 for r in worst], run.out / "top_losses.png", run.read):
         return []
     return [("Top losses", "<p>The validation images with the highest loss, labelled actual / predicted / "
              "probability, with Grad-CAM for the predicted class:</p>" +
