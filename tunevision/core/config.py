@@ -105,7 +105,7 @@ class DataConfig:
     fixes: str = opt("", "an audit.csv whose action column (keep, drop, relabel:NAME) is applied before training",
                      tasks=("classify",))
     audit: bool = opt(True, "audit the data while training (label errors, duplicates, leakage, outliers, odd "
-                            "images): audit/ in the run folder and a report section", tasks=("classify",))
+                            "images): audit/ in the run folder and a report section", tasks=CLASSIFY)
 
     def __post_init__(self) -> None:
         validate_fields(self)

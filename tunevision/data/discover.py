@@ -7,9 +7,10 @@ from pathlib import Path
 
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
-from tunevision.data.annotations import read_scene_data, semantic_masks, sniff_format
 
-# importing archives registers mnist:, cifar10: and npz: in SOURCES, and pixels its pixels:
+# importing archives registers mnist:, cifar10: and npz: in SOURCES, pixels its pixels: and matlab its mat:
+from tunevision.data import matlab  # noqa: F401
+from tunevision.data.annotations import read_scene_data, semantic_masks, sniff_format
 from tunevision.data.archives import archive_in
 from tunevision.data.fixes import apply_fixes
 from tunevision.data.layout import unwrap

@@ -173,6 +173,27 @@ def _list_keys(file: str) -> tuple[str, ...]:
     return f"{p.parent.name}/{p.stem}", f"{p.parent.name}/{p.name}", p.stem, p.name
 
 
+ID_LISTS = ("images.txt", "train_test_split.txt")  # CUB-200-2011's and NABirds': `id path`, `id is_training`
+
+
+def _id_pairs(path: Path) -> dict[str, str]:
+    return dict(line.split()[:2] for line in path.read_text(errors="replace").splitlines() if len(line.split()) > 1)
+
+
+def id_listed_splits(folder: Path, files: list[str]) -> list[str] | None:
+    """Each file's split ('train', 'val', 'unused') where `folder` numbers the images in one list and flags the
+    training ones by number in another (CUB-200-2011), else None, as `listed_splits`."""
+    paths, flags = (folder / name for name in ID_LISTS)
+    if not (paths.is_file() and flags.is_file()):
+        return None
+    flag = _id_pairs(flags)
+    by_name = {k: flag.get(i) for i, name in _id_pairs(paths).items() for k in _list_keys(name.replace("\\", "/"))}
+    roles = [next((r for r in map(by_name.get, _list_keys(f)) if r in ("0", "1")), "") for f in files]
+    if sum(map(bool, roles)) < len(files) / 2:
+        return None
+    return assigned_splits(["train" if r == "1" else "test" if r == "0" else "" for r in roles])
+
+
 def listed_splits(lists: dict[str, Path], files: list[str]) -> list[str] | None:
     """Each file's split ('train', 'val', 'unused') as the training and held-out lists name it, or None where they
     give no such pair or name fewer than half the files (a stray list names no split)."""

@@ -38,11 +38,13 @@ from tunevision.data.images import (
     square,
 )
 from tunevision.data.layout import (
+    ID_LISTS,
     IMAGE_FOLDER_NAMES,
     assigned_splits,
     classes_from_names,
     entries,
     has_subfolders,
+    id_listed_splits,
     is_leftover,
     is_output,
     listed_splits,
@@ -52,7 +54,7 @@ from tunevision.data.layout import (
     training_and_held_out,
     unwrap,
 )
-from tunevision.data.tables import LabelTable, read_label_table
+from tunevision.data.tables import LabelTable, names_map, read_label_table
 
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
 
@@ -196,6 +198,15 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     if not given.is_dir():
         raise TunevisionError(f"{given}: no such folder; point at a folder with one subfolder per class")
     root = _image_root(unwrap(given))
+    ds = _folder_dataset(given, root, val_fraction, seed)
+    names = names_map(root, ds.classes)  # folders numbered 1..102 with a JSON of their names beside them
+    if names:
+        ds.classes = [names[c] for c in ds.classes]
+        ds.layout += f", class names from a JSON file beside {root.name}/"
+    return ds
+
+
+def _folder_dataset(given: Path, root: Path, val_fraction: float, seed: int) -> Dataset:
     inside = f" in {root.relative_to(given)}/" if root != given else ""
     splits = split_dirs(root)
     # a split folder holds class folders: `train/` of loose images is the class of trains, not a split
@@ -264,6 +275,9 @@ def _listed_split(folder: Path, class_map: dict[str, list[str]]) -> tuple[dict[s
         if splits:
             pair = training_and_held_out(lists)
             return dict(zip(files, splits)), f"split as {' and '.join(p.name for p in pair)} in {place.name}/ list it"
+        splits = id_listed_splits(place, files)
+        if splits:
+            return dict(zip(files, splits)), f"split as {' and '.join(ID_LISTS)} in {place.name}/ number it"
     return None, ""
 
 

@@ -6,6 +6,7 @@ columns, is multi-label; a row with no label is then a valid "none of these" ima
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,11 @@ def read_rows(path: Path) -> list[list[str]]:
     if rows and max(map(len, rows)) == 1 and any(len(r[0].split()) > 1 for r in rows):
         # a list file (`images/a.jpg 3`, as Caffe and many .txt splits write them): columns split by spaces
         rows = [r[0].split() for r in rows]
+    if len(rows) > 2 and len(rows[0]) == 1 and rows[0][0].isdigit() and len(rows[2]) > 1:
+        # CelebA's and DeepFashion's lists: a count line, then a header that may leave the image column unnamed
+        rows = rows[1:]
+        if len(rows[0]) == len(rows[1]) - 1:
+            rows[0] = ["image", *rows[0]]
     return rows
 
 
@@ -140,6 +146,24 @@ def names_beside(folder: Path, count: int, table: Path | None = None) -> list[st
             if len(lines) >= count and len(set(lines)) == len(lines):
                 return lines
     return []
+
+
+def names_map(folder: Path, keys: list[str]) -> dict[str, str]:
+    """{key: name} from a JSON object in `folder` or the one above it that names every key (Udacity's
+    `cat_to_name.json` beside flower folders numbered 1..102), or {} where there is none."""
+    for place in (folder, folder.parent):
+        for f in sorted(place.glob("*.json")) if place.is_dir() else ():
+            if f.stat().st_size > 1 << 20:
+                continue
+            try:
+                found = json.loads(f.read_text(errors="replace"))
+            except ValueError:
+                continue
+            if isinstance(found, dict) and keys and all(isinstance(found.get(k), str) for k in keys):
+                names = [found[k].strip() for k in keys]
+                if all(names) and len(set(names)) == len(names):
+                    return dict(zip(keys, names))
+    return {}
 
 
 def _class_names_file(folder: Path, names: list[str], table: Path) -> list[str]:

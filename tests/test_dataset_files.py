@@ -1,0 +1,107 @@
+"""Labels and splits that well-known datasets keep in files of their own, read as those datasets ship: Oxford
+Flowers-102's MATLAB label and split vectors, CUB-200-2011's numbered image and split lists, CelebA's attribute
+list (a count line, a header without the image column, -1/1 cells), and the JSON of class names beside folders
+numbered 1..N (Udacity's flowers)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import COLOURS, make_image
+
+from tunevision.core.config import RunConfig
+from tunevision.data.discover import discover, task_name_for_data
+
+scipy_io = pytest.importorskip("scipy.io")
+
+
+def test_flowers102_mat_labels_and_split(tmp_path):
+    rng = np.random.default_rng(0)
+    colours = ["blue", "red", "green"] * 6
+    rng.shuffle(colours)
+    (tmp_path / "jpg").mkdir()
+    for i, c in enumerate(colours, start=1):
+        make_image(COLOURS[c], rng).save(tmp_path / "jpg" / f"image_{i:05d}.jpg")
+    numbers = {"blue": 1, "red": 2, "green": 3}
+    scipy_io.savemat(tmp_path / "imagelabels.mat", {"labels": np.array([[numbers[c] for c in colours]])})
+    ids = np.arange(1, 19)
+    scipy_io.savemat(tmp_path / "setid.mat", {"trnid": ids[None, :9], "valid": ids[None, 9:15],
+                                              "tstid": ids[None, 15:]})
+    (tmp_path / "classes.txt").write_text("blue\nred\ngreen\n")
+    ds = discover(str(tmp_path))
+    assert ds.explicit_split and "MATLAB labels" in ds.layout
+    assert ds.classes == ["blue", "red", "green"]
+    assert len(ds.train) == 9 and len(ds.val) == 6 and len(ds.skipped) == 3
+    for s in ds.train + ds.val:  # each image keeps the class its number was given
+        number = int(s.path[-9:-4])
+        assert ds.classes[s.label] == colours[number - 1]
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
+
+
+def test_mat_files_that_label_no_image_folder_are_ignored(tmp_path):
+    for c in ("blue", "red"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            make_image(COLOURS[c], np.random.default_rng(i)).save(tmp_path / c / f"{i}.jpg")
+    scipy_io.savemat(tmp_path / "weights.mat", {"w": np.arange(10)[None]})
+    (tmp_path / "cut.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(20))  # cut short: labels nothing either
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["blue", "red"] and ds.layout.startswith("class folders")
+
+
+def test_cub_numbered_lists_give_the_split(tmp_path):
+    root = tmp_path / "CUB_200_2011"
+    rng = np.random.default_rng(0)
+    lines, flags = [], []
+    for k, c in enumerate(("blue", "red"), start=1):
+        folder = root / "images" / f"{k:03d}.{c}"
+        folder.mkdir(parents=True)
+        for i in range(6):
+            make_image(COLOURS[c], rng).save(folder / f"{c}_{i}.jpg")
+            lines.append(f"{len(lines) + 1} {folder.name}/{c}_{i}.jpg")
+            flags.append(f"{len(flags) + 1} {int(i < 4)}")
+    (root / "images.txt").write_text("\n".join(lines) + "\n")
+    (root / "train_test_split.txt").write_text("\n".join(flags) + "\n")
+    ds = discover(str(root))
+    assert ds.explicit_split and "train_test_split.txt" in ds.layout
+    assert sorted(s.path.rsplit("_", 1)[1] for s in ds.val) == ["4.jpg", "4.jpg", "5.jpg", "5.jpg"]
+    assert len(ds.train) == 8
+
+
+def test_celeba_attribute_list(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "img_align").mkdir()
+    names = ["Smiling", "Young", "Bald"]
+    rows = []
+    for i in range(12):
+        make_image(COLOURS["blue"], rng).save(tmp_path / "img_align" / f"{i:06d}.jpg")
+        cells = ["1" if (i >> j) % 2 or j == 2 and i < 3 else "-1" for j in range(3)]
+        rows.append(f"{i:06d}.jpg " + "  ".join(cells))
+    (tmp_path / "list_attr.txt").write_text(f"{len(rows)}\n{' '.join(names)}\n" + "\n".join(rows) + "\n")
+    ds = discover(str(tmp_path))
+    assert ds.multilabel and ds.classes == names
+    by_name = {s.path[-10:-4]: {ds.classes[x] for x in s.labels} for s in ds.train + ds.val}
+    assert by_name["000003"] == {"Smiling", "Young"} and by_name["000000"] == {"Bald"}
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "multilabel"
+
+
+def test_numbered_class_folders_named_by_a_json_beside_them(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("valid", 2)):
+        for number, c in ((1, "blue"), (2, "red")):
+            (tmp_path / "flower_data" / split / str(number)).mkdir(parents=True)
+            for i in range(n):
+                make_image(COLOURS[c], rng).save(tmp_path / "flower_data" / split / str(number) / f"{i}.jpg")
+    (tmp_path / "cat_to_name.json").write_text(json.dumps({"1": "blue flower", "2": "red flower", "3": "other"}))
+    ds = discover(str(tmp_path / "flower_data"))
+    assert ds.classes == ["blue flower", "red flower"]
+    assert all(ds.classes[s.label].split()[0] in s.path.replace("/1/", "/blue/").replace("/2/", "/red/")
+               for s in ds.train + ds.val)
+    (tmp_path / "cat_to_name.json").write_text(json.dumps({"1": "blue flower"}))  # names one class only: not used
+    assert discover(str(tmp_path / "flower_data")).classes == ["1", "2"]
+
+
+def test_multilabel_runs_may_leave_the_audit_out():
+    cfg = RunConfig.from_options("x.csv", audit=False).for_task("multilabel")
+    assert cfg.data.audit is False
