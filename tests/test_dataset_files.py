@@ -37,6 +37,8 @@ def test_flowers102_mat_labels_and_split(tmp_path):
         number = int(s.path[-9:-4])
         assert ds.classes[s.label] == colours[number - 1]
     assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
+    given_the_images = discover(str(tmp_path / "jpg"))  # the labels beside the folder pointed at
+    assert given_the_images.classes == ds.classes and len(given_the_images.val) == 6
 
 
 def test_mat_files_that_label_no_image_folder_are_ignored(tmp_path):

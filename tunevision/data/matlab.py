@@ -54,9 +54,13 @@ def _image_folders(root: Path) -> list[tuple[Path, list[Path]]]:
 
 
 def mat_labels(root: Path) -> MatLabels | None:
-    """The label vector of a .mat file in `root` as long as a folder of images there is, with the split file's
-    index vectors; None where there is none (most folders: only their .mat files are opened)."""
+    """The label vector of a .mat file in `root` (or, given the image folder itself, beside it) as long as a folder
+    of images there is, with the split file's index vectors; None where there is none (most folders: only their
+    .mat files are opened)."""
     mats = sorted(root.glob("*.mat")) if root.is_dir() else []
+    if not mats and root.is_dir():
+        root = root.parent
+        mats = sorted(root.glob("*.mat"))
     if not mats:
         return None
     folders = _image_folders(root)
@@ -86,7 +90,8 @@ def mat_source(spec: str, val_fraction: float, seed: int) -> Dataset:
                               "folder of as many images")
     numbers = sorted(int(n) for n in np.unique(found.labels))
     keys = [str(n) for n in numbers]
-    names = names_map(root, keys) or dict(zip(keys, names_beside(root, len(keys)) or keys))
+    beside = found.file.parent
+    names = names_map(beside, keys) or dict(zip(keys, names_beside(beside, len(keys)) or keys))
     classes = [names[k] for k in keys]
     index = {n: i for i, n in enumerate(numbers)}
     paths = [str(p) for p in found.images]
