@@ -1,7 +1,7 @@
 """Labels and splits that well-known datasets keep in files of their own, read as those datasets ship: Oxford
 Flowers-102's MATLAB label and split vectors, CUB-200-2011's numbered image and split lists, CelebA's attribute
-list (a count line, a header without the image column, -1/1 cells), and the JSON of class names beside folders
-numbered 1..N (Udacity's flowers)."""
+list (a count line, a header without the image column, -1/1 cells), the JSON of class names beside folders
+numbered 1..N (Udacity's flowers), and class folders named for two labels (`black_jeans/`) as multi-label data."""
 from __future__ import annotations
 
 import json
@@ -107,3 +107,24 @@ def test_numbered_class_folders_named_by_a_json_beside_them(tmp_path):
 def test_multilabel_runs_may_leave_the_audit_out():
     cfg = RunConfig.from_options("x.csv", audit=False).for_task("multilabel")
     assert cfg.data.audit is False
+
+
+def test_multilabel_asked_of_class_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("black_jeans", "blue_dress", "blue_jeans", "red_dress"):
+        (tmp_path / "joined" / name).mkdir(parents=True)
+        for i in range(4):
+            make_image(COLOURS["blue"], rng).save(tmp_path / "joined" / name / f"{i}.jpg")
+    ds = discover(str(tmp_path / "joined"), multilabel=True)
+    assert ds.multilabel and ds.classes == ["black", "blue", "dress", "jeans", "red"]
+    for s in ds.train + ds.val:  # each image's labels are the words of its folder's name
+        assert {ds.classes[x] for x in s.labels} == set(s.path.split("/")[-2].split("_"))
+    assert not discover(str(tmp_path / "joined")).multilabel  # asked for one label: the folders are the classes
+    make = tmp_path / "cars"  # names that share no word: each folder is one label
+    for name in ("sedan_car", "pickup_truck"):
+        (make / name).mkdir(parents=True)
+        for i in range(3):
+            make_image(COLOURS["red"], rng).save(make / name / f"{i}.jpg")
+    ds = discover(str(make), multilabel=True)
+    assert ds.multilabel and ds.classes == ["pickup_truck", "sedan_car"]
+    assert sorted(s.labels for s in ds.train + ds.val) == [(0,)] * 3 + [(1,)] * 3

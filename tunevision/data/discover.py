@@ -3,6 +3,8 @@
 It sits above both the folder/CSV sources and the archive readers, so that neither imports the other."""
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 from tunevision.core.config import RunConfig
@@ -59,7 +61,27 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
         return split_tables_source(*tables, images=images, multilabel=multilabel, label_column=label_column)
     if tables:
         return SOURCES.get("csv")(str(tables[0]), val_fraction, seed, images, multilabel, label_column)
-    return SOURCES.get("folder")(spec, val_fraction, seed)
+    folders = SOURCES.get("folder")(spec, val_fraction, seed)
+    return folders_as_labels(folders) if multilabel else folders
+
+
+LABEL_JOINS = re.compile(r"[_+,\s]+")  # `black_jeans`, `red+dress`: the words of a folder named for two labels
+
+
+def folders_as_labels(ds: Dataset) -> Dataset:
+    """Class folders as multi-label data (`--task multilabel`): each folder's words are its images' labels where
+    every folder's name joins two or more and some word names more than one folder (`black_jeans/`, `red_dress/`,
+    as in Keras' multi-label tutorial), else each folder is the one label of its images."""
+    words = [sorted({w for w in LABEL_JOINS.split(c) if w}) for c in ds.classes]
+    joined = all(len(ws) > 1 for ws in words) and len({w for ws in words for w in ws}) < sum(map(len, words))
+    if not joined:
+        words = [[c] for c in ds.classes]
+    labels = sorted({w for ws in words for w in ws})
+    index = [tuple(labels.index(w) for w in ws) for ws in words]
+    train, val = ([Sample(s.path, index[s.label][0], index[s.label]) for s in part] for part in (ds.train, ds.val))
+    what = "the words of each folder's name" if joined else "each folder"
+    return dataclasses.replace(ds, classes=labels, train=train, val=val, layout=f"{ds.layout}, {what} as labels",
+                               multilabel=True)
 
 
 def objects_as_labels(root: Path, val_fraction: float, seed: int) -> Dataset:

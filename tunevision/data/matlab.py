@@ -58,7 +58,7 @@ def mat_labels(root: Path) -> MatLabels | None:
     of images there is, with the split file's index vectors; None where there is none (most folders: only their
     .mat files are opened)."""
     mats = sorted(root.glob("*.mat")) if root.is_dir() else []
-    if not mats and root.is_dir():
+    if not mats and root.is_dir() and any(p.is_file() and is_image_name(p.name) for p in entries(root)):
         root = root.parent
         mats = sorted(root.glob("*.mat"))
     if not mats:
