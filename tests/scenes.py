@@ -95,3 +95,36 @@ def write_class_masks(root: Path, n: int = 8, seed: int = 0, names: str | None =
     if names is not None:
         (root / "classes.txt").write_text(names)
     return root
+
+
+def write_labelme(root: Path, n: int = 8, seed: int = 0) -> Path:
+    """LabelMe as its tool saves: a JSON beside each image, rectangles and polygons, imagePath relative to it."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "json").mkdir()
+    for i in range(n):
+        image, _, boxes = draw(rng)
+        Image.fromarray(image).save(root / "images" / f"im{i}.jpg", quality=95)
+        shapes = [{"label": "box", "shape_type": "rectangle", "points": [[b[2], b[3]], [b[0], b[1]]]} if k % 2 else
+                  {"label": "box", "shape_type": "polygon",
+                   "points": [[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]} for k, b in enumerate(boxes)]
+        shapes.append({"label": "box", "shape_type": "point", "points": [[5, 5]]})  # no area: no box
+        (root / "json" / f"im{i}.json").write_text(json.dumps(
+            {"version": "5.4.1", "shapes": shapes, "imagePath": f"..\\images\\im{i}.jpg", "imageData": None,
+             "imageHeight": 80, "imageWidth": 96}))
+    return root
+
+
+def write_createml(root: Path, n: int = 8, seed: int = 0) -> Path:
+    """Apple's Create ML, as Roboflow exports it: one list beside the images, boxes as centre and size."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    records = []
+    for i in range(n):
+        image, _, boxes = draw(rng)
+        Image.fromarray(image).save(root / f"im{i}.jpg", quality=95)
+        records.append({"image": f"im{i}.jpg", "annotations": [
+            {"label": "box", "coordinates": {"x": (b[0] + b[2]) / 2, "y": (b[1] + b[3]) / 2, "width": b[2] - b[0],
+                                             "height": b[3] - b[1]}} for b in boxes]})
+    (root / "_annotations.createml.json").write_text(json.dumps(records))
+    return root

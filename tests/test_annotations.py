@@ -9,14 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.scenes import write_coco, write_masks, write_voc, write_yolo
+from tests.scenes import write_coco, write_createml, write_labelme, write_masks, write_voc, write_yolo
 from tunevision.data.annotated import check_boxes, mask_boxes, seeded_split
 from tunevision.data.annotations import read_scene_data, sniff_format
 from tunevision.core.errors import TunevisionError
 from tunevision.data.scenes import decode_scene, detection_example, resize_shorter, segmentation_example
 from tunevision.scene.evaluate import confusion_matrix, detection_scores, segmentation_scores
 
-WRITERS = {"voc": write_voc, "coco": write_coco, "yolo": write_yolo, "masks": write_masks}
+WRITERS = {"voc": write_voc, "coco": write_coco, "yolo": write_yolo, "masks": write_masks, "labelme": write_labelme,
+           "createml": write_createml}
 
 
 @pytest.mark.parametrize("fmt", list(WRITERS))
@@ -159,3 +160,18 @@ def test_coco_crowd_regions_are_not_trained_on(tmp_path: Path) -> None:
     coco["annotations"].append({"id": 99, "image_id": 1, "category_id": 7, "bbox": [0, 0, 90, 70], "iscrowd": 1})
     (root / "annotations.json").write_text(json.dumps(coco))
     assert sum(len(it.boxes) for it in read_scene_data(root).items) == before
+
+
+def test_labelme_and_createml_problems_are_listed_or_one_line(tmp_path: Path) -> None:
+    root = write_labelme(tmp_path / "labelme", n=3)
+    (root / "json" / "im0.json").write_text('{"shapes": [{"label": "box", "points": [[1, 2]', encoding="utf-8")
+    (root / "json" / "im1.json").write_text(json.dumps({"shapes": [], "imagePath": "gone.jpg"}))
+    data = read_scene_data(root)
+    assert len(data.items) == 1
+    reasons = dict(data.problems)
+    assert "unreadable LabelMe JSON" in reasons[str(root / "json" / "im0.json")]
+    assert "gone.jpg not found" in reasons[str(root / "json" / "im1.json")]
+    cm = write_createml(tmp_path / "createml", n=2)
+    (cm / "_annotations.createml.json").write_text('[{"image": "im0.jpg", "annotations": [')
+    with pytest.raises(TunevisionError, match="unreadable Create ML JSON"):
+        read_scene_data(cm)

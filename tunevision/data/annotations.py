@@ -1,5 +1,5 @@
-"""Boxes and masks on disk: Pascal VOC XML, COCO JSON, YOLO txt, box tables (CSV) and mask folders, read into one
-form.
+"""Boxes and masks on disk: Pascal VOC XML, COCO JSON, YOLO txt, LabelMe and Create ML JSON, box tables (CSV) and
+mask folders, read into one form.
 
 Every reader returns `Annotated` items (an image, its boxes in pixels, their class indices, optionally an
 instance-mask file) and a list of problems, one `(file, reason)` per image left out: a box outside the image,
@@ -87,7 +87,8 @@ def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
     if not fmt:
         raise TunevisionError(f"{root}: no annotations found; detection/segmentation data is a VOC folder "
                               "(images/ + annotations/*.xml), a COCO JSON, a YOLO folder (images/ + labels/ + "
-                              "classes.txt) or images + instance masks (PNGImages/ + PedMasks/)")
+                              "classes.txt), LabelMe's JSON per image, a Create ML JSON, a box table (CSV) or images + "
+                              "instance masks (PNGImages/ + PedMasks/)")
     data = FORMATS.get(fmt)(root)
     if not data.items:
         raise TunevisionError(f"{root}: no usable annotated image ({len(data.problems)} left out, e.g. "
@@ -198,6 +199,112 @@ def _voc_split(root: Path, items: list[Annotated]) -> list[Annotated]:
     return items if splits is None else [dataclass_replace(it, split=s) for it, s in zip(items, splits)]
 
 
+# --- JSON per image (LabelMe) or per folder (Apple's Create ML) --------------------------------------------------
+
+def _json_head(path: Path, word: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return word in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def _labelme_files(root: Path, sniff: bool = False) -> list[Path]:
+    """LabelMe's JSON files (one per image, with its `shapes`) anywhere under `root`; `sniff`: the first one that
+    also names its image (a file cut short is listed, for reading it to say what is wrong)."""
+    found = []
+    for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        if not under_leftover(path, root) and _json_head(path, b'"shapes"') and (
+                not sniff or _json_head(path, b'"imagePath"')):
+            found.append(path)
+            if sniff:
+                break
+    return found
+
+
+@_format("labelme", lambda root: bool(_labelme_files(root, sniff=True)))
+def read_labelme(root: Path) -> SceneData:
+    """LabelMe: each shape's box (a rectangle's two corners, a polygon's or circle's bounds; lines and points have
+    none), the image where `imagePath` says, else beside the JSON or anywhere under `root` by name."""
+    fixed = read_names(root)
+    classes, items, problems, images = list(fixed), [], [], None
+    for path in _labelme_files(root):
+        try:
+            record = json.loads(path.read_text(errors="replace"))
+            shapes = [s for s in record["shapes"] if s.get("shape_type", "polygon") in ("rectangle", "polygon", "circle")]
+            boxes = [_shape_box(s) for s in shapes]
+            names = [str(s["label"]).strip() for s in shapes]
+            size = (int(record.get("imageWidth") or 0), int(record.get("imageHeight") or 0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            problems.append((str(path), f"unreadable LabelMe JSON ({type(e).__name__}: {str(e)[:60]})"))
+            continue
+        labels = [class_index(classes, n, bool(fixed)) for n in names]
+        if None in labels:
+            problems.append((str(path), f"unknown class {names[labels.index(None)]!r} (not in classes.txt)"))
+            continue
+        name = str(record.get("imagePath") or path.stem).replace("\\", "/")
+        image = path.parent / name
+        if not image.is_file():
+            images = images if images is not None else {p.name: p for p in image_files(root)}
+            image = next((path.with_suffix(x) for x in IMAGE_SUFFIXES if path.with_suffix(x).is_file()), None) or \
+                images.get(Path(name).name, image)
+        add_item(items, problems, image, boxes, labels, path, size)
+    return SceneData(items, classes, "labelme", problems)
+
+
+def _shape_box(shape: dict) -> list[float]:
+    points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
+    if shape.get("shape_type") == "circle":  # the centre and a point on the circle
+        r = float(np.hypot(*(points[1] - points[0])))
+        return [points[0, 0] - r, points[0, 1] - r, points[0, 0] + r, points[0, 1] + r]
+    return [*points.min(0), *points.max(0)]
+
+
+def _createml_file(root: Path) -> Path | None:
+    """A Create ML file: a JSON list of {"image", "annotations"}, the file itself or one at the top of a folder."""
+    candidates = [root] if root.is_file() else [p for p in entries(root) if p.is_file()] if root.is_dir() else []
+    for path in (p for p in candidates if p.suffix.lower() == ".json"):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 12).lstrip()
+        except OSError:
+            continue
+        if head.startswith(b"[") and b'"image"' in head and b'"annotations"' in head:
+            return path
+    return None
+
+
+@_format("createml", lambda root: _createml_file(root) is not None)
+def read_createml(root: Path) -> SceneData:
+    """Create ML: boxes as their centre, width and height in pixels, images beside the file."""
+    path = _createml_file(root)
+    fixed = read_names(path.parent)
+    classes, items, problems = list(fixed), [], []
+    try:
+        records = json.loads(path.read_text(errors="replace"))
+        if not isinstance(records, list):
+            raise TypeError("not a list of images")
+    except (OSError, ValueError, TypeError) as e:
+        raise TunevisionError(f"{path}: unreadable Create ML JSON ({type(e).__name__}: {str(e)[:80]}); it is a "
+                              "list of {\"image\": ..., \"annotations\": [...]}") from None
+    for n, record in enumerate(records):
+        try:
+            anns = record.get("annotations") or []
+            centres = [[float(a["coordinates"][k]) for k in ("x", "y", "width", "height")] for a in anns]
+            names = [str(a["label"]).strip() for a in anns]
+            image = path.parent / str(record["image"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problems.append((f"{path}: item {n}", f"unreadable ({type(e).__name__}: {str(e)[:60]})"))
+            continue
+        labels = [class_index(classes, name, bool(fixed)) for name in names]
+        if None in labels:
+            problems.append((f"{path}: {image.name}", f"unknown class {names[labels.index(None)]!r}"))
+            continue
+        boxes = [[x - w / 2, y - h / 2, x + w / 2, y + h / 2] for x, y, w, h in centres]
+        add_item(items, problems, image, boxes, labels, path)
+    return SceneData(items, classes, "createml", problems)
+
+
 # --- COCO: one JSON for many images ---------------------------------------------------------------------------
 
 def _coco_files(root: Path) -> list[Path]:
@@ -218,6 +325,8 @@ def _coco_file(root: Path) -> Path | None:
 def _looks_like_coco(path: Path) -> bool:
     """A COCO file by its name (free), else by its content: a JSON object with 'images' and 'annotations'. A file
     that starts like one and does not parse counts, so that reading it says what is wrong with it."""
+    if "createml" in path.name.lower():  # Roboflow's Create ML export: _annotations.createml.json
+        return False
     if any(hint in path.name.lower() for hint in ("coco", "instances", "annotations")):
         return True
     try:
