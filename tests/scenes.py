@@ -40,7 +40,8 @@ def write_voc(root: Path, n: int = 8, seed: int = 0, cls: str = "box") -> Path:
     return root
 
 
-def write_coco(root: Path, n: int = 8, seed: int = 0) -> Path:
+def write_coco(root: Path, n: int = 8, seed: int = 0, outlines: bool = False) -> Path:
+    """`outlines`: each object's polygon too, covering the pixels its mask in `write_masks` does."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
     images, anns = [], []
@@ -50,6 +51,9 @@ def write_coco(root: Path, n: int = 8, seed: int = 0) -> Path:
         images.append({"id": i + 1, "file_name": f"im{i}.png", "width": 96, "height": 80})
         anns += [{"id": len(anns) + 1, "image_id": i + 1, "category_id": 7, "bbox": [b[0], b[1], b[2] - b[0],
                                                                                       b[3] - b[1]]} for b in boxes]
+        if outlines:  # pixels x0..x1 - 1 are the object's: the polygon's corners lie on its last pixels
+            for a, (x0, y0, x1, y1) in zip(anns[len(anns) - len(boxes):], boxes):
+                a["segmentation"] = [[x0, y0, x1 - 1, y0, x1 - 1, y1 - 1, x0, y1 - 1]]
     (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
                                                        "categories": [{"id": 7, "name": "box"}]}))
     return root

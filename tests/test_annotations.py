@@ -175,3 +175,29 @@ def test_labelme_and_createml_problems_are_listed_or_one_line(tmp_path: Path) ->
     (cm / "_annotations.createml.json").write_text('[{"image": "im0.jpg", "annotations": [')
     with pytest.raises(TunevisionError, match="unreadable Create ML JSON"):
         read_scene_data(cm)
+
+
+def test_polygon_outlines_give_the_masks_a_mask_file_would(tmp_path: Path) -> None:
+    """COCO's segmentation polygons (LabelMe's shapes, YOLO's segment lines) are masks for segmentation and
+    Mask R-CNN: drawn at the decoded size, they match the mask files of the same objects."""
+    from tunevision.data.annotated import outlines_or_none
+    masks = {it.image.stem: it for it in read_scene_data(write_masks(tmp_path / "m")).items}
+    coco = read_scene_data(write_coco(tmp_path / "c", outlines=True))
+    assert all(it.has_masks and it.mask is None for it in coco.items)
+    for it in coco.items:
+        ref = masks[it.image.stem]
+        assert torch.equal(decode_scene(it, 80).masks, decode_scene(ref, 80).masks)  # native size: pixel for pixel
+        big, big_ref = decode_scene(it, 160).semantic() > 0, decode_scene(ref, 160).semantic() > 0
+        assert (big & big_ref).sum() / (big | big_ref).sum() > 0.95
+    assert not any(it.has_masks for it in read_scene_data(write_coco(tmp_path / "boxes")).items)
+    assert all(it.has_masks for it in read_scene_data(write_labelme(tmp_path / "lm")).items)
+    assert outlines_or_none([[np.zeros((3, 2))], []]) is None  # an object without one: the image has no masks
+
+
+def test_yolo_segment_lines_are_outlines(tmp_path: Path) -> None:
+    root = write_yolo(tmp_path / "y", n=1)
+    (root / "labels" / "im0.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n")
+    item = read_scene_data(root).items[0]
+    np.testing.assert_allclose(item.boxes, [[9.6, 8.0, 48.0, 40.0]], atol=1e-4)
+    mask = decode_scene(item, 80).masks[0]
+    assert mask[10:40, 10:48].all() and mask.sum() < 40 * 34

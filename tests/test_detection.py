@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import tunevision as tv
-from tests.scenes import write_masks, write_voc
+from tests.scenes import write_coco, write_labelme, write_masks, write_voc
 from tunevision.cli.main import main
 from tunevision.core.config import RunConfig
 from tunevision.tasks import task_name_for_data as resolve_task
@@ -108,6 +108,17 @@ def test_segmentation_trains_predicts_masks_and_exports(tmp_path: Path) -> None:
     pred = model.predict(str(data / "PNGImages" / "im0.png"))
     assert pred.mask.shape == (80, 96) and set(pred.to_dict()["pixel_fractions"]) <= {"background", "object"}
     assert model.export("onnx", tmp_path / "x").parity.ok
+
+
+def test_segmenters_and_mask_rcnn_train_on_polygon_outlines(tmp_path: Path) -> None:
+    data = write_coco(tmp_path / "coco", n=8, outlines=True)
+    model = tv.fit(str(data), task="segment", out=str(tmp_path / "runs"), quiet=True, **FAST)
+    assert model.task == "segment" and 0 <= model.scores.miou <= 1
+    assert 0 <= model.evaluate(str(data)).miou <= 1
+    shapes = write_labelme(tmp_path / "labelme", n=6)
+    pred = tv.fit(str(shapes), arch="maskrcnn", out=str(tmp_path / "runs"), quiet=True, **FAST).predict(
+        str(shapes / "images" / "im0.jpg"), threshold=0.0)
+    assert pred.mask is not None and pred.mask.shape == (80, 96)
 
 
 def test_segment_on_box_only_data_is_refused_before_training(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tunevision.data.layout import split_role, under_leftover
 
@@ -23,6 +23,13 @@ class Annotated:
     mask: Path | None = None     # instance ids: pixel value k = object k (k-th box), 0 = background
     split: str = ""              # "train" / "val" when the data comes split, else "" (a seeded split is drawn)
     size: tuple[int, int] | None = None  # (width, height) the boxes were checked against
+    # or each object's outline instead of a mask file: a list of (K, 2) x, y polygons per box, in pixels (COCO's,
+    # LabelMe's and YOLO's segment polygons), drawn into masks at the size the image is decoded to
+    polygons: list[list[np.ndarray]] | None = None
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask is not None or self.polygons is not None
 
 
 @dataclass
@@ -60,8 +67,10 @@ def check_boxes(boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, s
 
 
 def add_item(items: list[Annotated], problems: list, image: Path, boxes: list, labels: list, source: Path,
-         size: tuple[int, int] | None = None, mask: Path | None = None) -> None:
-    """One annotated image, checked: appended to `items`, or its reason to `problems`."""
+         size: tuple[int, int] | None = None, mask: Path | None = None,
+         polygons: list[list[np.ndarray]] | None = None) -> None:
+    """One annotated image, checked: appended to `items`, or its reason to `problems`. `polygons`: one outline
+    (a list of parts) per box, where every object of the image has one."""
     if not image.is_file():
         problems.append((str(source), f"image {image.name} not found in {image.parent}"))
         return
@@ -76,7 +85,33 @@ def add_item(items: list[Annotated], problems: list, image: Path, boxes: list, l
     if reason:
         problems.append((str(source), reason))
         return
-    items.append(Annotated(image, checked, np.asarray(labels, dtype=np.int64), mask, size=tuple(size)))
+    items.append(Annotated(image, checked, np.asarray(labels, dtype=np.int64), mask, size=tuple(size),
+                           polygons=polygons))
+
+
+def polygon_parts(flat: list) -> list[np.ndarray]:
+    """COCO's and YOLO's polygons ([x1, y1, x2, y2, ...], or a list of such parts) as (K, 2) arrays; parts of
+    fewer than three points are dropped."""
+    parts = flat if flat and isinstance(flat[0], (list, tuple)) else [flat]
+    arrays = [np.asarray(part, dtype=np.float64).reshape(-1, 2) for part in parts if len(part) >= 6]
+    return [a for a in arrays if np.isfinite(a).all()]
+
+
+def outlines_or_none(outlines: list[list[np.ndarray]]) -> list[list[np.ndarray]] | None:
+    """The image's outlines when every object has one, else None (an image is given masks whole or not at all)."""
+    return outlines if outlines and all(outlines) else None
+
+
+def draw_outlines(outlines: list[list[np.ndarray]], scale: float, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) uint8 binary masks, one per object, of outlines scaled by `scale` onto a `size` (W, H) image."""
+    masks = np.zeros((len(outlines), size[1], size[0]), np.uint8)
+    for k, parts in enumerate(outlines):
+        canvas = Image.new("L", size, 0)
+        draw = ImageDraw.Draw(canvas)
+        for part in parts:
+            draw.polygon([tuple(xy) for xy in (part * scale).tolist()], fill=1, outline=1)
+        masks[k] = np.asarray(canvas)
+    return masks
 
 
 def class_index(classes: list[str], name: str, fixed: bool) -> int | None:

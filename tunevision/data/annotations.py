@@ -29,6 +29,8 @@ from tunevision.data.annotated import (
     images_under,
     mask_boxes,
     mask_ids,
+    outlines_or_none,
+    polygon_parts,
     read_names,
 )
 from tunevision.data.layout import (
@@ -232,7 +234,8 @@ def read_labelme(root: Path) -> SceneData:
         try:
             record = json.loads(path.read_text(errors="replace"))
             shapes = [s for s in record["shapes"] if s.get("shape_type", "polygon") in ("rectangle", "polygon", "circle")]
-            boxes = [_shape_box(s) for s in shapes]
+            outlines = [[_shape_outline(s)] for s in shapes]
+            boxes = [[*o[0].min(0), *o[0].max(0)] for o in outlines]
             names = [str(s["label"]).strip() for s in shapes]
             size = (int(record.get("imageWidth") or 0), int(record.get("imageHeight") or 0))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -248,16 +251,24 @@ def read_labelme(root: Path) -> SceneData:
             images = images if images is not None else {p.name: p for p in image_files(root)}
             image = next((path.with_suffix(x) for x in IMAGE_SUFFIXES if path.with_suffix(x).is_file()), None) or \
                 images.get(Path(name).name, image)
-        add_item(items, problems, image, boxes, labels, path, size)
+        add_item(items, problems, image, boxes, labels, path, size, polygons=outlines_or_none(outlines))
     return SceneData(items, classes, "labelme", problems)
 
 
-def _shape_box(shape: dict) -> list[float]:
+def _shape_outline(shape: dict) -> np.ndarray:
+    """A LabelMe shape as a polygon: a rectangle's four corners from its two, a circle (its centre and a point on
+    it) as 32 points, a polygon as it is."""
     points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
-    if shape.get("shape_type") == "circle":  # the centre and a point on the circle
+    if shape.get("shape_type") == "circle":
         r = float(np.hypot(*(points[1] - points[0])))
-        return [points[0, 0] - r, points[0, 1] - r, points[0, 0] + r, points[0, 1] + r]
-    return [*points.min(0), *points.max(0)]
+        angles = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        return points[0] + r * np.stack([np.cos(angles), np.sin(angles)], 1)
+    if shape.get("shape_type") == "rectangle":
+        (x1, y1), (x2, y2) = points.min(0), points.max(0)
+        return np.asarray([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+    if len(points) < 3:
+        raise ValueError(f"a polygon of {len(points)} points")
+    return points
 
 
 def _createml_file(root: Path) -> Path | None:
@@ -390,9 +401,13 @@ def _read_coco_file(path: Path) -> SceneData:
             problems.append((f"{path}: {record['file_name']}", f"unknown category id {bad.get('category_id')}"))
             continue
         boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]  # COCO boxes are x, y, w, h
+        # polygon outlines where the file has them (an RLE mask, COCO's form for crowds, is none)
+        outlines = [polygon_parts(a.get("segmentation")) if isinstance(a.get("segmentation"), list) else []
+                    for a in anns]
         name = str(record.get("file_name", ""))
         add_item(items, problems, locate(name), boxes, [index[int(a["category_id"])] for a in anns],
-             Path(f"{path}: {name}"), (int(record.get("width", 0)), int(record.get("height", 0))))
+                 Path(f"{path}: {name}"), (int(record.get("width", 0)), int(record.get("height", 0))),
+                 polygons=outlines_or_none(outlines))
     return SceneData(items, classes, "coco", problems)
 
 
@@ -532,8 +547,11 @@ def read_yolo(root: Path) -> SceneData:
             continue
         w, h = Image.open(image).size
         cx, cy, bw, bh = values[:, 1] * w, values[:, 2] * h, values[:, 3] * w, values[:, 4] * h
+        # segment lines are outlines too; a box line has none (a plain box file is detection data)
+        outlines = [polygon_parts([float(x) for x in r[1:]]) if len(r) > 5 else [] for r in rows]
+        outlines = [[part * (w, h) for part in o] for o in outlines]
         add_item(items, problems, image, np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1), cls,
-             label_file, (w, h))
+                 label_file, (w, h), polygons=outlines_or_none(outlines))
     return SceneData(_splits_from_folders(items, img_dir), classes, "yolo", problems)
 
 

@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from tunevision.data.annotated import Annotated, mask_ids
+from tunevision.data.annotated import Annotated, draw_outlines, mask_ids
 from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 
 IGNORE = 255  # mask value that the segmentation loss and metric skip (padding)
@@ -68,6 +68,8 @@ def decode_scene(item: Annotated, size: int, max_pixels: int = DEFAULT_MAX_PIXEL
         ids = np.asarray(resize_shorter(mask, size, Image.NEAREST)[0])
         masks = torch.from_numpy(np.stack([ids == k for k in present]).astype(np.uint8)
                                  if len(present) else np.zeros((0, *ids.shape), np.uint8))
+    elif item.polygons is not None:  # outlines drawn at the decoded size: no mask file, no resampling
+        masks = torch.from_numpy(draw_outlines(item.polygons, scale, resized.size))
     return SceneSample(image, torch.from_numpy(item.boxes * scale).float(), torch.from_numpy(item.labels + 1),
                        masks, str(item.image))
 

@@ -202,7 +202,7 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     names = names_map(root, ds.classes)  # folders numbered 1..102 with a JSON of their names beside them
     if names:
         ds.classes = [names[c] for c in ds.classes]
-        ds.layout += f", class names from a JSON file beside {root.name}/"
+        ds.layout += ", class names from a JSON map of the folder names"
     return ds
 
 

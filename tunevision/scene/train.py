@@ -166,10 +166,11 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     with log.stage("discovery"):
         data = read_scene_data(cfg.data.data)
     spec = scene_spec(cfg, task, data)
-    if (task == "segment" or spec.arch.startswith("maskrcnn")) and any(it.mask is None for it in data.items):
+    if (task == "segment" or spec.arch.startswith("maskrcnn")) and not all(it.has_masks for it in data.items):
         raise TunevisionError(f"{cfg.data.data}: {'--task segment' if task == 'segment' else '--arch ' + spec.arch} "
-                              f"needs masks ({data.format} data has boxes only); use --task detect with a box "
-                              "architecture, or an images + masks folder")
+                              f"needs masks ({data.format} data has boxes only, or outlines for some objects "
+                              "alone); use --task detect with a box architecture, an images + masks folder, or "
+                              "polygons (COCO segmentation, LabelMe, YOLO segment lines) for every object")
     cfg = resolved_config(cfg, task, spec)
     cfg.save(run_dir / "config.yaml")
     train, val = decode_split(data, cfg, task, spec, run_dir, log)
