@@ -41,6 +41,8 @@ def test_fit_writes_a_detection_run_folder_and_returns_a_model_that_predicts_box
     assert not (run / "checkpoint.pt").exists()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "detect" and summary["val_images"] == 2 and 0 <= summary["map_50"] <= 1
+    audited = json.loads((run / "audit" / "audit.json").read_text())  # the data audit, as a classifier's run has
+    assert audited["images"] == 8 and "Data audit" in (run / "report.html").read_text()
     meta = json.loads((run / "model" / "model.json").read_text())
     assert meta["task"] == "detect" and meta["classes"] == ["box"] and meta["extra"]["spec"]["arch"] == "fasterrcnn"
     found = model.predict(str(data / "images" / "im0.jpg"), threshold=0.0)
@@ -214,3 +216,19 @@ def test_class_maps_train_a_segmenter_of_their_classes(tmp_path: Path) -> None:
     assert model.task == "segment" and set(model.scores.per_class_iou) == {"background", "cat", "dog"}
     assert set(model.predict(str(data / "images" / "im0.jpg")).to_dict()["pixel_fractions"]) <= {
         "background", "cat", "dog"}
+
+
+def test_the_audit_of_boxes_and_masks_reads_the_photos_in_the_runs_split(tmp_path: Path) -> None:
+    """`tunevision audit` on detection or segmentation data audits its photos (never the masks beside them), each
+    labelled with its objects' classes, split as a detector's run splits them: a photo filed twice is found."""
+    import shutil
+    from tunevision.classify.audit import audit
+    data = write_masks(tmp_path / "people", n=8)
+    shutil.copy(data / "PNGImages" / "im0.png", data / "PNGImages" / "im8.png")
+    shutil.copy(data / "PedMasks" / "im0_mask.png", data / "PedMasks" / "im8_mask.png")
+    result = audit(RunConfig.from_options(str(data), cache_dir=str(tmp_path / "c")), out=tmp_path / "audit")
+    assert result.summary["images"] == 9 and all("PNGImages" in r["path"] for r in result.rows)
+    pairs = {frozenset((r["path"], r["other"])) for r in result.rows if r["issue"] in ("duplicate", "leakage")}
+    assert frozenset((str(data / "PNGImages" / "im0.png"), str(data / "PNGImages" / "im8.png"))) in pairs
+    run = tv.fit(str(data), out=str(tmp_path / "runs"), quiet=True, audit=False, **FAST)
+    assert not (run.run_dir / "audit").exists()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tunevision.classify.audit import audit as audit_data
 from tunevision.classify.export import export_bundle
 from tunevision.classify.model import load_model, model_from_result
 from tunevision.classify.predict import IMAGENET
@@ -47,8 +48,18 @@ def _fit_classifier(cfg: RunConfig, log: RunLog, resume_dir: Path | None = None)
     return fit_classifier(cfg, log=log, resume_dir=resume_dir)
 
 
+def _audit_scene_images(cfg: RunConfig, folder: Path, log: RunLog) -> None:
+    """A detection or segmentation run's data audit: its images read as multi-label data by their objects' classes,
+    in the run's own split, at the classifier's size (`classify.audit`)."""
+    d = cfg.data
+    images = RunConfig.from_options(d.data, task="multilabel", val_fraction=d.val_fraction, seed=cfg.train.seed,
+                                    cache_dir=d.cache_dir, workers=d.workers, max_pixels=d.max_pixels,
+                                    device=cfg.train.device)
+    audit_data(images, log=log, out=folder)
+
+
 def _scene(name: str) -> Task:
-    return Task(name, lambda cfg, log, resume_dir=None: run_scene(cfg, name, log, resume_dir),
+    return Task(name, lambda cfg, log, resume_dir=None: run_scene(cfg, name, log, resume_dir, _audit_scene_images),
                 scene_model_from_result, load_scene_model, rewrite_scene_report, export_scene_bundle, scene_service)
 
 

@@ -133,12 +133,22 @@ def find_multilabel_issues(targets: np.ndarray, probs: np.ndarray) -> list[tuple
     )
     from cleanlab.multilabel_classification.rank import get_label_quality_scores
     targets = np.asarray(targets)
-    given = [np.nonzero(row)[0].tolist() for row in targets]
-    if len(given) < 2 or targets.shape[1] < 2:
+    # a label on every image or on none (a detector's one class of objects) has nothing to doubt, and cleanlab
+    # refuses a column without both values: the checks read the labels that vary
+    varying = [j for j in range(targets.shape[1]) if 0 < targets[:, j].sum() < len(targets)]
+    if len(targets) < 2 or not varying:
         return []
+
+    def suggested(i: int) -> tuple[int, ...]:
+        return tuple(np.nonzero(probs[i] >= 0.5)[0].tolist())
+    if len(varying) == 1:  # one label that varies: a two-class problem
+        j = varying[0]
+        issues = find_label_issues(targets[:, j], np.stack([1 - probs[:, j], probs[:, j]], 1))
+        return [(i.index, suggested(i.index), i.score) for i in issues]
+    given = [np.nonzero(row)[0].tolist() for row in targets[:, varying]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        count = int(cleanlab_issues(given, probs, n_jobs=1).sum())  # n_jobs=1: no fork (see find_label_issues)
-        scores = get_label_quality_scores(given, probs)
+        count = int(cleanlab_issues(given, probs[:, varying], n_jobs=1).sum())  # n_jobs=1: no fork (see above)
+        scores = get_label_quality_scores(given, probs[:, varying])
     ranked = np.argsort(scores, kind="stable")[:count]
-    return [(int(i), tuple(np.nonzero(probs[i] >= 0.5)[0].tolist()), float(scores[i])) for i in ranked]
+    return [(int(i), suggested(int(i)), float(scores[i])) for i in ranked]

@@ -26,6 +26,7 @@ from tunevision.classify.reader import (
 from tunevision.core.config import RunConfig, TrainConfig
 from tunevision.core.runtime import Runtime, resolve_runtime
 from tunevision.core.ui import RunLog
+from tunevision.data.discover import task_name_for_data
 from tunevision.engine.rundir import new_run_dir, write_dataset_files
 from tunevision.models.backbones import Classifier, StageFeatures, build_classifier
 
@@ -138,15 +139,23 @@ def describe(summary: dict, folder: Path, log: RunLog) -> None:
         log.info(f"[yellow]{leakage_line(summary)}[/]")
 
 
+def images_task(cfg: RunConfig) -> str:
+    """The classification task whose images the audit and `embed` read: detection and segmentation data (found by
+    content, or asked for) as multi-label data, each image labelled with its objects' classes, so that the masks
+    beside the photos are never taken for photos; else the data's own task."""
+    task = task_name_for_data(cfg)
+    return "multilabel" if task in ("detect", "segment", "multilabel") else "classify"
+
+
 def pretrained(cfg: RunConfig, log: RunLog) -> tuple[RunConfig, Data, Classifier, Runtime]:
     """The data `cfg` names, prepared, and the pretrained body (or --weights) whose features the audit and
     `tunevision embed DATA` read."""
-    cfg = cfg.for_task("classify")
+    cfg = cfg.for_task(images_task(cfg))
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)
     torch.manual_seed(cfg.train.seed)  # as a run seeds it: an untrained body then has the run's weights and features
     with log.stage("backbone"):
         _, backbone, _ = initial_model(cfg)
-    data = prepare_data(cfg, backbone, log)
+    data = prepare_data(cfg, backbone, log, min_classes=1)
     model = build_classifier(backbone, len(data.dataset.classes), 0.0).to(rt.device)
     return cfg, data, model.to(memory_format=torch.channels_last), rt
 

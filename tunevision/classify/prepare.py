@@ -145,8 +145,9 @@ def check_multilabel(cfg: RunConfig, ds: Dataset, train: list[Sample], val: list
                                   "images (drop it, or move some of its images to training)")
 
 
-def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist()) -> Data:
-    """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets."""
+def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist(), min_classes: int = 2) -> Data:
+    """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets. `min_classes`:
+    1 for reading features alone (the audit, `embed`: a detector's one class of objects has duplicates too)."""
     with log.stage("discovery"):
         ds = discover_run(cfg)
     image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
@@ -165,7 +166,7 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist
     if ds.multilabel:
         check_multilabel(cfg, ds, train, val)
     present = sorted({ds.classes[i] for i in range(len(ds.classes)) for s in train if s.has(i)})
-    if len(present) < 2:
+    if len(present) < min_classes:
         raise TunevisionError(f"{cfg.data.data}: {len(present)} class(es) with usable training images "
                               f"({', '.join(present) or 'none'}); a classifier needs at least 2 class folders")
     if not val:

@@ -105,7 +105,8 @@ class DataConfig:
     fixes: str = opt("", "an audit.csv whose action column (keep, drop, relabel:NAME) is applied before training",
                      tasks=("classify",))
     audit: bool = opt(True, "audit the data while training (label errors, duplicates, leakage, outliers, odd "
-                            "images): audit/ in the run folder and a report section", tasks=CLASSIFY)
+                            "images; for boxes and masks, the label sets of their objects): audit/ in the run folder "
+                            "and a report section")
 
     def __post_init__(self) -> None:
         validate_fields(self)

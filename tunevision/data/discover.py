@@ -12,6 +12,7 @@ from tunevision.core.errors import TunevisionError
 
 # importing archives registers mnist:, cifar10: and npz: in SOURCES, pixels its pixels: and matlab its mat:
 from tunevision.data import matlab  # noqa: F401
+from tunevision.data.annotated import split_indices
 from tunevision.data.annotations import read_scene_data, semantic_masks, sniff_format
 from tunevision.data.archives import archive_in
 from tunevision.data.fixes import apply_fixes
@@ -22,7 +23,7 @@ from tunevision.data.sources import (
     Dataset,
     Sample,
     Skipped,
-    multilabel_split,
+    labels_in_training,
     named_images,
     split_tables_source,
 )
@@ -101,7 +102,8 @@ def objects_as_labels(root: Path, val_fraction: float, seed: int) -> Dataset:
         val = [s for s, split in zip(samples, splits) if split == "val"]
         return Dataset(data.classes, train, val, f"{layout}, their split", skipped, explicit_split=True,
                        multilabel=True)
-    train, val = multilabel_split(samples, len(data.classes), val_fraction, seed)
+    # the split a detector or segmenter draws on the same data, so that the audit's leakage is that run's
+    train, val = labels_in_training(samples, len(data.classes), *split_indices(data.items, val_fraction, seed))
     return Dataset(data.classes, train, val, f"{layout}, seeded {val_fraction:.0%} validation split", skipped,
                    multilabel=True)
 

@@ -346,10 +346,17 @@ def multilabel_split(samples: list[Sample], n_labels: int, val_fraction: float, 
     order = list(range(len(samples)))
     random.Random(seed).shuffle(order)
     n_val = max(1, round(len(samples) * val_fraction))
-    val, train = set(order[:n_val]), set(order[n_val:])
+    return labels_in_training(samples, n_labels, order[n_val:], order[:n_val])
+
+
+def labels_in_training(samples: list[Sample], n_labels: int, train_idx, val_idx
+                       ) -> tuple[list[Sample], list[Sample]]:
+    """The split of `samples` by index, with a label that has two or more images but none in training given one
+    back from validation (the first drawn)."""
+    train, val, order = set(train_idx), set(val_idx), [*val_idx]
     for k in range(n_labels):
         carriers = [i for i in order if samples[i].has(k)]
-        if len(carriers) >= 2 and not any(i in train for i in carriers):
+        if len(carriers) >= 2 and not any(samples[i].has(k) for i in train):
             val.discard(carriers[0])
             train.add(carriers[0])
     return [samples[i] for i in sorted(train)], [samples[i] for i in sorted(val)]

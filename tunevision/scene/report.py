@@ -13,6 +13,7 @@ from PIL import Image
 
 from tunevision.data.scenes import SceneSample
 from tunevision.models.hub import draw_boxes, overlay
+from tunevision.auditing.page import run_section
 from tunevision.report import plots
 from tunevision.report.page import img_html, table_html, write_page
 
@@ -80,6 +81,9 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
                      f"{len(val)} validation images, {len(skipped)} left out.</p>" +
                      (table_html(["file", "reason"], [[r["path"], r["reason"]] for r in skipped[:200]])
                       if skipped else "")))
+    audit = run_section(run_dir / "audit", [])
+    if audit:
+        sections.append(audit)
     sections.append(("Model", table_html(["", ""], [
         ["task", task], ["architecture", " on ".join(filter(None, [meta.architecture,
                                                                      meta.extra["spec"]["backbone"]]))],

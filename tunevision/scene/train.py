@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -159,7 +160,13 @@ def _model_stats(model: torch.nn.Module) -> tuple[list[float], list[float]]:
     return model.mean.flatten().tolist(), model.std.flatten().tolist()
 
 
-def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dict | None = None) -> SceneResult:
+# (the run's config, the folder to write in, the log): the data audit, which the task table hands in (it lives beside
+# this package, in classify/)
+Audit = Callable[[RunConfig, Path, RunLog], object]
+
+
+def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dict | None = None,
+              audit: Audit | None = None) -> SceneResult:
     started = time.perf_counter()
     cfg = cfg.for_task(task)
     torch.manual_seed(cfg.train.seed)
@@ -174,6 +181,9 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     cfg = resolved_config(cfg, task, spec)
     cfg.save(run_dir / "config.yaml")
     train, val = decode_split(data, cfg, task, spec, run_dir, log)
+    if audit is not None and cfg.data.audit and not resume:  # duplicates, leakage into validation, odd images
+        with log.stage("audit"), torch.random.fork_rng():  # the run draws what it would without the audit
+            audit(cfg, run_dir / "audit", log)
     with log.stage("model"):
         model = create_scene_model(task, spec, cfg.model.pretrained and not resume, cfg.model.weights or None)
     if task == "detect":  # multi-scale training: in train mode torchvision's transform draws one shorter side per
@@ -288,7 +298,8 @@ def describe_scene_data(data: SceneData, cfg: RunConfig, task: str, run_dir: Pat
               [(s.source, len(s.boxes), split) for split, samples in (("train", train), ("val", val)) for s in samples])
 
 
-def run_scene(cfg: RunConfig, task: str, log: RunLog, resume_dir: Path | None = None) -> SceneResult:
+def run_scene(cfg: RunConfig, task: str, log: RunLog, resume_dir: Path | None = None, audit: Audit | None = None
+              ) -> SceneResult:
     """`fit_scene` in its run folder: made here, removed if the run fails before its first epoch; Ctrl-C or
     SIGTERM leave the checkpoint of the last finished epoch for `tunevision train --resume`."""
     cfg, run_dir, resume = open_run(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, task=task)),
@@ -297,7 +308,7 @@ def run_scene(cfg: RunConfig, task: str, log: RunLog, resume_dir: Path | None = 
     run_dir.mkdir(parents=True, exist_ok=True)
     log.log_file = run_dir / "train.log"
     with guarded_run(run_dir, created, log):
-        return fit_scene(cfg, task, run_dir, log, resume)
+        return fit_scene(cfg, task, run_dir, log, resume, audit)
 
 
 def rewrite_scene_report(run_dir: Path) -> Path:
