@@ -344,11 +344,14 @@ def test_audit_reads_an_augmented_view_where_head_training_caches_one():
     from tunevision.classify.audit import AUDIT_VIEWS, audit_views
     from tunevision.classify.loops import AUTO_VIEW_BUDGET
     from tunevision.core.config import TrainConfig
+    def data(n: int, classes=("ants", "bees")):
+        return SimpleNamespace(train=[None] * n, dataset=SimpleNamespace(classes=list(classes)))
     assert AUDIT_VIEWS >= 1
-    assert audit_views(SimpleNamespace(train=[None] * 245), TrainConfig()) == AUDIT_VIEWS
+    assert audit_views(data(245), TrainConfig()) == AUDIT_VIEWS
     # a pass over every training image for the audit alone; a budget's seconds are for training
-    assert audit_views(SimpleNamespace(train=[None] * (AUTO_VIEW_BUDGET + 1)), TrainConfig()) == 0
-    assert audit_views(SimpleNamespace(train=[None] * 245), TrainConfig(time_budget="30")) == 0
+    assert audit_views(data(AUTO_VIEW_BUDGET + 1), TrainConfig()) == 0
+    assert audit_views(data(245), TrainConfig(time_budget="30")) == 0
+    assert audit_views(data(245, ["raccoon"]), TrainConfig()) == 0  # one class: no label to doubt
 
 
 def test_multilabel_flips_are_flagged_with_the_true_label_set_suggested():

@@ -59,8 +59,10 @@ AUDIT_VIEWS = 1
 def audit_views(data: Data, t: TrainConfig) -> int:
     """Augmented views the audit reads: AUDIT_VIEWS up to the training set size whose views auto mode caches. None
     beyond it, where the view would be a pass over every training image for the audit alone, nor in a run with a
-    time budget, whose plan may cache no view and whose seconds are for training."""
-    return AUDIT_VIEWS if len(data.train) <= AUTO_VIEW_BUDGET and not t.time_budget else 0
+    time budget, whose plan may cache no view and whose seconds are for training; nor for one class (a detector's
+    raccoons), which leaves the label heads nothing to doubt."""
+    wanted = len(data.train) <= AUTO_VIEW_BUDGET and not t.time_budget and len(data.dataset.classes) > 1
+    return AUDIT_VIEWS if wanted else 0
 
 
 def audit_features(model: Classifier, data: Data, cfg: RunConfig, rt: Runtime, log: RunLog, augmented: int = 0
