@@ -222,6 +222,7 @@ def test_the_audit_of_boxes_and_masks_reads_the_photos_in_the_runs_split(tmp_pat
     """`tunevision audit` on detection or segmentation data audits its photos (never the masks beside them), each
     labelled with its objects' classes, split as a detector's run splits them: a photo filed twice is found."""
     import shutil
+
     from tunevision.classify.audit import audit
     data = write_masks(tmp_path / "people", n=8)
     shutil.copy(data / "PNGImages" / "im0.png", data / "PNGImages" / "im8.png")
@@ -230,5 +231,12 @@ def test_the_audit_of_boxes_and_masks_reads_the_photos_in_the_runs_split(tmp_pat
     assert result.summary["images"] == 9 and all("PNGImages" in r["path"] for r in result.rows)
     pairs = {frozenset((r["path"], r["other"])) for r in result.rows if r["issue"] in ("duplicate", "leakage")}
     assert frozenset((str(data / "PNGImages" / "im0.png"), str(data / "PNGImages" / "im8.png"))) in pairs
-    run = tv.fit(str(data), out=str(tmp_path / "runs"), quiet=True, audit=False, **FAST)
-    assert not (run.run_dir / "audit").exists()
+    fixes = tmp_path / "fixes.csv"  # the user's decision on the pair: drop the copy
+    fixes.write_text(f"path,issue,action\n{data / 'PNGImages' / 'im8.png'},duplicate,drop\n")
+    run = tv.fit(str(data), out=str(tmp_path / "runs"), quiet=True, audit=False, fixes=str(fixes), **FAST)
+    assert not (run.run_dir / "audit").exists() and (run.run_dir / "fixes.csv").is_file()
+    split = (run.run_dir / "split.csv").read_text()
+    assert "im0.png" in split and "im8.png" not in split
+    fixes.write_text("path,issue,action\nPNGImages/im1.png,label,relabel:person\n")
+    with pytest.raises(tv.TunevisionError, match="line 2: 'relabel:person'; images with boxes or masks take keep"):
+        tv.fit(str(data), out=str(tmp_path / "runs"), quiet=True, audit=False, fixes=str(fixes), **FAST)

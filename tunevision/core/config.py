@@ -102,8 +102,7 @@ class DataConfig:
     max_pixels: int = opt(89_478_485, "skip images with more pixels than this (decompression-bomb guard)",
                           check=lambda v: v > 0, allowed="> 0")
     workers: int = opt(0, "decoding threads; 0 = one per CPU core", check=lambda v: v >= 0, allowed=">= 0")
-    fixes: str = opt("", "an audit.csv whose action column (keep, drop, relabel:NAME) is applied before training",
-                     tasks=("classify",))
+    fixes: str = opt("", "an audit.csv whose action column (keep, drop, relabel:NAME) is applied before training")
     audit: bool = opt(True, "audit the data while training (label errors, duplicates, leakage, outliers, odd "
                             "images; for boxes and masks, the label sets of their objects): audit/ in the run folder "
                             "and a report section")

@@ -1,6 +1,6 @@
 """`--fixes audit.csv`: the user's decisions on an audit (keep, drop, relabel:NAME; relabel:A;B for multi-label
-data), applied to the discovered samples before decoding, so that the split stays the seeded one and every later
-stage sees the fixed labels."""
+data; keep or drop for boxes and masks), applied to the discovered samples before decoding, so that the split stays
+the seeded one and every later stage sees the fixed labels."""
 from __future__ import annotations
 
 import csv
@@ -86,3 +86,27 @@ def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
     actions = list(decided.values())
     return {"file": str(Path(fixes).expanduser().resolve()), "dropped": actions.count("drop"),
             "relabelled": sum(a.startswith("relabel:") for a in actions)}
+
+
+def drop_fixed_items(train: list, val: list, fixes: str | Path, data: str) -> tuple[list, list, dict]:
+    """The annotated images (anything with an `image` path: boxes, masks) of a split, less those the fixes file
+    drops; a path that is no image of the data, or a relabel (a box's class is no image's), is one line with its
+    line number."""
+    root = Path(data).expanduser()
+    root = root.parent if root.is_file() else root
+    known = {_key(str(it.image)) for it in train + val}
+    dropped: set[str] = set()
+    for line, name, action in read_fixes(fixes):
+        key = next((k for k in (_key(name), _key(str(root / name))) if k in known), None)
+        if key is None:
+            raise TunevisionError(f"{fixes}, line {line}: {name} is not an image of {data}; fix the path or "
+                                  "delete the row")
+        if action != "drop":
+            raise TunevisionError(f"{fixes}, line {line}: {action!r}; images with boxes or masks take keep or drop "
+                                  "(their classes are their objects')")
+        dropped.add(key)
+
+    def kept(items: list) -> list:
+        return [it for it in items if _key(str(it.image)) not in dropped]
+    return kept(train), kept(val), {"file": str(Path(fixes).expanduser().resolve()), "dropped": len(dropped),
+                                    "relabelled": 0}

@@ -11,9 +11,9 @@ import torch
 import yaml
 from PIL import Image
 
+from tunevision.auditing.page import run_section
 from tunevision.data.scenes import SceneSample
 from tunevision.models.hub import draw_boxes, overlay
-from tunevision.auditing.page import run_section
 from tunevision.report import plots
 from tunevision.report.page import img_html, table_html, write_page
 

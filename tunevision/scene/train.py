@@ -12,8 +12,8 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.ui import RunLog
 from tunevision.data.annotated import SceneData, split_indices
 from tunevision.data.annotations import read_scene_data
+from tunevision.data.fixes import drop_fixed_items
 from tunevision.data.inputs import relative_names
 from tunevision.data.scenes import (
     IGNORE,
@@ -203,6 +204,10 @@ def decode_split(data: SceneData, cfg: RunConfig, task: str, spec: SceneSpec, ru
                  ) -> tuple[list[SceneSample], list[SceneSample]]:
     """Both splits decoded once; an image whose file is unusable is left out with its boxes and listed."""
     train_items, val_items = split_scene(data, cfg)
+    if cfg.data.fixes:  # after the split, which then stays the one a run without them draws
+        train_items, val_items, fixed = drop_fixed_items(train_items, val_items, cfg.data.fixes, cfg.data.data)
+        atomic_write(run_dir / "fixes.csv", lambda p: p.write_bytes(Path(fixed["file"]).read_bytes()))
+        log.info(f"fixes from {fixed['file']}: {fixed['dropped']} image(s) dropped (copy in {run_dir / 'fixes.csv'})")
     with log.stage("decode"), log.progress(len(data.items), "decoding images") as advance:
         train, bad_train = decode_scenes(train_items, spec.min_size, cfg.data.workers, lambda: advance(1),
                                          cfg.data.max_pixels)
