@@ -226,8 +226,8 @@ def _labelme_files(root: Path, sniff: bool = False) -> list[Path]:
 
 @_format("labelme", lambda root: bool(_labelme_files(root, sniff=True)))
 def read_labelme(root: Path) -> SceneData:
-    """LabelMe: each shape's box (a rectangle's two corners, a polygon's or circle's bounds; lines and points have
-    none), the image where `imagePath` says, else beside the JSON or anywhere under `root` by name."""
+    """LabelMe: each shape's outline and its box (rectangles, polygons and circles; lines and points have none),
+    the image where `imagePath` says, else beside the JSON or anywhere under `root` by name."""
     fixed = read_names(root)
     classes, items, problems, images = list(fixed), [], [], None
     for path in _labelme_files(root):

@@ -10,7 +10,8 @@ from pathlib import Path
 from tunevision.core.config import RunConfig
 from tunevision.core.errors import TunevisionError
 
-# importing archives registers mnist:, cifar10: and npz: in SOURCES, pixels its pixels: and matlab its mat:
+# importing matlab registers its mat: in SOURCES (as importing archives registers mnist:, cifar10: and npz:, and
+# pixels its pixels:)
 from tunevision.data import matlab  # noqa: F401
 from tunevision.data.annotated import split_indices
 from tunevision.data.annotations import read_scene_data, semantic_masks, sniff_format
