@@ -128,3 +128,23 @@ def test_multilabel_asked_of_class_folders(tmp_path):
     ds = discover(str(make), multilabel=True)
     assert ds.multilabel and ds.classes == ["pickup_truck", "sedan_car"]
     assert sorted(s.labels for s in ds.train + ds.val) == [(0,)] * 3 + [(1,)] * 3
+
+
+def test_split_lists_named_with_other_words(tmp_path):
+    """TrashNet's one-indexed-files-notrash_{train,val,test}.txt beside its wrapped class folders: the split."""
+    rng = np.random.default_rng(0)
+    outer = tmp_path / "Garbage classification"
+    inner = outer / "Garbage classification"
+    lists = {"train": [], "val": [], "test": []}
+    for k, c in enumerate(("blue", "red")):
+        (inner / c).mkdir(parents=True)
+        for i in range(1, 9):
+            make_image(COLOURS[c], rng).save(inner / c / f"{c}{i}.jpg")
+            lists["train" if i <= 5 else "val" if i <= 7 else "test"].append(f"{c}{i}.jpg {k + 1}")
+    for role, lines in lists.items():
+        (outer / f"one-indexed-files-notrash_{role}.txt").write_text("\n".join(lines) + "\n")
+    (outer / "train_log.txt").write_text("epoch 1 loss 0.5\n")  # names no image: no split list
+    ds = discover(str(tmp_path))
+    assert ds.explicit_split and (len(ds.train), len(ds.val)) == (10, 4)
+    assert sorted(s.path.rsplit("/", 1)[1] for s in ds.val) == ["blue6.jpg", "blue7.jpg", "red6.jpg", "red7.jpg"]
+    assert sum("not used" in s.reason for s in ds.skipped) == 2

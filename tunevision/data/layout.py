@@ -148,14 +148,22 @@ def classes_from_names(files: list[str]) -> dict[str, list[str]]:
 
 def split_lists(folder: Path) -> dict[str, Path]:
     """{role: list file} for the split lists in a folder: `train.txt` (else `trainval.txt`, VOC's and Oxford-IIIT
-    Pet's name for training and validation together), `val.txt`, `test.txt`, any case. Per-class lists
-    (`cat_train.txt`) are no split lists, nor are numbered alternatives (DTD's train1.txt ... train10.txt, each a
-    third of its images: a seeded split trains on more)."""
+    Pet's name for training and validation together), `val.txt`, `test.txt`, any case, else lists whose names hold
+    the split among other words (`notrash_train.txt`; VOC's per-class `cat_train.txt` lists every image of its
+    split too). Numbered alternatives are none (DTD's train1.txt ... train10.txt, each a third of its images: a
+    seeded split trains on more)."""
     found: dict[str, Path] = {}
-    for p in sorted(folder.glob("*.txt"), key=lambda p: p.name.lower()) if folder.is_dir() else []:
+    lists = sorted(folder.glob("*.txt"), key=lambda p: p.name.lower()) if folder.is_dir() else []
+    for p in lists:
         role = SPLIT_NAMES.get(p.stem.lower()) or ("train" if p.stem.lower() == "trainval" else "")
         if role:
             found.setdefault(role, p)  # name order: train.txt before trainval.txt
+    # else a list whose name holds the split among other words (TrashNet's one-indexed-files-notrash_train.txt);
+    # one that names too few of the images (a train_log.txt) is no split list for `listed_splits` either
+    for p in lists:
+        role = "" if NAME_NUMBER.search(p.stem) else split_in_name(p)
+        if role:
+            found.setdefault(role, p)
     return found
 
 

@@ -244,7 +244,8 @@ def _folder_dataset(given: Path, root: Path, val_fraction: float, seed: int) -> 
     if inner:
         train = [Sample(p, index[c]) for c in classes for p in class_map[c] if inner[p] == "train"]
         val = [Sample(p, index[c]) for c in classes for p in class_map[c] if inner[p] == "val"]
-        unused = [Skipped(p, "in none of the split lists: not used") for p, split in inner.items() if split == "unused"]
+        unused = [Skipped(p, "in no training or validation list: not used") for p, split in inner.items()
+                  if split == "unused"]
         return Dataset(classes, train, val, f"{what}{inside}, {how}", skipped + unused + notes, explicit_split=True)
     train, val = stratified_split([(p, index[c]) for c in classes for p in class_map[c]], val_fraction, seed)
     return Dataset(classes, train, val, f"{what}{inside}, seeded {val_fraction:.0%} validation split",
