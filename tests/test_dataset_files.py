@@ -67,6 +67,7 @@ def test_cub_numbered_lists_give_the_split(tmp_path):
     (root / "train_test_split.txt").write_text("\n".join(flags) + "\n")
     ds = discover(str(root))
     assert ds.explicit_split and "train_test_split.txt" in ds.layout
+    assert ds.classes == ["blue", "red"]  # the folders' numbers (001.blue) left out
     assert sorted(s.path.rsplit("_", 1)[1] for s in ds.val) == ["4.jpg", "4.jpg", "5.jpg", "5.jpg"]
     assert len(ds.train) == 8
 
@@ -148,3 +149,12 @@ def test_split_lists_named_with_other_words(tmp_path):
     assert ds.explicit_split and (len(ds.train), len(ds.val)) == (10, 4)
     assert sorted(s.path.rsplit("/", 1)[1] for s in ds.val) == ["blue6.jpg", "blue7.jpg", "red6.jpg", "red7.jpg"]
     assert sum("not used" in s.reason for s in ds.skipped) == 2
+
+
+def test_class_names_lose_the_numbers_every_folder_starts_with():
+    from tunevision.data.sources import numbered_names
+    assert numbered_names(["001.Black_footed_Albatross", "002.Laysan_Albatross"]) == ["Black_footed_Albatross",
+                                                                                    "Laysan_Albatross"]
+    assert numbered_names(["n02085620-Chihuahua", "n02085782-Japanese_spaniel"]) == ["Chihuahua", "Japanese_spaniel"]
+    assert numbered_names(["1.5mm", "2.5mm"]) == [] and numbered_names(["001.cat", "dog"]) == []
+    assert numbered_names(["001.cat", "002.cat"]) == []  # names that would collide keep their numbers

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -203,7 +204,22 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     if names:
         ds.classes = [names[c] for c in ds.classes]
         ds.layout += ", class names from a JSON map of the folder names"
+    elif numbered_names(ds.classes):
+        ds.classes = numbered_names(ds.classes)
+        ds.layout += ", class names without their folders' numbers"
     return ds
+
+
+# what numbers class folders: CUB-200's and Caltech-256's `001.`, ImageNet's and Stanford Dogs' WordNet id
+FOLDER_NUMBER = re.compile(r"^(\d+\.|n\d{8}-)(?=[^\W\d_])")  # a name after it: `1.5mm` keeps its number
+
+
+def numbered_names(classes: list[str]) -> list[str]:
+    """The class names less the number every folder's name starts with (`001.Black_footed_Albatross` ->
+    `Black_footed_Albatross`, `n02085620-Chihuahua` -> `Chihuahua`) where that leaves them distinct; else []."""
+    names = [FOLDER_NUMBER.sub("", c) for c in classes]
+    numbered = len(classes) > 1 and all(FOLDER_NUMBER.match(c) for c in classes)
+    return names if numbered and len(set(names)) == len(names) else []
 
 
 def _folder_dataset(given: Path, root: Path, val_fraction: float, seed: int) -> Dataset:
