@@ -399,3 +399,26 @@ def test_a_fixes_file_as_excel_saves_it(tmp_path: Path, encoding: str, sep: str)
     (tmp_path / "book.csv").write_bytes(b"PK\x03\x04" + bytes(40))
     with pytest.raises(TunevisionError, match="an Excel workbook, not a CSV"):
         apply_fixes(ds, tmp_path / "book.csv", str(tmp_path))
+
+
+def test_the_audit_reads_what_training_would_refuse(tmp_path):
+    """One class, or a label on validation images alone, stops a training run but not the audit: it reads
+    features, and a detector's one class of objects has duplicates too."""
+    from conftest import COLOURS, make_image
+
+    import tunevision as tv
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    rows = ["path,labels,split"]
+    for i in range(10):
+        make_image(COLOURS["blue" if i % 2 else "red"], rng).save(tmp_path / "images" / f"{i}.png")
+        labels = "blue" if i % 2 else "red;rare" if i == 8 else "red"
+        rows.append(f"images/{i}.png,\"{labels}\",{'val' if i >= 7 else 'train'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    options = {"backbone": "tiny_cnn", "pretrained": False, "cache_dir": str(tmp_path / "c"), "device": "cpu"}
+    with pytest.raises(TunevisionError, match="label 'rare' appears only in validation"):
+        tv.fit(str(tmp_path / "labels.csv"), out=str(tmp_path / "runs"), quiet=True, epochs=1, **options)
+    result = tv.audit(str(tmp_path / "labels.csv"), out=tmp_path / "audit", **options)
+    assert result.summary["images"] == 10
+    make_class_folders(tmp_path / "one", n=6, classes=("blue",))
+    assert tv.audit(str(tmp_path / "one"), out=tmp_path / "audit1", **options).summary["images"] == 6

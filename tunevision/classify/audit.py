@@ -157,7 +157,7 @@ def pretrained(cfg: RunConfig, log: RunLog) -> tuple[RunConfig, Data, Classifier
     torch.manual_seed(cfg.train.seed)  # as a run seeds it: an untrained body then has the run's weights and features
     with log.stage("backbone"):
         _, backbone, _ = initial_model(cfg)
-    data = prepare_data(cfg, backbone, log, min_classes=1)
+    data = prepare_data(cfg, backbone, log, training=False)
     model = build_classifier(backbone, len(data.dataset.classes), 0.0).to(rt.device)
     return cfg, data, model.to(memory_format=torch.channels_last), rt
 

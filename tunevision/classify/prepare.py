@@ -145,9 +145,10 @@ def check_multilabel(cfg: RunConfig, ds: Dataset, train: list[Sample], val: list
                                   "images (drop it, or move some of its images to training)")
 
 
-def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist(), min_classes: int = 2) -> Data:
-    """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets. `min_classes`:
-    1 for reading features alone (the audit, `embed`: a detector's one class of objects has duplicates too)."""
+def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist(), training: bool = True) -> Data:
+    """Discover, decode once (cached), drop and report unusable files, refuse untrainable datasets. `training`
+    False: the data is read for its features alone (the audit, `embed`), which one class, or a label with no
+    training image, does not stop (a detector's one class of objects has duplicates too)."""
     with log.stage("discovery"):
         ds = discover_run(cfg)
     image_size = cfg.data.image_size or default_image_size(backbone, cfg.train.mode)
@@ -163,10 +164,10 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, log: RunLog, d: Dist = Dist
         train_images, val_images = (ResizedImages(i, prep.resize_size) for i in (train_images, val_images))
     ds.skipped += bad_train + bad_val
     train, val = drop_skipped(ds.train, bad_train), drop_skipped(ds.val, bad_val)
-    if ds.multilabel:
+    if ds.multilabel and training:
         check_multilabel(cfg, ds, train, val)
     present = sorted({ds.classes[i] for i in range(len(ds.classes)) for s in train if s.has(i)})
-    if len(present) < min_classes:
+    if len(present) < (2 if training else 1):
         raise TunevisionError(f"{cfg.data.data}: {len(present)} class(es) with usable training images "
                               f"({', '.join(present) or 'none'}); a classifier needs at least 2 class folders")
     if not val:
