@@ -53,7 +53,7 @@ def summary_html(summary: dict) -> str:
     if "probe_val_acc" in summary or summary.get("leaked_val"):
         parts.append(f"<p>{leakage_line(summary)}</p>")
     parts.append("<p>Edit the <code>action</code> column of audit.csv (keep, drop, relabel:NAME, or for multi-label "
-                 "data relabel:A;B) and train with "
+                 "data relabel:A;B; images with boxes or masks take keep or drop) and train with "
                  "<code>tunevision train DATA --fixes audit.csv</code>.</p>")
     return "".join(parts)
 
