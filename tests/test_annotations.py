@@ -201,3 +201,20 @@ def test_yolo_segment_lines_are_outlines(tmp_path: Path) -> None:
     np.testing.assert_allclose(item.boxes, [[9.6, 8.0, 48.0, 40.0]], atol=1e-4)
     mask = decode_scene(item, 80).masks[0]
     assert mask[10:40, 10:48].all() and mask.sum() < 40 * 34
+
+
+def test_a_box_table_read_for_its_images_gives_each_image_once(tmp_path: Path) -> None:
+    """The audit of a box table (a row per box) reads each photo once, with its objects' classes."""
+    from tunevision.data.discover import discover
+    rng = np.random.default_rng(0)
+    rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.jpg")
+        rows.append(f"im{i}.jpg,96,80,cat,1,1,40,40")
+        if i % 2:
+            rows.append(f"im{i}.jpg,96,80,dog,50,30,90,70")
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    ds = discover(str(tmp_path / "boxes.csv"), multilabel=True)
+    samples = ds.train + ds.val
+    assert len(samples) == 6 and len({s.path for s in samples}) == 6
+    assert sorted(len(s.labels) for s in samples) == [1, 1, 1, 2, 2, 2]

@@ -49,6 +49,8 @@ def discover(spec: str, *, val_fraction: float = 0.2, seed: int = 0, images: str
     if is_table(spec):
         if pixel_table(Path(spec).expanduser()):
             return SOURCES.get("pixels")(spec, val_fraction, seed)
+        if multilabel and sniff_format(Path(spec).expanduser()):  # a table of boxes: a row per box, not per image
+            return objects_as_labels(Path(spec).expanduser(), val_fraction, seed)
         return SOURCES.get("csv")(spec, val_fraction, seed, images, multilabel, label_column)
     if spec.lower().endswith(".npz"):
         return SOURCES.get("npz")(spec, val_fraction, seed)
