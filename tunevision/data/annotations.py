@@ -203,12 +203,13 @@ def _voc_split(root: Path, items: list[Annotated]) -> list[Annotated]:
 
 # --- JSON per image (LabelMe) or per folder (Apple's Create ML) --------------------------------------------------
 
-def _json_head(path: Path, word: bytes) -> bool:
+def _head(path: Path, size: int = 1 << 16) -> bytes:
+    """A file's first bytes, by which a JSON file tells its format (b"" for one that cannot be read)."""
     try:
         with open(path, "rb") as f:
-            return word in f.read(1 << 16)
+            return f.read(size)
     except OSError:
-        return False
+        return b""
 
 
 def _labelme_files(root: Path, sniff: bool = False) -> list[Path]:
@@ -216,8 +217,8 @@ def _labelme_files(root: Path, sniff: bool = False) -> list[Path]:
     also names its image (a file cut short is listed, for reading it to say what is wrong)."""
     found = []
     for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
-        if not under_leftover(path, root) and _json_head(path, b'"shapes"') and (
-                not sniff or _json_head(path, b'"imagePath"')):
+        head = b"" if under_leftover(path, root) else _head(path)
+        if b'"shapes"' in head and (not sniff or b'"imagePath"' in head):
             found.append(path)
             if sniff:
                 break
@@ -275,11 +276,7 @@ def _createml_file(root: Path) -> Path | None:
     """A Create ML file: a JSON list of {"image", "annotations"}, the file itself or one at the top of a folder."""
     candidates = [root] if root.is_file() else [p for p in entries(root) if p.is_file()] if root.is_dir() else []
     for path in (p for p in candidates if p.suffix.lower() == ".json"):
-        try:
-            with open(path, "rb") as f:
-                head = f.read(1 << 12).lstrip()
-        except OSError:
-            continue
+        head = _head(path, 1 << 12).lstrip()
         if head.startswith(b"[") and b'"image"' in head and b'"annotations"' in head:
             return path
     return None
@@ -340,10 +337,9 @@ def _looks_like_coco(path: Path) -> bool:
         return False
     if any(hint in path.name.lower() for hint in ("coco", "instances", "annotations")):
         return True
+    if b'"images"' not in _head(path):
+        return False
     try:
-        with open(path, "rb") as f:
-            if b'"images"' not in f.read(1 << 16):
-                return False
         data = json.loads(path.read_text())
     except OSError:
         return False

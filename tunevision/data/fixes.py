@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 from tunevision.core.errors import TunevisionError
@@ -51,18 +52,25 @@ def _new_labels(action: str, multilabel: bool) -> list[str]:
     return [n.strip() for n in label.split(";") if n.strip()]
 
 
-def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
-    """Drop and relabel `ds`'s samples in place per the fixes file; returns what was done, for the run folder.
-    A path that names no image of the data, or a class it does not have, is one line with its line number."""
+def _decided(fixes: str | Path, data: str, known: set[str]) -> Iterator[tuple[int, str, str]]:
+    """(line number, image key, action) for every row that is not keep, in file order, each path found among the
+    `known` image keys as given or relative to the data's folder; one that names no image of the data is one
+    line."""
     root = Path(data).expanduser()
     root = root.parent if root.is_file() else root
-    samples = {_key(s.path): s for s in ds.train + ds.val}
-    decided: dict[str, str] = {}
     for line, name, action in read_fixes(fixes):
-        key = next((k for k in (_key(name), _key(str(root / name))) if k in samples), None)
+        key = next((k for k in (_key(name), _key(str(root / name))) if k in known), None)
         if key is None:
             raise TunevisionError(f"{fixes}, line {line}: {name} is not an image of {data}; fix the path or "
                                   "delete the row")
+        yield line, key, action
+
+
+def apply_fixes(ds: Dataset, fixes: str | Path, data: str) -> dict:
+    """Drop and relabel `ds`'s samples in place per the fixes file; returns what was done, for the run folder.
+    A path that names no image of the data, or a class it does not have, is one line with its line number."""
+    decided: dict[str, str] = {}
+    for line, key, action in _decided(fixes, data, {_key(s.path) for s in ds.train + ds.val}):
         unknown = [name for name in _new_labels(action, ds.multilabel) if name not in ds.classes]
         if action.startswith("relabel:") and (unknown or not ds.multilabel and not _new_labels(action, False)):
             label = unknown[0] if unknown else ""
@@ -92,15 +100,8 @@ def drop_fixed_items(train: list, val: list, fixes: str | Path, data: str) -> tu
     """The annotated images (anything with an `image` path: boxes, masks) of a split, less those the fixes file
     drops; a path that is no image of the data, or a relabel (a box's class is no image's), is one line with its
     line number."""
-    root = Path(data).expanduser()
-    root = root.parent if root.is_file() else root
-    known = {_key(str(it.image)) for it in train + val}
     dropped: set[str] = set()
-    for line, name, action in read_fixes(fixes):
-        key = next((k for k in (_key(name), _key(str(root / name))) if k in known), None)
-        if key is None:
-            raise TunevisionError(f"{fixes}, line {line}: {name} is not an image of {data}; fix the path or "
-                                  "delete the row")
+    for line, key, action in _decided(fixes, data, {_key(str(it.image)) for it in train + val}):
         if action != "drop":
             raise TunevisionError(f"{fixes}, line {line}: {action!r}; images with boxes or masks take keep or drop "
                                   "(their classes are their objects')")

@@ -196,10 +196,14 @@ def id_listed_splits(folder: Path, files: list[str]) -> list[str] | None:
         return None
     flag = _id_pairs(flags)
     by_name = {k: flag.get(i) for i, name in _id_pairs(paths).items() for k in _list_keys(name.replace("\\", "/"))}
-    roles = [next((r for r in map(by_name.get, _list_keys(f)) if r in ("0", "1")), "") for f in files]
-    if sum(map(bool, roles)) < len(files) / 2:
-        return None
-    return assigned_splits(["train" if r == "1" else "test" if r == "0" else "" for r in roles])
+    flags = [next((r for r in map(by_name.get, _list_keys(f)) if r in ("0", "1")), "") for f in files]
+    return _named_splits(["train" if r == "1" else "test" if r == "0" else "" for r in flags])
+
+
+def _named_splits(roles: list[str]) -> list[str] | None:
+    """`assigned_splits` of the roles lists give the files, or None where they name fewer than half of them (a
+    stray list names no split)."""
+    return assigned_splits(roles) if sum(map(bool, roles)) >= len(roles) / 2 else None
 
 
 def listed_splits(lists: dict[str, Path], files: list[str]) -> list[str] | None:
@@ -209,8 +213,5 @@ def listed_splits(lists: dict[str, Path], files: list[str]) -> list[str] | None:
     if pair is None:
         return None
     train, held = map(listed_names, pair)
-    roles = ["train" if any(k in train for k in keys) else "val" if any(k in held for k in keys) else ""
-             for keys in map(_list_keys, files)]
-    if sum(map(bool, roles)) < len(files) / 2:
-        return None
-    return assigned_splits(roles)
+    return _named_splits(["train" if any(k in train for k in keys) else "val" if any(k in held for k in keys) else ""
+                          for keys in map(_list_keys, files)])

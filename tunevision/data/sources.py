@@ -204,8 +204,8 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     if names:
         ds.classes = [names[c] for c in ds.classes]
         ds.layout += ", class names from a JSON map of the folder names"
-    elif numbered_names(ds.classes):
-        ds.classes = numbered_names(ds.classes)
+    elif plain := numbered_names(ds.classes):
+        ds.classes = plain
         ds.layout += ", class names without their folders' numbers"
     return ds
 
