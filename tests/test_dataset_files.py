@@ -158,3 +158,23 @@ def test_class_names_lose_the_numbers_every_folder_starts_with():
     assert numbered_names(["n02085620-Chihuahua", "n02085782-Japanese_spaniel"]) == ["Chihuahua", "Japanese_spaniel"]
     assert numbered_names(["1.5mm", "2.5mm"]) == [] and numbered_names(["001.cat", "dog"]) == []
     assert numbered_names(["001.cat", "002.cat"]) == []  # names that would collide keep their numbers
+
+
+def test_split_lists_in_a_labels_folder_are_not_yolo_labels(tmp_path):
+    """DTD ships images/<class>/ beside labels/train1.txt ... (image paths, one per line): class folders, where a
+    labels/ folder of 'class cx cy w h' lines is YOLO detection data."""
+    paths = []
+    for c in ("blue", "red"):
+        (tmp_path / "images" / c).mkdir(parents=True)
+        for i in range(4):
+            make_image(COLOURS[c], np.random.default_rng(i)).save(tmp_path / "images" / c / f"{c}_{i:04d}.jpg")
+            paths.append(f"{c}/{c}_{i:04d}.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "train1.txt").write_text("\n".join(paths[::2]) + "\n")
+    (tmp_path / "labels" / "test1.txt").write_text("\n".join(paths[1::2]) + "\n")
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
+    assert discover(str(tmp_path)).classes == ["blue", "red"]
+    (tmp_path / "labels" / "train1.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # now a YOLO label file
+    (tmp_path / "labels" / "test1.txt").unlink()
+    (tmp_path / "classes.txt").write_text("thing\n")
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "detect"

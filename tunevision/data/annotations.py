@@ -8,6 +8,7 @@ zero area, an unknown class, a missing image, an unreadable XML/JSON. Training n
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import replace as dataclass_replace
@@ -515,7 +516,20 @@ def _header_size(file: str) -> tuple[int, int] | None:
 
 def _yolo_dirs(root: Path) -> tuple[Path, Path] | None:
     img, lab = _subdir(root, "images"), _subdir(root, "labels")
-    return (img, lab) if img and lab and any(lab.rglob("*.txt")) else None
+    return (img, lab) if img and lab and _yolo_lines(lab) else None
+
+
+def _yolo_lines(lab: Path, sample: int = 20) -> bool:
+    """Whether a labels/ folder holds YOLO label files by their content: lines of numbers, never words. DTD's
+    labels/ holds split lists (`train1.txt`: one image path per line) beside images/, and was read as YOLO data."""
+    numeric = False
+    for file in itertools.islice(lab.rglob("*.txt"), sample):
+        line = next((x for x in _head(file, 1 << 12).decode("utf-8", "replace").splitlines() if x.strip()), "")
+        try:
+            numeric |= len([float(v) for v in line.split()]) >= 5
+        except ValueError:
+            return False
+    return numeric
 
 
 @_format("yolo", lambda root: _yolo_dirs(root) is not None)
