@@ -36,7 +36,7 @@ def test_fit_writes_a_detection_run_folder_and_returns_a_model_that_predicts_box
     assert run.name.startswith("boxes-detect-")
     for name in ("config.yaml", "metrics.csv", "summary.json", "report.html", "split.csv", "skipped.csv",
                  "eval/metrics.json", "model/model.safetensors", "model/model.json", "report/pr_curves.png",
-                 "report/val_images.png"):
+                 "report/val_images.jpg"):
         assert (run / name).is_file(), name
     assert not (run / "checkpoint.pt").exists()
     summary = json.loads((run / "summary.json").read_text())

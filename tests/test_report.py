@@ -39,7 +39,9 @@ def test_training_writes_a_report_with_every_section(colour_folders: Path, cache
     page = (run / "report.html").read_text()
     for section in ("dataset", "augmentation", "training", "results", "top-losses", "calibration", "model"):
         assert f'id="{section}"' in page, section
-    assert page.count("data:image/png;base64,") == 7 and "http" not in page.replace("http-equiv", "")
+    # charts as PNG, the grids of photos (samples, augmentation, top losses) as JPEG, all inside the page
+    assert page.count("data:image/png;base64,") == 4 and page.count("data:image/jpeg;base64,") == 3
+    assert "http" not in page.replace("http-equiv", "")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["ece_after"] <= summary["ece_before"] + 1e-6
     assert json.loads((run / "model" / "model.json").read_text())["temperature"] == summary["temperature"]
@@ -60,6 +62,6 @@ def test_a_run_on_arrays_shows_its_pictures(tmp_path: Path) -> None:
     model = tv.fit((images, labels), backbone="tiny_cnn", pretrained=False, epochs=2, device="cpu", audit=False,
                    cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), quiet=True)
     report = Path(model.run_dir) / "report"
-    for name in ("samples.png", "augmentation.png", "top_losses.png"):
+    for name in ("samples.jpg", "augmentation.jpg", "top_losses.jpg"):
         pixels = np.asarray(Image.open(report / name).convert("L"), np.float32)
         assert pixels.std() > 10, name  # pictures, not an empty white grid

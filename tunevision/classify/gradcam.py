@@ -1,7 +1,6 @@
 """Grad-CAM (Selvaraju et al. 2017) for any Classifier: where the network looked for a class."""
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -46,5 +45,6 @@ def gradcam(model: Classifier, x: torch.Tensor, class_index: int | None = None) 
 
 def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
     """Blend a jet-coloured heat map over an (H, W, 3) uint8 image."""
+    import matplotlib  # here, not with the module: predicting and serving never draw (0.1 s of their start-up)
     colours = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.float32)
     return Image.fromarray((image.astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8))

@@ -148,13 +148,13 @@ def dataset_section(run: RunFiles, samples: tuple) -> tuple[str, str]:
     if thin:
         warn += (f'<p class="warn">Too thin to score: {html.escape(", ".join(thin[:20]))} (under 2 images, or none '
                  "in validation); the validation scores say nothing about these classes.</p>")
-    plots.image_grid(images, titles, out / "samples.png", columns=per_class if per_class > 1 else 8)
+    plots.image_grid(images, titles, out / "samples.jpg", columns=per_class if per_class > 1 else 8)
     skipped = _rows(run.run_dir / "skipped.csv")
     more = f" (the first {MAX_SAMPLES} classes)" if len(classes) > MAX_SAMPLES else ""
     return ("Dataset", f"<p>{html.escape(run.dataset['source'])}: {len(classes)} classes, "
             f"{run.summary['train_images']} training and {run.summary['val_images']} validation images, "
             f"{len(skipped)} skipped.</p>{warn}" + img_html(out / "class_counts.png", "images per class") +
-            img_html(out / "samples.png", "training samples per class" + more) +
+            img_html(out / "samples.jpg", "training samples per class" + more) +
             ("<h3>Skipped files</h3>" + table_html(["file", "reason"], [[r["path"], r["reason"]]
                                                                         for r in skipped[:200]]) if skipped else ""))
 
@@ -166,9 +166,9 @@ def augmentation_section(run: RunFiles, samples: tuple) -> list[tuple[str, str]]
     pipeline = make_pipeline(spec, run.meta.image_size)
     batch = torch.from_numpy(np.repeat(samples[0][0][None], 8, 0))
     views = (pipeline(batch, torch.Generator().manual_seed(0)).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
-    plots.image_grid(list(views), [f"draw {i + 1}" for i in range(8)], run.out / "augmentation.png")
+    plots.image_grid(list(views), [f"draw {i + 1}" for i in range(8)], run.out / "augmentation.jpg")
     return [("Augmentation", f"<p>Pipeline <code>{html.escape(spec)}</code>, eight random draws of one training "
-             "image:</p>" + img_html(run.out / "augmentation.png", "augmentation preview"))]
+             "image:</p>" + img_html(run.out / "augmentation.jpg", "augmentation preview"))]
 
 
 def training_sections(run: RunFiles) -> list[tuple[str, str]]:
@@ -220,11 +220,11 @@ def results_section(run: RunFiles, y: np.ndarray, p: np.ndarray) -> tuple[str, s
 def top_losses_section(run: RunFiles, preds: list[dict]) -> list[tuple[str, str]]:
     worst = sorted(preds, key=lambda r: -float(r["loss"]))[:TOP_LOSSES]
     if not top_losses_grid(run.model, run.meta, [(r["path"], r["actual"], r["predicted"], float(r["confidence"]))
-                                                 for r in worst], run.out / "top_losses.png", run.read):
+                                                 for r in worst], run.out / "top_losses.jpg", run.read):
         return []
     return [("Top losses", "<p>The validation images with the highest loss, labelled actual / predicted / "
              "probability, with Grad-CAM for the predicted class:</p>" +
-             img_html(run.out / "top_losses.png", "top losses with Grad-CAM"))]
+             img_html(run.out / "top_losses.jpg", "top losses with Grad-CAM"))]
 
 
 def calibration_section(run: RunFiles, y: np.ndarray) -> list[tuple[str, str]]:

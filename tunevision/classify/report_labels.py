@@ -44,11 +44,11 @@ def mistakes_section(run, ev: MultiLabelEvaluation, top_losses_grid) -> list[tup
     for k, name in enumerate(run.classes):
         rows += [(path, f"false + {name}", name, prob) for path, prob in ev.worst(k, "fp", WORST)]
         rows += [(path, f"missed {name}", name, prob) for path, prob in ev.worst(k, "fn", WORST)]
-    if not rows or not top_losses_grid(run.model, run.meta, rows, run.out / "label_mistakes.png", run.read):
+    if not rows or not top_losses_grid(run.model, run.meta, rows, run.out / "label_mistakes.jpg", run.read):
         return []
     return [("Mistakes per label", f"<p>For each label, its {WORST} most confident false positives and its {WORST} "
              "least confident misses, with Grad-CAM for that label (what made the model see it, or not):</p>" +
-             img_html(run.out / "label_mistakes.png", "false positives and misses per label"))]
+             img_html(run.out / "label_mistakes.jpg", "false positives and misses per label"))]
 
 
 def calibration_section(run) -> tuple[str, str]:

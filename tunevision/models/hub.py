@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from matplotlib import font_manager
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_bounding_boxes
@@ -79,6 +78,7 @@ def draw_boxes(image: np.ndarray, boxes, captions: list[str], color: str = "red"
         return image
     img = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a copy: PIL's arrays are read-only
     width = max(2, round(max(image.shape[:2]) / 250))
+    from matplotlib import font_manager  # at the first drawing: what never draws does not load matplotlib
     font = font_manager.findfont("DejaVu Sans")
     out = draw_bounding_boxes(img, torch.as_tensor(np.asarray(boxes, dtype=np.float32)), captions, colors=color,
                               width=width, font=font, font_size=max(10, round(max(image.shape[:2]) / 45)),

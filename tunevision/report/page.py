@@ -10,7 +10,8 @@ from tunevision.core.atomic import atomic_write
 
 def img_html(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>' \
+    kind = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/{kind};base64,{data}"><figcaption>' \
            f'{html.escape(alt)}</figcaption></figure>'
 
 

@@ -63,9 +63,9 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
         table = table_html(["class", "IoU"], [[c, f"{v:.3f}"] for c, v in scores.per_class_iou.items()])
         results = f"<p><b>{html.escape(scores.headline())}</b> on {len(val)} held-out images.</p>{table}"
         views, caption = mask_views(val[:GRID], outputs[:GRID], classes), "true mask (left), predicted (right)"
-    plots.image_grid(views, [Path(s.source).name for s in val[:GRID]], out / "val_images.png",
+    plots.image_grid(views, [Path(s.source).name for s in val[:GRID]], out / "val_images.jpg",
                      columns=3)
-    sections.append(("Results", results + img_html(out / "val_images.png", f"validation images: {caption}")))
+    sections.append(("Results", results + img_html(out / "val_images.jpg", f"validation images: {caption}")))
     epochs = np.array([r.epoch for r in history])
     fig = plots.new_figure(10, 3.2)
     for i, (title, key) in enumerate([("train loss", "train_loss"), ("val mAP@0.5:0.95" if task == "detect" else
