@@ -5,6 +5,7 @@ numbered 1..N (Udacity's flowers), and class folders named for two labels (`blac
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,62 @@ def test_split_lists_in_a_labels_folder_are_not_yolo_labels(tmp_path):
     (tmp_path / "labels" / "test1.txt").unlink()
     (tmp_path / "classes.txt").write_text("thing\n")
     assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "detect"
+
+
+def _loose_images(folder, colours):
+    folder.mkdir(parents=True)
+    for i, c in enumerate(colours):
+        make_image(COLOURS[c], np.random.default_rng(i)).save(folder / f"im{i}.jpg")
+    return [f"im{i}.jpg" for i in range(len(colours))]
+
+
+def test_labels_kept_in_json(tmp_path):
+    """Records, a map of images to labels (or to lists of them) and COCO's form without boxes (iNaturalist's) are
+    label tables; a records file named annotations.json is no COCO detection data."""
+    colours = ["blue", "red", "green"] * 4
+    records = tmp_path / "records"
+    names = _loose_images(records / "images", colours)
+    (records / "annotations.json").write_text(json.dumps([{"file_name": n, "label": c, "width": 40}
+                                                          for n, c in zip(names, colours)]))
+    assert task_name_for_data(RunConfig.from_options(str(records))) == "classify"
+    ds = discover(str(records))
+    assert ds.layout.startswith("JSON") and ds.classes == ["blue", "green", "red"]
+    assert len(ds.train) + len(ds.val) == 12
+    assert all(ds.classes[s.label] == colours[int(Path(s.path).stem[2:])] for s in ds.train + ds.val)
+
+    tags = tmp_path / "tags"
+    names = _loose_images(tags / "images", colours)
+    (tags / "labels.json").write_text(json.dumps({n: [c, "any"] if i % 2 else [c] for i, (n, c) in
+                                                  enumerate(zip(names, colours))}))
+    assert task_name_for_data(RunConfig.from_options(str(tags))) == "multilabel"
+    ds = discover(str(tags / "labels.json"))
+    assert ds.multilabel and ds.classes == ["any", "blue", "green", "red"]
+
+    coco = tmp_path / "inat"
+    names = _loose_images(coco / "train", colours)
+    doc = {"images": [{"id": 100 + i, "file_name": n} for i, n in enumerate(names)],
+           "categories": [{"id": 7, "name": "blue"}, {"id": 8, "name": "red"}, {"id": 9, "name": "green"}],
+           "annotations": [{"id": i, "image_id": 100 + i, "category_id": {"blue": 7, "red": 8, "green": 9}[c]}
+                           for i, c in enumerate(colours)]}
+    (coco / "train2018.json").write_text(json.dumps(doc))
+    assert task_name_for_data(RunConfig.from_options(str(coco))) == "classify"
+    ds = discover(str(coco))
+    assert sorted(ds.classes) == ["blue", "green", "red"] and len(ds.train) + len(ds.val) == 12
+    for a in doc["annotations"]:  # with boxes the same file is detection data
+        a["bbox"] = [1, 1, 10, 10]
+    (coco / "train2018.json").write_text(json.dumps(doc))
+    assert task_name_for_data(RunConfig.from_options(str(coco))) == "detect"
+
+
+def test_json_annotations_of_shapes_are_no_label_table(tmp_path):
+    """A folder's other JSON (LabelMe's shapes per image) is not read as its labels: nested values are refused."""
+    from tunevision.core.errors import TunevisionError
+    from tunevision.data.tables import read_label_table
+    names = _loose_images(tmp_path / "images", ["blue", "red"] * 3)
+    (tmp_path / "shapes.json").write_text(json.dumps([{"imagePath": n, "shapes": [{"label": "x", "points": [[1, 2]]}]}
+                                                      for n in names]))
+    with pytest.raises(TunevisionError, match="nested values"):
+        read_label_table(tmp_path / "shapes.json")
+    (tmp_path / "broken.json").write_text('[{"file_name": ')
+    with pytest.raises(TunevisionError, match="not readable JSON"):
+        read_label_table(tmp_path / "broken.json")

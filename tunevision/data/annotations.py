@@ -319,7 +319,7 @@ def read_createml(root: Path) -> SceneData:
 def _coco_files(root: Path) -> list[Path]:
     """The COCO files of a folder (or the file itself): beside the images or in annotations/."""
     if root.is_file() and root.suffix == ".json":
-        return [root]
+        return [root] if _looks_like_coco(root) else []
     if not root.is_dir():
         return []
     found = sorted(p for folder in (root, root / "annotations") if folder.is_dir() for p in folder.glob("*.json")
@@ -332,13 +332,18 @@ def _coco_file(root: Path) -> Path | None:
 
 
 def _looks_like_coco(path: Path) -> bool:
-    """A COCO file by its name (free), else by its content: a JSON object with 'images' and 'annotations'. A file
-    that starts like one and does not parse counts, so that reading it says what is wrong with it."""
+    """A COCO file of boxes or masks: a JSON object named so (coco, instances, annotations) or holding 'images' and
+    'annotations', whose annotations have a bbox or segmentation somewhere. COCO's form without them is labels
+    (iNaturalist's, iWildCam's), read as a label table; a list (a label file of records named annotations.json) is
+    none. A file that starts like one and does not parse counts, so that reading it says what is wrong with it."""
     if "createml" in path.name.lower():  # Roboflow's Create ML export: _annotations.createml.json
         return False
+    head = _head(path)
+    if not head.lstrip().startswith(b"{"):
+        return False
     if any(hint in path.name.lower() for hint in ("coco", "instances", "annotations")):
-        return True
-    if b'"images"' not in _head(path):
+        return _mentions_objects(path) or not _ends_whole(path)
+    if b'"images"' not in head:
         return False
     try:
         data = json.loads(path.read_text())
@@ -346,7 +351,33 @@ def _looks_like_coco(path: Path) -> bool:
         return False
     except (ValueError, UnicodeDecodeError):
         return True
-    return isinstance(data, dict) and "images" in data and "annotations" in data
+    return isinstance(data, dict) and "images" in data and "annotations" in data and _mentions_objects(path)
+
+
+def _ends_whole(path: Path) -> bool:
+    """Whether a JSON object's file ends as one does (a `}`): a file cut short is taken for what its name says."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 64))
+            return f.read().rstrip().endswith(b"}")
+    except OSError:
+        return False
+
+
+def _mentions_objects(path: Path, chunk: int = 1 << 22) -> bool:
+    """Whether a COCO file mentions a bbox or segmentation, read in chunks up to the first: no parse of a file of
+    hundreds of MB (COCO's first box follows its list of images, 20 MB into instances_train2017.json)."""
+    keys, tail = (b'"bbox"', b'"segmentation"'), b""
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                text = tail + block
+                if any(k in text for k in keys):
+                    return True
+                tail = text[-16:]
+    except OSError:
+        return False
+    return False
 
 
 @_format("coco", lambda root: _coco_file(root) is not None)

@@ -38,11 +38,12 @@ class LabelTable:
 
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+LABEL_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".json")  # a label table, or the same facts in JSON (`json_rows`)
 
 
 def is_table(spec: str) -> bool:
-    """Whether a data spec names a label table: a .csv, .tsv or .txt file (a folder is never one)."""
-    return spec.lower().endswith(TABLE_SUFFIXES) and not Path(spec).expanduser().is_dir()
+    """Whether a data spec names a label table: a .csv, .tsv, .txt or .json file (a folder is never one)."""
+    return spec.lower().endswith(LABEL_FILE_SUFFIXES) and not Path(spec).expanduser().is_dir()
 
 
 def decoded(path: Path) -> str:
@@ -75,6 +76,8 @@ def sniffed_delimiter(text: str) -> str:
 
 
 def read_rows(path: Path) -> list[list[str]]:
+    if path.suffix.lower() == ".json":
+        return json_rows(path)
     text = decoded(path)
     delimiter = sniffed_delimiter(text)
     try:  # only the delimiter is sniffed: the sniffer takes the ' of a quoted "['a', 'b']" for the quote character
@@ -91,6 +94,49 @@ def read_rows(path: Path) -> list[list[str]]:
         if len(rows[0]) == len(rows[1]) - 1:
             rows[0] = ["image", *rows[0]]
     return rows
+
+
+def json_rows(path: Path) -> list[list[str]]:
+    """Labels kept in JSON, as a table's rows (a header, then one row per image), so that every rule of a CSV
+    applies: records (`[{"file_name": "a.jpg", "label": "cat"}, ...]`), a map of images to labels (`{"a.jpg": "cat"}`
+    or to lists of labels), or COCO's classification form (images, annotations and categories without boxes:
+    iNaturalist's, iWildCam's). A list of labels becomes a `|`-separated cell. Boxes, outlines or other nested
+    values are annotations, not labels: an error, so that a folder's other JSON files are not taken for its table."""
+    try:
+        doc = json.loads(decoded(path))
+    except ValueError as e:
+        raise TunevisionError(f"{path}: not readable JSON ({e})") from None
+    if isinstance(doc, dict) and {"images", "annotations", "categories"} <= doc.keys():
+        return _coco_rows(path, doc)
+    records = [{"image": k, "label": v} for k, v in doc.items()] if isinstance(doc, dict) else doc
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        raise TunevisionError(f"{path}: JSON that is neither records of images and labels nor a map of images to "
+                              "labels")
+    header = list(dict.fromkeys(k for r in records for k in r))
+    return [header, *([_cell(path, r.get(k)) for k in header] for r in records)]
+
+
+def _cell(path: Path, value) -> str:
+    if isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value):
+        return "|".join(str(v) for v in value)
+    if isinstance(value, (dict, list)):
+        raise TunevisionError(f"{path}: nested values (boxes, shapes) are annotations, not a label table")
+    return "" if value is None else str(value)
+
+
+def _coco_rows(path: Path, doc: dict) -> list[list[str]]:
+    """COCO's images with the names of their annotations' categories; boxes or masks make it detection data."""
+    try:
+        names = {c["id"]: str(c["name"]) for c in doc["categories"]}
+        if any("bbox" in a or "segmentation" in a for a in doc["annotations"]):
+            raise TunevisionError(f"{path}: COCO boxes or masks are detection data (--task detect), not labels")
+        labels: dict = {}
+        for a in doc["annotations"]:
+            labels.setdefault(a["image_id"], []).append(names[a["category_id"]])
+        return [["file_name", "label"], *([im["file_name"], "|".join(dict.fromkeys(labels[im["id"]]))]
+                                          for im in doc["images"] if im["id"] in labels)]
+    except (KeyError, TypeError) as e:
+        raise TunevisionError(f"{path}: COCO JSON without {e} where images, annotations and categories meet") from None
 
 
 # what a column of image names without an extension is called (HAM10000's image_id after its lesion_id), by rank
@@ -339,7 +385,8 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
         names = sorted({named[int(n)] for n in names})
     kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else "one label per row")
     where = "" if root == path.parent else f", images in {root}"
-    return LabelTable(paths, labels, splits, names, multi, f"CSV ({kind}{where})", problems)
+    form = "JSON" if path.suffix.lower() == ".json" else "CSV"
+    return LabelTable(paths, labels, splits, names, multi, f"{form} ({kind}{where})", problems)
 
 
 STORE_WORDS = ("image", "img", "photo", "picture", "jpg", "jpeg", "png")  # in the name of a folder of images
@@ -369,7 +416,7 @@ def table_in(folder: Path, min_classes: int = 2, label_column: str = "") -> Path
     name images that are there and whose labels give two or more classes; sample_submission.csv's do not."""
     if not folder.is_dir() or not _holds_no_class_folders(folder):
         return None
-    for path in (p for p in entries(folder) if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES):
+    for path in (p for p in entries(folder) if p.is_file() and p.suffix.lower() in LABEL_FILE_SUFFIXES):
         try:
             table = read_label_table(path, label_column=label_column)
         except TunevisionError:
