@@ -117,3 +117,31 @@ def test_messy_dataset_trains_on_what_works_and_lists_the_rest(tmp_path: Path) -
 def test_to_rgb_handles_la() -> None:
     im = Image.new("LA", (4, 4), (0, 0))
     assert np.asarray(to_rgb(im)).min() == 255
+
+
+def test_iphone_heic_and_avif_photos_are_read(tmp_path: Path, monkeypatch) -> None:
+    """HEIC (pillow-heif's plugin, registered at the first one) and AVIF (Pillow's own), by name or by content; without
+    pillow-heif a HEIC photo is skipped with the fix."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from tunevision.data import images
+    pillow_heif.register_heif_opener()  # to write the test's files
+    root = tmp_path / "data"
+    for c in ("red", "blue"):
+        (root / c).mkdir(parents=True)
+        colour = (200, 40, 30) if c == "red" else (30, 40, 200)
+        photo = Image.fromarray(np.full((40, 60, 3), colour, np.uint8))
+        photo.save(root / c / "IMG_0001.HEIC")
+        photo.save(root / c / "b.avif")
+        photo.save(root / c / "download", format="HEIF")  # no extension: told by its first bytes
+    square = decode_square(root / "red" / "IMG_0001.HEIC", 32)
+    assert square.shape == (32, 32, 3) and abs(int(square[..., 0].mean()) - 200) < 12
+    ds = discover(str(root))
+    assert len(ds.train) + len(ds.val) == 6 and not ds.skipped
+    images.heif_support.cache_clear()
+    monkeypatch.setitem(__import__("sys").modules, "pillow_heif", None)  # as if it were not installed
+    try:
+        with pytest.raises(ImageError, match="HEIC photo .*pip install pillow-heif"):
+            decode_square(root / "red" / "IMG_0001.HEIC", 32)
+        assert decode_square(root / "red" / "b.avif", 32).shape == (32, 32, 3)
+    finally:
+        images.heif_support.cache_clear()

@@ -5,6 +5,7 @@ Every path in tunevision (training cache, evaluation, prediction, serving) goes 
 """
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import BinaryIO
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .gif .bmp .tif .tiff .webp .ppm .pgm .pbm .pnm .ico .tga".split()
+    ".jpg .jpeg .jpe .jfif .png .gif .bmp .tif .tiff .webp .ppm .pgm .pbm .pnm .ico .tga .heic .heif .avif".split()
 )
 # Pillow's own decompression-bomb threshold (about 89 megapixels); a 12 MP phone photo is far below.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -53,14 +54,44 @@ def is_image_name(path: str | Path) -> bool:
 MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
 
+# ISO media brands of HEIF stills (an iPhone's HEIC photos) and AVIF, after "ftyp" at byte 4
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+AVIF_BRANDS = (b"avif", b"avis")
+
+
 def is_image_content(path: str | Path) -> bool:
-    """Whether a file starts as a JPEG, PNG, GIF, BMP, TIFF or WebP does (16 bytes read)."""
+    """Whether a file starts as a JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC or AVIF does (16 bytes read)."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError:
         return False
-    return head.startswith(MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return head.startswith(MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP" or \
+        head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS + AVIF_BRANDS
+
+
+def _head(source: str | Path | BinaryIO) -> bytes:
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return f.read(16)
+    if not source.seekable():  # a stream read once (an upload): Pillow says what it is
+        return b""
+    at = source.tell()
+    head = source.read(16)
+    source.seek(at)
+    return head
+
+
+@functools.cache
+def heif_support() -> bool:
+    """Pillow reads HEIC through pillow-heif's plugin, registered with Pillow at the first HEIC photo (not at import:
+    most data has none). False where pillow-heif is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -84,6 +115,9 @@ def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAU
         raise ImageError("empty file (0 bytes)")
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    head = _head(source)
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS and not heif_support():
+        raise ImageError("a HEIC photo (an iPhone's): pip install pillow-heif to read it, or save it as JPEG")
     try:
         im = Image.open(source)
     except Image.DecompressionBombError as e:
