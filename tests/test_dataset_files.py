@@ -1,7 +1,8 @@
 """Labels and splits that well-known datasets keep in files of their own, read as those datasets ship: Oxford
 Flowers-102's MATLAB label and split vectors, CUB-200-2011's numbered image and split lists, CelebA's attribute
 list (a count line, a header without the image column, -1/1 cells), the JSON of class names beside folders
-numbered 1..N (Udacity's flowers), and class folders named for two labels (`black_jeans/`) as multi-label data."""
+numbered 1..N (Udacity's flowers), class folders named for two labels (`black_jeans/`) as multi-label data, DTD's
+split lists in labels/ (no YOLO labels), and labels kept in JSON (records, a map, COCO's form without boxes)."""
 from __future__ import annotations
 
 import json

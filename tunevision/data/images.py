@@ -71,9 +71,13 @@ def is_image_content(path: str | Path) -> bool:
 
 
 def _head(source: str | Path | BinaryIO) -> bytes:
+    """A source's first 16 bytes, left unread (b"" where they cannot be had: Pillow then says why)."""
     if isinstance(source, (str, Path)):
-        with open(source, "rb") as f:
-            return f.read(16)
+        try:
+            with open(source, "rb") as f:
+                return f.read(16)
+        except OSError:
+            return b""
     if not source.seekable():  # a stream read once (an upload): Pillow says what it is
         return b""
     at = source.tell()
