@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from tunevision.classify.inference import (
-    CPU_CHUNK,
+    ORT_CHUNK,
     TTA,
     fastest_exact,
     on_body_graph,
@@ -226,7 +226,7 @@ def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: 
             log.info(f"skipped {b.path}: {b.reason}")
     network = on_body_graph(model, meta.image_size, runtime, cache)
     if network is not None:
-        chunk = CPU_CHUNK
+        chunk = ORT_CHUNK
         if log:
             log.info(f"scoring on onnxruntime fp32 x{chunk} (the body's graph from its training run)")
     else:
