@@ -46,6 +46,13 @@ def test_train_evaluate_predict_end_to_end(colour_folders: Path, cache: str, tmp
     # the unsplit folder trained this model: only its validation images (2 per class) are scored, and it says so
     assert cm[0][1:] == ["blue", "red"] and sum(int(v) for row in cm[1:] for v in row[1:]) == 4
     assert "scoring only the 4 images that did not train it" in r.output
+    # the same images under another name (a CSV of them, a class's folder): still only the ones that did not train it
+    table = tmp_path / "all.csv"
+    table.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in sorted(colour_folders.rglob("*.*"))))
+    r = run("evaluate", str(run_dir), str(table), "--device", "cpu")
+    assert r.exit_code == 0 and "scoring only the 4 images that did not train it" in r.output, r.output
+    r = run("evaluate", str(run_dir), str(colour_folders / "red"), "--device", "cpu")
+    assert "scoring only the 2 images" in r.output or "every image in it trained" in r.output, r.output
 
     img = next((colour_folders / "red").glob("*.png"))
     (tmp_path / "bad.jpg").write_bytes(b"nope")

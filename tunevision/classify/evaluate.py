@@ -21,7 +21,7 @@ from tunevision.classify.multilabel import MultiLabelEvaluation
 from tunevision.core.errors import TunevisionError
 from tunevision.core.runtime import INFERENCE_PRECISION, Runtime, resolve_runtime
 from tunevision.data.discover import discover
-from tunevision.data.inputs import relative_names
+from tunevision.data.inputs import not_trained, trained_images
 from tunevision.data.sources import Dataset, Sample, drop_skipped, load_images, relabel
 from tunevision.models.bundle import BundleMeta, load_bundle
 
@@ -172,29 +172,30 @@ class EvalSet:
 
 
 def _scored_samples(meta: BundleMeta, data: str) -> tuple[Dataset, list[Sample], str]:
-    """The samples to score and a sentence saying which: a named validation split; the model's own validation
-    split when `data` is the unsplit folder it was trained on (its other images trained it); else all images."""
+    """The samples to score and a sentence saying which: a named validation split, else every image, less the
+    images that trained the model (by the files themselves, whatever `data` is called: its folder, its CSV or JSON,
+    a subfolder); a bundle from before it listed them re-draws its seeded split on the folder it trained on."""
     # a multi-label model reads its CSVs as label lists; a table's labels come from the column they trained from
     kind = {"multilabel": meta.task == "multilabel", "label_column": meta.extra.get("label_column", "")}
-    trained_on = meta.extra.get("data", "")
+    trained_on, trained = meta.extra.get("data", ""), trained_images(meta.extra)
     same = bool(trained_on) and Path(data).expanduser().resolve() == Path(trained_on).resolve()
-    if same and isinstance(meta.extra.get("train_files"), list):
-        ds = discover(data, **kind)
-        every = sorted(ds.train + ds.val, key=lambda s: s.path)
-        trained = set(meta.extra["train_files"])
-        held_out = [s for s, name in zip(every, relative_names([s.path for s in every], data)) if name not in trained]
-        if not held_out:
-            raise TunevisionError(f"{data}: every image in it trained this model; evaluate on images it has not seen")
-        return ds, held_out, (f"{data} trained this model: scoring only the {len(held_out)} images that did not "
-                              f"train it (the bundle lists its {len(trained)} training images)")
-    if same and meta.extra.get("split") == "seeded":  # a bundle from before train_files: the split re-drawn
+    if same and trained is None and meta.extra.get("split") == "seeded":  # a bundle from before train_files
         ds = discover(data, val_fraction=meta.extra["val_fraction"], seed=meta.extra["seed"], **kind)
         return ds, ds.val, (f"{data} trained this model: scoring only its validation split ({len(ds.val)} images, "
                             f"seed {meta.extra['seed']}); the other images were training images")
     ds = discover(data, **kind)
-    if ds.explicit_split:
-        return ds, ds.val, f"scoring the validation split of {data} ({ds.layout})"
-    return ds, ds.evaluation_samples(), f"scoring every image of {data} (no split in the data)"
+    samples = ds.evaluation_samples()
+    note = (f"scoring the validation split of {data} ({ds.layout})" if ds.explicit_split else
+            f"scoring every image of {data} (no split in the data)")
+    if trained:
+        held_out = [s for s, keep in zip(samples, not_trained([s.path for s in samples], trained)) if keep]
+        if not held_out:
+            raise TunevisionError(f"{data}: every image in it trained this model; evaluate on images it has not seen")
+        if len(held_out) < len(samples):
+            note = (f"{data} trained this model: scoring only the {len(held_out)} images that did not train it "
+                    f"(the bundle lists its {len(trained)} training images)")
+            samples = held_out
+    return ds, samples, note
 
 
 def load_eval_set(model: torch.nn.Module, meta: BundleMeta, data: str, runtime: Runtime, *,

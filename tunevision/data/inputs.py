@@ -38,6 +38,23 @@ def is_single(inputs: Any) -> bool:
         Path(inputs).expanduser().is_dir() or any(ch in str(inputs) for ch in "*?[")))
 
 
+def trained_images(extra: dict) -> set[str] | None:
+    """The images that trained a bundle as resolved paths (its `train_files`, named under the folder of the data it
+    trained on), or None for a bundle that does not list them."""
+    names, data = extra.get("train_files"), extra.get("data", "")
+    if not isinstance(names, list) or not data:
+        return None
+    root = Path(data).expanduser().resolve()
+    root = root.parent if root.is_file() else root
+    return {n if Path(n).is_absolute() else str(root / n) for n in names}
+
+
+def not_trained(paths: Iterable[str | Path], trained: set[str]) -> list[bool]:
+    """Per path, whether it is no image of `trained_images`: whatever the data is called now (the folder it trained
+    on, its CSV or JSON, a subfolder), an image that trained the model is never scored as held out."""
+    return [str(Path(p).expanduser().resolve()) not in trained for p in paths]
+
+
 def relative_names(paths: Iterable[str | Path], data: str | Path) -> list[str]:
     """Image paths relative to the data's folder (a CSV's own folder): how a bundle records which images trained
     it, so that `evaluate` on that folder later scores only the others, whatever was added or deleted since."""

@@ -11,7 +11,7 @@ from torch import nn
 from tunevision.core.errors import TunevisionError
 from tunevision.data.annotated import split_indices
 from tunevision.data.annotations import read_scene_data
-from tunevision.data.inputs import relative_names
+from tunevision.data.inputs import not_trained, trained_images
 from tunevision.data.scenes import IGNORE, SceneSample, segmentation_example
 from tunevision.engine.export import require
 from tunevision.models.bundle import BundleMeta
@@ -133,23 +133,20 @@ def primary(scores) -> float:
 
 
 def evaluation_items(meta: BundleMeta, data: str) -> tuple[list, list[str]]:
-    """The annotated images to score a bundle on, labelled in the bundle's classes: the held-out split when
-    `data` is the folder it was trained on, else all of them."""
+    """The annotated images to score a bundle on, labelled in the bundle's classes: all of them less those that
+    trained it (the held-out split, where `data` is what it was trained on, under any name)."""
     scene = read_scene_data(data)
     unknown = sorted(set(scene.classes) - set(meta.classes))
     if unknown and scene.format != "masks":
         raise TunevisionError(f"{data}: classes {unknown[:5]} are not among the model's ({', '.join(meta.classes)})")
-    items = scene.items
-    if str(Path(data).expanduser().resolve()) == meta.extra.get("data"):
-        if isinstance(meta.extra.get("train_files"), list):  # the images that trained it, by name
-            trained = set(meta.extra["train_files"])
-            items = [it for it, name in zip(items, relative_names([it.image for it in items], data))
-                     if name not in trained]
-        else:  # a bundle from before train_files: the split re-drawn
-            _, val = split_indices(items, meta.extra["val_fraction"], meta.extra["seed"])
-            items = [items[i] for i in val]
-        if not items:
-            raise TunevisionError(f"{data}: every image in it trained this model; evaluate on images it has not seen")
+    items, trained = scene.items, trained_images(meta.extra)
+    if trained is not None:  # the images that trained it, by the files themselves whatever `data` is called now
+        items = [it for it, keep in zip(items, not_trained([it.image for it in items], trained)) if keep]
+    elif str(Path(data).expanduser().resolve()) == meta.extra.get("data"):  # a bundle from before train_files
+        _, val = split_indices(items, meta.extra["val_fraction"], meta.extra["seed"])
+        items = [items[i] for i in val]
+    if not items:
+        raise TunevisionError(f"{data}: every image in it trained this model; evaluate on images it has not seen")
     remap = {i: meta.classes.index(c) if c in meta.classes else 0 for i, c in enumerate(scene.classes)}
     for it in items:
         it.labels = it.labels.copy()
