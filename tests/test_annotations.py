@@ -218,3 +218,38 @@ def test_a_box_table_read_for_its_images_gives_each_image_once(tmp_path: Path) -
     samples = ds.train + ds.val
     assert len(samples) == 6 and len({s.path for s in samples}) == 6
     assert sorted(len(s.labels) for s in samples) == [1, 1, 1, 2, 2, 2]
+
+
+def test_coco_run_length_masks_are_the_masks_themselves(tmp_path: Path, monkeypatch) -> None:
+    """COCO's RLE segmentations (compressed strings and uncompressed runs) give the very masks a mask file does, at
+    any decode size; without pycocotools their objects have no outline and the images give boxes only."""
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    masks = read_scene_data(write_masks(tmp_path / "m")).items
+    images, anns = [], []
+    for i, it in enumerate(masks):
+        ids = np.asarray(Image.open(it.mask))
+        images.append({"id": i, "file_name": it.image.name, "width": ids.shape[1], "height": ids.shape[0]})
+        for k, (box, label) in enumerate(zip(it.boxes, it.labels)):
+            m = np.asfortranarray((ids == k + 1).astype(np.uint8))
+            rle = coco_mask.encode(m)
+            if k % 2:  # uncompressed: the runs of 0s and 1s in column order, as COCO writes crowds
+                flat = m.flatten(order="F")
+                edges = np.flatnonzero(np.diff(flat)) + 1
+                runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+                rle = {"size": list(m.shape), "counts": ([0] if flat[0] else []) + runs}
+            else:
+                rle["counts"] = rle["counts"].decode()
+            x0, y0, x1, y1 = box.tolist()
+            anns.append({"id": len(anns), "image_id": i, "category_id": 1, "iscrowd": 0,
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": rle})
+    root = tmp_path / "m"
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                       "categories": [{"id": 1, "name": "object"}]}))
+    coco = {it.image.name: it for it in read_scene_data(root, "coco").items}
+    assert len(coco) == len(masks) and all(it.has_masks and it.mask is None for it in coco.values())
+    for ref in masks:
+        for size in (80, 160, 56):
+            assert torch.equal(decode_scene(coco[ref.image.name], size).masks, decode_scene(ref, size).masks)
+    monkeypatch.setitem(__import__("sys").modules, "pycocotools", None)
+    monkeypatch.setitem(__import__("sys").modules, "pycocotools.mask", None)
+    assert not any(it.has_masks for it in read_scene_data(root, "coco").items)

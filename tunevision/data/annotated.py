@@ -24,8 +24,9 @@ class Annotated:
     split: str = ""              # "train" / "val" when the data comes split, else "" (a seeded split is drawn)
     size: tuple[int, int] | None = None  # (width, height) the boxes were checked against
     # or each object's outline instead of a mask file: a list of (K, 2) x, y polygons per box, in pixels (COCO's,
-    # LabelMe's and YOLO's segment polygons), drawn into masks at the size the image is decoded to
-    polygons: list[list[np.ndarray]] | None = None
+    # LabelMe's and YOLO's segment polygons), or COCO's run-length mask (a dict: size, counts), drawn into masks
+    # at the size the image is decoded to
+    polygons: list[list[np.ndarray] | dict] | None = None
 
     @property
     def has_masks(self) -> bool:
@@ -97,15 +98,42 @@ def polygon_parts(flat: list) -> list[np.ndarray]:
     return [a for a in arrays if np.isfinite(a).all()]
 
 
+def rle_mask(rle: dict) -> np.ndarray:
+    """COCO's run-length mask ({"size": [h, w], "counts": runs or their compressed string}) as an (h, w) uint8
+    0/1 array, by pycocotools (`rle_readable` said it is there)."""
+    from pycocotools import mask as coco_mask
+    h, w = rle["size"]
+    if isinstance(rle["counts"], list):
+        return coco_mask.decode(coco_mask.frPyObjects(rle, h, w))
+    return coco_mask.decode({"size": [h, w], "counts": rle["counts"]})
+
+
+def rle_readable(segmentation) -> bool:
+    """Whether an annotation's segmentation is a run-length mask that can be decoded here (pycocotools, the
+    detect extra, installed); without it such objects have no outline and their images give boxes only."""
+    if not (isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (list, str))
+            and isinstance(segmentation.get("size"), list) and len(segmentation["size"]) == 2):
+        return False
+    try:
+        import pycocotools.mask  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def outlines_or_none(outlines: list[list[np.ndarray]]) -> list[list[np.ndarray]] | None:
     """The image's outlines when every object has one, else None (an image is given masks whole or not at all)."""
     return outlines if outlines and all(outlines) else None
 
 
-def draw_outlines(outlines: list[list[np.ndarray]], scale: float, size: tuple[int, int]) -> np.ndarray:
-    """(N, H, W) uint8 binary masks, one per object, of outlines scaled by `scale` onto a `size` (W, H) image."""
+def draw_outlines(outlines: list[list[np.ndarray] | dict], scale: float, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) uint8 binary masks, one per object, of outlines scaled by `scale` onto a `size` (W, H) image; a
+    run-length mask is decoded at its own size and resized as a mask file is (nearest)."""
     masks = np.zeros((len(outlines), size[1], size[0]), np.uint8)
     for k, parts in enumerate(outlines):
+        if isinstance(parts, dict):
+            masks[k] = np.asarray(Image.fromarray(rle_mask(parts)).resize(size, Image.NEAREST))
+            continue
         canvas = Image.new("L", size, 0)
         draw = ImageDraw.Draw(canvas)
         for part in parts:

@@ -33,6 +33,7 @@ from tunevision.data.annotated import (
     outlines_or_none,
     polygon_parts,
     read_names,
+    rle_readable,
 )
 from tunevision.data.layout import (
     assigned_splits,
@@ -429,9 +430,9 @@ def _read_coco_file(path: Path) -> SceneData:
             problems.append((f"{path}: {record['file_name']}", f"unknown category id {bad.get('category_id')}"))
             continue
         boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]  # COCO boxes are x, y, w, h
-        # polygon outlines where the file has them (an RLE mask, COCO's form for crowds, is none)
-        outlines = [polygon_parts(a.get("segmentation")) if isinstance(a.get("segmentation"), list) else []
-                    for a in anns]
+        # outlines where the file has them: polygons, or run-length masks (decoded with the image)
+        outlines = [polygon_parts(seg) if isinstance(seg := a.get("segmentation"), list) else
+                    seg if rle_readable(seg) else [] for a in anns]
         name = str(record.get("file_name", ""))
         add_item(items, problems, locate(name), boxes, [index[int(a["category_id"])] for a in anns],
                  Path(f"{path}: {name}"), (int(record.get("width", 0)), int(record.get("height", 0))),
