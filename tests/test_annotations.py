@@ -13,7 +13,7 @@ from tests.scenes import write_coco, write_createml, write_labelme, write_masks,
 from tunevision.data.annotated import check_boxes, mask_boxes, seeded_split
 from tunevision.data.annotations import read_scene_data, sniff_format
 from tunevision.core.errors import TunevisionError
-from tunevision.data.scenes import decode_scene, detection_example, resize_shorter, segmentation_example
+from tunevision.data.scenes import decode_scene, decode_scenes, detection_example, resize_shorter, segmentation_example
 from tunevision.scene.evaluate import confusion_matrix, detection_scores, segmentation_scores
 
 WRITERS = {"voc": write_voc, "coco": write_coco, "yolo": write_yolo, "masks": write_masks, "labelme": write_labelme,
@@ -250,6 +250,11 @@ def test_coco_run_length_masks_are_the_masks_themselves(tmp_path: Path, monkeypa
     for ref in masks:
         for size in (80, 160, 56):
             assert torch.equal(decode_scene(coco[ref.image.name], size).masks, decode_scene(ref, size).masks)
+    anns[0]["segmentation"] = {"size": [80, 96], "counts": "@@@@"}  # damaged: that image is left out, with why
+    (root / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                       "categories": [{"id": 1, "name": "object"}]}))
+    samples, problems = decode_scenes(read_scene_data(root, "coco").items, 80, workers=1)
+    assert len(samples) == len(masks) - 1 and "unreadable COCO run-length mask" in problems[0][1]
     monkeypatch.setitem(__import__("sys").modules, "pycocotools", None)
     monkeypatch.setitem(__import__("sys").modules, "pycocotools.mask", None)
     assert not any(it.has_masks for it in read_scene_data(root, "coco").items)

@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from tunevision.data.images import ImageError
 from tunevision.data.layout import split_role, under_leftover
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -102,10 +103,13 @@ def rle_mask(rle: dict) -> np.ndarray:
     """COCO's run-length mask ({"size": [h, w], "counts": runs or their compressed string}) as an (h, w) uint8
     0/1 array, by pycocotools (`rle_readable` said it is there)."""
     from pycocotools import mask as coco_mask
-    h, w = rle["size"]
-    if isinstance(rle["counts"], list):
-        return coco_mask.decode(coco_mask.frPyObjects(rle, h, w))
-    return coco_mask.decode({"size": [h, w], "counts": rle["counts"]})
+    try:
+        h, w = (int(v) for v in rle["size"])
+        if isinstance(rle["counts"], list):
+            return coco_mask.decode(coco_mask.frPyObjects(rle, h, w))
+        return coco_mask.decode({"size": [h, w], "counts": rle["counts"]})
+    except Exception as e:  # noqa: BLE001 - pycocotools raises its own types for damaged runs
+        raise ImageError(f"unreadable COCO run-length mask ({type(e).__name__}: {str(e)[:60]})") from None
 
 
 def rle_readable(segmentation) -> bool:
