@@ -258,3 +258,10 @@ def test_coco_run_length_masks_are_the_masks_themselves(tmp_path: Path, monkeypa
     monkeypatch.setitem(__import__("sys").modules, "pycocotools", None)
     monkeypatch.setitem(__import__("sys").modules, "pycocotools.mask", None)
     assert not any(it.has_masks for it in read_scene_data(root, "coco").items)
+
+
+def test_coco_json_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """A COCO file saved with a UTF-8 byte-order mark (as Windows tools write) is still COCO, read whole."""
+    root = write_coco(tmp_path / "c", n=3)
+    (root / "annotations.json").write_bytes(b"\xef\xbb\xbf" + (root / "annotations.json").read_bytes())
+    assert sniff_format(root) == "coco" and len(read_scene_data(root).items) == 3

@@ -339,7 +339,7 @@ def _looks_like_coco(path: Path) -> bool:
     none. A file that starts like one and does not parse counts, so that reading it says what is wrong with it."""
     if "createml" in path.name.lower():  # Roboflow's Create ML export: _annotations.createml.json
         return False
-    head = _head(path)
+    head = _head(path).removeprefix(b"\xef\xbb\xbf")
     if not head.lstrip().startswith(b"{"):
         return False
     if any(hint in path.name.lower() for hint in ("coco", "instances", "annotations")):
@@ -347,7 +347,7 @@ def _looks_like_coco(path: Path) -> bool:
     if b'"images"' not in head:
         return False
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError:
         return False
     except (ValueError, UnicodeDecodeError):
@@ -392,7 +392,7 @@ def read_coco(root: Path) -> SceneData:
 
 def _read_coco_file(path: Path) -> SceneData:
     try:
-        coco = json.loads(path.read_text())
+        coco = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows tools write one
         categories = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
         records = {int(im["id"]): im for im in coco["images"]}
         annotations = coco.get("annotations", [])
