@@ -138,7 +138,10 @@ def test_iphone_heic_and_avif_photos_are_read(tmp_path: Path, monkeypatch) -> No
     ds = discover(str(root))
     assert len(ds.train) + len(ds.val) == 6 and not ds.skipped
     images.heif_support.cache_clear()
-    monkeypatch.setitem(__import__("sys").modules, "pillow_heif", None)  # as if it were not installed
+    # as if it were not installed: neither importable nor registered with Pillow (the test's files needed it)
+    monkeypatch.setitem(__import__("sys").modules, "pillow_heif", None)
+    monkeypatch.setattr(Image, "ID", [f for f in Image.ID if f != "HEIF"])
+    monkeypatch.delitem(Image.OPEN, "HEIF")
     try:
         with pytest.raises(ImageError, match="HEIC photo .*pip install pillow-heif"):
             decode_square(root / "red" / "IMG_0001.HEIC", 32)

@@ -35,6 +35,7 @@ from tunevision.data.annotated import (
     read_names,
     rle_readable,
 )
+from tunevision.data.images import first_bytes
 from tunevision.data.layout import (
     assigned_splits,
     entries,
@@ -48,7 +49,7 @@ from tunevision.data.layout import (
     under_leftover,
     unwrap,
 )
-from tunevision.data.tables import TABLE_SUFFIXES, image_paths, path_column, read_rows
+from tunevision.data.tables import TABLE_SUFFIXES, coco_has_objects, image_paths, path_column, read_rows
 
 FORMATS: Registry[Callable[[Path], SceneData]] = Registry("annotation format")
 SENSES: list[tuple[str, Callable[[Path], bool]]] = []  # (format, "does this folder look like it?") in order
@@ -205,13 +206,7 @@ def _voc_split(root: Path, items: list[Annotated]) -> list[Annotated]:
 
 # --- JSON per image (LabelMe) or per folder (Apple's Create ML) --------------------------------------------------
 
-def _head(path: Path, size: int = 1 << 16) -> bytes:
-    """A file's first bytes, by which a JSON file tells its format (b"" for one that cannot be read)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(size)
-    except OSError:
-        return b""
+JSON_HEAD = 1 << 16  # the first bytes by which a JSON file tells its format
 
 
 def _labelme_files(root: Path, sniff: bool = False) -> list[Path]:
@@ -219,7 +214,7 @@ def _labelme_files(root: Path, sniff: bool = False) -> list[Path]:
     also names its image (a file cut short is listed, for reading it to say what is wrong)."""
     found = []
     for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
-        head = b"" if under_leftover(path, root) else _head(path)
+        head = b"" if under_leftover(path, root) else first_bytes(path, JSON_HEAD)
         if b'"shapes"' in head and (not sniff or b'"imagePath"' in head):
             found.append(path)
             if sniff:
@@ -278,7 +273,7 @@ def _createml_file(root: Path) -> Path | None:
     """A Create ML file: a JSON list of {"image", "annotations"}, the file itself or one at the top of a folder."""
     candidates = [root] if root.is_file() else [p for p in entries(root) if p.is_file()] if root.is_dir() else []
     for path in (p for p in candidates if p.suffix.lower() == ".json"):
-        head = _head(path, 1 << 12).lstrip()
+        head = first_bytes(path, 1 << 12).lstrip()
         if head.startswith(b"[") and b'"image"' in head and b'"annotations"' in head:
             return path
     return None
@@ -339,7 +334,7 @@ def _looks_like_coco(path: Path) -> bool:
     none. A file that starts like one and does not parse counts, so that reading it says what is wrong with it."""
     if "createml" in path.name.lower():  # Roboflow's Create ML export: _annotations.createml.json
         return False
-    head = _head(path).removeprefix(b"\xef\xbb\xbf")
+    head = first_bytes(path, JSON_HEAD).removeprefix(b"\xef\xbb\xbf")
     if not head.lstrip().startswith(b"{"):
         return False
     if any(hint in path.name.lower() for hint in ("coco", "instances", "annotations")):
@@ -352,7 +347,7 @@ def _looks_like_coco(path: Path) -> bool:
         return False
     except (ValueError, UnicodeDecodeError):
         return True
-    return isinstance(data, dict) and "images" in data and "annotations" in data and _mentions_objects(path)
+    return isinstance(data, dict) and "images" in data and coco_has_objects(data.get("annotations"))
 
 
 def _ends_whole(path: Path) -> bool:
@@ -556,7 +551,7 @@ def _yolo_lines(lab: Path, sample: int = 20) -> bool:
     labels/ holds split lists (`train1.txt`: one image path per line) beside images/, and was read as YOLO data."""
     numeric = False
     for file in itertools.islice(lab.rglob("*.txt"), sample):
-        line = next((x for x in _head(file, 1 << 12).decode("utf-8", "replace").splitlines() if x.strip()), "")
+        line = next((x for x in first_bytes(file, 1 << 12).decode("utf-8", "replace").splitlines() if x.strip()), "")
         try:
             numeric |= len([float(v) for v in line.split()]) >= 5
         except ValueError:

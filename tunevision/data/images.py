@@ -61,27 +61,24 @@ AVIF_BRANDS = (b"avif", b"avis")
 
 def is_image_content(path: str | Path) -> bool:
     """Whether a file starts as a JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC or AVIF does (16 bytes read)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
-        return False
+    head = first_bytes(path)
     return head.startswith(MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP" or \
         head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS + AVIF_BRANDS
 
 
-def _head(source: str | Path | BinaryIO) -> bytes:
-    """A source's first 16 bytes, left unread (b"" where they cannot be had: Pillow then says why)."""
+def first_bytes(source: str | Path | BinaryIO, size: int = 16) -> bytes:
+    """A file's or a stream's first `size` bytes, a stream left where it was: what a file's format is told by
+    (b"" where they cannot be had, or from a stream that cannot seek back)."""
     if isinstance(source, (str, Path)):
         try:
             with open(source, "rb") as f:
-                return f.read(16)
+                return f.read(size)
         except OSError:
             return b""
-    if not source.seekable():  # a stream read once (an upload): Pillow says what it is
+    if not source.seekable():
         return b""
     at = source.tell()
-    head = source.read(16)
+    head = source.read(size)
     source.seek(at)
     return head
 
@@ -112,6 +109,24 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
+def _open(source: str | Path | BinaryIO) -> Image.Image:
+    """Image.open; a HEIC photo Pillow does not know is opened again with pillow-heif's plugin, which the first
+    one registers: its head is read only then, not before every image's decode (a second open of each file)."""
+    at = source.tell() if not isinstance(source, (str, Path)) and source.seekable() else None
+    try:
+        return Image.open(source)
+    except UnidentifiedImageError:
+        if at is not None:
+            source.seek(at)
+        head = first_bytes(source)
+        if head[4:8] != b"ftyp" or head[8:12] not in HEIF_BRANDS:
+            raise
+        if not heif_support():
+            raise ImageError("a HEIC photo (an iPhone's): pip install pillow-heif to read it, or save it as JPEG") \
+                from None
+        return Image.open(source)  # with the plugin: read, or still unidentified (a damaged file)
+
+
 def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                draft_size: int | None = None, upright: bool = True) -> Image.Image:
     """Open, size-check, decode (downscaled in the DCT domain for JPEG) and upright (EXIF orientation) an image."""
@@ -119,11 +134,8 @@ def open_image(source: str | Path | bytes | BinaryIO, *, max_pixels: int = DEFAU
         raise ImageError("empty file (0 bytes)")
     if isinstance(source, bytes):
         source = io.BytesIO(source)
-    head = _head(source)
-    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS and not heif_support():
-        raise ImageError("a HEIC photo (an iPhone's): pip install pillow-heif to read it, or save it as JPEG")
     try:
-        im = Image.open(source)
+        im = _open(source)
     except Image.DecompressionBombError as e:
         raise ImageError(f"too many pixels (decompression bomb?): {e}") from None
     except UnidentifiedImageError:

@@ -124,11 +124,17 @@ def _cell(path: Path, value) -> str:
     return "" if value is None else str(value)
 
 
+def coco_has_objects(annotations: list) -> bool:
+    """Whether COCO annotations place objects (a bbox or a segmentation): detection data, else labels alone."""
+    return isinstance(annotations, list) and any(isinstance(a, dict) and ("bbox" in a or "segmentation" in a)
+                                                 for a in annotations)
+
+
 def _coco_rows(path: Path, doc: dict) -> list[list[str]]:
     """COCO's images with the names of their annotations' categories; boxes or masks make it detection data."""
     try:
         names = {c["id"]: str(c["name"]) for c in doc["categories"]}
-        if any("bbox" in a or "segmentation" in a for a in doc["annotations"]):
+        if coco_has_objects(doc["annotations"]):
             raise TunevisionError(f"{path}: COCO boxes or masks are detection data (--task detect), not labels")
         labels: dict = {}
         for a in doc["annotations"]:
