@@ -2,7 +2,8 @@
 Flowers-102's MATLAB label and split vectors, CUB-200-2011's numbered image and split lists, CelebA's attribute
 list (a count line, a header without the image column, -1/1 cells), the JSON of class names beside folders
 numbered 1..N (Udacity's flowers), class folders named for two labels (`black_jeans/`) as multi-label data, DTD's
-split lists in labels/ (no YOLO labels), and labels kept in JSON (records, a map, COCO's form without boxes)."""
+split lists in labels/ (no YOLO labels), labels kept in JSON (records, a map, COCO's form without boxes), Tiny
+ImageNet's validation table and WordNet-id folders named as ImageNet names them."""
 from __future__ import annotations
 
 import json
@@ -105,6 +106,63 @@ def test_numbered_class_folders_named_by_a_json_beside_them(tmp_path):
                for s in ds.train + ds.val)
     (tmp_path / "cat_to_name.json").write_text(json.dumps({"1": "blue flower"}))  # names one class only: not used
     assert discover(str(tmp_path / "flower_data")).classes == ["1", "2"]
+
+
+def test_tiny_imagenet_validation_table_and_words(tmp_path):
+    """train/<wnid>/images/ with a box list beside them, val/images/ labelled by val_annotations.txt (tab-separated,
+    boxes after the label), an unlabelled test/, and words.txt naming all of WordNet."""
+    root, rng = tmp_path / "tiny-imagenet-200", np.random.default_rng(0)
+    wnids = {"blue": "n01443537", "red": "n01629819"}
+    annotations = []
+    for c, wnid in wnids.items():
+        (root / "train" / wnid / "images").mkdir(parents=True)
+        for i in range(4):
+            make_image(COLOURS[c], rng).save(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", "JPEG")
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t1\t2\t30\t31\n")
+        for i in range(3):
+            name = f"val_{len(annotations)}.JPEG"
+            (root / "val" / "images").mkdir(parents=True, exist_ok=True)
+            make_image(COLOURS[c], rng).save(root / "val" / "images" / name, "JPEG")
+            annotations.append(f"{name}\t{wnid}\t{i + 1}\t{2 * i}\t{30 + i}\t{29 - i}")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
+    (root / "test" / "images").mkdir(parents=True)
+    make_image(COLOURS["green"], rng).save(root / "test" / "images" / "test_0.JPEG", "JPEG")
+    (root / "wnids.txt").write_text("\n".join(wnids.values()) + "\n")
+    (root / "words.txt").write_text("n00001740\tentity\nn01443537\tgoldfish, Carassius auratus\n"
+                                    "n01629819\tEuropean fire salamander, Salamandra salamandra\n")
+    ds = discover(str(tmp_path))
+    assert ds.explicit_split and "val/val_annotations.txt" in ds.layout and "words.txt" in ds.layout
+    assert ds.classes == ["goldfish", "European fire salamander"]
+    assert len(ds.train) == 8 and len(ds.val) == 6
+    colour = {"goldfish": "blue", "European fire salamander": "red"}
+    for s in ds.val:  # each validation image has the class its row gives
+        assert annotations[int(Path(s.path).stem.split("_")[1])].split("\t")[1] == wnids[colour[ds.classes[s.label]]]
+
+
+def test_wordnet_folders_named_without_a_names_file(tmp_path):
+    """Imagenette's train/n01440764/: ImageNet's names from timm's synset list; a name given twice keeps its id."""
+    pytest.importorskip("timm")
+    rng = np.random.default_rng(0)
+    for wnid, c in (("n01440764", "blue"), ("n02012849", "red"), ("n03126707", "green")):
+        for split in ("train", "val"):
+            (tmp_path / split / wnid).mkdir(parents=True)
+            for i in range(2):
+                make_image(COLOURS[c], rng).save(tmp_path / split / wnid / f"{i}.JPEG", "JPEG")
+    ds = discover(str(tmp_path))
+    assert ds.classes == ["tench", "crane (n02012849)", "crane (n03126707)"]
+    assert "timm's ImageNet synsets" in ds.layout
+
+
+def test_a_file_of_class_indices_does_not_rename_the_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("blue", "red"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            make_image(COLOURS[c], rng).save(tmp_path / c / f"{i}.jpg")
+    (tmp_path / "labels.txt").write_text("blue 0\nred 1\n")
+    assert discover(str(tmp_path)).classes == ["blue", "red"]
+    (tmp_path / "names.txt").write_text("blue: a blue card\nred: a red card\n")  # a map of names: used
+    assert discover(str(tmp_path)).classes == ["a blue card", "a red card"]
 
 
 def test_multilabel_runs_may_leave_the_audit_out():

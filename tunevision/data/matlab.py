@@ -91,7 +91,7 @@ def mat_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     numbers = sorted(int(n) for n in np.unique(found.labels))
     keys = [str(n) for n in numbers]
     beside = found.file.parent
-    names = names_map(beside, keys) or dict(zip(keys, names_beside(beside, len(keys)) or keys))
+    names = names_map(beside, keys)[0] or dict(zip(keys, names_beside(beside, len(keys)) or keys))
     classes = [names[k] for k in keys]
     index = {n: i for i, n in enumerate(numbers)}
     paths = [str(p) for p in found.images]

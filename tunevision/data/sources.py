@@ -2,6 +2,7 @@
 
 Layouts (decided by `discover`; names read by data/layout.py, any case, inside the folder an archive wraps):
   PATH/{train,val|valid|validation|test}/<class>/*   split given by the folders
+  PATH/train/<class>/* + PATH/val/ of loose images   validation labelled by the table in it (Tiny ImageNet)
   PATH/<class>/*                                     stratified seeded split (`val_fraction`)
   PATH/<class>/{train,test}/*                        the split inside each class folder
   PATH/cat.0.jpg ... (or PATH/train/cat.0.jpg ...)   classes from the file names, seeded split
@@ -55,7 +56,7 @@ from tunevision.data.layout import (
     training_and_held_out,
     unwrap,
 )
-from tunevision.data.tables import LabelTable, names_map, read_label_table
+from tunevision.data.tables import LabelTable, names_map, read_label_table, table_in
 
 CACHE_FORMAT = 2  # bump when the decoded representation changes, so old caches are not reused
 
@@ -200,10 +201,10 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
         raise TunevisionError(f"{given}: no such folder; point at a folder with one subfolder per class")
     root = _image_root(unwrap(given))
     ds = _folder_dataset(given, root, val_fraction, seed)
-    names = names_map(root, ds.classes)  # folders numbered 1..102 with a JSON of their names beside them
+    names, where = names_map(root, ds.classes)  # folders numbered 1..102 with a JSON of their names beside them
     if names:
         ds.classes = [names[c] for c in ds.classes]
-        ds.layout += ", class names from a JSON map of the folder names"
+        ds.layout += f", class names from {where}"
     elif plain := numbered_names(ds.classes):
         ds.classes = plain
         ds.layout += ", class names without their folders' numbers"
@@ -228,13 +229,19 @@ def _folder_dataset(given: Path, root: Path, val_fraction: float, seed: int) -> 
     # a split folder holds class folders: `train/` of loose images is the class of trains, not a split
     train_dir = splits["train"] if "train" in splits and has_subfolders(splits["train"]) else None
     held_out = [splits[role] for role in ("val", "test") if role in splits] if train_dir is not None else []
+    # loose images labelled by a table in their folder: Tiny ImageNet's val/images/ + val/val_annotations.txt
+    tables = {d: t for d in held_out if (t := table_in(d))}
     # a Kaggle-style test/ of loose, unlabelled images cannot validate anything
-    val_dir = next((d for d in held_out if has_subfolders(d)), None)
+    val_dir = next((d for d in held_out if has_subfolders(d) or d in tables), None)
     notes = [Skipped(str(d), "a test split: not used by training (score a run on it with `tunevision evaluate "
                              "RUN FOLDER`)" if has_subfolders(d) else
                              "no class folders in it (unlabelled images?): not used for validation")
              for d in held_out if d is not val_dir]
-    if train_dir is not None and val_dir is not None:
+    if val_dir in tables:
+        ds = _with_validation_table(train_dir, tables[val_dir], f"{train_dir.name}/ folders{inside}", notes)
+        if ds.val:
+            return ds
+    elif train_dir is not None and val_dir is not None:
         return _from_split_folders(train_dir, val_dir, f"{train_dir.name}/{val_dir.name} folders{inside}", notes)
     named = _named_classes(splits.get("train") if train_dir is None and "train" in splits else root)
     if named:
@@ -279,6 +286,18 @@ def _from_split_folders(train_dir: Path, val_dir: Path, layout: str, notes: list
     train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
     val = [Sample(p, index[c]) for c in sorted(val_map) for p in val_map[c]]
     return Dataset(classes, train, val, layout, skipped + val_skipped + notes, explicit_split=True)
+
+
+def _with_validation_table(train_dir: Path, table: Path, layout: str, notes: list[Skipped]) -> Dataset:
+    """train/<class>/ and a held-out folder of loose images labelled by a table in it: the classes are the training
+    folder's, a row of another class is left out with its reason (no validation image at all: not this layout)."""
+    train_map, skipped = _scan_class_folders(train_dir)
+    classes = sorted(train_map)
+    index = {c: i for i, c in enumerate(classes)}
+    train = [Sample(p, index[c]) for c in classes for p in train_map[c]]
+    val, val_skipped = _table_samples(read_label_table(table), classes, False)
+    return Dataset(classes, train, val, f"{layout}, validation as {table.parent.name}/{table.name} labels it",
+                   skipped + val_skipped + notes, explicit_split=True)
 
 
 def _listed_split(folder: Path, class_map: dict[str, list[str]]) -> tuple[dict[str, str] | None, str]:

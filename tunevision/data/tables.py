@@ -6,7 +6,10 @@ columns, is multi-label; a row with no label is then a valid "none of these" ima
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,22 +203,59 @@ def names_beside(folder: Path, count: int, table: Path | None = None) -> list[st
     return []
 
 
-def names_map(folder: Path, keys: list[str]) -> dict[str, str]:
-    """{key: name} from a JSON object in `folder` or the one above it that names every key (Udacity's
-    `cat_to_name.json` beside flower folders numbered 1..102), or {} where there is none."""
+def names_map(folder: Path, keys: list[str]) -> tuple[dict[str, str], str]:
+    """({key: name}, where from) naming every key, from a file in `folder` or the one above it: a JSON object (Udacity's
+    `cat_to_name.json` beside flower folders numbered 1..102) or a text file of `key name` lines (Tiny ImageNet's
+    `words.txt`, ImageNet's `LOC_synset_mapping.txt`); for WordNet-id folders without one (Imagenette's
+    `n01440764/`), timm's list of ImageNet synsets; else ({}, "")."""
     for place in (folder, folder.parent):
-        for f in sorted(place.glob("*.json")) if place.is_dir() else ():
-            if f.stat().st_size > 1 << 20:
-                continue
-            try:
-                found = json.loads(f.read_text(errors="replace"))
-            except ValueError:
-                continue
-            if isinstance(found, dict) and keys and all(isinstance(found.get(k), str) for k in keys):
-                names = [found[k].strip() for k in keys]
-                if all(names) and len(set(names)) == len(names):
-                    return dict(zip(keys, names))
-    return {}
+        for f in sorted(place.glob("*.json")) + sorted(place.glob("*.txt")) if place.is_dir() else ():
+            found = _read_names(f, keys)
+            if found:
+                return found, f.name
+    synsets = _timm_synsets()
+    found = _read_names(synsets, keys) if synsets and all(WORDNET_ID.fullmatch(k) for k in keys) else None
+    return (found, "timm's ImageNet synsets") if found else ({}, "")
+
+
+WORDNET_ID = re.compile(r"n\d{8}")
+# `key name`, `key<TAB>name`, `key,name`, `key: name`: the key is the line's first word
+NAME_LINE = re.compile(r"\s*([^\s,:;=]+)\s*[\t,:;=]?\s*(.*\S)")
+
+
+def _read_names(f: Path, keys: list[str]) -> dict[str, str] | None:
+    """{key: name} from one JSON or text map that names every key with a name that is not a number; WordNet's
+    names cut to their first synonym (`goldfish, Carassius auratus` -> `goldfish`), a name given twice followed by
+    its key (ImageNet's two cranes)."""
+    try:
+        if not keys or f.stat().st_size > (1 << 20 if f.suffix == ".json" else 1 << 24):
+            return None
+        text = f.read_text(errors="replace")
+        if f.suffix == ".json":
+            found = json.loads(text)
+        else:
+            wanted = set(keys)
+            found = {m[1]: m[2] for line in text.splitlines() if (m := NAME_LINE.match(line)) and m[1] in wanted}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or not all(isinstance(found.get(k), str) and found[k].strip() for k in keys):
+        return None
+    wordnet = all(WORDNET_ID.fullmatch(k) for k in keys)
+    names = [found[k].split(",")[0].strip() if wordnet else found[k].strip() for k in keys]
+    if all(n.lstrip("-").isdigit() for n in names) or names == keys:  # `daisy 0`: indices, not names
+        return None
+    counts = Counter(names)
+    if not wordnet and len(counts) < len(names):
+        return None
+    return {k: n if counts[n] == 1 else f"{n} ({k})" for k, n in zip(keys, names)}
+
+
+def _timm_synsets() -> Path | None:
+    """timm's WordNet-id -> name list, found without importing timm (its import takes seconds)."""
+    spec = importlib.util.find_spec("timm")
+    folders = spec.submodule_search_locations if spec else None
+    path = Path(folders[0]) / "data" / "_info" / "imagenet_synset_to_lemma.txt" if folders else None
+    return path if path and path.is_file() else None
 
 
 def _class_names_file(folder: Path, names: list[str], table: Path) -> list[str]:
