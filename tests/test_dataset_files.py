@@ -137,6 +137,8 @@ def test_tiny_imagenet_validation_table_and_words(tmp_path):
     colour = {"goldfish": "blue", "European fire salamander": "red"}
     for s in ds.val:  # each validation image has the class its row gives
         assert annotations[int(Path(s.path).stem.split("_")[1])].split("\t")[1] == wnids[colour[ds.classes[s.label]]]
+    alone = discover(str(root / "val"))  # `tunevision evaluate RUN val/`: the same names as the run's
+    assert alone.classes == ds.classes and len(alone.train) + len(alone.val) == 6
 
 
 def test_wordnet_folders_named_without_a_names_file(tmp_path):
