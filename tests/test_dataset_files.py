@@ -1,5 +1,5 @@
 """Labels and splits that well-known datasets keep in files of their own, read as those datasets ship: Oxford
-Flowers-102's MATLAB label and split vectors, CUB-200-2011's numbered image and split lists, CelebA's attribute
+Flowers-102's MATLAB label and split vectors, Stanford Cars' MATLAB records, CUB-200-2011's numbered image and split lists, CelebA's attribute
 list (a count line, a header without the image column, -1/1 cells), the JSON of class names beside folders
 numbered 1..N (Udacity's flowers), class folders named for two labels (`black_jeans/`) as multi-label data, DTD's
 split lists in labels/ (no YOLO labels), labels kept in JSON (records, a map, COCO's form without boxes), Tiny
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COLOURS, make_image
+from PIL import Image
 
 from tunevision.core.config import RunConfig
 from tunevision.data.discover import discover, task_name_for_data
@@ -42,6 +43,62 @@ def test_flowers102_mat_labels_and_split(tmp_path):
     assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
     given_the_images = discover(str(tmp_path / "jpg"))  # the labels beside the folder pointed at
     assert given_the_images.classes == ds.classes and len(given_the_images.val) == 6
+
+
+def _car_records(items: list[tuple[str, int]], with_class: bool = True, test: list[int] | None = None) -> np.ndarray:
+    """Stanford Cars' annotations as scipy.io.savemat writes a MATLAB struct array: boxes, class, file name."""
+    fields = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O")]
+    fields += ([("class", "O")] if with_class else []) + [("fname", "O")] + ([("test", "O")] if test else [])
+    records = np.zeros((1, len(items)), dtype=fields)
+    for i, (name, number) in enumerate(items):
+        cells = [np.array([[v]], np.uint16) for v in (3, 4, 36, 35)]
+        cells += [np.array([[number]], np.uint8)] if with_class else []
+        records[0, i] = tuple(cells + [np.array([name])] + ([np.array([[test[i]]], np.uint8)] if test else []))
+    return records
+
+
+def test_stanford_cars_records_and_class_names(tmp_path):
+    """cars_train/ and cars_test/ with the same file names, devkit/cars_train_annos.mat, the labelled test records
+    beside them (the devkit's own test records have no class), cars_meta.mat's names; then cars_annos.mat alone
+    (relative paths, a test flag)."""
+    root, rng = tmp_path / "stanford_cars", np.random.default_rng(0)
+    (root / "devkit").mkdir(parents=True)
+    colours = {"blue": 1, "red": 2}
+    parts = {"cars_train": [], "cars_test": []}
+    for part, n in (("cars_train", 6), ("cars_test", 4)):
+        (root / part).mkdir()
+        for i in range(n):
+            c = ("blue", "red")[i % 2] if part == "cars_train" else ("red", "blue")[i % 2]  # the names differ in class
+            make_image(COLOURS[c], rng).save(root / part / f"{i + 1:05d}.jpg")
+            parts[part].append((f"{i + 1:05d}.jpg", colours[c]))
+    scipy_io.savemat(root / "devkit" / "cars_train_annos.mat", {"annotations": _car_records(parts["cars_train"])})
+    scipy_io.savemat(root / "devkit" / "cars_test_annos.mat", {"annotations": _car_records(parts["cars_test"], False)})
+    scipy_io.savemat(root / "cars_test_annos_withlabels.mat", {"annotations": _car_records(parts["cars_test"])})
+    scipy_io.savemat(root / "devkit" / "cars_meta.mat",
+                     {"class_names": np.array([["Blue Sedan 2012", "Red Coupe 2009"]], dtype=object)})
+    (root / "cars_test" / "00004.jpg").unlink()  # a record whose image is not there
+    ds = discover(str(tmp_path))
+    assert ds.explicit_split and "MATLAB records" in ds.layout
+    assert ds.classes == ["Blue Sedan 2012", "Red Coupe 2009"]
+    assert len(ds.train) == 6 and len(ds.val) == 3 and [Path(s.path).name for s in ds.skipped] == ["00004.jpg"]
+    for s in ds.train + ds.val:  # the test records' 00001.jpg is cars_test's, not cars_train's
+        pixel = np.asarray(Image.open(s.path).convert("RGB"))[20, 20]
+        assert ("blue" if pixel[2] > pixel[0] else "red") == ds.classes[s.label].split()[0].lower()
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "classify"
+    assert discover(str(root / "cars_train")).classes == ds.classes  # given the image folder: the records beside it
+
+    whole = tmp_path / "cars_annos"
+    (whole / "car_ims").mkdir(parents=True)
+    items, flags = [], []
+    for i in range(8):
+        c = ("blue", "red")[i % 2]
+        make_image(COLOURS[c], rng).save(whole / "car_ims" / f"{i:06d}.jpg")
+        items.append((f"car_ims/{i:06d}.jpg", colours[c]))
+        flags.append(int(i >= 6))
+    scipy_io.savemat(whole / "cars_annos.mat", {"annotations": _car_records(items, test=flags),
+                                                "class_names": np.array([["Blue", "Red"]], dtype=object)})
+    ds = discover(str(whole))
+    assert ds.classes == ["Blue", "Red"] and len(ds.train) == 6 and len(ds.val) == 2
 
 
 def test_mat_files_that_label_no_image_folder_are_ignored(tmp_path):
