@@ -274,6 +274,50 @@ def test_class_maps_without_names_and_values_without_a_name(tmp_path):
     assert "pixel value 3 has no class" in dict(read_scene_data(root).problems)[str(root / "masks" / "im0.png")]
 
 
+def test_pascal_voc_segmentation_set(tmp_path):
+    """VOC2012 as it unpacks: an XML of boxes for every image (detection, the default), class masks in VOC's palette
+    for some of them (`--task segment`: VOC's 20 classes, no names file), split by ImageSets/Segmentation/."""
+    from tests.scenes import draw
+
+    from tunevision.core.config import RunConfig
+    from tunevision.data.annotations import VOC_CLASSES, voc_colours
+    from tunevision.data.discover import task_name_for_data
+    root, rng = tmp_path / "VOCdevkit" / "VOC2012", np.random.default_rng(0)
+    for d in ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject", "ImageSets/Main",
+              "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True)
+    stems = [f"2007_{i:06d}" for i in range(10)]
+    for i, stem in enumerate(stems):
+        image, instances, boxes = draw(rng)
+        Image.fromarray(image).save(root / "JPEGImages" / f"{stem}.jpg")
+        objects = "".join(f"<object><name>person</name><bndbox><xmin>{b[0] + 1}</xmin><ymin>{b[1] + 1}</ymin>"
+                          f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for b in boxes)
+        (root / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><size><width>96</width><height>80</height></size>"
+            f"{objects}</annotation>")
+        if i < 6:  # the segmentation set is a part of the images, as VOC's 2,913 of 17,125
+            classes = np.where(instances > 0, 15, 0).astype(np.uint8)  # 15: person
+            classes[0, :] = 255  # void, as VOC marks objects' borders
+            mask = Image.fromarray(classes, "P")
+            mask.putpalette(voc_colours(256))
+            mask.save(root / "SegmentationClass" / f"{stem}.png")
+            Image.fromarray(instances).save(root / "SegmentationObject" / f"{stem}.png")  # an instance mask beside
+    (root / "ImageSets/Main/train.txt").write_text("\n".join(stems[:7]) + "\n")
+    (root / "ImageSets/Main/val.txt").write_text("\n".join(stems[7:]) + "\n")
+    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(stems[:4]) + "\n")
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(stems[4:6]) + "\n")
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path))) == "detect"
+    boxes = read_scene_data(tmp_path)
+    assert boxes.format == "voc" and len(boxes.items) == 10 and [it.split for it in boxes.items].count("val") == 3
+    assert all(it.image.parent.name == "JPEGImages" for it in boxes.items)  # not SegmentationObject's PNGs
+    masks = read_scene_data(tmp_path, task="segment")
+    assert masks.format == "masks" and masks.classes == list(VOC_CLASSES) and not masks.problems
+    assert [it.split for it in masks.items] == ["train"] * 4 + ["val"] * 2
+    assert all(list(it.labels) == [VOC_CLASSES.index("person")] for it in masks.items)
+    assert all(it.image.parent.name == "JPEGImages" and it.mask.parent.name == "SegmentationClass"
+               for it in masks.items)
+
+
 def test_binary_masks_saved_as_0_and_255_are_one_object(tmp_path):
     from tests.scenes import write_class_masks
     root = write_class_masks(tmp_path / "cells", n=2, names=None)

@@ -40,6 +40,7 @@ from tunevision.data.layout import (
     assigned_splits,
     entries,
     is_leftover,
+    listed_names,
     listed_splits,
     split_dirs,
     split_in_name,
@@ -80,7 +81,10 @@ def split_folders(root: Path) -> dict[str, Path]:
     return {"train": folders[0], "val": folders[1]} if folders and sniff_format(folders[0]) else {}
 
 
-def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
+def read_scene_data(root: str | Path, fmt: str = "", task: str = "") -> SceneData:
+    """The boxes and masks `root` holds, in format `fmt` (default: the one it looks like). For `task` segment, its
+    masks where it holds boxes beside them (PASCAL VOC: an XML of boxes for every image, SegmentationClass/ for
+    some)."""
     root = Path(root).expanduser()
     if not root.exists():
         raise TunevisionError(f"{root}: not found")
@@ -88,6 +92,8 @@ def read_scene_data(root: str | Path, fmt: str = "") -> SceneData:
     folders = split_folders(root)
     if folders:
         return _read_split(folders)
+    if not fmt and task == "segment" and _mask_dirs(root) is not None:
+        fmt = "masks"
     fmt = fmt or sniff_format(root) or ""
     if not fmt:
         raise TunevisionError(f"{root}: no annotations found; detection/segmentation data is a VOC folder "
@@ -166,8 +172,10 @@ def _voc_files(root: Path, sniff: bool = False) -> list[Path]:
 @_format("voc", lambda root: bool(_voc_files(root, sniff=True)))
 def read_voc(root: Path) -> SceneData:
     """VOC XML paired with images by the <filename> it names, else by file stem: the image beside the XML first,
-    then one anywhere under `root`."""
-    images, fixed = images_under(root), read_names(root)
+    then one anywhere under `root` outside its mask folders (VOC's SegmentationObject/2007_000032.png is no photo
+    for 2007_000032.jpg)."""
+    photos = [p for p in image_files(root) if not _in_mask_folder(p, root)]
+    by_name, images, fixed = {p.name: p for p in photos}, {p.stem: p for p in photos}, read_names(root)
     classes, items, problems = list(fixed), [], []
     for xml in _voc_files(root):
         try:
@@ -189,19 +197,23 @@ def read_voc(root: Path) -> SceneData:
             continue
         filename = Path((tree.findtext("filename") or xml.stem).strip())
         beside = [xml.parent / filename.name] + [xml.with_suffix(s) for s in IMAGE_SUFFIXES]
-        image = (next((p for p in beside if p.is_file()), None) or images.get(filename.stem) or images.get(xml.stem)
-                 or xml.parent / filename.name)
+        image = (next((p for p in beside if p.is_file()), None) or by_name.get(filename.name)
+                 or images.get(filename.stem) or images.get(xml.stem) or xml.parent / filename.name)
         add_item(items, problems, image, boxes, labels, xml, size)
     return SceneData(_voc_split(root, items), classes, "voc", problems)
 
 
-def _voc_split(root: Path, items: list[Annotated]) -> list[Annotated]:
+def _voc_split(root: Path, items: list[Annotated], sets_of: str = "main") -> list[Annotated]:
     """VOC's own split: ImageSets/Main/train.txt (or trainval.txt) and val.txt (or test.txt), one image name per
-    line."""
-    sets = _subdir(root, "imagesets")
-    folder = (_subdir(sets, "main") or sets) if sets else None
+    line (the segmentation set's in ImageSets/Segmentation/)."""
+    folder = _split_lists_folder(root, sets_of)
     splits = listed_splits(split_lists(folder), [str(it.image) for it in items]) if folder else None
     return items if splits is None else [dataclass_replace(it, split=s) for it, s in zip(items, splits)]
+
+
+def _split_lists_folder(root: Path, sets_of: str) -> Path | None:
+    sets = _subdir(root, "imagesets")
+    return (_subdir(sets, sets_of) or sets) if sets else None
 
 
 # --- JSON per image (LabelMe) or per folder (Apple's Create ML) --------------------------------------------------
@@ -618,22 +630,61 @@ IMAGE_DIRS = ("images", "imgs", "img", "pngimages", "jpegimages", "photos")
 BACKGROUND = ("background", "_background_", "__background__", "bg", "void", "none")
 
 
+def _is_mask_folder(name: str) -> bool:
+    return any(w in name.lower() for w in MASK_DIRS) or name.lower() == "gt"
+
+
+def _in_mask_folder(path: Path, root: Path) -> bool:
+    return any(_is_mask_folder(part) for part in path.relative_to(root).parts[:-1])
+
+
 def _mask_dirs(root: Path) -> tuple[Path, Path] | None:
     if not root.is_dir():
         return None
     folders = [p for p in entries(root) if p.is_dir()]
-    masks = next((p for p in folders if any(w in p.name.lower() for w in MASK_DIRS) or p.name.lower() == "gt"), None)
+    masks = next((p for p in folders if _is_mask_folder(p.name)), None)
     images = next((p for p in folders if p != masks and p.name.lower() in IMAGE_DIRS), None)
     return (images, masks) if masks and images else None
+
+
+# PASCAL VOC's classes, values 1..20 of its class masks (0 the background, 255 the objects' borders)
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+               "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+
+def voc_colours(n: int) -> list[int]:
+    """VOC's colour map (value v's colour from the bits of v), flattened as PIL gives a palette."""
+    out = []
+    for v in range(n):
+        r = g = b = 0
+        for j in range(8):
+            r, g, b = r | ((v >> 3 * j) & 1) << (7 - j), g | ((v >> 3 * j + 1) & 1) << (7 - j), \
+                b | ((v >> 3 * j + 2) & 1) << (7 - j)
+        out += [r, g, b]
+    return out
+
+
+def _voc_palette(mask_dir: Path) -> bool:
+    """Whether the class masks carry VOC's palette, as VOC's own and the sets made like it (SBD's) do."""
+    first = next(iter(images_under(mask_dir).values()), None)
+    try:
+        with Image.open(first) as im:
+            palette = im.getpalette() if im.mode == "P" else None
+    except Exception:  # noqa: BLE001  (no mask, or one PIL cannot read: no VOC palette either)
+        return False
+    return bool(palette) and palette[:3 * (len(VOC_CLASSES) + 1)] == voc_colours(len(VOC_CLASSES) + 1)
 
 
 def mask_classes(root: Path, mask_dir: Path) -> tuple[list[str], bool]:
     """(class names, whether pixel values are classes). Instance masks (PennFudan: value k = person k) hold one
     class; masks are class maps (value v = class v, VOC's SegmentationClass) when a names file gives two or more
-    classes besides the background, or the folder says so (`SegmentationClass/`, `semantic_masks/`)."""
+    classes besides the background, or the folder says so (`SegmentationClass/`, `semantic_masks/`). Masks in VOC's
+    palette without a names file have VOC's classes."""
     names = read_names(root)
     if names and names[0].strip().lower() in BACKGROUND:  # value 0 is the background, named or not
         names = names[1:]
+    if not names and _voc_palette(mask_dir):
+        names = list(VOC_CLASSES)
     semantic = len(names) >= 2 or any(w in mask_dir.name.lower() for w in ("class", "semantic"))
     return (names if semantic else names[:1] or ["object"]), semantic
 
@@ -645,7 +696,12 @@ def read_masks(root: Path) -> SceneData:
     classes, semantic = mask_classes(root, mask_dir)
     named = bool(classes) and semantic  # else a class map's names come from the values found ("class 3")
     items, problems = [], []
-    for stem, image in images_under(img_dir).items():
+    images = images_under(img_dir)
+    lists = _split_lists_folder(root, "segmentation")
+    if lists and "segmentation" in lists.name.lower():  # VOC: the images its segmentation lists name, of them all
+        listed = {n for f in split_lists(lists).values() for n in listed_names(f)}
+        images = {stem: image for stem, image in images.items() if stem in listed} if listed else images
+    for stem, image in images.items():
         mask = masks.get(stem)
         if mask is None:
             problems.append((str(image), f"no mask in {mask_dir.name}/ (expected {stem}_mask.png or {stem}.png)"))
@@ -666,7 +722,7 @@ def read_masks(root: Path) -> SceneData:
             classes += [f"class {v}" for v in range(len(classes) + 1, int(ids[-1]) + 1 if len(ids) else 0)]
         labels = ids.astype(np.int64) - 1 if semantic else np.zeros(len(ids), dtype=np.int64)
         add_item(items, problems, image, mask_boxes(m), labels, mask, (m.shape[1], m.shape[0]), mask=mask)
-    return SceneData(items, classes, "masks", problems)
+    return SceneData(_voc_split(root, items, "segmentation"), classes, "masks", problems)
 
 
 def semantic_masks(root: Path) -> bool:

@@ -135,7 +135,7 @@ def primary(scores) -> float:
 def evaluation_items(meta: BundleMeta, data: str) -> tuple[list, list[str]]:
     """The annotated images to score a bundle on, labelled in the bundle's classes: all of them less those that
     trained it (the held-out split, where `data` is what it was trained on, under any name)."""
-    scene = read_scene_data(data)
+    scene = read_scene_data(data, task=meta.task)
     unknown = sorted(set(scene.classes) - set(meta.classes))
     if unknown and scene.format != "masks":
         raise TunevisionError(f"{data}: classes {unknown[:5]} are not among the model's ({', '.join(meta.classes)})")

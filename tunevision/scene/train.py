@@ -172,7 +172,7 @@ def fit_scene(cfg: RunConfig, task: str, run_dir: Path, log: RunLog, resume: dic
     cfg = cfg.for_task(task)
     torch.manual_seed(cfg.train.seed)
     with log.stage("discovery"):
-        data = read_scene_data(cfg.data.data)
+        data = read_scene_data(cfg.data.data, task=task)
     spec = scene_spec(cfg, task, data)
     if (task == "segment" or spec.arch.startswith("maskrcnn")) and not all(it.has_masks for it in data.items):
         raise TunevisionError(f"{cfg.data.data}: {'--task segment' if task == 'segment' else '--arch ' + spec.arch} "
