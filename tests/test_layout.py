@@ -280,7 +280,8 @@ def test_pascal_voc_segmentation_set(tmp_path):
     from tests.scenes import draw
 
     from tunevision.core.config import RunConfig
-    from tunevision.data.annotations import VOC_CLASSES, voc_colours
+    from tunevision.data.annotated import voc_colours
+    from tunevision.data.annotations import VOC_CLASSES
     from tunevision.data.discover import task_name_for_data
     root, rng = tmp_path / "VOCdevkit" / "VOC2012", np.random.default_rng(0)
     for d in ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject", "ImageSets/Main",
@@ -316,6 +317,59 @@ def test_pascal_voc_segmentation_set(tmp_path):
     assert all(list(it.labels) == [VOC_CLASSES.index("person")] for it in masks.items)
     assert all(it.image.parent.name == "JPEGImages" and it.mask.parent.name == "SegmentationClass"
                for it in masks.items)
+
+
+def test_cvat_colour_masks_with_a_labelmap(tmp_path):
+    """CVAT's "Segmentation mask" export: RGB class masks coloured as labelmap.txt says (background first), instance
+    masks beside them, ImageSets/Segmentation/default.txt; a colour no class has leaves its image out with the
+    reason; VOC's masks saved as RGB read by VOC's colour map."""
+    from tests.scenes import draw
+
+    from tunevision.core.config import RunConfig
+    from tunevision.data.annotated import voc_colours
+    from tunevision.data.discover import task_name_for_data
+    from tunevision.data.scenes import decode_scene
+    root, rng = tmp_path / "task_1", np.random.default_rng(0)
+    for d in ("JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True)
+    colours = {1: (250, 50, 83), 2: (51, 221, 255)}  # car, person
+    (root / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncar:250,50,83::\n"
+                                       "person:51,221,255::\n")
+    expected = {}
+    for i in range(4):
+        image, instances, _ = draw(rng, n_max=2)
+        classes = np.where(instances > 0, instances, 0)  # object k is class k: car, then person
+        rgb = np.zeros((*classes.shape, 3), np.uint8)
+        for k, c in colours.items():
+            rgb[classes == k] = c
+        Image.fromarray(image).save(root / "JPEGImages" / f"frame_{i}.jpg")
+        Image.fromarray(rgb).save(root / "SegmentationClass" / f"frame_{i}.png")
+        Image.fromarray(np.stack([instances * 60] * 3, -1).astype(np.uint8)).save(
+            root / "SegmentationObject" / f"frame_{i}.png")
+        expected[f"frame_{i}"] = sorted(set(np.unique(classes)) - {0})
+    (root / "ImageSets/Segmentation/default.txt").write_text("\n".join(f"frame_{i}" for i in range(4)) + "\n")
+    assert task_name_for_data(RunConfig.from_options(str(root))) == "segment"
+    data = read_scene_data(root)
+    assert data.format == "masks" and data.classes == ["car", "person"] and not data.problems
+    for it in data.items:
+        assert [int(v) + 1 for v in it.labels] == expected[it.image.stem]
+        sample = decode_scene(it, 80)
+        assert sample.masks.shape[0] == len(it.labels) and sample.masks.sum() > 0
+    odd = np.asarray(Image.open(root / "SegmentationClass" / "frame_0.png")).copy()
+    odd[:3, :3] = (9, 9, 9)
+    Image.fromarray(odd).save(root / "SegmentationClass" / "frame_0.png")
+    problems = dict(read_scene_data(root).problems)
+    assert "colour (9, 9, 9) is in no class of labelmap.txt" in problems[str(root / "SegmentationClass" / "frame_0.png")]
+
+    (root / "labelmap.txt").unlink()  # VOC's own colours, no labelmap: values by VOC's colour map
+    flat = voc_colours(256)
+    for i in range(4):
+        values = np.asarray(Image.open(root / "SegmentationClass" / f"frame_{i}.png").convert("RGB"))[..., 0] > 0
+        rgb = np.zeros((*values.shape, 3), np.uint8)
+        rgb[values] = flat[15 * 3:15 * 3 + 3]  # person
+        Image.fromarray(rgb).save(root / "SegmentationClass" / f"frame_{i}.png")
+    data = read_scene_data(root)
+    assert data.classes[-1] == "class 15" and all(list(it.labels) == [14] for it in data.items)
 
 
 def test_binary_masks_saved_as_0_and_255_are_one_object(tmp_path):

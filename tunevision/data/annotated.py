@@ -169,6 +169,60 @@ def read_names(root: Path) -> list[str]:
 
 
 VOID = 255  # a mask's "void" value (PASCAL VOC's object borders): neither background nor an object
+LABELMAP = "labelmap.txt"  # CVAT's and Datumaro's: `name:r,g,b:parts:actions` a class, the background first
+
+
+def voc_colours(n: int) -> list[int]:
+    """PASCAL VOC's colour map (value v's colour from the bits of v), flattened as PIL gives a palette."""
+    out = []
+    for v in range(n):
+        r = g = b = 0
+        for j in range(8):
+            r, g, b = r | ((v >> 3 * j) & 1) << (7 - j), g | ((v >> 3 * j + 1) & 1) << (7 - j), \
+                b | ((v >> 3 * j + 2) & 1) << (7 - j)
+        out += [r, g, b]
+    return out
+
+
+def labelmap(mask_dir: Path) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, colour) per class of a labelmap.txt beside a mask folder or in it; [] without one."""
+    for f in (mask_dir.parent / LABELMAP, mask_dir / LABELMAP):
+        if f.is_file():
+            rows = []
+            for line in f.read_text(errors="replace").splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    name, _, rest = line.partition(":")
+                    colour = tuple(int(v) for v in rest.split(":")[0].split(",") if v.strip().isdigit())
+                    rows.append((name.strip(), colour))
+            return rows
+    return []
+
+
+def mask_values(image: Image.Image, path: Path) -> np.ndarray:
+    """A mask's values (object ids or class numbers) as one channel: a single-channel mask's own; a colour mask's
+    (CVAT's and Datumaro's exports) by its colours' lines in labelmap.txt, else by VOC's colour map (VOC's own masks
+    saved as RGB; its void colour is 255). ValueError names a colour that is in neither."""
+    if image.mode not in ("RGB", "RGBA"):
+        return np.asarray(image)
+    rgb = np.asarray(image.convert("RGB")).astype(np.int32)
+    rows = labelmap(path.parent)
+    if rows:
+        table = {c: i for i, (_, c) in enumerate(rows) if len(c) == 3}
+        where = f"{LABELMAP}"
+    else:
+        flat = voc_colours(256)
+        table = {tuple(flat[3 * v:3 * v + 3]): v for v in range(256)}
+        where = "VOC's colour map (add a labelmap.txt of `name:r,g,b::` lines)"
+    keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    values = np.zeros(keys.shape, np.uint8 if len(table) <= 256 else np.int32)
+    # a mask holds a few colours: one comparison each (np.unique's inverse sorted every pixel, 30 ms a VOC mask)
+    for k in np.unique(keys).tolist():
+        colour = (k >> 16, (k >> 8) & 255, k & 255)
+        if colour not in table:
+            raise ValueError(f"colour {colour} is in no class of {where}")
+        if table[colour]:
+            values[keys == k] = table[colour]
+    return values
 
 
 def mask_ids(mask: np.ndarray) -> np.ndarray:

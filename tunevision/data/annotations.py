@@ -28,12 +28,15 @@ from tunevision.data.annotated import (
     class_index,
     image_files,
     images_under,
+    labelmap,
     mask_boxes,
     mask_ids,
+    mask_values,
     outlines_or_none,
     polygon_parts,
     read_names,
     rle_readable,
+    voc_colours,
 )
 from tunevision.data.images import first_bytes
 from tunevision.data.layout import (
@@ -652,18 +655,6 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 
 
-def voc_colours(n: int) -> list[int]:
-    """VOC's colour map (value v's colour from the bits of v), flattened as PIL gives a palette."""
-    out = []
-    for v in range(n):
-        r = g = b = 0
-        for j in range(8):
-            r, g, b = r | ((v >> 3 * j) & 1) << (7 - j), g | ((v >> 3 * j + 1) & 1) << (7 - j), \
-                b | ((v >> 3 * j + 2) & 1) << (7 - j)
-        out += [r, g, b]
-    return out
-
-
 def _voc_palette(mask_dir: Path) -> bool:
     """Whether the class masks carry VOC's palette, as VOC's own and the sets made like it (SBD's) do."""
     first = next(iter(images_under(mask_dir).values()), None)
@@ -680,7 +671,7 @@ def mask_classes(root: Path, mask_dir: Path) -> tuple[list[str], bool]:
     class; masks are class maps (value v = class v, VOC's SegmentationClass) when a names file gives two or more
     classes besides the background, or the folder says so (`SegmentationClass/`, `semantic_masks/`). Masks in VOC's
     palette without a names file have VOC's classes."""
-    names = read_names(root)
+    names = read_names(root) or [name for name, _ in labelmap(mask_dir)]  # CVAT's labelmap.txt: the background first
     if names and names[0].strip().lower() in BACKGROUND:  # value 0 is the background, named or not
         names = names[1:]
     if not names and _voc_palette(mask_dir):
@@ -707,12 +698,17 @@ def read_masks(root: Path) -> SceneData:
             problems.append((str(image), f"no mask in {mask_dir.name}/ (expected {stem}_mask.png or {stem}.png)"))
             continue
         try:
-            m = np.asarray(Image.open(mask))
+            with Image.open(mask) as opened:
+                m = mask_values(opened, mask)
+        except ValueError as e:  # a colour that no class has
+            problems.append((str(mask), str(e)))
+            continue
         except Exception as e:
             problems.append((str(mask), f"unreadable mask ({type(e).__name__})"))
             continue
         if m.ndim != 2:
-            problems.append((str(mask), "a mask must be single-channel (pixel value k = object k, or class k)"))
+            problems.append((str(mask), "a mask must be single-channel (pixel value k = object k, or class k), or "
+                                        "coloured as labelmap.txt says"))
             continue
         ids = mask_ids(m)
         if semantic and named and len(ids) and ids[-1] > len(classes):

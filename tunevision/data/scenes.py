@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from tunevision.data.annotated import Annotated, draw_outlines, mask_ids
+from tunevision.data.annotated import Annotated, draw_outlines, mask_ids, mask_values
 from tunevision.data.images import DEFAULT_MAX_PIXELS, ImageError, open_image, to_rgb
 
 IGNORE = 255  # mask value that the segmentation loss and metric skip (padding)
@@ -61,10 +61,14 @@ def decode_scene(item: Annotated, size: int, max_pixels: int = DEFAULT_MAX_PIXEL
     image = pil_to_tensor(resized)
     masks = None
     if item.mask is not None:
-        mask = open_image(item.mask, max_pixels=max_pixels, upright=False)
+        try:  # class numbers of a colour mask, by its labelmap.txt (read_masks checked every colour has one)
+            values = mask_values(open_image(item.mask, max_pixels=max_pixels, upright=False), item.mask)
+        except ValueError as e:
+            raise ImageError(f"{item.mask}: {e}") from None
+        mask = Image.fromarray(values)
         # the ids of the full-size mask, in the boxes' order (annotated.mask_boxes): an object that resizing
         # loses keeps its (empty) mask, so masks and boxes stay pairs
-        present = mask_ids(np.asarray(mask))
+        present = mask_ids(values)
         ids = np.asarray(resize_shorter(mask, size, Image.NEAREST)[0])
         masks = torch.from_numpy(np.stack([ids == k for k in present]).astype(np.uint8)
                                  if len(present) else np.zeros((0, *ids.shape), np.uint8))
