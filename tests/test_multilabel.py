@@ -241,6 +241,29 @@ def test_kaggle_planet_layout_with_extensionless_names_in_a_sibling_folder(tmp_p
     assert table.paths[0] == str(tmp_path / "train-jpg" / "train_0.jpg")
 
 
+def test_a_row_per_label_is_joined_per_image(tmp_path: Path) -> None:
+    """Open Images' long form (`ImageID,LabelName,Confidence`, ids without an extension): an image's rows are its
+    labels. A single-label table with one image in two hundred labelled twice stays single-label, that image's
+    first label kept and the other listed; a row given twice alike is one image."""
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / f"{i:04x}.jpg")
+    (tmp_path / "labels.csv").write_text("ImageID,LabelName,Confidence\n0000,sea,1\n0001,sea,1\n0001,sunset,1\n"
+                                         "0002,trees,1\n0003,sea,1\n0003,trees,1\n0003,sunset,1\n")
+    table = read_label_table(tmp_path / "labels.csv")
+    assert table.multilabel and table.names == ["sea", "sunset", "trees"] and "a row per label" in table.layout
+    assert [Path(p).name for p in table.paths] == ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"]
+    assert table.labels == [["sea"], ["sea", "sunset"], ["trees"], ["sea", "trees", "sunset"]]
+
+    rows = [f"{i}.jpg,{'cat' if i % 2 else 'dog'}" for i in range(200)] + ["7.jpg,dog", "8.jpg,dog"]
+    (tmp_path / "pets.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    table = read_label_table(tmp_path / "pets.csv")
+    assert not table.multilabel and len(table.paths) == 200 and table.names == ["cat", "dog"]
+    assert table.labels[7] == ["cat"] and table.labels[8] == ["dog"]
+    assert [(Path(p).name, why) for p, why in table.problems] == [("7.jpg", "labelled cat and dog by the table's "
+                                                                   "rows: cat kept")]
+
+
 def test_stage_features_equal_the_plain_body_on_their_last_columns() -> None:
     import torch
 

@@ -165,18 +165,49 @@ def path_column(rows: list[list[str]]) -> int:
     return next((words.index(w) for w in PATH_WORDS if w in words), 0)
 
 
-HEADER_WORDS = {"path", "file", "filename", "filenames", "image", "images", "image_name", "image_id", "id", "name",
-                "label", "labels", "tags", "class", "classes", "category", "split"}
+HEADER_WORDS = {"path", "file", "filename", "filenames", "image", "images", "img", "id", "name", "label", "labels",
+                "tag", "tags", "class", "classes", "category", "categories", "split"}
+
+
+def _header_words(cell: str) -> list[str]:
+    """A column name's words: `image_name` -> image, name; Open Images' `ImageID` -> image, id."""
+    return re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", cell).lower())
+
+
+def _rows_per_image(paths: list[str], labels: list[list[str]], splits: list[str], multilabel: bool
+                    ) -> tuple[list[str], list[list[str]], list[str], list[tuple[str, str]], bool]:
+    """(paths, labels, splits, problems, whether rows were joined): one row per image. A table of a row per label
+    (Open Images' `ImageID,LabelName`) gives each image all its rows' labels: multi-label data where one image in a
+    hundred or more gains a label so, or where asked for. Else an image labelled twice keeps its first label, the
+    rest listed; an image listed twice alike is one image."""
+    first: dict[str, int] = {}  # each image's first row
+    merged: dict[str, list[str]] = {}
+    for i, (p, ls) in enumerate(zip(paths, labels)):
+        if p in merged:
+            merged[p] += [x for x in ls if x not in merged[p]]
+        else:
+            first[p], merged[p] = i, list(ls)
+    if len(merged) == len(paths):
+        return paths, labels, splits, [], False
+    kept = list(merged)
+    gained = [p for p in kept if len(merged[p]) > len(labels[first[p]])]
+    kept_splits = [splits[first[p]] for p in kept]
+    if multilabel or len(gained) * 100 >= len(kept):
+        return kept, [merged[p] for p in kept], kept_splits, [], True
+    conflicts = [(p, f"labelled {' and '.join(merged[p])} by the table's rows: {labels[first[p]][0]} kept")
+                 for p in gained if labels[first[p]]]
+    return kept, [labels[first[p]] for p in kept], kept_splits, conflicts, False
 
 
 def _has_header(rows: list[list[str]], path_col: int) -> bool:
-    """By content: the path column's first cell is no image name while the next is, or the first row is made of
-    column words (image_name, tags, ...; Kaggle's planet names its images without an extension)."""
+    """By content: the path column's first cell is no image name while the next is, or the first row has a column
+    named in column words alone (image_name, tags, ImageID, LabelName; Kaggle's planet and Open Images name their
+    images without an extension)."""
     if len(rows) < 2:
         return False
     if not is_image_name(rows[0][path_col]) and is_image_name(rows[1][path_col]):
         return True
-    return any(c.strip().lower() in HEADER_WORDS for c in rows[0])
+    return any((words := _header_words(c)) and set(words) <= HEADER_WORDS for c in rows[0])
 
 
 def _resolve(root: Path, name: str) -> Path:
@@ -418,7 +449,9 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
         labels.append(sorted(set(row_labels), key=row_labels.index))
         role = split_role(r[split_col]) if split_col is not None else ""
         splits.append("val" if role == "test" else role)  # a table's test rows are its held-out rows
+    paths, labels, splits, conflicts, joined = _rows_per_image(paths, labels, splits, multilabel)
     multi = bool(hot) or multilabel or any(len(ls) > 1 for ls in labels)
+    problems += conflicts
     if not multi:  # one label per row: an empty cell is a mistake, not "none of these"
         keep = [i for i, ls in enumerate(labels) if ls]
         problems += [(paths[i], "no label in the CSV row") for i in range(len(labels)) if not labels[i]]
@@ -429,7 +462,8 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
     if named:  # class indices with their names beside the table: train on the names
         labels = [[named[int(lab)] for lab in ls] for ls in labels]
         names = sorted({named[int(n)] for n in names})
-    kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else "one label per row")
+    kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else
+            "a row per label, an image's rows joined" if joined else "one label per row")
     where = "" if root == path.parent else f", images in {root}"
     form = "JSON" if path.suffix.lower() == ".json" else "CSV"
     return LabelTable(paths, labels, splits, names, multi, f"{form} ({kind}{where})", problems)
