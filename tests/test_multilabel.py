@@ -255,6 +255,21 @@ def test_a_row_per_label_is_joined_per_image(tmp_path: Path) -> None:
     assert [Path(p).name for p in table.paths] == ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"]
     assert table.labels == [["sea"], ["sea", "sunset"], ["trees"], ["sea", "trees", "sunset"]]
 
+    # Open Images as it ships: a Source column, labels as MIDs named in class-descriptions.csv, Confidence 0 for a
+    # label verified absent
+    (tmp_path / "oi").mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / "oi" / f"{i:04x}.jpg")
+    (tmp_path / "oi" / "class-descriptions.csv").write_text('/m/06mf6,Rabbit\n/m/0c9ph5,Flower\n"/m/01yrx","Cat"\n')
+    (tmp_path / "oi" / "labels.csv").write_text(
+        "ImageID,Source,LabelName,Confidence\n0000,verification,/m/06mf6,1\n0000,verification,/m/0c9ph5,0\n"
+        "0001,crowdsource-verification,/m/0c9ph5,1\n0001,verification,/m/01yrx,1\n0002,verification,/m/01yrx,1\n")
+    from tunevision.data.discover import discover
+    ds = discover(str(tmp_path / "oi" / "labels.csv"))
+    assert ds.multilabel and sorted(ds.classes) == ["Cat", "Flower", "Rabbit"]
+    given = {Path(s.path).stem: sorted(ds.classes[j] for j in s.labels) for s in ds.train + ds.val}
+    assert given == {"0000": ["Rabbit"], "0001": ["Cat", "Flower"], "0002": ["Cat"]}
+
     rows = [f"{i}.jpg,{'cat' if i % 2 else 'dog'}" for i in range(200)] + ["7.jpg,dog", "8.jpg,dog"]
     (tmp_path / "pets.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
     table = read_label_table(tmp_path / "pets.csv")

@@ -235,12 +235,13 @@ def names_beside(folder: Path, count: int, table: Path | None = None) -> list[st
 
 
 def names_map(folder: Path, keys: list[str]) -> tuple[dict[str, str], str]:
-    """({key: name}, where from) naming every key, from a file in `folder` or the one above it: a JSON object (Udacity's
-    `cat_to_name.json` beside flower folders numbered 1..102) or a text file of `key name` lines (Tiny ImageNet's
-    `words.txt`, ImageNet's `LOC_synset_mapping.txt`); for WordNet-id folders without one (Imagenette's
-    `n01440764/`), timm's list of ImageNet synsets; else ({}, "")."""
+    """({key: name}, where from) naming every key, from a file in `folder` or the one above it: a JSON object
+    (Udacity's `cat_to_name.json` beside flower folders numbered 1..102) or a text or CSV file of `key name` lines
+    (Tiny ImageNet's `words.txt`, ImageNet's `LOC_synset_mapping.txt`, Open Images' `class-descriptions.csv`); for
+    WordNet-id folders without one (Imagenette's `n01440764/`), timm's list of ImageNet synsets; else ({}, "")."""
     for place in (folder, folder.parent):
-        for f in sorted(place.glob("*.json")) + sorted(place.glob("*.txt")) if place.is_dir() else ():
+        for f in sorted(place.glob("*.json")) + sorted(place.glob("*.txt")) + sorted(place.glob("*.csv")) \
+                if place.is_dir() else ():
             found = _read_names(f, keys)
             if found:
                 return found, f.name
@@ -259,14 +260,15 @@ def _read_names(f: Path, keys: list[str]) -> dict[str, str] | None:
     names cut to their first synonym (`goldfish, Carassius auratus` -> `goldfish`), a name given twice followed by
     its key (ImageNet's two cranes)."""
     try:
-        if not keys or f.stat().st_size > (1 << 20 if f.suffix == ".json" else 1 << 24):
+        if not keys or f.stat().st_size > (1 << 24 if f.suffix == ".txt" else 1 << 20):
             return None
         text = f.read_text(errors="replace")
         if f.suffix == ".json":
             found = json.loads(text)
         else:
             wanted = set(keys)
-            found = {m[1]: m[2] for line in text.splitlines() if (m := NAME_LINE.match(line)) and m[1] in wanted}
+            found = {m[1]: m[2] for line in text.replace('"', "").splitlines()
+                     if (m := NAME_LINE.match(line)) and m[1] in wanted}
     except (OSError, ValueError):
         return None
     if not isinstance(found, dict) or not all(isinstance(found.get(k), str) and found[k].strip() for k in keys):
@@ -346,6 +348,21 @@ def _split_column(header: list[str], rows: list[list[str]], skip: set[int]) -> i
     return None
 
 
+CONFIDENCE_WORDS = {"confidence", "present", "positive", "verified"}
+
+
+def _confidence_column(header: list[str], rows: list[list[str]], skip: set[int]) -> int | None:
+    """A column named for a label's confidence whose cells are numbers from 0 to 1, or None."""
+    for i, name in enumerate(header):
+        if i not in skip and set(_header_words(name)) & CONFIDENCE_WORDS:
+            try:
+                if all(0 <= float(r[i]) <= 1 for r in rows if i < len(r)):
+                    return i
+            except ValueError:
+                continue
+    return None
+
+
 def _one_hot_columns(header: list[str], rows: list[list[str]], skip: set[int]) -> list[int]:
     """Columns of numbers that are mostly 0/1: one-hot labels when there are two or more (a stray 2 in one of them is
     then reported with its line, not taken for a class name)."""
@@ -369,12 +386,18 @@ LABEL_WORDS = {"label", "labels", "class", "classes", "class_name", "classname",
                "categories", "tag", "tags", "target", "y", "breed", "species", "diagnosis", "dx"}
 
 
+def _names_labels(column: str) -> bool:
+    """A column name of label words and `name` or `id` (Open Images' `LabelName`, `ClassName`, `category_id`)."""
+    words = set(_header_words(column))
+    return bool(words & LABEL_WORDS) and words <= LABEL_WORDS | {"name", "names", "id"}
+
+
 def _label_column(header: list[str], rows: list[list[str]], skip: set[int], named: bool) -> tuple[int | None, bool]:
     """(the column of labels, whether its header names it so): the one a header word names (clothing's
     `image,sender_id,label,kids`), else the first whose values repeat as classes do (at most one distinct value in
     two rows; HAM10000's `dx` after its `lesion_id`), else the first besides the path (and split) columns."""
     rest = [i for i in range(len(header)) if i not in skip]
-    by_name = [i for i in rest if named and header[i].strip().lower() in LABEL_WORDS]
+    by_name = [i for i in rest if named and (header[i].strip().lower() in LABEL_WORDS or _names_labels(header[i]))]
     if by_name:
         return by_name[0], True
     repeats = [i for i in rest if 2 <= len({r[i] for r in rows if i < len(r)}) <= len(rows) / 2]
@@ -427,6 +450,8 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
     # it is itself one of them
     hot = [] if label_column or by_name and not all(r[label_col].lower() in ONE_HOT for r in body
                                                     if label_col < len(r)) else _one_hot_columns(header, body, skip)
+    # Open Images' human-verified labels: a row per label with a Confidence of 1 (there) or 0 (verified absent)
+    confidence = None if hot else _confidence_column(header, body, skip | {label_col})
     paths, labels, splits, problems = [], [], [], []
     sep = None if hot else _separator(header[label_col], [r[label_col] for r in body if label_col < len(r)],
                                       multilabel)
@@ -444,7 +469,7 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
             if cell.startswith("[") and cell.endswith("]"):  # a list as pandas writes one: "['sea', 'sunset']"
                 cell = cell[1:-1]
             row_labels = [t.strip().strip("'\"").strip() for t in (cell.split(sep) if sep else [cell])]
-            row_labels = [t for t in row_labels if t]
+            row_labels = [t for t in row_labels if t and (confidence is None or float(r[confidence]) >= 0.5)]
         paths.append(r[path_col])
         labels.append(sorted(set(row_labels), key=row_labels.index))
         role = split_role(r[split_col]) if split_col is not None else ""
