@@ -406,6 +406,22 @@ def test_a_box_table_is_detection_data(tmp_path):
     assert "boxes.csv:2: box [" in data.problems[0][1] and "not four numbers" in data.problems[0][1]
 
 
+def test_open_images_box_table(tmp_path):
+    """Open Images' boxes as they ship: ImageID without an extension, LabelName as MIDs named by
+    class-descriptions-boxable.csv, corners XMin, XMax, YMin, YMax as fractions (x and y apart)."""
+    for i in range(2):
+        _image(tmp_path / "train" / f"{i:04x}.jpg", i)  # 56 x 48
+    (tmp_path / "class-descriptions-boxable.csv").write_text("/m/01yrx,Cat\n/m/0bt9lr,Dog\n")
+    (tmp_path / "train-annotations-bbox.csv").write_text(
+        "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded\n"
+        "0000,xclick,/m/01yrx,1,0.25,0.75,0.5,1.0,0\n0001,xclick,/m/0bt9lr,1,0.0,0.5,0.0,0.5,1\n")
+    data = read_scene_data(tmp_path)
+    assert data.format == "boxes" and data.classes == ["Cat", "Dog"] and not data.problems
+    by_name = {it.image.name: it for it in data.items}
+    np.testing.assert_allclose(by_name["0000.jpg"].boxes, [[14, 24, 42, 48]])
+    assert by_name["0001.jpg"].labels.tolist() == [1]
+
+
 def test_cocos_own_train_and_val_files_are_the_split(tmp_path):
     (tmp_path / "annotations").mkdir()
     for split, ids, cat in (("train", range(3), "cat"), ("val", range(3, 5), "cat")):

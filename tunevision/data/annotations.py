@@ -53,7 +53,15 @@ from tunevision.data.layout import (
     under_leftover,
     unwrap,
 )
-from tunevision.data.tables import TABLE_SUFFIXES, coco_has_objects, image_paths, path_column, read_rows
+from tunevision.data.tables import (
+    TABLE_SUFFIXES,
+    coco_has_objects,
+    image_paths,
+    names_labels,
+    names_map,
+    path_column,
+    read_rows,
+)
 
 FORMATS: Registry[Callable[[Path], SceneData]] = Registry("annotation format")
 SENSES: list[tuple[str, Callable[[Path], bool]]] = []  # (format, "does this folder look like it?") in order
@@ -509,6 +517,8 @@ def read_boxes(root: Path) -> SceneData:
     columns, sized = _box_columns(header)
     image_col = path_column(body) if body else 0
     label_col = next((header.index(c) for c in CLASS_COLUMNS if c in header), None)
+    if label_col is None:  # Open Images' LabelName
+        label_col = next((i for i, c in enumerate(rows[0]) if names_labels(c)), None)
     fixed = read_names(path.parent)
     classes, items, problems = list(fixed), [], []
     files, _ = image_paths(path, [r[image_col] for r in body])
@@ -542,6 +552,9 @@ def read_boxes(root: Path) -> SceneData:
         if size:
             boxes = [[x1 * size[0], y1 * size[1], x2 * size[0], y2 * size[1]] for x1, y1, x2, y2 in boxes]
         add_item(items, problems, Path(file), boxes, labels, path, size)
+    if not fixed:  # Open Images' MIDs, named by its class-descriptions.csv beside the table
+        names = names_map(path.parent, classes)[0]
+        classes = [names.get(c, c) for c in classes]
     return SceneData(items, classes, "boxes", problems)
 
 

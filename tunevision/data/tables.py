@@ -386,7 +386,7 @@ LABEL_WORDS = {"label", "labels", "class", "classes", "class_name", "classname",
                "categories", "tag", "tags", "target", "y", "breed", "species", "diagnosis", "dx"}
 
 
-def _names_labels(column: str) -> bool:
+def names_labels(column: str) -> bool:
     """A column name of label words and `name` or `id` (Open Images' `LabelName`, `ClassName`, `category_id`)."""
     words = set(_header_words(column))
     return bool(words & LABEL_WORDS) and words <= LABEL_WORDS | {"name", "names", "id"}
@@ -397,7 +397,7 @@ def _label_column(header: list[str], rows: list[list[str]], skip: set[int], name
     `image,sender_id,label,kids`), else the first whose values repeat as classes do (at most one distinct value in
     two rows; HAM10000's `dx` after its `lesion_id`), else the first besides the path (and split) columns."""
     rest = [i for i in range(len(header)) if i not in skip]
-    by_name = [i for i in rest if named and (header[i].strip().lower() in LABEL_WORDS or _names_labels(header[i]))]
+    by_name = [i for i in rest if named and (header[i].strip().lower() in LABEL_WORDS or names_labels(header[i]))]
     if by_name:
         return by_name[0], True
     repeats = [i for i in rest if 2 <= len({r[i] for r in rows if i < len(r)}) <= len(rows) / 2]
