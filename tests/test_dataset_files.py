@@ -1,9 +1,9 @@
 """Labels and splits that well-known datasets keep in files of their own, read as those datasets ship: Oxford
-Flowers-102's MATLAB label and split vectors, Stanford Cars' MATLAB records, CUB-200-2011's numbered image and split lists, CelebA's attribute
-list (a count line, a header without the image column, -1/1 cells), the JSON of class names beside folders
-numbered 1..N (Udacity's flowers), class folders named for two labels (`black_jeans/`) as multi-label data, DTD's
-split lists in labels/ (no YOLO labels), labels kept in JSON (records, a map, COCO's form without boxes), Tiny
-ImageNet's validation table and WordNet-id folders named as ImageNet names them."""
+Flowers-102's MATLAB label and split vectors, Stanford Cars' MATLAB records, CUB-200-2011's numbered image and split
+lists, CelebA's attribute list (a count line, a header without the image column, -1/1 cells), the JSON of class
+names beside folders numbered 1..N (Udacity's flowers), class folders named for two labels (`black_jeans/`) as
+multi-label data, DTD's split lists in labels/ (no YOLO labels), labels kept in JSON (records, a map, COCO's form
+without boxes), Tiny ImageNet's validation table and WordNet-id folders named as ImageNet names them."""
 from __future__ import annotations
 
 import json

@@ -359,7 +359,8 @@ def test_cvat_colour_masks_with_a_labelmap(tmp_path):
     odd[:3, :3] = (9, 9, 9)
     Image.fromarray(odd).save(root / "SegmentationClass" / "frame_0.png")
     problems = dict(read_scene_data(root).problems)
-    assert "colour (9, 9, 9) is in no class of labelmap.txt" in problems[str(root / "SegmentationClass" / "frame_0.png")]
+    why = problems[str(root / "SegmentationClass" / "frame_0.png")]
+    assert "colour (9, 9, 9) is in no class of labelmap.txt" in why
 
     (root / "labelmap.txt").unlink()  # VOC's own colours, no labelmap: values by VOC's colour map
     flat = voc_colours(256)
