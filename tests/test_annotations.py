@@ -140,6 +140,12 @@ def test_miou_from_the_confusion_matrix_ignores_padding() -> None:
     scores = segmentation_scores(cm, ["thing"])
     assert scores.per_class_iou == {"background": 0.75, "thing": 0.75}
     assert scores.miou == pytest.approx(0.75) and scores.pixel_acc == pytest.approx(6 / 7)
+    # a class in neither the truth nor the predictions (VOC's cows on images of people) has no IoU to average
+    absent = segmentation_scores(confusion_matrix(pred, true, 3), ["thing", "cow"])
+    assert absent.per_class_iou == {"background": 0.75, "thing": 0.75, "cow": None}
+    assert absent.miou == pytest.approx(0.75)
+    wrong = segmentation_scores(confusion_matrix(torch.where(pred == 1, 2, pred), true, 3), ["thing", "cow"])
+    assert wrong.per_class_iou["cow"] == 0.0 and wrong.per_class_iou["thing"] == 0.0  # predicted cows count
 
 
 def test_train_and_valid_folders_are_the_split_and_share_the_training_classes(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
         views, caption = detection_views(val[:GRID], outputs[:GRID], classes), \
             f"true boxes green, predicted red (score >= {SHOW_SCORE:.0%})"
     else:
-        table = table_html(["class", "IoU"], [[c, f"{v:.3f}"] for c, v in scores.per_class_iou.items()])
+        table = table_html(["class", "IoU"], [[c, "n/a" if v is None else f"{v:.3f}"]
+                                              for c, v in scores.per_class_iou.items()])
         results = f"<p><b>{html.escape(scores.headline())}</b> on {len(val)} held-out images.</p>{table}"
         views, caption = mask_views(val[:GRID], outputs[:GRID], classes), "true mask (left), predicted (right)"
     plots.image_grid(views, [Path(s.source).name for s in val[:GRID]], out / "val_images.jpg",
