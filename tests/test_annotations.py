@@ -130,6 +130,12 @@ def test_detection_map_is_one_for_exact_boxes_and_drops_for_misplaced_ones() -> 
     assert good.map == pytest.approx(1.0) and good.map_50 == pytest.approx(1.0)
     assert good.per_class_ap50["box"] == pytest.approx(1.0) and len(good.pr_curves["box"]) == 101
     assert detection_scores(off, target, ["box"]).map_50 == pytest.approx(0.0)
+    # a class predicted but in no validation image has no AP (COCO leaves it out of the mean), not 0
+    stray = [{"boxes": torch.tensor([[10.0, 10, 50, 50], [60, 60, 90, 90]]), "scores": torch.tensor([0.9, 0.8]),
+              "labels": torch.tensor([1, 2])}]
+    scores = detection_scores(stray, target, ["box", "cow"], curves=True)
+    assert scores.map == pytest.approx(1.0) and scores.per_class_ap == {"box": 1.0, "cow": None}
+    assert "cow" not in scores.per_class_ap50 and "cow" not in scores.pr_curves
 
 
 def test_miou_from_the_confusion_matrix_ignores_padding() -> None:

@@ -44,8 +44,8 @@ class DetectionScores:
     map: float                      # COCO mAP@0.5:0.95
     map_50: float
     map_75: float
-    per_class_ap: dict[str, float]  # AP@0.5:0.95 per class
-    per_class_ap50: dict[str, float]
+    per_class_ap: dict[str, float | None]  # AP@0.5:0.95 per class; None: no box of it in the truth (no AP)
+    per_class_ap50: dict[str, float | None]
     # class -> precision at recall 0, 0.01 .. 1, IoU 0.5 (filled when asked for curves)
     pr_curves: dict[str, list[float]] = field(default_factory=dict)
 
@@ -72,12 +72,14 @@ def detection_scores(preds: list[dict], targets: list[dict], classes: list[str],
     if curves:
         precision = r["precision"]  # (iou thresholds, recall points, classes, areas, max dets); -1 = undefined
         for k, cid in enumerate(ids):
-            curve = precision[0, :, k, 0, -1].clamp(min=0)
-            pr[classes[cid - 1]] = [round(float(v), 4) for v in curve]
-            ap50[classes[cid - 1]] = float(curve.mean())
+            curve = precision[0, :, k, 0, -1]
+            if (curve < 0).all():  # predicted, never in the truth: COCO leaves it out of the mean
+                continue
+            pr[classes[cid - 1]] = [round(float(v), 4) for v in curve.clamp(min=0)]
+            ap50[classes[cid - 1]] = round(float(curve.clamp(min=0).mean()), 4)
     return DetectionScores(float(r["map"]), float(r["map_50"]), float(r["map_75"]),
-                           {classes[c - 1]: round(max(a, 0.0), 4) for c, a in zip(ids, per_class)},
-                           {k: round(v, 4) for k, v in ap50.items()}, pr)
+                           {classes[c - 1]: round(a, 4) if a >= 0 else None for c, a in zip(ids, per_class)},
+                           ap50, pr)
 
 
 @dataclass
