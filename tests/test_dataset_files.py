@@ -220,6 +220,8 @@ def test_a_file_of_class_indices_does_not_rename_the_classes(tmp_path):
             make_image(COLOURS[c], rng).save(tmp_path / c / f"{i}.jpg")
     (tmp_path / "labels.txt").write_text("blue 0\nred 1\n")
     assert discover(str(tmp_path)).classes == ["blue", "red"]
+    (tmp_path / "README.txt").write_text("Cards photographed at home.\nblue - 3 images\nred - 4 images\nCC-BY\n")
+    assert discover(str(tmp_path)).classes == ["blue", "red"]  # prose about the classes names nothing
     (tmp_path / "names.txt").write_text("blue: a blue card\nred: a red card\n")  # a map of names: used
     assert discover(str(tmp_path)).classes == ["a blue card", "a red card"]
 

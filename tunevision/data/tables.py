@@ -267,8 +267,12 @@ def _read_names(f: Path, keys: list[str]) -> dict[str, str] | None:
             found = json.loads(text)
         else:
             wanted = set(keys)
-            found = {m[1]: m[2] for line in text.replace('"', "").splitlines()
-                     if (m := NAME_LINE.match(line)) and m[1] in wanted}
+            lines = [line for line in text.replace('"', "").splitlines() if line.strip()]
+            found = {m[1]: m[2] for line in lines if (m := NAME_LINE.match(line)) and m[1] in wanted}
+            # keys that are words (`daisy`) name classes only in a file that is all map: a README's `daisy - 633
+            # images` is no name; ids (`n01443537`, `/m/0cnyhnx`, `17`) may pick a few lines of a long list
+            if not all(any(c.isdigit() for c in k) for k in keys) and len(found) < 0.8 * len(lines):
+                return None
     except (OSError, ValueError):
         return None
     if not isinstance(found, dict) or not all(isinstance(found.get(k), str) and found[k].strip() for k in keys):
