@@ -131,15 +131,15 @@ def _find_images(names: list[str], role: str, places: list[Path]) -> list[Path] 
     return None
 
 
-def mat_records(root: Path) -> MatRecords | None:
+def mat_records(root: Path, look_up: bool = True) -> MatRecords | None:
     """Stanford Cars' records in .mat files in `root` or a folder in it (its devkit/), with their images found;
-    None where there are none."""
+    given a folder of loose images and `look_up`, those beside it; None where there are none."""
     inside = [d for d in entries(root) if d.is_dir()] if root.is_dir() else []
     # a dataset's few folders (images, devkit/), not the hundreds of a class-folder set, each listed in full
     folders = [root, *inside] if len(inside) <= MAX_FOLDERS else [root] if root.is_dir() else []
     mats = [f for d in folders for f in sorted(d.glob("*.mat"))]
-    if not mats and root.is_dir() and any(p.is_file() and is_image_name(p.name) for p in entries(root)):
-        return mat_records(root.parent)  # given cars_train/ itself: the records beside it
+    if not mats and look_up and root.is_dir() and any(p.is_file() and is_image_name(p.name) for p in entries(root)):
+        return mat_records(root.parent, look_up=False)  # given cars_train/ itself: the records beside it
     if not mats:
         return None
     loaded = {f: _load(f) for f in mats}

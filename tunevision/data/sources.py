@@ -200,14 +200,14 @@ def folder_source(spec: str, val_fraction: float, seed: int) -> Dataset:
     if not given.is_dir():
         raise TunevisionError(f"{given}: no such folder; point at a folder with one subfolder per class")
     root = _image_root(unwrap(given))
-    ds = named(_folder_dataset(given, root, val_fraction, seed), root)
+    ds = with_class_names(_folder_dataset(given, root, val_fraction, seed), root)
     if "class names from" not in ds.layout and (plain := numbered_names(ds.classes)):
         ds.classes = plain
         ds.layout += ", class names without their folders' numbers"
     return ds
 
 
-def named(ds: Dataset, folder: Path) -> Dataset:
+def with_class_names(ds: Dataset, folder: Path) -> Dataset:
     """`ds` with its classes named by a map beside the data (`tables.names_map`: folders numbered 1..102 with a JSON
     of their names, Tiny ImageNet's WordNet ids and its words.txt), in the same order, where there is one."""
     names, where = names_map(folder, ds.classes)
@@ -356,9 +356,9 @@ def split_tables_source(train_csv: Path, val_csv: Path, images: str = "", multil
     val_table = read_label_table(val_csv, images, multilabel, label_column)
     train, skipped = _table_samples(train_table, train_table.names, multilabel)
     val, val_skipped = _table_samples(val_table, train_table.names, multilabel)
-    return named(Dataset(train_table.names, train, val, f"{train_table.layout} and {val_csv.parent.name}/"
-                         f"{val_csv.name}", skipped + val_skipped, explicit_split=True, multilabel=multilabel),
-                 train_csv.parent)
+    ds = Dataset(train_table.names, train, val, f"{train_table.layout} and {val_csv.parent.name}/{val_csv.name}",
+                 skipped + val_skipped, explicit_split=True, multilabel=multilabel)
+    return with_class_names(ds, train_csv.parent)
 
 
 @SOURCES.register("csv")
@@ -372,14 +372,16 @@ def csv_source(spec: str, val_fraction: float, seed: int, images: str = "", mult
     if any(table.splits):
         train = [s for s, split in zip(samples, table.splits) if split == "train"]
         val = [s for s, split in zip(samples, table.splits) if split == "val"]
-        return named(Dataset(table.names, train, val, f"{table.layout}, split column", skipped, explicit_split=True,
-                             multilabel=table.multilabel), path.parent)
+        ds = Dataset(table.names, train, val, f"{table.layout}, split column", skipped, explicit_split=True,
+                     multilabel=table.multilabel)
+        return with_class_names(ds, path.parent)
     if table.multilabel:
         train, val = multilabel_split(samples, len(table.names), val_fraction, seed)
     else:
         train, val = stratified_split([(s.path, s.label) for s in samples], val_fraction, seed)
-    return named(Dataset(table.names, train, val, f"{table.layout}, seeded {val_fraction:.0%} validation split",
-                         skipped, multilabel=table.multilabel), path.parent)
+    ds = Dataset(table.names, train, val, f"{table.layout}, seeded {val_fraction:.0%} validation split", skipped,
+                 multilabel=table.multilabel)
+    return with_class_names(ds, path.parent)
 
 
 def multilabel_split(samples: list[Sample], n_labels: int, val_fraction: float, seed: int
