@@ -382,6 +382,39 @@ def test_binary_masks_saved_as_0_and_255_are_one_object(tmp_path):
     assert data.classes == ["object"] and all(len(it.labels) == 1 for it in data.items)
 
 
+def test_binary_masks_saved_as_jpeg_are_a_class_to_segment(tmp_path):
+    """Kvasir-SEG as it ships: images/ and masks/ of RGB JPEGs whose foreground is white, grey at its blurred edges:
+    one class to segment, each mask cut at 128; the same masks saved as 0/255 PNGs alike."""
+    from tests.scenes import draw
+
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    from tunevision.data.scenes import decode_scene
+    root, rng = tmp_path / "Kvasir-SEG", np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    truth = {}
+    for i in range(4):
+        image, instances, _ = draw(rng)
+        Image.fromarray(image).save(root / "images" / f"cju{i}.jpg")
+        white = np.where(instances > 0, 255, 0).astype(np.uint8)
+        Image.fromarray(np.stack([white] * 3, -1)).save(root / "masks" / f"cju{i}.jpg", quality=75)
+        truth[f"cju{i}"] = white > 0
+    assert len(np.unique(np.asarray(Image.open(root / "masks" / "cju0.jpg")))) > 2  # JPEG's grey edges
+    assert task_name_for_data(RunConfig.from_options(str(root))) == "segment"
+    data = read_scene_data(root)
+    assert data.classes == ["object"] and not data.problems and all(it.labels.tolist() == [0] for it in data.items)
+    for it in data.items:
+        mask = decode_scene(it, 80).masks[0].numpy().astype(bool)
+        assert (mask == truth[it.image.stem]).mean() > 0.98
+    for p in (root / "masks").iterdir():  # as 0/255 PNGs: the same
+        Image.fromarray(np.where(np.asarray(Image.open(p).convert("L")) >= 128, 255, 0).astype(np.uint8)).save(
+            p.with_suffix(".png"))
+        p.unlink()
+    assert task_name_for_data(RunConfig.from_options(str(root))) == "segment"
+    assert read_scene_data(root).classes == ["object"]
+
+
 def test_a_box_table_is_detection_data(tmp_path):
     """TensorFlow's object-detection CSV (the raccoon set's original form): a row per box, one with no corners for
     an image with no object, corners in pixels or as fractions of the image."""

@@ -198,13 +198,29 @@ def labelmap(mask_dir: Path) -> list[tuple[str, tuple[int, ...]]]:
     return []
 
 
+LOSSY_MASKS = (".jpg", ".jpeg")  # a mask saved so is a binary one blurred at its edges (Kvasir-SEG's)
+
+
+def binary_values(values: np.ndarray) -> bool:
+    """Whether a mask holds 0 and 255 alone: a binary mask (ISIC's, Kvasir-SEG's), foreground or not."""
+    return int(values.max(initial=0)) == 255 and not np.isin(values, (0, 255), invert=True).any()
+
+
 def mask_values(image: Image.Image, path: Path) -> np.ndarray:
-    """A mask's values (object ids or class numbers) as one channel: a single-channel mask's own; a colour mask's
+    """A mask's values (object ids or class numbers) as one channel: a single-channel mask's own, and the same
+    saved as grey RGB; a binary mask's foreground as 1 (0/255, or a JPEG's values cut at 128); a colour mask's
     (CVAT's and Datumaro's exports) by its colours' lines in labelmap.txt, else by VOC's colour map (VOC's own masks
     saved as RGB; its void colour is 255). ValueError names a colour that is in neither."""
-    if image.mode not in ("RGB", "RGBA"):
+    if path.suffix.lower() in LOSSY_MASKS:
+        return (np.asarray(image.convert("L")) >= 128).astype(np.uint8)
+    if image.mode == "P":  # VOC's palette: the values are the classes, 255 its void
         return np.asarray(image)
-    rgb = np.asarray(image.convert("RGB")).astype(np.int32)
+    values = np.asarray(image.convert("RGB") if image.mode in ("RGBA", "LA") else image)
+    if values.ndim == 3 and (values[..., :1] == values).all():  # grey saved as RGB
+        values = values[..., 0]
+    if values.ndim == 2:
+        return (values > 0).astype(np.uint8) if binary_values(values) else values
+    rgb = values.astype(np.int32)
     rows = labelmap(path.parent)
     if rows:
         table = {c: i for i, (_, c) in enumerate(rows) if len(c) == 3}

@@ -22,9 +22,11 @@ from tunevision.core.errors import TunevisionError
 from tunevision.core.registry import Registry
 from tunevision.data.annotated import (
     IMAGE_SUFFIXES,
+    LOSSY_MASKS,
     Annotated,
     SceneData,
     add_item,
+    binary_values,
     class_index,
     image_files,
     images_under,
@@ -679,16 +681,37 @@ def _voc_palette(mask_dir: Path) -> bool:
     return bool(palette) and palette[:3 * (len(VOC_CLASSES) + 1)] == voc_colours(len(VOC_CLASSES) + 1)
 
 
+def _binary_masks(mask_dir: Path, sample: int = 5) -> bool:
+    """Whether the first masks are binary (0 and 255 alone, or saved as JPEG): foreground against background."""
+    masks = list(itertools.islice(images_under(mask_dir).values(), sample))
+    if not masks or all(p.suffix.lower() in LOSSY_MASKS for p in masks):
+        return bool(masks)
+    try:
+        for p in masks:
+            with Image.open(p) as im:
+                values = np.asarray(im if im.mode != "P" else im.convert("L"))
+            if values.ndim == 3 and (values[..., :1] == values).all():
+                values = values[..., 0]
+            if im.mode == "P" or values.ndim != 2 or not binary_values(values):
+                return False
+    except Exception:  # noqa: BLE001  (an unreadable mask: read_masks lists it)
+        return False
+    return True
+
+
 def mask_classes(root: Path, mask_dir: Path) -> tuple[list[str], bool]:
     """(class names, whether pixel values are classes). Instance masks (PennFudan: value k = person k) hold one
     class; masks are class maps (value v = class v, VOC's SegmentationClass) when a names file gives two or more
-    classes besides the background, or the folder says so (`SegmentationClass/`, `semantic_masks/`). Masks in VOC's
-    palette without a names file have VOC's classes."""
+    classes besides the background, or the folder says so (`SegmentationClass/`, `semantic_masks/`), or they are
+    binary (0/255 or JPEG: ISIC's, Kvasir-SEG's foreground as one class). Masks in VOC's palette without a names
+    file have VOC's classes."""
     names = read_names(root) or [name for name, _ in labelmap(mask_dir)]  # CVAT's labelmap.txt: the background first
     if names and names[0].strip().lower() in BACKGROUND:  # value 0 is the background, named or not
         names = names[1:]
     if not names and _voc_palette(mask_dir):
         names = list(VOC_CLASSES)
+    if len(names) < 2 and _binary_masks(mask_dir):
+        return names[:1] or ["object"], True
     semantic = len(names) >= 2 or any(w in mask_dir.name.lower() for w in ("class", "semantic"))
     return (names if semantic else names[:1] or ["object"]), semantic
 
