@@ -415,6 +415,37 @@ def test_binary_masks_saved_as_jpeg_are_a_class_to_segment(tmp_path):
     assert read_scene_data(root).classes == ["object"]
 
 
+def test_masks_found_beside_the_images_they_name(tmp_path):
+    """Carvana's train/ beside train_masks/ of X_mask.gif (black and white palette, values 0/1) and ISIC's
+    ..._Input/ beside ..._GroundTruth/ of X_segmentation.png: the image folder is the one the masks name. Face-mask
+    photos in Mask/ beside Normal/, both numbered 0.jpg ..., stay classes."""
+    from tests.scenes import draw
+
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    rng = np.random.default_rng(0)
+    for name, images, masks, suffix in (("carvana", "train", "train_masks", "_mask.gif"),
+                                        ("isic", "ISIC2018_Task1-2_Training_Input",
+                                         "ISIC2018_Task1_Training_GroundTruth", "_segmentation.png")):
+        root = tmp_path / name
+        (root / images).mkdir(parents=True)
+        (root / masks).mkdir()
+        for i in range(3):
+            image, instances, _ = draw(rng)
+            Image.fromarray(image).save(root / images / f"{i:04d}.jpg")
+            mask = Image.fromarray((instances > 0).astype(np.uint8), "P")
+            mask.putpalette([0, 0, 0, 255, 255, 255])
+            (mask if suffix.endswith(".gif") else mask.convert("L")).save(root / masks / f"{i:04d}{suffix}")
+        assert task_name_for_data(RunConfig.from_options(str(root))) == "segment"
+        data = read_scene_data(root)
+        assert data.classes == ["object"] and len(data.items) == 3 and not data.problems
+        assert all(it.image.parent.name == images and it.labels.tolist() == [0] for it in data.items)
+    for folder in ("Mask", "Normal"):
+        for i in range(3):
+            _image(tmp_path / "faces" / folder / f"{i}.jpg", i)
+    assert task_name_for_data(RunConfig.from_options(str(tmp_path / "faces"))) == "classify"
+
+
 def test_a_box_table_is_detection_data(tmp_path):
     """TensorFlow's object-detection CSV (the raccoon set's original form): a row per box, one with no corners for
     an image with no object, corners in pixels or as fractions of the image."""

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from tunevision.data.images import ImageError
 from tunevision.data.layout import split_role, under_leftover
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # GIF: Carvana's masks
 SLACK = 2.0  # pixels a box may pass the image border by (VOC's 1-based corners, rounding) before it counts as bad
 
 
@@ -213,8 +213,9 @@ def mask_values(image: Image.Image, path: Path) -> np.ndarray:
     saved as RGB; its void colour is 255). ValueError names a colour that is in neither."""
     if path.suffix.lower() in LOSSY_MASKS:
         return (np.asarray(image.convert("L")) >= 128).astype(np.uint8)
-    if image.mode == "P":  # VOC's palette: the values are the classes, 255 its void
-        return np.asarray(image)
+    if image.mode == "P":  # VOC's palette: the values are the classes, 255 its void; Carvana's black/white GIFs
+        grey = np.asarray(image.convert("L"))
+        return (grey > 0).astype(np.uint8) if binary_values(grey) else np.asarray(image)
     values = np.asarray(image.convert("RGB") if image.mode in ("RGBA", "LA") else image)
     if values.ndim == 3 and (values[..., :1] == values).all():  # grey saved as RGB
         values = values[..., 0]

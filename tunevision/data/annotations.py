@@ -656,13 +656,52 @@ def _in_mask_folder(path: Path, root: Path) -> bool:
     return any(_is_mask_folder(part) for part in path.relative_to(root).parts[:-1])
 
 
+MASK_SUFFIXES = ("_mask", "_masks", "_segmentation")  # PennFudan's X_mask.png, Carvana's, ISIC's X_segmentation.png
+
+
+def mask_stem(path: Path) -> str:
+    """The image stem a mask file is for."""
+    stem = path.stem
+    for suffix in MASK_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return stem
+
+
+def _looks_like_a_mask(path: Path | None) -> bool:
+    """Whether a file is a mask, not a photo: one channel or a palette, or grey or a few flat colours in RGB (a
+    `Mask/` beside `Normal/` of numbered photos is a class of face-mask photos)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA"):
+                return True
+            im.thumbnail((64, 64), Image.NEAREST)
+            rgb = np.asarray(im.convert("RGB")).astype(np.int16).reshape(-1, 3)
+    except Exception:  # noqa: BLE001  (no file, or none PIL reads: no mask folder)
+        return False
+    grey = int(np.abs(np.diff(rgb, axis=1)).max()) <= 24  # a JPEG's blur leaves grey a little off
+    return grey or len(np.unique(rgb, axis=0)) <= 32
+
+
 def _mask_dirs(root: Path) -> tuple[Path, Path] | None:
+    """(images, masks) folders in `root`: the masks by their folder's name, the images by theirs (`images/`,
+    `JPEGImages/`), else the folder whose images the masks are named for (Carvana's `train/` beside
+    `train_masks/`, ISIC's `..._Input/` beside `..._GroundTruth/`)."""
     if not root.is_dir():
         return None
     folders = [p for p in entries(root) if p.is_dir()]
     masks = next((p for p in folders if _is_mask_folder(p.name)), None)
+    if masks is None:
+        return None
     images = next((p for p in folders if p != masks and p.name.lower() in IMAGE_DIRS), None)
-    return (images, masks) if masks and images else None
+    if images is None and _looks_like_a_mask(next(iter(image_files(masks)), None)):
+        stems = {mask_stem(p) for p in itertools.islice(image_files(masks), 200)}
+
+        def named(folder: Path) -> int:
+            return sum(p.stem in stems for p in itertools.islice(image_files(folder), 200))
+        found = max(((named(d), d) for d in folders if not _is_mask_folder(d.name)), default=(0, None),
+                    key=lambda pair: pair[0])
+        images = found[1] if found[0] * 2 > len(stems) else None
+    return (images, masks) if images else None
 
 
 # PASCAL VOC's classes, values 1..20 of its class masks (0 the background, 255 the objects' borders)
@@ -688,11 +727,11 @@ def _binary_masks(mask_dir: Path, sample: int = 5) -> bool:
         return bool(masks)
     try:
         for p in masks:
-            with Image.open(p) as im:
-                values = np.asarray(im if im.mode != "P" else im.convert("L"))
+            with Image.open(p) as im:  # a palette's values as their colours' grey: VOC's are not binary
+                values = np.asarray(im.convert("L") if im.mode == "P" else im)
             if values.ndim == 3 and (values[..., :1] == values).all():
                 values = values[..., 0]
-            if im.mode == "P" or values.ndim != 2 or not binary_values(values):
+            if values.ndim != 2 or not binary_values(values):
                 return False
     except Exception:  # noqa: BLE001  (an unreadable mask: read_masks lists it)
         return False
@@ -719,7 +758,7 @@ def mask_classes(root: Path, mask_dir: Path) -> tuple[list[str], bool]:
 @_format("masks", lambda root: _mask_dirs(root) is not None)
 def read_masks(root: Path) -> SceneData:
     img_dir, mask_dir = _mask_dirs(root)
-    masks = {p.stem.removesuffix("_mask").removesuffix("_masks"): p for p in images_under(mask_dir).values()}
+    masks = {mask_stem(p): p for p in images_under(mask_dir).values()}
     classes, semantic = mask_classes(root, mask_dir)
     named = bool(classes) and semantic  # else a class map's names come from the values found ("class 3")
     items, problems = [], []
