@@ -206,6 +206,11 @@ def binary_values(values: np.ndarray) -> bool:
     return int(values.max(initial=0)) == 255 and not np.isin(values, (0, 255), invert=True).any()
 
 
+def one_channel(values: np.ndarray) -> np.ndarray:
+    """A mask's values, a grey one saved as RGB (every channel alike) as its one channel."""
+    return values[..., 0] if values.ndim == 3 and (values[..., :1] == values).all() else values
+
+
 def mask_values(image: Image.Image, path: Path) -> np.ndarray:
     """A mask's values (object ids or class numbers) as one channel: a single-channel mask's own, and the same
     saved as grey RGB; a binary mask's foreground as 1 (0/255, or a JPEG's values cut at 128); a colour mask's
@@ -216,9 +221,7 @@ def mask_values(image: Image.Image, path: Path) -> np.ndarray:
     if image.mode == "P":  # VOC's palette: the values are the classes, 255 its void; Carvana's black/white GIFs
         grey = np.asarray(image.convert("L"))
         return (grey > 0).astype(np.uint8) if binary_values(grey) else np.asarray(image)
-    values = np.asarray(image.convert("RGB") if image.mode in ("RGBA", "LA") else image)
-    if values.ndim == 3 and (values[..., :1] == values).all():  # grey saved as RGB
-        values = values[..., 0]
+    values = one_channel(np.asarray(image.convert("RGB") if image.mode in ("RGBA", "LA") else image))
     if values.ndim == 2:
         return (values > 0).astype(np.uint8) if binary_values(values) else values
     rgb = values.astype(np.int32)

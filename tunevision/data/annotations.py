@@ -34,6 +34,7 @@ from tunevision.data.annotated import (
     mask_boxes,
     mask_ids,
     mask_values,
+    one_channel,
     outlines_or_none,
     polygon_parts,
     read_names,
@@ -728,9 +729,7 @@ def _binary_masks(mask_dir: Path, sample: int = 5) -> bool:
     try:
         for p in masks:
             with Image.open(p) as im:  # a palette's values as their colours' grey: VOC's are not binary
-                values = np.asarray(im.convert("L") if im.mode == "P" else im)
-            if values.ndim == 3 and (values[..., :1] == values).all():
-                values = values[..., 0]
+                values = one_channel(np.asarray(im.convert("L") if im.mode == "P" else im))
             if values.ndim != 2 or not binary_values(values):
                 return False
     except Exception:  # noqa: BLE001  (an unreadable mask: read_masks lists it)
