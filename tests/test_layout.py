@@ -446,6 +446,31 @@ def test_masks_found_beside_the_images_they_name(tmp_path):
     assert task_name_for_data(RunConfig.from_options(str(tmp_path / "faces"))) == "classify"
 
 
+def test_labelimg_yolo_labels_beside_their_images(tmp_path):
+    """LabelImg's YOLO mode: each image's .txt beside it and classes.txt with them, no images/ or labels/; captions
+    in .txt files beside photos are no boxes."""
+    from tests.scenes import write_yolo
+
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    made = write_yolo(tmp_path / "made")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in (made / "images").iterdir():
+        f.rename(flat / f.name)
+    for f in (made / "labels").iterdir():
+        f.rename(flat / f.name)
+    (flat / "classes.txt").write_text((made / "classes.txt").read_text())
+    assert task_name_for_data(RunConfig.from_options(str(flat))) == "detect"
+    data = read_scene_data(flat)
+    assert data.format == "yolo" and data.classes == ["box"] and len(data.items) == 8 and not data.problems
+    assert all(len(it.boxes) >= 1 for it in data.items)
+    for f in flat.glob("*.txt"):
+        if f.name != "classes.txt":
+            f.write_text("a red box on a dark ground\n")
+    assert sniff_format(flat) is None
+
+
 def test_a_box_table_is_detection_data(tmp_path):
     """TensorFlow's object-detection CSV (the raccoon set's original form): a row per box, one with no corners for
     an image with no object, corners in pixels or as fractions of the image."""

@@ -13,7 +13,7 @@ import json
 import xml.etree.ElementTree as ET
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -573,15 +573,23 @@ def _header_size(file: str) -> tuple[int, int] | None:
 # --- YOLO: images/ + labels/ with one "class cx cy w h" line per box, normalised ---------------------------------
 
 def _yolo_dirs(root: Path) -> tuple[Path, Path] | None:
+    """(images, labels) folders of YOLO data: images/ + labels/, or LabelImg's YOLO mode (each image's .txt beside
+    it, classes.txt with them: both folders are `root`)."""
     img, lab = _subdir(root, "images"), _subdir(root, "labels")
-    return (img, lab) if img and lab and _yolo_lines(lab) else None
+    if img and lab:
+        return (img, lab) if _yolo_lines(lab.rglob("*.txt")) else None
+    if not read_names(root):
+        return None
+    stems = {p.stem for p in entries(root) if p.suffix.lower() in IMAGE_SUFFIXES}
+    beside = [p for p in entries(root) if p.suffix.lower() == ".txt" and p.stem in stems]
+    return (root, root) if beside and _yolo_lines(iter(beside)) else None
 
 
-def _yolo_lines(lab: Path, sample: int = 20) -> bool:
-    """Whether a labels/ folder holds YOLO label files by their content: lines of numbers, never words. DTD's
-    labels/ holds split lists (`train1.txt`: one image path per line) beside images/, and was read as YOLO data."""
+def _yolo_lines(files: Iterator[Path], sample: int = 20) -> bool:
+    """Whether label files are YOLO's by their content: lines of numbers, never words. DTD's labels/ holds split
+    lists (`train1.txt`: one image path per line) beside images/, and was read as YOLO data."""
     numeric = False
-    for file in itertools.islice(lab.rglob("*.txt"), sample):
+    for file in itertools.islice(files, sample):
         line = next((x for x in first_bytes(file, 1 << 12).decode("utf-8", "replace").splitlines() if x.strip()), "")
         try:
             numeric |= len([float(v) for v in line.split()]) >= 5
