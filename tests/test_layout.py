@@ -471,6 +471,45 @@ def test_labelimg_yolo_labels_beside_their_images(tmp_path):
     assert sniff_format(flat) is None
 
 
+def test_vgg_image_annotator_regions(tmp_path):
+    """VIA's via_region_data.json in train/ and val/ (Mask R-CNN's balloon tutorial): polygons, rectangles and
+    circles give boxes and outlines, a point none; classes from region attributes, `object` without any; VIA 1's
+    numbered regions; a VIA project's `_via_img_metadata`."""
+    import json
+
+    from tunevision.core.config import RunConfig
+    from tunevision.data.discover import task_name_for_data
+    polygon = {"name": "polygon", "all_points_x": [4, 30, 30, 4], "all_points_y": [6, 6, 40, 40]}
+    rect = {"name": "rect", "x": 10, "y": 8, "width": 20, "height": 12}
+    circle = {"name": "circle", "cx": 28, "cy": 24, "r": 10}
+    for split in ("train", "val"):
+        records = {}
+        for i in range(3):
+            _image(tmp_path / "balloon" / split / f"{i}.jpg", i)  # 56 x 48
+            regions = [{"shape_attributes": polygon, "region_attributes": {}},
+                       {"shape_attributes": {"name": "point", "cx": 3, "cy": 3}, "region_attributes": {}}]
+            records[f"{i}.jpg1234"] = {"filename": f"{i}.jpg", "size": 1234, "regions": regions, "file_attributes": {}}
+        (tmp_path / "balloon" / split / "via_region_data.json").write_text(json.dumps(records))
+    root = tmp_path / "balloon"
+    assert task_name_for_data(RunConfig.from_options(str(root))) == "detect"
+    data = read_scene_data(root)
+    assert data.format == "via" and data.classes == ["object"] and not data.problems
+    assert sorted(it.split for it in data.items) == ["train"] * 3 + ["val"] * 3
+    np.testing.assert_allclose(data.items[0].boxes, [[4, 6, 30, 40]])
+    assert data.items[0].has_masks
+
+    project = tmp_path / "project"
+    for i in range(2):
+        _image(project / f"{i}.jpg", i)
+    regions = {"0": {"shape_attributes": rect, "region_attributes": {"name": "cat"}},  # VIA 1: numbered regions
+               "1": {"shape_attributes": circle, "region_attributes": {"type": {"dog": True, "cat": False}}}}
+    (project / "via_project.json").write_text(json.dumps({"_via_settings": {}, "_via_img_metadata": {
+        f"{i}.jpg99": {"filename": f"{i}.jpg", "size": 99, "regions": regions} for i in range(2)}}))
+    data = read_scene_data(project)
+    assert data.classes == ["cat", "dog"] and [it.labels.tolist() for it in data.items] == [[0, 1], [0, 1]]
+    np.testing.assert_allclose(data.items[0].boxes, [[10, 8, 30, 20], [18, 14, 38, 34]], atol=0.01)
+
+
 def test_a_box_table_is_detection_data(tmp_path):
     """TensorFlow's object-detection CSV (the raccoon set's original form): a row per box, one with no corners for
     an image with no object, corners in pixels or as fractions of the image."""

@@ -336,6 +336,91 @@ def read_createml(root: Path) -> SceneData:
     return SceneData(items, classes, "createml", problems)
 
 
+def _via_file(root: Path) -> Path | None:
+    """A VGG Image Annotator export: a JSON of images with their `regions` (`via_region_data.json`, as Mask R-CNN's
+    balloon tutorial ships it), or a VIA project holding them under `_via_img_metadata`; the file itself or one at
+    the top of a folder."""
+    candidates = [root] if root.is_file() else [p for p in entries(root) if p.is_file()] if root.is_dir() else []
+    for path in (p for p in candidates if p.suffix.lower() == ".json"):
+        head = first_bytes(path, JSON_HEAD)
+        if b'"_via_img_metadata"' in head or b'"regions"' in head and b'"filename"' in head:
+            return path
+    return None
+
+
+@_format("via", lambda root: _via_file(root) is not None)
+def read_via(root: Path) -> SceneData:
+    """VIA: each region's outline and box (rectangles, polygons, circles and ellipses; points and lines have none),
+    its class the first name in its attributes (`{"name": "balloon"}`, or a chosen option), else `object`; the
+    image beside the file, else anywhere under `root` by name."""
+    path = _via_file(root)
+    fixed = read_names(path.parent)
+    classes, items, problems, images = list(fixed), [], [], None
+    try:
+        found = json.loads(path.read_text(errors="replace"))
+        records = found.get("_via_img_metadata", found)
+        if not isinstance(records, dict):
+            raise TypeError("no images in it")
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise TunevisionError(f"{path}: unreadable VIA JSON ({type(e).__name__}: {str(e)[:80]}); it maps each image "
+                              "to its filename and regions") from None
+    for key, record in records.items():
+        try:
+            regions = record.get("regions") or []
+            regions = list(regions.values()) if isinstance(regions, dict) else regions  # VIA 1 numbered them
+            shaped = [(o, r) for r in regions if (o := _via_outline(r["shape_attributes"])) is not None]
+            outlines = [[o] for o, _ in shaped]
+            names = [_via_class(r.get("region_attributes") or {}) for _, r in shaped]
+            filename = str(record["filename"]).replace("\\", "/")
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problems.append((f"{path}: {key}", f"unreadable VIA region ({type(e).__name__}: {str(e)[:60]})"))
+            continue
+        labels = [class_index(classes, n, bool(fixed)) for n in names]
+        if None in labels:
+            problems.append((f"{path}: {filename}", f"unknown class {names[labels.index(None)]!r} (not in classes.txt)"))
+            continue
+        image = path.parent / filename
+        if not image.is_file():
+            images = images if images is not None else {p.name: p for p in image_files(root)}
+            image = images.get(Path(filename).name, image)
+        boxes = [[*o[0].min(0), *o[0].max(0)] for o in outlines]
+        add_item(items, problems, image, boxes, labels, path, polygons=outlines_or_none(outlines))
+    return SceneData(items, classes, "via", problems)
+
+
+def _via_outline(shape: dict) -> np.ndarray | None:
+    """A VIA shape as a polygon (circles and ellipses as 32 points), or None for a point or a line."""
+    kind = shape.get("name")
+    if kind == "rect":
+        x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
+        return np.asarray([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+    if kind == "polygon":
+        points = np.stack([np.asarray(shape["all_points_x"], float), np.asarray(shape["all_points_y"], float)], 1)
+        if len(points) < 3:
+            raise ValueError(f"a polygon of {len(points)} points")
+        return points
+    if kind in ("circle", "ellipse"):
+        cx, cy = float(shape["cx"]), float(shape["cy"])
+        rx = float(shape.get("r", shape.get("rx", 0)))
+        ry = float(shape.get("r", shape.get("ry", 0)))
+        angles = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        return np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], 1)
+    return None
+
+
+def _via_class(attributes: dict) -> str:
+    """A region's class: its first attribute that is a name, or the option chosen in one (`{"type": {"car": true}}`);
+    `object` where it has neither (the balloon set's regions have no attributes)."""
+    for value in attributes.values():
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, dict):
+            chosen = [k for k, on in value.items() if on]
+            if chosen:
+                return str(chosen[0]).strip()
+    return "object"
+
+
 # --- COCO: one JSON for many images ---------------------------------------------------------------------------
 
 def _coco_files(root: Path) -> list[Path]:
