@@ -270,6 +270,10 @@ def test_a_row_per_label_is_joined_per_image(tmp_path: Path) -> None:
     given = {Path(s.path).stem: sorted(ds.classes[j] for j in s.labels) for s in ds.train + ds.val}
     assert given == {"0000": ["Rabbit"], "0001": ["Cat", "Flower"], "0002": ["Cat"]}
 
+    (tmp_path / "images" / "image_0001.jpg").write_bytes((tmp_path / "images" / "0000.jpg").read_bytes())
+    (tmp_path / "bare.csv").write_text("image_0001,sea\n0000,sunset\n")  # no header: its first row is an image
+    assert [Path(p).name for p in read_label_table(tmp_path / "bare.csv").paths] == ["image_0001.jpg", "0000.jpg"]
+
     rows = [f"{i}.jpg,{'cat' if i % 2 else 'dog'}" for i in range(200)] + ["7.jpg,dog", "8.jpg,dog"]
     (tmp_path / "pets.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
     table = read_label_table(tmp_path / "pets.csv")

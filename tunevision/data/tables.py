@@ -207,7 +207,9 @@ def _has_header(rows: list[list[str]], path_col: int) -> bool:
         return False
     if not is_image_name(rows[0][path_col]) and is_image_name(rows[1][path_col]):
         return True
-    return any((words := _header_words(c)) and set(words) <= HEADER_WORDS for c in rows[0])
+    # no digits: a headerless table's first name `image_0001` is made of header words too
+    return any((words := _header_words(c)) and set(words) <= HEADER_WORDS and not any(ch.isdigit() for ch in c)
+               for c in rows[0])
 
 
 def _resolve(root: Path, name: str) -> Path:
