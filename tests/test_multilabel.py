@@ -274,6 +274,11 @@ def test_a_row_per_label_is_joined_per_image(tmp_path: Path) -> None:
     (tmp_path / "bare.csv").write_text("image_0001,sea\n0000,sunset\n")  # no header: its first row is an image
     assert [Path(p).name for p in read_label_table(tmp_path / "bare.csv").paths] == ["image_0001.jpg", "0000.jpg"]
 
+    (tmp_path / "votes.csv").write_text("image,annotator,label\n0000.jpg,a,sea\n0000.jpg,b,sea\n0000.jpg,c,trees\n"
+                                        "0001.jpg,a,trees\n0001.jpg,b,trees\n0002.jpg,a,sunset\n")
+    table = read_label_table(tmp_path / "votes.csv")  # three annotators: each image's most common label
+    assert not table.multilabel and table.labels == [["sea"], ["trees"], ["sunset"]] and "votes" in table.layout
+
     rows = [f"{i}.jpg,{'cat' if i % 2 else 'dog'}" for i in range(200)] + ["7.jpg,dog", "8.jpg,dog"]
     (tmp_path / "pets.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
     table = read_label_table(tmp_path / "pets.csv")

@@ -175,28 +175,34 @@ def _header_words(cell: str) -> list[str]:
 
 
 def _rows_per_image(paths: list[str], labels: list[list[str]], splits: list[str], multilabel: bool
-                    ) -> tuple[list[str], list[list[str]], list[str], list[tuple[str, str]], bool]:
-    """(paths, labels, splits, problems, whether rows were joined): one row per image. A table of a row per label
-    (Open Images' `ImageID,LabelName`) gives each image all its rows' labels: multi-label data where one image in a
-    hundred or more gains a label so, or where asked for. Else an image labelled twice keeps its first label, the
-    rest listed; an image listed twice alike is one image."""
+                    ) -> tuple[list[str], list[list[str]], list[str], list[tuple[str, str]], str]:
+    """(paths, labels, splits, problems, how rows were joined: "" where each image had one): one row per image.
+    - A table of a row per label (Open Images' `ImageID,LabelName`) gives each image all its rows' labels:
+      multi-label data where one image in a hundred or more gains a label so, or where asked for.
+    - Rows that are votes (several annotators' labels of each image, most images given one label more than once)
+      give each image its most common label, the first of a tie.
+    - Else an image labelled twice keeps its first label, the rest listed; an image listed twice alike is one."""
     first: dict[str, int] = {}  # each image's first row
-    merged: dict[str, list[str]] = {}
+    votes: dict[str, Counter] = {}
     for i, (p, ls) in enumerate(zip(paths, labels)):
-        if p in merged:
-            merged[p] += [x for x in ls if x not in merged[p]]
-        else:
-            first[p], merged[p] = i, list(ls)
-    if len(merged) == len(paths):
-        return paths, labels, splits, [], False
-    kept = list(merged)
-    gained = [p for p in kept if len(merged[p]) > len(labels[first[p]])]
+        if p not in votes:
+            first[p], votes[p] = i, Counter()
+        votes[p].update(ls)
+    if len(votes) == len(paths):
+        return paths, labels, splits, [], ""
+    kept = list(votes)
     kept_splits = [splits[first[p]] for p in kept]
+    several = [p for p in kept if sum(votes[p].values()) > len(labels[first[p]])]
+    one_each = all(len(ls) <= 1 for ls in labels)  # votes are single labels; a duplicated list row is no vote
+    if not multilabel and one_each and sum(max(votes[p].values()) > 1 for p in several) * 2 > len(several):
+        return kept, [[votes[p].most_common(1)[0][0]] if votes[p] else [] for p in kept], kept_splits, [], "votes"
+    merged = {p: list(votes[p]) for p in kept}  # a Counter keeps its labels in the order first seen
+    gained = [p for p in kept if len(merged[p]) > len(labels[first[p]])]
     if multilabel or len(gained) * 100 >= len(kept):
-        return kept, [merged[p] for p in kept], kept_splits, [], True
+        return kept, [merged[p] for p in kept], kept_splits, [], "joined"
     conflicts = [(p, f"labelled {' and '.join(merged[p])} by the table's rows: {labels[first[p]][0]} kept")
                  for p in gained if labels[first[p]]]
-    return kept, [labels[first[p]] for p in kept], kept_splits, conflicts, False
+    return kept, [labels[first[p]] for p in kept], kept_splits, conflicts, ""
 
 
 def _has_header(rows: list[list[str]], path_col: int) -> bool:
@@ -494,7 +500,8 @@ def read_label_table(path: str | Path, images: str = "", multilabel: bool = Fals
         labels = [[named[int(lab)] for lab in ls] for ls in labels]
         names = sorted({named[int(n)] for n in names})
     kind = ("one-hot columns" if hot else f"label lists separated by {sep!r}" if sep else
-            "a row per label, an image's rows joined" if joined else "one label per row")
+            "a row per label, an image's rows joined" if joined == "joined" else
+            "several votes per image, the most common kept" if joined == "votes" else "one label per row")
     where = "" if root == path.parent else f", images in {root}"
     form = "JSON" if path.suffix.lower() == ".json" else "CSV"
     return LabelTable(paths, labels, splits, names, multi, f"{form} ({kind}{where})", problems)
