@@ -154,6 +154,13 @@ def class_index(classes: list[str], name: str, fixed: bool) -> int | None:
     return classes.index(name)
 
 
+def class_labels(classes: list[str], names: list[str], fixed: bool) -> tuple[list[int], str]:
+    """Each name's class index (`class_index`), and the reason an image is left out where a fixed list of classes
+    lacks one of them ("" where none)."""
+    labels = [class_index(classes, n, fixed) for n in names]
+    return labels, f"unknown class {names[labels.index(None)]!r} (not in classes.txt)" if None in labels else ""
+
+
 def read_names(root: Path) -> list[str]:
     """classes.txt (one per line), or the `names` of a YOLO data.yaml; empty when there is neither. A split
     folder's names may sit one level up, beside it and its twins (Roboflow's train/ valid/ test/ + data.yaml)."""

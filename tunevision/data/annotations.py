@@ -28,6 +28,7 @@ from tunevision.data.annotated import (
     add_item,
     binary_values,
     class_index,
+    class_labels,
     image_files,
     images_under,
     labelmap,
@@ -265,9 +266,9 @@ def read_labelme(root: Path) -> SceneData:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             problems.append((str(path), f"unreadable LabelMe JSON ({type(e).__name__}: {str(e)[:60]})"))
             continue
-        labels = [class_index(classes, n, bool(fixed)) for n in names]
-        if None in labels:
-            problems.append((str(path), f"unknown class {names[labels.index(None)]!r} (not in classes.txt)"))
+        labels, unknown = class_labels(classes, names, bool(fixed))
+        if unknown:
+            problems.append((str(path), unknown))
             continue
         name = str(record.get("imagePath") or path.stem).replace("\\", "/")
         image = path.parent / name
@@ -327,9 +328,9 @@ def read_createml(root: Path) -> SceneData:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             problems.append((f"{path}: item {n}", f"unreadable ({type(e).__name__}: {str(e)[:60]})"))
             continue
-        labels = [class_index(classes, name, bool(fixed)) for name in names]
-        if None in labels:
-            problems.append((f"{path}: {image.name}", f"unknown class {names[labels.index(None)]!r}"))
+        labels, unknown = class_labels(classes, names, bool(fixed))
+        if unknown:
+            problems.append((f"{path}: {image.name}", unknown))
             continue
         boxes = [[x - w / 2, y - h / 2, x + w / 2, y + h / 2] for x, y, w, h in centres]
         add_item(items, problems, image, boxes, labels, path)
@@ -375,9 +376,9 @@ def read_via(root: Path) -> SceneData:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             problems.append((f"{path}: {key}", f"unreadable VIA region ({type(e).__name__}: {str(e)[:60]})"))
             continue
-        labels = [class_index(classes, n, bool(fixed)) for n in names]
-        if None in labels:
-            problems.append((f"{path}: {filename}", f"unknown class {names[labels.index(None)]!r} (not in classes.txt)"))
+        labels, unknown = class_labels(classes, names, bool(fixed))
+        if unknown:
+            problems.append((f"{path}: {filename}", unknown))
             continue
         image = path.parent / filename
         if not image.is_file():
