@@ -241,6 +241,18 @@ def test_kaggle_planet_layout_with_extensionless_names_in_a_sibling_folder(tmp_p
     assert table.paths[0] == str(tmp_path / "train-jpg" / "train_0.jpg")
 
 
+def test_metrics_json_holds_no_nan_for_a_label_without_positives(tmp_path: Path) -> None:
+    from tunevision.classify.multilabel import MultiLabelEvaluation
+    ev = MultiLabelEvaluation(["sea", "snow"], np.array([[1, 0], [0, 0], [1, 0]], float),
+                              np.array([[0.9, 0.2], [0.1, 0.1], [0.8, 0.3]]), ["a", "b", "c"], np.array([0.5, 0.5]))
+    ev.write(tmp_path)
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} in metrics.json")
+    metrics = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert [r["ap"] for r in metrics["per_label"]] == [1.0, None] and metrics["final_val_map"] == 1.0
+
+
 def test_a_row_per_label_is_joined_per_image(tmp_path: Path) -> None:
     """Open Images' long form (`ImageID,LabelName,Confidence`, ids without an extension): an image's rows are its
     labels. A single-label table with one image in two hundred labelled twice stays single-label, that image's

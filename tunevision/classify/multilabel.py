@@ -57,6 +57,10 @@ def _prf(tp: float, fp: float, fn: float) -> tuple[float, float, float]:
     return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
 
 
+def _no_nan(value):
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
 @dataclass
 class MultiLabelEvaluation:
     classes: list[str]
@@ -155,8 +159,10 @@ class MultiLabelEvaluation:
     def write(self, folder: Path) -> None:
         """metrics.json, per_label.csv and predictions.csv in `folder`."""
         folder.mkdir(parents=True, exist_ok=True)
+        # a label with no positive image has no AP (NaN): null, as JSON has no NaN
+        rows = [{k: _no_nan(v) for k, v in r.items()} for r in self.per_label()]
         atomic_write(folder / "metrics.json", lambda p: p.write_text(json.dumps(
-            {**self.summary(), "per_label": self.per_label()}, indent=2)))
+            {**{k: _no_nan(v) for k, v in self.summary().items()}, "per_label": rows}, indent=2)))
         with open(folder / "per_label.csv", "w", newline="") as f:
             w = csv.DictWriter(f, ["label", "precision", "recall", "f1", "ap", "support", "threshold"])
             w.writeheader()
