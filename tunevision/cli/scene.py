@@ -37,6 +37,6 @@ def evaluate_scene(model, data: str, *, out: Path | None, **unused) -> None:
         if getattr(scores, "pr_curves", None):
             from tunevision.report.plots import pr_curves
             pr_curves(scores.pr_curves, out / "pr_curves.png")
+    from tunevision.scene.evaluate import score_text
     per_class = getattr(scores, "per_class_ap50", None) or getattr(scores, "per_class_iou", {})
-    click.echo(scores.headline() + "".join(f"\n  {c:>16s} {'n/a' if v is None else f'{v:.3f}'}"
-                                           for c, v in per_class.items()))
+    click.echo(scores.headline() + "".join(f"\n  {c:>16s} {score_text(v)}" for c, v in per_class.items()))

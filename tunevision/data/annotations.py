@@ -249,12 +249,25 @@ def _labelme_files(root: Path, sniff: bool = False) -> list[Path]:
     return found
 
 
+class _ImagesByName:
+    """The images under a folder by file name, for annotations whose image is not where they say: listed at the
+    first such look, never where every image is found beside its annotations."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.names = root, None
+
+    def get(self, name: str, default: Path) -> Path:
+        if self.names is None:
+            self.names = {p.name: p for p in image_files(self.root)}
+        return self.names.get(Path(name).name, default)
+
+
 @_format("labelme", lambda root: bool(_labelme_files(root, sniff=True)))
 def read_labelme(root: Path) -> SceneData:
     """LabelMe: each shape's outline and its box (rectangles, polygons and circles; lines and points have none),
     the image where `imagePath` says, else beside the JSON or anywhere under `root` by name."""
     fixed = read_names(root)
-    classes, items, problems, images = list(fixed), [], [], None
+    classes, items, problems, by_name = list(fixed), [], [], _ImagesByName(root)
     for path in _labelme_files(root):
         try:
             record = json.loads(path.read_text(errors="replace"))
@@ -273,9 +286,8 @@ def read_labelme(root: Path) -> SceneData:
         name = str(record.get("imagePath") or path.stem).replace("\\", "/")
         image = path.parent / name
         if not image.is_file():
-            images = images if images is not None else {p.name: p for p in image_files(root)}
             image = next((path.with_suffix(x) for x in IMAGE_SUFFIXES if path.with_suffix(x).is_file()), None) or \
-                images.get(Path(name).name, image)
+                by_name.get(name, image)
         add_item(items, problems, image, boxes, labels, path, size, polygons=outlines_or_none(outlines))
     return SceneData(items, classes, "labelme", problems)
 
@@ -356,7 +368,7 @@ def read_via(root: Path) -> SceneData:
     image beside the file, else anywhere under `root` by name."""
     path = _via_file(root)
     fixed = read_names(path.parent)
-    classes, items, problems, images = list(fixed), [], [], None
+    classes, items, problems, by_name = list(fixed), [], [], _ImagesByName(root)
     try:
         found = json.loads(path.read_text(errors="replace"))
         records = found.get("_via_img_metadata", found)
@@ -382,8 +394,7 @@ def read_via(root: Path) -> SceneData:
             continue
         image = path.parent / filename
         if not image.is_file():
-            images = images if images is not None else {p.name: p for p in image_files(root)}
-            image = images.get(Path(filename).name, image)
+            image = by_name.get(filename, image)
         boxes = [[*o[0].min(0), *o[0].max(0)] for o in outlines]
         add_item(items, problems, image, boxes, labels, path, polygons=outlines_or_none(outlines))
     return SceneData(items, classes, "via", problems)

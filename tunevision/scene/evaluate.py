@@ -95,6 +95,12 @@ class SegmentationScores:
         return self.__dict__.copy()
 
 
+def score_text(value: float | None) -> str:
+    """A class's score as tables and the CLI show it: n/a for one the validation images do not hold (no AP, no
+    IoU)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(true, predicted) pixel counts; pixels marked IGNORE in `true` do not count."""
     keep = true != IGNORE

@@ -16,6 +16,7 @@ from tunevision.data.scenes import SceneSample
 from tunevision.models.hub import draw_boxes, overlay
 from tunevision.report import plots
 from tunevision.report.page import img_html, table_html, write_page
+from tunevision.scene.evaluate import score_text
 
 GRID = 12           # validation images shown
 SHOW_SCORE = 0.5    # predicted boxes drawn from this score up
@@ -45,19 +46,14 @@ def mask_views(samples: list[SceneSample], maps: list[torch.Tensor], classes: li
     return views
 
 
-def _score(value: float | None) -> str:
-    """A class's score in the tables: n/a for one the validation images do not hold (no AP, no IoU)."""
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], outputs: list, scores, meta,
                        history: list) -> Path:
     out = run_dir / "report"
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     classes, sections = meta.classes, []
     if task == "detect":
-        table = table_html(["class", "AP@0.5", "AP@0.5:0.95"], [[c, _score(scores.per_class_ap50.get(c)),
-                                                            _score(scores.per_class_ap.get(c))] for c in classes])
+        table = table_html(["class", "AP@0.5", "AP@0.5:0.95"], [[c, score_text(scores.per_class_ap50.get(c)),
+                                                            score_text(scores.per_class_ap.get(c))] for c in classes])
         plots.pr_curves(scores.pr_curves, out / "pr_curves.png")
         results = (f"<p><b>{html.escape(scores.headline())}</b>, mAP@0.75 {scores.map_75:.3f} on {len(val)} held-out "
                    f"images (COCO evaluation, pycocotools via torchmetrics).</p>{table}" +
@@ -65,7 +61,7 @@ def write_scene_report(run_dir: Path, model, task: str, val: list[SceneSample], 
         views, caption = detection_views(val[:GRID], outputs[:GRID], classes), \
             f"true boxes green, predicted red (score >= {SHOW_SCORE:.0%})"
     else:
-        table = table_html(["class", "IoU"], [[c, _score(v)] for c, v in scores.per_class_iou.items()])
+        table = table_html(["class", "IoU"], [[c, score_text(v)] for c, v in scores.per_class_iou.items()])
         results = f"<p><b>{html.escape(scores.headline())}</b> on {len(val)} held-out images.</p>{table}"
         views, caption = mask_views(val[:GRID], outputs[:GRID], classes), "true mask (left), predicted (right)"
     plots.image_grid(views, [Path(s.source).name for s in val[:GRID]], out / "val_images.jpg",
