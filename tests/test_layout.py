@@ -278,7 +278,6 @@ def test_pascal_voc_segmentation_set(tmp_path):
     """VOC2012 as it unpacks: an XML of boxes for every image (detection, the default), class masks in VOC's palette
     for some of them (`--task segment`: VOC's 20 classes, no names file), split by ImageSets/Segmentation/."""
     from tests.scenes import draw
-
     from tunevision.core.config import RunConfig
     from tunevision.data.annotated import voc_colours
     from tunevision.data.annotations import VOC_CLASSES
@@ -324,7 +323,6 @@ def test_cvat_colour_masks_with_a_labelmap(tmp_path):
     masks beside them, ImageSets/Segmentation/default.txt; a colour no class has leaves its image out with the
     reason; VOC's masks saved as RGB read by VOC's colour map."""
     from tests.scenes import draw
-
     from tunevision.core.config import RunConfig
     from tunevision.data.annotated import voc_colours
     from tunevision.data.discover import task_name_for_data
@@ -386,7 +384,6 @@ def test_binary_masks_saved_as_jpeg_are_a_class_to_segment(tmp_path):
     """Kvasir-SEG as it ships: images/ and masks/ of RGB JPEGs whose foreground is white, grey at its blurred edges:
     one class to segment, each mask cut at 128; the same masks saved as 0/255 PNGs alike."""
     from tests.scenes import draw
-
     from tunevision.core.config import RunConfig
     from tunevision.data.discover import task_name_for_data
     from tunevision.data.scenes import decode_scene
@@ -420,7 +417,6 @@ def test_masks_found_beside_the_images_they_name(tmp_path):
     ..._Input/ beside ..._GroundTruth/ of X_segmentation.png: the image folder is the one the masks name. Face-mask
     photos in Mask/ beside Normal/, both numbered 0.jpg ..., stay classes."""
     from tests.scenes import draw
-
     from tunevision.core.config import RunConfig
     from tunevision.data.discover import task_name_for_data
     rng = np.random.default_rng(0)
@@ -450,7 +446,6 @@ def test_labelimg_yolo_labels_beside_their_images(tmp_path):
     """LabelImg's YOLO mode: each image's .txt beside it and classes.txt with them, no images/ or labels/; captions
     in .txt files beside photos are no boxes."""
     from tests.scenes import write_yolo
-
     from tunevision.core.config import RunConfig
     from tunevision.data.discover import task_name_for_data
     made = write_yolo(tmp_path / "made")

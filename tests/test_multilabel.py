@@ -296,8 +296,8 @@ def test_a_row_per_label_is_joined_per_image(tmp_path: Path) -> None:
     table = read_label_table(tmp_path / "pets.csv")
     assert not table.multilabel and len(table.paths) == 200 and table.names == ["cat", "dog"]
     assert table.labels[7] == ["cat"] and table.labels[8] == ["dog"]
-    assert [(Path(p).name, why) for p, why in table.problems] == [("7.jpg", "labelled cat and dog by the table's "
-                                                                   "rows: cat kept")]
+    why = "labelled cat and dog by the table's rows: cat kept"
+    assert [(Path(p).name, reason) for p, reason in table.problems] == [("7.jpg", why)]
 
 
 def test_stage_features_equal_the_plain_body_on_their_last_columns() -> None:

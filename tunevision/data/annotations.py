@@ -886,8 +886,8 @@ def read_masks(root: Path) -> SceneData:
             problems.append((str(mask), f"unreadable mask ({type(e).__name__})"))
             continue
         if m.ndim != 2:
-            problems.append((str(mask), "a mask must be single-channel (pixel value k = object k, or class k), or "
-                                        "coloured as labelmap.txt says"))
+            problems.append((str(mask), ("a mask must be single-channel (pixel value k = object k, or class k), or "
+                                         "coloured as labelmap.txt says")))
             continue
         ids = mask_ids(m)
         if semantic and named and len(ids) and ids[-1] > len(classes):

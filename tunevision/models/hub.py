@@ -78,7 +78,8 @@ def draw_boxes(image: np.ndarray, boxes, captions: list[str], color: str = "red"
         return image
     img = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a copy: PIL's arrays are read-only
     width = max(2, round(max(image.shape[:2]) / 250))
-    from matplotlib import font_manager  # at the first drawing: what never draws does not load matplotlib
+    # at the first drawing: what never draws does not load matplotlib
+    from matplotlib import font_manager
     font = font_manager.findfont("DejaVu Sans")
     out = draw_bounding_boxes(img, torch.as_tensor(np.asarray(boxes, dtype=np.float32)), captions, colors=color,
                               width=width, font=font, font_size=max(10, round(max(image.shape[:2]) / 45)),
